@@ -1,0 +1,124 @@
+"""Radiation: solar geometry, extraterrestrial and clear-sky radiation, net radiation, PAR and fAPAR.
+
+Daily kernels after FAO-56 (Allen et al. 1998, Irrigation and Drainage Paper 56, chapter 3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike
+
+from process_models import constants as C
+from process_models.parameters import ParameterSpec
+
+#: Light extinction coefficient of the canopy (shared by every photosynthesis variant).
+K_EXT_SPEC = ParameterSpec(
+    name="k_ext",
+    default=0.5,
+    lower=0.3,
+    upper=0.9,
+    units="-",
+    reference="Monsi & Saeki (1953); Campbell & Norman (1998) §15: 0.5 for a spherical leaf-angle distribution",
+    description="Beer's-law extinction coefficient for fAPAR = 1 − exp(−k LAI)",
+)
+
+#: W m-2 (24-h mean) → MJ m-2 d-1.
+MJ_PER_DAY_PER_W = C.SECONDS_PER_DAY * 1.0e-6
+
+_DAYS_IN_YEAR = 365.0  # FAO-56 eqs. 23–24 use 365 in the annual cycle
+
+
+def solar_declination(doy: ArrayLike) -> Array:
+    """Solar declination δ = 0.409 sin(2π J/365 − 1.39) (rad). FAO-56 eq. 24. doy: day of year J."""
+    return 0.409 * jnp.sin(2.0 * math.pi * jnp.asarray(doy) / _DAYS_IN_YEAR - 1.39)
+
+
+def inverse_relative_distance(doy: ArrayLike) -> Array:
+    """Inverse relative Earth–Sun distance d_r = 1 + 0.033 cos(2π J/365) (–). FAO-56 eq. 23."""
+    return 1.0 + 0.033 * jnp.cos(2.0 * math.pi * jnp.asarray(doy) / _DAYS_IN_YEAR)
+
+
+def sunset_hour_angle(lat: ArrayLike, doy: ArrayLike) -> Array:
+    """Sunset hour angle ω_s = arccos(−tan φ tan δ) (rad). FAO-56 eq. 25. lat: degrees north.
+
+    The argument is clipped to [−1, 1] so polar day (ω_s = π) and polar night (ω_s = 0) are defined.
+    """
+    phi = jnp.deg2rad(jnp.asarray(lat))
+    x = -jnp.tan(phi) * jnp.tan(solar_declination(doy))
+    return jnp.arccos(jnp.clip(x, -1.0, 1.0))
+
+
+def daylength(lat: ArrayLike, doy: ArrayLike) -> Array:
+    """Daylight hours N = 24 ω_s / π (h). FAO-56 eq. 34."""
+    return C.HOURS_PER_DAY / math.pi * sunset_hour_angle(lat, doy)
+
+
+def extraterrestrial_radiation(lat: ArrayLike, doy: ArrayLike) -> Array:
+    """Daily extraterrestrial radiation R_a (MJ m-2 d-1). FAO-56 eq. 21.
+
+    R_a = (24·60/π) G_sc d_r [ω_s sin φ sin δ + cos φ cos δ sin ω_s]
+    """
+    phi = jnp.deg2rad(jnp.asarray(lat))
+    delta = solar_declination(doy)
+    ws = sunset_hour_angle(lat, doy)
+    minutes_per_day = C.HOURS_PER_DAY * 60.0
+    geometry = ws * jnp.sin(phi) * jnp.sin(delta) + jnp.cos(phi) * jnp.cos(delta) * jnp.sin(ws)
+    return minutes_per_day / math.pi * C.SOLAR_CONSTANT_MJ_PER_MIN * inverse_relative_distance(doy) * geometry
+
+
+def clear_sky_radiation(lat: ArrayLike, doy: ArrayLike, elevation: ArrayLike = 0.0) -> Array:
+    """Clear-sky shortwave R_so = (0.75 + 2e-5 z) R_a (MJ m-2 d-1), z elevation (m). FAO-56 eq. 37."""
+    return (0.75 + 2.0e-5 * jnp.asarray(elevation)) * extraterrestrial_radiation(lat, doy)
+
+
+def net_radiation(
+    sw_in: ArrayLike,
+    tmin: ArrayLike,
+    tmax: ArrayLike,
+    ea: ArrayLike,
+    lat: ArrayLike,
+    doy: ArrayLike,
+    albedo: ArrayLike,
+    elevation: ArrayLike = 0.0,
+) -> Array:
+    """Daily net radiation R_n = R_ns − R_nl (MJ m-2 d-1). FAO-56 eqs. 38–40.
+
+    R_ns = (1 − α) R_s;  R_nl = σ (T_max,K⁴ + T_min,K⁴)/2 (0.34 − 0.14 √e_a) (1.35 R_s/R_so − 0.35)
+
+    Args:
+        sw_in: shortwave (W m-2, 24-h mean). tmin, tmax: °C. ea: actual vapour pressure (kPa).
+        lat: degrees north. doy: day of year. albedo: surface albedo (–). elevation: m.
+    R_s/R_so is limited to [0.25, 1] as FAO-56 prescribes (R_s/R_so ≤ 1; ≥ 0.25 is its lower bound under
+    full cloud); where R_so vanishes (polar night) the ratio is taken as 0.5 (double-``where``).
+    """
+    rs = jnp.asarray(sw_in) * MJ_PER_DAY_PER_W
+    rso = clear_sky_radiation(lat, doy, elevation)
+    has_sun = rso > 1e-3
+    ratio = jnp.where(has_sun, rs / jnp.where(has_sun, rso, 1.0), 0.5)
+    ratio = jnp.clip(ratio, 0.25, 1.0)
+    tmax_k = jnp.asarray(tmax) + C.KELVIN_OFFSET
+    tmin_k = jnp.asarray(tmin) + C.KELVIN_OFFSET
+    ea_safe = jnp.maximum(jnp.asarray(ea), 0.0)
+    rnl = (
+        C.STEFAN_BOLTZMANN_MJ_DAY
+        * (tmax_k**4 + tmin_k**4)
+        / 2.0
+        * (0.34 - 0.14 * jnp.sqrt(ea_safe + 1e-12))
+        * (1.35 * ratio - 0.35)
+    )
+    return (1.0 - albedo) * rs - rnl
+
+
+def par_from_sw(sw_in: ArrayLike) -> Array:
+    """Photosynthetic photon flux density from shortwave: PPFD = 0.45 · 4.57 · SW (µmol m-2 s-1).
+
+    sw_in in W m-2; the result is on the same time basis (a 24-h mean gives a 24-h mean PPFD).
+    """
+    return jnp.asarray(sw_in) * C.PAR_FRACTION_OF_SW * C.PAR_UMOL_PER_J
+
+
+def fapar_from_lai(lai: ArrayLike, k_ext: ArrayLike) -> Array:
+    """Fraction of absorbed PAR from Beer's law, fAPAR = 1 − exp(−k LAI) (–). Monsi & Saeki (1953)."""
+    return -jnp.expm1(-jnp.asarray(k_ext) * jnp.maximum(jnp.asarray(lai), 0.0))
