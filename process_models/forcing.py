@@ -81,7 +81,7 @@ def make_met(
         tair=tair, tmin=tmin, tmax=tmax, sw_in=sw_in, vpd=vpd, precip=precip, tsoil=tsoil,
         co2=co2, patm=patm, doy=doy, lat=lat,
     )
-    shape = jnp.broadcast_shapes(*(jnp.shape(v) for v in fields.values()))
+    shape = jnp.broadcast_shapes(*(jnp.shape(jnp.asarray(v)) for v in fields.values()))
     out = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), shape) for k, v in fields.items()}
     if lai is not None:
         out["lai"] = jnp.broadcast_to(jnp.asarray(lai, jnp.float32), shape)

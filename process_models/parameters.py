@@ -83,7 +83,11 @@ class ParameterSpec:
         lo, hi = self._edges()
         s = jax.nn.sigmoid(jnp.asarray(unconstrained))
         z = lo * (1.0 - s) + hi * s
-        return jnp.exp(z) if self.transform == "loglogit" else z
+        x = jnp.exp(z) if self.transform == "loglogit" else z
+        # Guard against rounding only (exp and float32 can land an ulp outside); interior gradients are
+        # untouched, so this is not a clip of the model but of the arithmetic.
+        lower, upper = _representable_bounds(self.lower, self.upper, x.dtype)
+        return jnp.clip(x, lower, upper)
 
     def to_unconstrained(self, value: ArrayLike) -> Array:
         """Inverse of `to_physical`. Values at a bound map to a large finite number, not ±∞."""
@@ -115,6 +119,17 @@ class ParameterSpec:
                 f"parameter {self.name!r}{context}: value(s) {arr[bad][:3]} outside its bounds "
                 f"[{self.lower}, {self.upper}] {self.units} (source of the bounds: {self.reference})"
             )
+
+
+def _representable_bounds(lower: float, upper: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds rounded inwards to ``dtype``, so that every value in between is truly in bounds."""
+    lo = np.asarray(lower, dtype=dtype)
+    hi = np.asarray(upper, dtype=dtype)
+    if float(lo) < lower:
+        lo = np.nextafter(lo, np.asarray(np.inf, dtype=dtype))
+    if float(hi) > upper:
+        hi = np.nextafter(hi, np.asarray(-np.inf, dtype=dtype))
+    return lo, hi
 
 
 Specs = tuple[ParameterSpec, ...]

@@ -121,4 +121,5 @@ def par_from_sw(sw_in: ArrayLike) -> Array:
 
 def fapar_from_lai(lai: ArrayLike, k_ext: ArrayLike) -> Array:
     """Fraction of absorbed PAR from Beer's law, fAPAR = 1 − exp(−k LAI) (–). Monsi & Saeki (1953)."""
-    return -jnp.expm1(-jnp.asarray(k_ext) * jnp.maximum(jnp.asarray(lai), 0.0))
+    lai = jnp.asarray(lai)
+    return -jnp.expm1(-jnp.asarray(k_ext) * jnp.where(lai >= 0.0, lai, 0.0))

@@ -1,0 +1,260 @@
+"""The coupled daily ecosystem model: GPP, Ra, Rh, Reco, NEE, soil water, LAI, biomass and crop yield.
+
+Natural vegetation and crops share one daily step; they differ only in where leaf area and live biomass
+come from (a phenology model, or a growing crop) and whether net primary production builds organs.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, PyTree
+
+from process_models.autotrophic import AutotrophicRespiration
+from process_models.crop import Crop, CropState, Maize, Soybean
+from process_models.forcing import Met
+from process_models.parameters import ParameterSpec, Specs, collect_specs, default_parameters
+from process_models.phenology import GrowingSeasonIndex, Phenology
+from process_models.photosynthesis import CollatzC4, FarquharC3, LightUseEfficiency, Photosynthesis
+from process_models.soil_respiration import LloydTaylor, SoilRespiration
+from process_models.water import Bucket
+
+
+class EcosystemState(NamedTuple):
+    """State carried from day to day: plant-available soil water (mm) and the vegetation's own state."""
+
+    w: Array
+    vegetation: PyTree
+
+
+class DailyOutput(NamedTuple):
+    """One day's fluxes and states. Carbon fluxes gC m-2 d-1 (FLUXNET sign: NEE > 0 is a source)."""
+
+    gpp: Array
+    ra: Array  #: autotrophic respiration = rm + rg
+    rm: Array  #: maintenance respiration
+    rg: Array  #: growth respiration
+    rh: Array  #: heterotrophic respiration
+    reco: Array  #: ecosystem respiration = ra + rh
+    nee: Array  #: net ecosystem exchange = reco − gpp
+    npp: Array  #: net primary production = gpp − ra
+    rsoil: Array  #: soil CO2 efflux seen by a chamber = rh + belowground share of ra
+    et: Array  #: evapotranspiration (mm d-1)
+    drainage: Array  #: drainage and runoff (mm d-1)
+    w: Array  #: plant-available soil water after the day (mm)
+    swc: Array  #: volumetric soil water content (m3 m-3)
+    water_stress: Array  #: GPP water-stress scalar (1 = none)
+    lai: Array  #: green leaf area index (m2 m-2)
+    biomass: Array  #: live respiring biomass (gC m-2)
+    crop_yield: Array  #: grain yield of the latest harvest (t ha-1 at market moisture; 0 for natural vegetation)
+
+
+LEAF_C_PER_LAI_SPEC = ParameterSpec(
+    name="leaf_c_per_lai",
+    default=40.0,
+    lower=10.0,
+    upper=150.0,
+    units="gC m-2 (m2 leaf m-2)-1",
+    reference=(
+        "1/SLA: White et al. (2000) Earth Interactions 4:1, Table 5 (SLA 12–32 m2 kgC-1 for deciduous "
+        "trees and grasses, 8–12 for needleleaf) → 30–125 gC m-2"
+    ),
+    transform="loglogit",
+    description="leaf carbon per unit leaf area",
+)
+
+LIVE_TO_LEAF_C_SPEC = ParameterSpec(
+    name="live_to_leaf_c",
+    default=2.5,
+    lower=1.2,
+    upper=10.0,
+    units="-",
+    reference=(
+        "White et al. (2000) Table 5 allocation ratios (fine root : leaf ≈ 1–1.2, live wood : leaf); the "
+        "metabolically active (respiring) share of wood is small, hence 1.2–10"
+    ),
+    transform="loglogit",
+    description="respiring live carbon (leaf + fine root + live wood) per unit leaf carbon",
+)
+
+RA_BELOWGROUND_SPEC = ParameterSpec(
+    name="ra_belowground_frac",
+    default=0.4,
+    lower=0.1,
+    upper=0.8,
+    units="-",
+    reference=(
+        "Hanson et al. (2000) Biogeochemistry 48:115 (roots ≈ 45 % of soil respiration on average); "
+        "Litton, Raich & Ryan (2007) Glob. Change Biol. 13:2089 (belowground allocation 0.2–0.6 of GPP)"
+    ),
+    description="share of autotrophic respiration released belowground (roots), seen by soil chambers",
+)
+
+
+class Ecosystem(eqx.Module):
+    """Abstract coupled model. One `step` is one site-day; `process_models.simulate` scans and vmaps it.
+
+    Daily order: vegetation state gives LAI and live biomass → the bucket takes the day's rain and
+    evaporative demand → GPP under the bucket's water stress → Ra (maintenance ∝ biomass, growth share of
+    the rest) → Rh from soil temperature and moisture → Reco = Ra + Rh, NEE = Reco − GPP → NPP feeds
+    growth (crops).
+    """
+
+    photosynthesis: eqx.AbstractVar[Photosynthesis]
+    soil_respiration: eqx.AbstractVar[SoilRespiration]
+    water: eqx.AbstractVar[Bucket]
+    autotrophic: eqx.AbstractVar[AutotrophicRespiration]
+
+    own_specs: ClassVar[Specs] = ()
+
+    @property
+    def parameter_specs(self) -> Specs:
+        """Every learnable parameter of the composed model (names are unique across components)."""
+        return collect_specs(
+            self.photosynthesis.parameter_specs,
+            self.soil_respiration.parameter_specs,
+            self.water.parameter_specs,
+            self.autotrophic.parameter_specs,
+            self._vegetation_specs(),
+            self.own_specs,
+        )
+
+    def default_parameters(self) -> dict[str, Array]:
+        return default_parameters(self.parameter_specs)
+
+    def init_state(self, theta) -> EcosystemState:
+        """Full bucket and the vegetation's initial state."""
+        return EcosystemState(w=self.water.initial_water(theta), vegetation=self._init_vegetation())
+
+    def step(self, theta, state: EcosystemState, met: Met) -> tuple[EcosystemState, DailyOutput]:
+        """Advance one site by one day. ``theta``: physical parameters; ``met``: that day's drivers."""
+        veg, lai, biomass = self._leaf_area(theta, state.vegetation, met)
+        hydro = self.water(theta, state.w, met, lai)
+        gpp = self.photosynthesis(theta, met, lai, hydro.water_stress)
+        resp = self.autotrophic(theta, gpp, biomass, met.tair)
+        rh = self.soil_respiration(theta, met.tsoil, hydro.swc)
+        npp = gpp - resp.ra
+        veg, crop_yield, belowground = self._grow(theta, veg, met, npp, resp.ra)
+        reco = resp.ra + rh
+        out = DailyOutput(
+            gpp=gpp,
+            ra=resp.ra,
+            rm=resp.rm,
+            rg=resp.rg,
+            rh=rh,
+            reco=reco,
+            nee=reco - gpp,
+            npp=npp,
+            rsoil=rh + belowground,
+            et=hydro.et,
+            drainage=hydro.drainage,
+            w=hydro.w,
+            swc=hydro.swc,
+            water_stress=hydro.water_stress,
+            lai=lai,
+            biomass=biomass,
+            crop_yield=crop_yield,
+        )
+        return EcosystemState(w=hydro.w, vegetation=veg), out
+
+    # --- what differs between natural vegetation and crops -------------------------------------
+    @abc.abstractmethod
+    def _vegetation_specs(self) -> Specs: ...
+
+    @abc.abstractmethod
+    def _init_vegetation(self) -> PyTree: ...
+
+    @abc.abstractmethod
+    def _leaf_area(self, theta, veg: PyTree, met: Met) -> tuple[PyTree, Array, Array]:
+        """(vegetation state, green LAI m2 m-2, live respiring biomass gC m-2) for the day."""
+
+    @abc.abstractmethod
+    def _grow(self, theta, veg: PyTree, met: Met, npp: Array, ra: Array) -> tuple[PyTree, Array, Array]:
+        """(new vegetation state, latest grain yield t ha-1, belowground autotrophic respiration)."""
+
+
+class NaturalEcosystem(Ecosystem):
+    """Natural vegetation: LAI from a phenology model (default: the growing-season index) and live biomass
+    proportional to leaf carbon. Carbon pools of wood and soil are not tracked: Rh draws on a base rate."""
+
+    photosynthesis: Photosynthesis = eqx.field(default_factory=LightUseEfficiency)
+    soil_respiration: SoilRespiration = eqx.field(default_factory=LloydTaylor)
+    water: Bucket = eqx.field(default_factory=Bucket)
+    autotrophic: AutotrophicRespiration = eqx.field(default_factory=AutotrophicRespiration)
+    phenology: Phenology = eqx.field(default_factory=GrowingSeasonIndex)
+
+    own_specs: ClassVar[Specs] = (LEAF_C_PER_LAI_SPEC, LIVE_TO_LEAF_C_SPEC, RA_BELOWGROUND_SPEC)
+
+    def _vegetation_specs(self) -> Specs:
+        return self.phenology.parameter_specs
+
+    def _init_vegetation(self) -> PyTree:
+        return self.phenology.init_state()
+
+    def _leaf_area(self, theta, veg, met):
+        veg, lai = self.phenology(theta, veg, met)
+        biomass = lai * theta["leaf_c_per_lai"] * theta["live_to_leaf_c"]
+        return veg, lai, biomass
+
+    def _grow(self, theta, veg, met, npp, ra):
+        return veg, jnp.zeros_like(npp), theta["ra_belowground_frac"] * ra
+
+
+class CropEcosystem(Ecosystem):
+    """A maize or soybean field: LAI and live biomass from the crop's pools, NPP builds the organs, the
+    grain yield is reported at harvest. Photosynthesis follows the crop's pathway unless given."""
+
+    crop: Crop
+    photosynthesis: Photosynthesis
+    soil_respiration: SoilRespiration
+    water: Bucket
+    autotrophic: AutotrophicRespiration
+
+    def __init__(
+        self,
+        crop: Crop | None = None,
+        photosynthesis: Photosynthesis | None = None,
+        soil_respiration: SoilRespiration | None = None,
+        water: Bucket | None = None,
+        autotrophic: AutotrophicRespiration | None = None,
+    ):
+        self.crop = Maize() if crop is None else crop
+        if photosynthesis is None:
+            photosynthesis = CollatzC4() if self.crop.pathway == "C4" else FarquharC3()
+        self.photosynthesis = photosynthesis
+        self.soil_respiration = LloydTaylor() if soil_respiration is None else soil_respiration
+        self.water = Bucket() if water is None else water
+        self.autotrophic = AutotrophicRespiration() if autotrophic is None else autotrophic
+
+    def _vegetation_specs(self) -> Specs:
+        return self.crop.parameter_specs
+
+    def _init_vegetation(self) -> CropState:
+        return self.crop.init_state()
+
+    def _leaf_area(self, theta, veg, met):
+        return veg, self.crop.lai(veg), self.crop.live_biomass(veg)
+
+    def _grow(self, theta, veg, met, npp, ra):
+        root_share = _safe_ratio(veg.root, self.crop.live_biomass(veg))
+        veg = self.crop.step(theta, veg, met, npp)
+        return veg, veg.yield_, root_share * ra
+
+
+def maize() -> CropEcosystem:
+    """A maize field (C4, Collatz et al. 1992 photosynthesis)."""
+    return CropEcosystem(crop=Maize())
+
+
+def soybean() -> CropEcosystem:
+    """A soybean field (C3, Farquhar photosynthesis)."""
+    return CropEcosystem(crop=Soybean())
+
+
+def _safe_ratio(num: Array, den: Array) -> Array:
+    """num / den, 0 where den ≤ 0 (double-``where``: finite value and gradient)."""
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)

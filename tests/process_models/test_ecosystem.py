@@ -1,0 +1,146 @@
+"""The coupled model: balance identities, crop responses, vmap = loop, gradients through a season."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from process_models.ecosystem import NaturalEcosystem, maize, soybean
+from process_models.forcing import Met
+from process_models.parameters import ParameterBoundsError
+from process_models.simulate import simulate, simulate_sites
+
+from .conftest import seasonal_met
+
+MODELS = {"grassland": NaturalEcosystem, "maize": maize, "soybean": soybean}
+
+
+def _run(model, met, **overrides):
+    theta = model.default_parameters()
+    theta.update({k: jnp.float32(v) for k, v in overrides.items()})
+    return simulate(model, theta, met)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_carbon_identities_hold_exactly(name):
+    model = MODELS[name]()
+    out = _run(model, seasonal_met(2)).outputs
+    np.testing.assert_array_equal(np.asarray(out.nee), np.asarray(out.reco - out.gpp))
+    np.testing.assert_array_equal(np.asarray(out.reco), np.asarray(out.ra + out.rh))
+    np.testing.assert_array_equal(np.asarray(out.npp), np.asarray(out.gpp - out.ra))
+    assert np.all(np.asarray(out.gpp) >= 0) and np.all(np.asarray(out.rh) >= 0)
+    assert np.all(np.isfinite(np.asarray(out.nee)))
+    # Rsoil lies between Rh and Reco.
+    assert np.all(np.asarray(out.rsoil) >= np.asarray(out.rh) - 1e-6)
+    assert np.all(np.asarray(out.rsoil) <= np.asarray(out.reco) + 1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_water_balance_closes(name):
+    model = MODELS[name]()
+    met = seasonal_met(2)
+    theta = model.default_parameters()
+    w0 = float(model.init_state(theta).w)
+    out = simulate(model, theta, met).outputs
+    storage_change = float(out.w[-1]) - w0
+    budget = float(jnp.sum(met.precip) - jnp.sum(out.et) - jnp.sum(out.drainage))
+    assert budget == pytest.approx(storage_change, abs=1e-2)  # mm over two years, float32 sums
+    assert np.all(np.asarray(out.et) >= 0) and np.all(np.asarray(out.drainage) >= 0)
+
+
+def test_natural_vegetation_has_a_plausible_annual_cycle():
+    out = _run(NaturalEcosystem(), seasonal_met(1)).outputs
+    gpp = np.asarray(out.gpp)
+    assert gpp[170:220].mean() > 5 * gpp[:40].mean() + 0.1  # summer ≫ winter
+    annual_gpp = gpp.sum()
+    assert 300 < annual_gpp < 2500  # gC m-2 yr-1, temperate grassland/forest range (Beer et al. 2010)
+
+
+@pytest.mark.parametrize("factory", [maize, soybean])
+def test_crop_yield_goes_the_right_way(factory):
+    model = factory()
+    base = float(_run(model, seasonal_met(1)).outputs.crop_yield[-1])
+    brighter = float(_run(model, seasonal_met(1, sw_scale=0.8)).outputs.crop_yield[-1])
+    drought = float(_run(model, seasonal_met(1, rain_mm=0.5)).outputs.crop_yield[-1])
+    assert base > 0
+    assert brighter > base
+    assert drought < base
+
+
+def test_maize_yield_is_in_a_midwest_range():
+    y = float(_run(maize(), seasonal_met(1)).outputs.crop_yield[-1])
+    assert 5.0 < y < 16.0  # t ha-1 at 15.5 % moisture; US Midwest means 9–12 (NASS 2010s)
+
+
+def test_out_of_bounds_parameter_names_itself():
+    model = NaturalEcosystem()
+    theta = model.default_parameters()
+    theta["k_ext"] = jnp.float32(5.0)
+    with pytest.raises(ParameterBoundsError, match="k_ext"):
+        simulate(model, theta, seasonal_met(1))
+
+
+def test_vmap_over_sites_equals_a_loop():
+    model = maize()
+    mets = [seasonal_met(1, lat=lat, warming=dt) for lat, dt in ((38.0, 1.5), (41.0, 0.0), (44.0, -1.0))]
+    met = Met(*[None if f[0] is None else jnp.stack(f) for f in zip(*mets, strict=True)])
+    theta = model.default_parameters()
+    theta["k_ext"] = jnp.array([0.45, 0.5, 0.6])
+    batched = simulate_sites(model, theta, met).outputs
+    for i, m in enumerate(mets):
+        single = simulate(model, {**theta, "k_ext": theta["k_ext"][i]}, m).outputs
+        np.testing.assert_allclose(np.asarray(batched.nee[i]), np.asarray(single.nee), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(batched.crop_yield[i]), np.asarray(single.crop_yield), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_constant_daily_parameters_equal_static_ones():
+    model = NaturalEcosystem()
+    met = seasonal_met(1)
+    theta = model.default_parameters()
+    static = simulate(model, theta, met).outputs.nee
+    daily = simulate(model, theta, met, theta_daily={"k_ext": jnp.full(365, theta["k_ext"])}).outputs.nee
+    np.testing.assert_allclose(np.asarray(static), np.asarray(daily), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradients_of_a_masked_loss_are_finite_for_every_parameter(name):
+    model = MODELS[name]()
+    met = seasonal_met(1)
+    theta = model.default_parameters()
+    obs = simulate(model, theta, met).outputs.nee * 1.1 + 0.2
+    obs = obs.at[::3].set(jnp.nan)  # gaps, as in a tower record
+    mask = jnp.isfinite(obs)
+
+    def loss(th):
+        pred = simulate(model, th, met).outputs.nee
+        resid = jnp.where(mask, pred - jnp.where(mask, obs, 0.0), 0.0)
+        return jnp.sum(resid**2) / jnp.sum(mask)
+
+    grads = jax.grad(loss)(theta)
+    bad = [k for k, g in grads.items() if not np.isfinite(float(g))]
+    assert not bad, f"non-finite gradients for {bad}"
+    assert sum(abs(float(g)) > 0 for g in grads.values()) >= len(grads) // 2
+
+
+def test_gradient_matches_finite_differences_in_float64():
+    model = NaturalEcosystem()
+    with jax.enable_x64(True):
+        met = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), seasonal_met(1))
+        theta = {k: jnp.asarray(v, jnp.float64) for k, v in model.default_parameters().items()}
+
+        def annual_nee(th):
+            return jnp.sum(simulate(model, th, met).outputs.nee)
+
+        g = jax.grad(annual_nee)(theta)
+        for name in ("k_ext", "rref_rh", "e0_rh", "lue_max"):
+            if name not in theta:
+                continue
+            h = 1e-5 * max(1.0, abs(float(theta[name])))
+            up = annual_nee({**theta, name: theta[name] + h})
+            dn = annual_nee({**theta, name: theta[name] - h})
+            fd = float(up - dn) / (2 * h)
+            assert float(g[name]) == pytest.approx(fd, rel=1e-4, abs=1e-6), name
