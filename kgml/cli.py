@@ -13,6 +13,7 @@ import sys
 from kgml import __version__
 
 _SUBCOMMAND_MODULES = (
+    "kgml.data.cli",
     "kgml.demo",
 )
 

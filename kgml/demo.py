@@ -84,7 +84,6 @@ def load_default_weather_generator():
 def synthetic_forcing(state: StateClimate, n_sites: int, years: int, key):
     """Daily `Met` shaped (site, day) for one state: generated Ames-like weather, shifted."""
     import jax
-    import jax.numpy as jnp
 
     from process_models import weather
     from process_models.forcing import Met
@@ -108,7 +107,6 @@ def synthetic_forcing(state: StateClimate, n_sites: int, years: int, key):
 def site_parameters(model, n_sites: int, key):
     """Per-site physical parameters: defaults, with the `SITE_VARYING` ones jittered in logit space."""
     import jax
-    import jax.numpy as jnp
 
     theta = model.default_parameters()
     for spec in model.parameter_specs:

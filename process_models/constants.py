@@ -78,3 +78,48 @@ LATENT_HEAT_VAPORISATION = 2.45
 
 #: Density of liquid water ρ_w (kg m-3), so 1 kg m-2 of water = 1 mm. CRC Handbook (4 °C: 999.97 ≈ 1000).
 WATER_DENSITY = 1000.0
+
+# --- Photosynthesis (appended by process_models/photosynthesis.py) -----------------------------
+
+#: Seconds in an hour (s h-1).
+SECONDS_PER_HOUR = 3600.0
+
+#: Pascal per hectopascal (Pa hPa-1); VPD is carried in hPa, the P-model and Collatz–Farquhar work in Pa.
+PA_PER_HPA = 100.0
+
+#: Mole per micromole (mol µmol-1).
+MOL_PER_UMOL = 1.0e-6
+
+#: Mole fraction of O2 in dry air (mol mol-1). U.S. Standard Atmosphere (1976), Table 3 (0.209476);
+#: the value pyrealm/rpmodel use (k_co = 209476 ppm).
+O2_MOLE_FRACTION = 0.209476
+
+#: CO2 compensation point in the absence of dark respiration Γ* at 25 °C, as a mole fraction (mol mol-1).
+#: Bernacchi et al. (2001) Plant Cell Environ. 24:253, Table 1: 42.75 µmol mol-1.
+BERNACCHI_GAMMA_STAR_25 = 42.75e-6
+
+#: Michaelis constant of Rubisco for CO2 K_c at 25 °C (mol mol-1). Bernacchi et al. (2001), Table 1: 404.9 µmol mol-1.
+BERNACCHI_KC_25 = 404.9e-6
+
+#: Michaelis constant of Rubisco for O2 K_o at 25 °C (mol mol-1). Bernacchi et al. (2001), Table 1: 278.4 mmol mol-1.
+BERNACCHI_KO_25 = 278.4e-3
+
+#: Activation energy of Γ* (J mol-1). Bernacchi et al. (2001), Table 1: 37.83 kJ mol-1.
+BERNACCHI_HA_GAMMA_STAR = 37830.0
+
+#: Activation energy of K_c (J mol-1). Bernacchi et al. (2001), Table 1: 79.43 kJ mol-1.
+BERNACCHI_HA_KC = 79430.0
+
+#: Activation energy of K_o (J mol-1). Bernacchi et al. (2001), Table 1: 36.38 kJ mol-1.
+BERNACCHI_HA_KO = 36380.0
+
+# --- Unit conversions (appended by process_models/water.py and soil_respiration.py) -------------
+
+#: Pascal per kilopascal (Pa kPa-1); FAO-56 writes pressures in kPa, `Met.patm` is in Pa.
+PA_PER_KPA = 1000.0
+
+#: Square centimetres per square metre (cm2 m-2); DAMM rates are per cm3 of soil.
+CM2_PER_M2 = 1.0e4
+
+#: Grams per milligram (g mg-1).
+G_PER_MG = 1.0e-3

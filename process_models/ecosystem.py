@@ -68,13 +68,14 @@ LEAF_C_PER_LAI_SPEC = ParameterSpec(
 
 LIVE_TO_LEAF_C_SPEC = ParameterSpec(
     name="live_to_leaf_c",
-    default=2.5,
+    default=2.0,
     lower=1.2,
     upper=10.0,
     units="-",
     reference=(
-        "White et al. (2000) Table 5 allocation ratios (fine root : leaf ≈ 1–1.2, live wood : leaf); the "
-        "metabolically active (respiring) share of wood is small, hence 1.2–10"
+        "White et al. (2000) Table 5 allocation ratios: new fine-root C : new leaf C ≈ 1 (grasses, deciduous "
+        "trees), hence the default 2 (leaf + fine root); live wood adds more, but its respiring share is "
+        "small, hence 1.2–10"
     ),
     transform="loglogit",
     description="respiring live carbon (leaf + fine root + live wood) per unit leaf carbon",

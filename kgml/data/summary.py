@@ -1,0 +1,315 @@
+"""``kgml data summary``: find every dataset kgml can read under a data directory and describe it.
+
+A *dataset kind* knows how to recognise a folder (``detect``) and read it into one or more datasets
+(``load``). Tower kinds are built in; the soil-respiration, yield, station, DSSAT and gridded readers are
+looked up lazily by module and function name, so a missing or failing reader is reported, never fatal.
+Add a kind with `register_dataset_kind`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["DatasetKind", "describe", "format_summary", "register_dataset_kind", "summarise", "summarise_folder"]
+
+Loaded = list[tuple[str, xr.Dataset]]
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """``detect(folder) -> bool``; ``load(folder) -> [(label, Dataset), ...]``."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path], Loaded]
+
+
+_KINDS: list[DatasetKind] = []
+
+
+def register_dataset_kind(kind: DatasetKind, *, first: bool = False) -> None:
+    """Add a dataset kind; kinds are tried in order and the first whose ``detect`` matches reads the folder."""
+    _KINDS.insert(0, kind) if first else _KINDS.append(kind)
+
+
+def _call(module: str, function: str, *args, **kwargs):
+    fn = getattr(importlib.import_module(module), function)
+    return fn(*args, **kwargs)
+
+
+# --- tower kinds --------------------------------------------------------------------------------------
+
+
+def _fluxnet_files(folder: Path) -> list[Path]:
+    from kgml.data.towers import parse_fluxnet_filename
+
+    return [p for p in folder.iterdir() if parse_fluxnet_filename(p) is not None]
+
+
+def _load_fluxnet(folder: Path) -> Loaded:
+    from kgml.data.towers import parse_fluxnet_filename, read_fluxnet_dir
+
+    resolutions = sorted({parse_fluxnet_filename(p).resolution for p in _fluxnet_files(folder)})
+    return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop")) for res in resolutions]
+
+
+def _is_fluxnet_table_dir(folder: Path) -> bool:
+    files = sorted(folder.glob("*_daily.csv"))
+    if not files:
+        return False
+    with open(files[0]) as fh:
+        return fh.readline().startswith("TIMESTAMP")
+
+
+def _load_fluxnet_tables(folder: Path) -> Loaded:
+    from kgml.data.towers import read_fluxnet_dir
+
+    return [("DD", read_fluxnet_dir(folder, pattern="*_daily.csv", invalid="drop"))]
+
+
+def _load_qca(folder: Path) -> Loaded:
+    from kgml.data.towers import read_oneflux_qca_dir
+
+    out = []
+    for site_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        out.append((site_dir.name, read_oneflux_qca_dir(site_dir, invalid="drop")))
+    return out
+
+
+def _meta_table(folder: Path):
+    """Site coordinates for example data without their own table: any sites.csv in a sibling folder."""
+    import pandas as pd
+
+    from kgml.data.sitemeta import read_site_metadata
+
+    tables = [read_site_metadata(p) for p in sorted(folder.parent.glob("*/sites.csv"))]
+    if not tables:
+        return None
+    merged = pd.concat(tables)
+    return merged[~merged.index.duplicated()]
+
+
+def _load_reddyproc(folder: Path) -> Loaded:
+    from kgml.data.towers import read_reddyproc_nc, read_reddyproc_table
+
+    meta = _meta_table(folder)
+    out = []
+    for p in sorted(folder.glob("*.txt")) + sorted(folder.glob("*.csv")):
+        out.append((p.name, read_reddyproc_table(p, site_metadata=meta, invalid="drop")))
+    for p in sorted(folder.glob("*.nc")):
+        out.append((p.name, read_reddyproc_nc(p, site_metadata=meta, invalid="drop")))
+    return out
+
+
+def _is_bigleaf(folder: Path) -> bool:
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        return False
+    with open(files[0]) as fh:
+        return fh.readline().startswith("year,month,doy,hour")
+
+
+def _load_bigleaf(folder: Path) -> Loaded:
+    from kgml.data.towers import combine_sites, read_bigleaf_csv
+
+    meta = _meta_table(folder)
+    parts = [read_bigleaf_csv(p, site_metadata=meta, invalid="drop") for p in sorted(folder.glob("*.csv"))]
+    return [("HH", combine_sites(parts, source=folder))]
+
+
+# --- kinds read by other modules (looked up lazily) ----------------------------------------------------
+
+
+def _load_cosore(folder: Path) -> Loaded:
+    return [("daily", _call("kgml.data.soil_respiration", "read_cosore", folder, progress=True))]
+
+
+def _load_srdb(folder: Path) -> Loaded:
+    return [("srdb-data.csv", _call("kgml.data.soil_respiration", "read_srdb", folder / "srdb-data.csv"))]
+
+
+def _load_agridat(folder: Path) -> Loaded:
+    out = []
+    for name, crop in (("nass.corn.txt", "corn"), ("nass.soybean.txt", "soybean")):
+        if (folder / name).exists():
+            out.append((name, _call("kgml.data.yields", "read_nass_state", folder / name, crop)))
+    if (folder / "thompson.cornsoy.txt").exists():
+        out.append(("thompson.cornsoy.txt", _call("kgml.data.yields", "read_thompson", folder / "thompson.cornsoy.txt")))
+    if (folder / "wallace.iowaland.txt").exists():
+        out.append(("wallace.iowaland.txt", _call("kgml.data.yields", "read_wallace_iowa", folder / "wallace.iowaland.txt")))
+    return out
+
+
+def _load_you2017(folder: Path) -> Loaded:
+    return [("soybean county", _call("kgml.data.yields", "read_you2017_soybean", folder))]
+
+
+def _load_khaki(folder: Path) -> Loaded:
+    path = next(folder.glob("corn_*weekly*"))
+    return [(path.name, _call("kgml.data.yields", "read_khaki_corn", path))]
+
+
+def _load_dssat(folder: Path) -> Loaded:
+    out = []
+    if (folder / "experiments").is_dir():
+        out.append(("experiments", _call("kgml.data.dssat", "read_dssat_experiments", folder / "experiments")))
+    if (folder / "weather").is_dir():
+        out.append(("weather", _call("kgml.data.dssat", "read_dssat_weather", folder / "weather")))
+    return out
+
+
+def _load_apsim(folder: Path) -> Loaded:
+    return [(p.name, _call("kgml.data.stations", "read_apsim_met", p)) for p in sorted(folder.glob("*.met"))]
+
+
+def _load_biocro_weather(folder: Path) -> Loaded:
+    return [("hourly → daily", _call("kgml.data.stations", "read_champaign_il", folder.parent))]
+
+
+def _load_netcdf_grids(folder: Path) -> Loaded:
+    out = []
+    for p in sorted(folder.glob("*.nc")):
+        try:
+            ds = _call("kgml.data.gridded", "read_gridded", p)
+        except (ImportError, AttributeError):
+            with xr.open_dataset(p) as raw:
+                ds = raw.load()
+        out.append((p.name, ds))
+    return out
+
+
+def _has(*names: str) -> Callable[[Path], bool]:
+    return lambda folder: all(any(folder.glob(n)) for n in names)
+
+
+for _kind in (
+    DatasetKind("FLUXNET / ONEFlux / ICOS tower files", lambda f: bool(_fluxnet_files(f)), _load_fluxnet),
+    DatasetKind("FLUXNET-column daily tables", _is_fluxnet_table_dir, _load_fluxnet_tables),
+    DatasetKind("ONEFlux measured NEE (qca_ustar)", _has("*/*_qca_ustar_*.csv*"), _load_qca),
+    DatasetKind("REddyProc example tables", _has("Example_*"), _load_reddyproc),
+    DatasetKind("bigleaf example tables", _is_bigleaf, _load_bigleaf),
+    DatasetKind("COSORE chamber soil respiration", _has("datasets_index.csv"), _load_cosore),
+    DatasetKind("SRDB soil respiration database", _has("srdb-data.csv"), _load_srdb),
+    DatasetKind("NASS / agridat yield tables", _has("nass.*.txt"), _load_agridat),
+    DatasetKind("NASS county yields (You et al. 2017)", _has("soybean_yield_county.csv"), _load_you2017),
+    DatasetKind("county corn yield + weekly Daymet", _has("corn_*weekly*"), _load_khaki),
+    DatasetKind("DSSAT experiments and weather", _has("experiments", "weather"), _load_dssat),
+    DatasetKind("APSIM .met weather", _has("*.met"), _load_apsim),
+    DatasetKind("BioCro hourly weather", _has("*cmi_weather*"), _load_biocro_weather),
+    DatasetKind("gridded netCDF", _has("*.nc"), _load_netcdf_grids),
+):
+    register_dataset_kind(_kind)
+
+
+# --- description --------------------------------------------------------------------------------------
+
+
+def describe(ds: xr.Dataset) -> dict:
+    """Units (site/county/... count), year span, variables with their coverage (fraction of finite values)."""
+    unit_dim = next((d for d in ("site", "county", "state", "plot", "record") if d in ds.dims), None)
+    if unit_dim is None and {"lat", "lon"} <= set(ds.dims):
+        unit_dim = "grid"
+        n_units = int(ds.sizes["lat"] * ds.sizes["lon"])
+    else:
+        n_units = int(ds.sizes[unit_dim]) if unit_dim else 1
+    years: list[int] = []
+    if "time" in ds.coords and np.issubdtype(ds["time"].dtype, np.datetime64) and ds.sizes.get("time", 0):
+        years = sorted(set(ds["time"].dt.year.values.tolist()))
+    elif "year" in ds.coords:
+        years = sorted({int(y) for y in np.ravel(ds["year"].values) if np.isfinite(y)})
+    coverage = _coverage(ds, unit_dim if unit_dim in ds.dims else None)
+    return {
+        "unit_dim": unit_dim,
+        "n_units": n_units,
+        "units": [str(u) for u in ds[unit_dim].values][:8] if unit_dim in ds.coords else [],
+        "years": (years[0], years[-1], len(years)) if years else None,
+        "resolution": ds.attrs.get("time_resolution", ""),
+        "coverage": coverage,
+        "skipped": [s for s in str(ds.attrs.get("skipped_files", "")).split("\n") if s],
+    }
+
+
+def _coverage(ds: xr.Dataset, unit_dim: str | None) -> dict[str, float]:
+    """Fraction of finite values per variable, counted within each unit's own record (first to last time with
+    any finite value), so sites with short records on a long shared time axis do not look sparse."""
+    names = [str(n) for n, da in ds.data_vars.items() if np.issubdtype(da.dtype, np.number) and da.size]
+    span = None
+    if unit_dim and "time" in ds.dims and names:
+        dims = (unit_dim, "time")
+        from kgml.variables import VARIABLES
+
+        usable = [n for n in names if set(ds[n].dims) == set(dims) and n in VARIABLES]
+        if usable:
+            any_finite = np.zeros((ds.sizes[unit_dim], ds.sizes["time"]), dtype=bool)
+            for n in usable:
+                any_finite |= np.isfinite(ds[n].transpose(*dims).values)
+            first = np.argmax(any_finite, axis=1)
+            last = ds.sizes["time"] - 1 - np.argmax(any_finite[:, ::-1], axis=1)
+            t = np.arange(ds.sizes["time"])
+            span = (t >= first[:, None]) & (t <= last[:, None]) & any_finite.any(axis=1)[:, None]
+    out = {}
+    for n in names:
+        values = ds[n]
+        if span is not None and set(values.dims) == {unit_dim, "time"}:
+            finite = np.isfinite(values.transpose(unit_dim, "time").values)
+            out[n] = float((finite & span).sum() / max(span.sum(), 1))
+        else:
+            out[n] = float(np.isfinite(values.values).mean())
+    return out
+
+
+def summarise_folder(folder: Path) -> tuple[str, list[tuple[str, dict]] | str]:
+    """(kind name, [(label, description), ...]) for one folder, or (kind, error text) when reading failed."""
+    for kind in _KINDS:
+        try:
+            matched = kind.detect(folder)
+        except OSError:
+            matched = False
+        if not matched:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded = kind.load(folder)
+        except Exception as err:  # report every failure, keep going with the other datasets
+            return kind.name, f"{type(err).__name__}: {err}"
+        return kind.name, [(label, describe(ds)) for label, ds in loaded]
+    return "", "not recognised (no reader for these files)"
+
+
+def summarise(data_dir: str | os.PathLike) -> Iterator[tuple[str, str, list[tuple[str, dict]] | str, float]]:
+    """Yield (folder name, kind, descriptions or error, seconds) for every sub-folder of ``data_dir``."""
+    for folder in sorted(p for p in Path(data_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        t0 = time.perf_counter()
+        kind, result = summarise_folder(folder)
+        yield folder.name, kind, result, time.perf_counter() - t0
+
+
+def format_summary(name: str, kind: str, result, seconds: float, *, max_vars: int = 40) -> str:
+    """Human-readable lines for one folder."""
+    lines = [f"{name}  [{kind or '?'}]  ({seconds:.1f} s)"]
+    if isinstance(result, str):
+        lines.append(f"    {result}")
+        return "\n".join(lines)
+    for label, d in result:
+        unit = {"site": "sites", "county": "counties", "state": "states", "grid": "grid cells"}.get(d["unit_dim"], d["unit_dim"] or "series")
+        span = f"{d['years'][0]}–{d['years'][1]} ({d['years'][2]} years)" if d["years"] else "no time axis"
+        res = f", {d['resolution']}" if d["resolution"] else ""
+        lines.append(f"  {label}: {d['n_units']} {unit}{res}, {span}")
+        if d["units"]:
+            more = " …" if d["n_units"] > len(d["units"]) else ""
+            lines.append(f"    {unit}: {', '.join(d['units'])}{more}")
+        cov = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(d["coverage"].items())[:max_vars])
+        lines.append(f"    variables (coverage): {cov}")
+        for s in d["skipped"]:
+            lines.append(f"    skipped: {s}")
+    return "\n".join(lines)
