@@ -7,10 +7,8 @@ weather generator fitted on the Ames, Iowa record and run through the coupled pr
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 
@@ -73,34 +71,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_default_weather_generator():
-    """The weather-generator parameters fitted on the Ames, IA station record (shipped with kgml)."""
-    from process_models import weather
-
-    text = resources.files("kgml.resources").joinpath("weather_ames_ia.json").read_text()
-    return weather.params_from_dict(json.loads(text))
-
-
 def synthetic_forcing(state: StateClimate, n_sites: int, years: int, key):
-    """Daily `Met` shaped (site, day) for one state: generated Ames-like weather, shifted."""
+    """Daily `Met` shaped (site, day) for one state: weather generated from the Ames-fitted generator, with
+    the state's warming added to tmin and tmax (tair and vpd re-derived from them) and its rain scaled."""
     import jax
 
+    from kgml.data.stations import load_default_generator
     from process_models import weather
-    from process_models.forcing import Met
+    from process_models.forcing import make_met
 
-    params = load_default_weather_generator()
+    params = load_default_generator()
     keys = jax.random.split(key, n_sites)
-    days = 365 * years
-    mets = jax.vmap(lambda k: weather.generate_met(params, k, days, lat=state.lat))(keys)
-    return Met(
-        **{
-            **mets._asdict(),
-            "tmin": mets.tmin + state.warming,
-            "tmax": mets.tmax + state.warming,
-            "tair": mets.tair + state.warming,
-            "tsoil": mets.tsoil + state.warming,
-            "precip": mets.precip * state.precip_scale,
-        }
+    wx = jax.vmap(lambda k: weather.generate_weather(params, k, 365 * years))(keys)
+    return make_met(
+        tmin=wx.tmin + state.warming,
+        tmax=wx.tmax + state.warming,
+        sw_in=wx.sw_in,
+        precip=wx.precip * state.precip_scale,
+        doy=wx.doy,
+        lat=state.lat,
     )
 
 
