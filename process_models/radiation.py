@@ -40,14 +40,31 @@ def inverse_relative_distance(doy: ArrayLike) -> Array:
     return 1.0 + 0.033 * jnp.cos(2.0 * math.pi * jnp.asarray(doy) / _DAYS_IN_YEAR)
 
 
+def _sunset_geometry(lat: ArrayLike, doy: ArrayLike) -> tuple[Array, Array, Array, Array]:
+    """(ω_s, sin ω_s, sin φ sin δ, cos φ cos δ) with one arccos and no tangents.
+
+    cos ω_s = −tan φ tan δ = −(sin φ sin δ)/(cos φ cos δ) (FAO-56 eq. 25), clipped to [−1, 1] so that polar
+    day (ω_s = π) and polar night (ω_s = 0) are defined, and sin ω_s = √(1 − cos² ω_s). Written with sines and
+    cosines only because trigonometric functions dominate the cost of a model day.
+    """
+    phi = jnp.deg2rad(jnp.asarray(lat))
+    delta = solar_declination(doy)
+    ss = jnp.sin(phi) * jnp.sin(delta)
+    cc = jnp.cos(phi) * jnp.cos(delta)
+    ok = jnp.abs(cc) > 1e-9  # only at the poles themselves
+    cos_ws = jnp.clip(jnp.where(ok, -ss / jnp.where(ok, cc, 1.0), -jnp.sign(ss)), -1.0, 1.0)
+    sin2 = 1.0 - cos_ws * cos_ws
+    pos = sin2 > 0.0
+    sin_ws = jnp.where(pos, jnp.sqrt(jnp.where(pos, sin2, 1.0)), 0.0)
+    return jnp.arccos(cos_ws), sin_ws, ss, cc
+
+
 def sunset_hour_angle(lat: ArrayLike, doy: ArrayLike) -> Array:
     """Sunset hour angle ω_s = arccos(−tan φ tan δ) (rad). FAO-56 eq. 25. lat: degrees north.
 
     The argument is clipped to [−1, 1] so polar day (ω_s = π) and polar night (ω_s = 0) are defined.
     """
-    phi = jnp.deg2rad(jnp.asarray(lat))
-    x = -jnp.tan(phi) * jnp.tan(solar_declination(doy))
-    return jnp.arccos(jnp.clip(x, -1.0, 1.0))
+    return _sunset_geometry(lat, doy)[0]
 
 
 def daylength(lat: ArrayLike, doy: ArrayLike) -> Array:
@@ -60,11 +77,9 @@ def extraterrestrial_radiation(lat: ArrayLike, doy: ArrayLike) -> Array:
 
     R_a = (24·60/π) G_sc d_r [ω_s sin φ sin δ + cos φ cos δ sin ω_s]
     """
-    phi = jnp.deg2rad(jnp.asarray(lat))
-    delta = solar_declination(doy)
-    ws = sunset_hour_angle(lat, doy)
+    ws, sin_ws, ss, cc = _sunset_geometry(lat, doy)
     minutes_per_day = C.HOURS_PER_DAY * 60.0
-    geometry = ws * jnp.sin(phi) * jnp.sin(delta) + jnp.cos(phi) * jnp.cos(delta) * jnp.sin(ws)
+    geometry = ws * ss + cc * sin_ws
     return minutes_per_day / math.pi * C.SOLAR_CONSTANT_MJ_PER_MIN * inverse_relative_distance(doy) * geometry
 
 

@@ -99,6 +99,9 @@ def test_vmap_over_sites_equals_a_loop():
         np.testing.assert_allclose(
             np.asarray(batched.crop_yield[i]), np.asarray(single.crop_yield), rtol=1e-5, atol=1e-6
         )
+    met_tm = Met(*[None if f is None else f.T for f in met])
+    time_major = simulate_sites(model, theta, met_tm, time_major=True).outputs
+    np.testing.assert_allclose(np.asarray(time_major.nee).T, np.asarray(batched.nee), rtol=1e-6, atol=1e-6)
 
 
 def test_constant_daily_parameters_equal_static_ones():
