@@ -1,7 +1,8 @@
 """Processed datasets cached as netCDF, keyed by a hash of the source files' bytes and the reader options.
 
-Writes are atomic (temporary file in the same folder, then ``os.replace``), so an interrupted run never
-leaves a half-written cache entry. The cache folder is ``cache_dir``, ``$KGML_CACHE`` or ~/.cache/kgml.
+Writes are atomic (`kgml.io.write_netcdf_atomic`: temporary file in the same folder, then ``os.replace``), so an
+interrupted run never leaves a half-written cache entry. The cache folder is ``cache_dir``, ``$KGML_CACHE`` or
+~/.cache/kgml. Readers take ``cache=False | True | folder`` and go through `cached_read`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,23 @@ from pathlib import Path
 
 import xarray as xr
 
-__all__ = ["cache_dir", "cache_key", "cached_dataset", "file_digest", "write_netcdf_atomic"]
+from kgml import __version__
+from kgml.io import write_netcdf_atomic
+
+__all__ = [
+    "CACHE_VERSION",
+    "cache_dir",
+    "cache_key",
+    "cached_dataset",
+    "cached_read",
+    "file_digest",
+    "resolve_cache",
+    "write_netcdf_atomic",
+]
 
 CACHE_ENV = "KGML_CACHE"
+#: Bumped when a reader's output changes without a change of its options, so old entries are not reused.
+CACHE_VERSION = 1
 _CHUNK = 1 << 20
 
 
@@ -38,26 +53,12 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def cache_key(name: str, sources: Iterable[str | os.PathLike], options: Mapping[str, object] | None = None) -> str:
     """A key from the reader ``name``, the source files' names and content hashes, and the reader options."""
-    h = hashlib.sha256(name.encode())
+    h = hashlib.sha256(f"{name}|kgml {__version__}|cache v{CACHE_VERSION}".encode())
     for src in sorted(Path(s) for s in sources):
         h.update(src.name.encode())
         h.update(file_digest(src).encode())
     h.update(json.dumps(dict(options or {}), sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
-
-
-def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` as netCDF via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def cached_dataset(
@@ -80,11 +81,43 @@ def cached_dataset(
     key = cache_key(name, sources, options)
     path = cache_dir(directory) / f"{name}-{key}.nc"
     if path.exists() and not refresh:
-        with xr.open_dataset(path) as ds:
-            return ds.load()
+        try:
+            with xr.open_dataset(path) as ds:
+                return ds.load()
+        except (OSError, ValueError):  # an unreadable entry (disk trouble, foreign file) is rebuilt
+            pass
     ds = build()
     out = ds.copy()
     out.attrs = {**ds.attrs, "kgml_cache_key": key, "kgml_cache_name": name}
+    for var in out.data_vars.values():
+        if var.dtype.kind in "fiu":  # mostly-missing site × time grids shrink ~10× with light compression
+            var.encoding.update(zlib=True, complevel=1)
     write_netcdf_atomic(out, path)
     with xr.open_dataset(path) as cached:
         return cached.load()
+
+
+def resolve_cache(cache: bool | str | os.PathLike | None) -> Path | None:
+    """A reader's ``cache`` argument → the cache folder, or None for no caching.
+
+    False/None: no cache; True: `cache_dir` (``$KGML_CACHE`` or ~/.cache/kgml); a path: that folder.
+    """
+    if cache is None or cache is False:
+        return None
+    return cache_dir(None if cache is True else cache)
+
+
+def cached_read(
+    name: str,
+    sources: Iterable[str | os.PathLike],
+    build: Callable[[], xr.Dataset],
+    *,
+    cache: bool | str | os.PathLike | None,
+    options: Mapping[str, object] | None = None,
+) -> xr.Dataset:
+    """``build()`` directly when ``cache`` is off, else its cached netCDF (rebuilt when a source file or an
+    option changes). ``attrs["kgml_cache_key"]`` on the result tells that it went through the cache."""
+    directory = resolve_cache(cache)
+    if directory is None:
+        return build()
+    return cached_dataset(name, sources, build, options=options, directory=directory)

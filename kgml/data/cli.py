@@ -19,6 +19,11 @@ def register(subparsers) -> None:
     )
     summary.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
     summary.add_argument("--only", nargs="*", default=None, help="only these dataset folders")
+    summary.add_argument(
+        "--cache", nargs="?", const=True, default=False, metavar="DIR",
+        help="keep processed COSORE and FLUXNET folders as netCDF and reuse them while their files are unchanged "
+        "(in DIR, else $KGML_CACHE or ~/.cache/kgml)",
+    )
     summary.set_defaults(handler=_summary)
     data.set_defaults(handler=lambda args: _help(data))
 
@@ -45,10 +50,10 @@ def _summary(args) -> int:
             import time
 
             t0 = time.perf_counter()
-            kind, result = summarise_folder(root / name)
+            kind, result = summarise_folder(root / name, cache=args.cache)
             items.append((name, kind, result, time.perf_counter() - t0))
     else:
-        items = summarise(root)
+        items = summarise(root, cache=args.cache)
     for name, kind, result, seconds in items:
         failures += isinstance(result, str)
         print(format_summary(name, kind, result, seconds), flush=True)

@@ -571,12 +571,60 @@ def _var_name(code: str) -> tuple[str, str, float]:
     return f"dssat_{safe}", "as in DSSAT DATA.CDE", 1.0
 
 
-def read_dssat_experiment(path: str | Path, *, validate: bool = True) -> xr.Dataset:
+#: Field coordinates further than this (degrees) from the experiment's weather station are not trusted.
+MAX_FIELD_STATION_DEGREES = 1.0
+
+
+def _weather_folder(path: Path, weather_dir) -> Path | None:
+    if weather_dir is None:
+        return None
+    if weather_dir != "auto":
+        return Path(weather_dir)
+    for candidate in (path.parent, path.parent.parent / "weather", path.parent.parent / "Weather"):
+        if candidate.is_dir() and (any(candidate.glob("*.WTH")) or any(candidate.glob("*.wth"))):
+            return candidate
+    return None
+
+
+def _station_location(folder: Path | None, station: str, experiment: str, lon_hemisphere: str | None) -> tuple[float, float, float, str]:
+    """(lat, lon, elevation, file name) from the header of the experiment's weather file ``<WSTA>*.WTH``; NaN and
+    "" when there is no such file or it cannot be parsed. A 4-letter WSTA picks the file of the experiment's year."""
+    none = (np.nan, np.nan, np.nan, "")
+    if folder is None or not station:
+        return none
+    files = sorted(p for p in folder.iterdir() if p.suffix.upper() == ".WTH" and p.stem.upper().startswith(station.upper()))
+    if not files:
+        return none
+    same = [p for p in files if p.stem.upper() == station.upper()] or [p for p in files if p.stem[4:6] == experiment[4:6]]
+    chosen = (same or files)[0]
+    try:
+        header = next((t for t in parse_dssat_tables(chosen) if "LAT" in t.columns and "DATE" not in t.columns), None)
+    except DataValidationError:
+        return none
+    lat, lon, elevation = _site_value(header, "LAT"), _site_value(header, "LONG"), _site_value(header, "ELEV")
+    if lon_hemisphere is not None and np.isfinite(lon):
+        lon = -abs(lon) if lon_hemisphere == "W" else abs(lon)
+    if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        return none
+    return lat, lon, elevation, chosen.name
+
+
+def read_dssat_experiment(
+    path: str | Path,
+    *,
+    weather_dir: str | Path | None = "auto",
+    lon_hemisphere: str | None = None,
+    validate: bool = True,
+) -> xr.Dataset:
     """A DSSAT experiment (the ``.??X`` file; its ``.??A``/``.??T`` companions are found by name) → (site, time).
 
     Sites are treatments (``"<EXPERIMENT>/<TRNO>"``) with coordinates from the X file: treatment name, crop,
-    cultivar, weather station, soil profile, planting and harvest dates, plant population and lat/lon when
-    the FIELDS table gives plausible ones. End-of-season values (A file) are per-site variables:
+    cultivar, weather station, soil profile, planting and harvest dates, plant population. ``lat``/``lon``/
+    ``elevation`` come from the FIELDS table (XCRD = longitude, YCRD = latitude) when plausible and, when the
+    experiment's weather file is found (``weather_dir``: a folder, None, or "auto" = beside the X file or in a
+    sibling ``weather/`` folder), within `MAX_FIELD_STATION_DEGREES` of its station; otherwise from the station
+    header (``location_source`` says which). ``lon_hemisphere`` ('W'/'E') fixes the sign of station longitudes
+    written positive for the west, as in old DSSAT files. End-of-season values (A file) are per-site variables:
     ``crop_yield`` t ha-1 (HWAM, **dry matter**: ``moisture_fraction`` 0), ``biomass_maturity``, ``lai_max``,
     ``harvest_index``, ``anthesis_doy``/``maturity_doy``, …; in-season samples (T file) are (site, time):
     ``lai``, ``biomass`` (CWAD, above-ground dry matter t ha-1), leaf/stem/grain/pod biomass, …, the mean of
@@ -609,8 +657,13 @@ def read_dssat_experiment(path: str | Path, *, validate: bool = True) -> xr.Data
         except (KeyError, ValueError):
             return 0
 
+    if lon_hemisphere not in (None, "W", "E"):
+        raise ValueError(f"lon_hemisphere must be 'W', 'E' or None, got {lon_hemisphere!r}")
+    weather_folder = _weather_folder(path, weather_dir)
+    counts: dict[str, int] = {}
     sites, meta = [], {k: [] for k in ("treatment_name", "crop", "cultivar", "weather_station", "soil_id",
-                                      "planting_date", "harvest_date", "plant_population", "lat", "lon")}
+                                      "planting_date", "harvest_date", "plant_population", "lat", "lon",
+                                      "elevation", "location_source")}
     for (_, row), number in zip(tr.iterrows(), trno.astype(int), strict=True):
         sites.append(f"{experiment}/{number}")
         cu, fl, mp, mh = (cultivars.get(level(row, "CU"), {}), fields.get(level(row, "FL"), {}),
@@ -626,12 +679,21 @@ def read_dssat_experiment(path: str | Path, *, validate: bool = True) -> xr.Data
         meta["plant_population"].append(_to_number(mp.get("PPOP", "-99")))
         x, y = _to_number(xy.get("XCRD", "-99")), _to_number(xy.get("YCRD", "-99"))
         plausible = np.isfinite(x) and np.isfinite(y) and abs(y) <= 90 and abs(x) <= 180 and (x, y) != (0.0, 0.0)
-        meta["lat"].append(y if plausible else np.nan)
-        meta["lon"].append(x if plausible else np.nan)
+        s_lat, s_lon, s_elev, s_file = _station_location(weather_folder, fl.get("WSTA", ""), experiment, lon_hemisphere)
+        if plausible and s_file and max(abs(y - s_lat), abs(x - s_lon)) > MAX_FIELD_STATION_DEGREES:
+            plausible = False  # e.g. IUCA7901: XCRD 42.2, YCRD -82.37 (swapped and wrong) for a Castana, IA field
+            counts["n_field_coordinates_rejected"] = counts.get("n_field_coordinates_rejected", 0) + 1
+        if plausible:
+            lat_, lon_, elev_, source = y, x, _to_number(xy.get("ELEV", "-99")), "FIELDS XCRD/YCRD"
+        else:
+            lat_, lon_, elev_, source = s_lat, s_lon, s_elev, f"weather station header ({s_file})" if s_file else ""
+        meta["lat"].append(lat_)
+        meta["lon"].append(lon_)
+        meta["elevation"].append(elev_ if np.isfinite(elev_) and elev_ > 0 else np.nan)
+        meta["location_source"].append(source)
     site_of_trno = dict(zip(trno.astype(int), sites, strict=True))
 
     ds = xr.Dataset(coords={"site": sites})
-    counts: dict[str, int] = {}
     a_path = path.with_suffix(suffix[:-1] + ("A" if suffix[-1] == "X" else "a"))
     t_path = path.with_suffix(suffix[:-1] + ("T" if suffix[-1] == "X" else "t"))
     measured_any = False
@@ -689,6 +751,7 @@ def read_dssat_experiment(path: str | Path, *, validate: bool = True) -> xr.Data
     )
     ds["lat"].attrs["units"] = "degrees_north"
     ds["lon"].attrs["units"] = "degrees_east"
+    ds["elevation"].attrs["units"] = "m"
     ds["plant_population"].attrs["units"] = "m-2"
     ds.attrs.update(source=str(path), title=f"DSSAT experiment {experiment}", **counts)
     if validate:
@@ -696,7 +759,14 @@ def read_dssat_experiment(path: str | Path, *, validate: bool = True) -> xr.Data
     return ds
 
 
-def read_dssat_experiments(folder: str | Path, *, errors: str = "warn", validate: bool = True) -> xr.Dataset:
+def read_dssat_experiments(
+    folder: str | Path,
+    *,
+    weather_dir: str | Path | None = "auto",
+    lon_hemisphere: str | None = None,
+    errors: str = "warn",
+    validate: bool = True,
+) -> xr.Dataset:
     """Every ``.??X`` experiment of a folder → one (site, time) dataset (see `read_dssat_experiment`)."""
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
@@ -707,7 +777,7 @@ def read_dssat_experiments(folder: str | Path, *, errors: str = "warn", validate
     parts, skipped = [], []
     for p in paths:
         try:
-            part = read_dssat_experiment(p, validate=validate)
+            part = read_dssat_experiment(p, weather_dir=weather_dir, lon_hemisphere=lon_hemisphere, validate=validate)
         except DataValidationError as err:
             if errors == "raise":
                 raise

@@ -115,6 +115,7 @@ def attach_site_metadata(
     """
     sites = [str(s) for s in ds["site"].values]
     out = ds
+    new_coords = {}
     for coord, units in {**SITE_COORDS, **_EXTRA_COORDS}.items():
         is_text = coord in ("igbp", "site_name", "koeppen")
         if coord in out.coords:
@@ -132,7 +133,8 @@ def attach_site_metadata(
         if current is None:
             continue
         values = current.astype(str) if is_text else current.astype(float)
-        out = out.assign_coords({coord: ("site", values, {"units": units})})
+        new_coords[coord] = ("site", values, {"units": units})
+    out = out.assign_coords(new_coords)  # one call: assigning coordinates one by one re-aligns the dataset each time
     if warn_missing:
         missing = [s for s, lat in zip(sites, out["lat"].values, strict=True) if not np.isfinite(lat)]
         if missing:

@@ -202,11 +202,18 @@ def cosore_datasets(root: str | Path) -> list[str]:
 
 
 def _numeric(df: pd.DataFrame, column: str, source: Path) -> np.ndarray:
-    values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float, copy=True)
-    bad = np.isnan(values) & df[column].notna().to_numpy() & (df[column].astype(str).str.strip() != "")
-    if bad.mean() > SYSTEMATIC_FRACTION:
-        example = df.loc[bad, column].iloc[0]
-        raise DataValidationError(source, column, f"values are not numbers (e.g. {example!r})")
+    raw = df[column]
+    if pd.api.types.is_numeric_dtype(raw):
+        values = raw.to_numpy(dtype=float, na_value=np.nan, copy=True)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, copy=True)
+        missing = np.flatnonzero(np.isnan(values))
+        text = raw.iloc[missing]  # only cells that did not parse are looked at as text (millions of rows)
+        bad = np.zeros(values.size, dtype=bool)
+        bad[missing] = (text.notna() & (text.astype(str).str.strip() != "")).to_numpy()
+        if bad.mean() > SYSTEMATIC_FRACTION:
+            example = raw.iloc[int(np.flatnonzero(bad)[0])]
+            raise DataValidationError(source, column, f"values are not numbers (e.g. {example!r})")
     values[np.isin(values, (-9999.0, -999.0))] = np.nan
     return values
 
@@ -561,6 +568,7 @@ def read_cosore(
     *,
     errors: str = "warn",
     progress: bool = False,
+    cache: bool | str | Path = False,
     **kwargs,
 ) -> xr.Dataset:
     """Several COSORE datasets (all under ``root`` by default) → one (site, time) dataset.
@@ -568,12 +576,24 @@ def read_cosore(
     Each dataset is read with `read_cosore_dataset` (``kwargs`` pass through). A dataset that fails (all flux
     missing, unknown time zone, wrong units, ...) is skipped with a `DataWarning` naming it and the problem
     (``errors='warn'``) or raises (``errors='raise'``); ``attrs['skipped_files']`` lists what was skipped and why.
+    ``cache`` (True, or a folder; see `kgml.data.cache`) keeps the result as netCDF, reused while every
+    dataset's DESCRIPTION.txt, PORTS.txt and flux table and the options are unchanged.
     """
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
     root = Path(root)
     base = root / "datasets" if (root / "datasets").is_dir() else root
     names = list(datasets) if datasets is not None else cosore_datasets(root)
+    if cache:
+        from kgml.data.cache import cached_read
+
+        sources = [f for n in names for f in sorted((base / n).glob("*")) if f.name in (
+            "DESCRIPTION.txt", "PORTS.txt", "data.csv.gz", "data.csv")]
+        options = {"reader": "read_cosore", "datasets": names, "errors": errors, **kwargs}
+        return cached_read(
+            "cosore", sources, lambda: read_cosore(root, names, errors=errors, progress=progress, **kwargs),
+            cache=cache, options=options,
+        )
     parts, skipped = [], []
     iterator: Iterable[str] = names
     if progress:

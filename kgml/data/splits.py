@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.regions import _labels, _unit_dim, site_climate
+from kgml.io import write_text_atomic
 
 __all__ = [
     "Part",
@@ -133,12 +134,8 @@ class Split:
 def save_splits(splits: Split | Sequence[Split], path: str | os.PathLike) -> Path:
     """Write splits as JSON (atomically: temp file + rename)."""
     splits = [splits] if isinstance(splits, Split) else list(splits)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"format_version": _FORMAT_VERSION, "splits": [s.to_dict() for s in splits]}, indent=1))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps({"format_version": _FORMAT_VERSION, "splits": [s.to_dict() for s in splits]}, indent=1)
+    return write_text_atomic(text, path)
 
 
 def load_splits(path: str | os.PathLike) -> list[Split]:

@@ -3,7 +3,7 @@
 A *dataset kind* knows how to recognise a folder (``detect``) and read it into one or more datasets
 (``load``). Tower kinds are built in; the soil-respiration, yield, station, DSSAT and gridded readers are
 looked up lazily by module and function name, so a missing or failing reader is reported, never fatal.
-Add a kind with `register_dataset_kind`.
+Add a kind with `register_dataset_kind`. `load_folder` gives the datasets themselves (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -19,18 +19,32 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["DatasetKind", "describe", "format_summary", "register_dataset_kind", "summarise", "summarise_folder"]
+__all__ = [
+    "DatasetKind",
+    "describe",
+    "find_kind",
+    "format_summary",
+    "load_folder",
+    "register_dataset_kind",
+    "summarise",
+    "summarise_folder",
+]
 
 Loaded = list[tuple[str, xr.Dataset]]
 
 
 @dataclass(frozen=True)
 class DatasetKind:
-    """``detect(folder) -> bool``; ``load(folder) -> [(label, Dataset), ...]``."""
+    """``detect(folder) -> bool``; ``load(folder) -> [(label, Dataset), ...]``.
+
+    A ``cacheable`` kind's ``load`` also accepts ``cache=`` (False, True or a cache folder), passed on to readers
+    that keep their processed result as netCDF (`kgml.data.cache`).
+    """
 
     name: str
     detect: Callable[[Path], bool]
-    load: Callable[[Path], Loaded]
+    load: Callable[..., Loaded]
+    cacheable: bool = False
 
 
 _KINDS: list[DatasetKind] = []
@@ -55,11 +69,11 @@ def _fluxnet_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if parse_fluxnet_filename(p) is not None]
 
 
-def _load_fluxnet(folder: Path) -> Loaded:
+def _load_fluxnet(folder: Path, cache=False) -> Loaded:
     from kgml.data.towers import parse_fluxnet_filename, read_fluxnet_dir
 
     resolutions = sorted({parse_fluxnet_filename(p).resolution for p in _fluxnet_files(folder)})
-    return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop")) for res in resolutions]
+    return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop", cache=cache)) for res in resolutions]
 
 
 def _is_fluxnet_table_dir(folder: Path) -> bool:
@@ -129,8 +143,8 @@ def _load_bigleaf(folder: Path) -> Loaded:
 # --- kinds read by other modules (looked up lazily) ----------------------------------------------------
 
 
-def _load_cosore(folder: Path) -> Loaded:
-    return [("daily", _call("kgml.data.soil_respiration", "read_cosore", folder, progress=True))]
+def _load_cosore(folder: Path, cache=False) -> Loaded:
+    return [("daily", _call("kgml.data.soil_respiration", "read_cosore", folder, progress=True, cache=cache))]
 
 
 def _load_srdb(folder: Path) -> Loaded:
@@ -175,15 +189,54 @@ def _load_biocro_weather(folder: Path) -> Loaded:
     return [("hourly → daily", _call("kgml.data.stations", "read_champaign_il", folder.parent))]
 
 
+def _county_locations(folder: Path):
+    """County centroids for county datasets without their own: every ``county_locations.csv`` beside ``folder``."""
+    import pandas as pd
+
+    from kgml.data.yields import read_county_locations
+
+    tables = [read_county_locations(p) for p in sorted(folder.parent.glob("*/county_locations.csv"))]
+    if not tables:
+        return None
+    merged = pd.concat(tables)
+    return merged[~merged.index.duplicated()]
+
+
+def _load_soyface(folder: Path) -> Loaded:
+    ds = _call("kgml.data.soyface", "read_soyface_biomass", folder, locations=_county_locations(folder))
+    return [("biomass by organ", ds)]
+
+
+def _load_nldas_county(folder: Path) -> Loaded:
+    ds = _call("kgml.data.nldas_county", "read_nldas_county", folder, locations=_county_locations(folder))
+    return [("weather + soil + GPP by crop", ds)]
+
+
+#: Gridded products with a reader of their own (file-name pattern → function in kgml.data.gridded).
+_GRID_PRODUCTS = {"air.mon.mean.nc": "read_ghcn_cams", "bcsd_obs*.nc": "read_bcsd_obs"}
+
+
 def _load_netcdf_grids(folder: Path) -> Loaded:
+    """One dataset per product: files of one grid and time axis (one variable per file, as WFDE5) are opened
+    together so that derived variables (vpd from specific humidity and air temperature) exist; files that do
+    not share the grid are described one by one."""
+    from kgml.data.schema import DataValidationError
+
+    files = sorted(folder.glob("*.nc"))
     out = []
-    for p in sorted(folder.glob("*.nc")):
+    for pattern, reader in _GRID_PRODUCTS.items():
+        for p in sorted(folder.glob(pattern)):
+            out.append((p.name, _call("kgml.data.gridded", reader, p)))
+            files.remove(p)
+    if len(files) > 1:
         try:
-            ds = _call("kgml.data.gridded", "read_gridded", p)
-        except (ImportError, AttributeError):
-            with xr.open_dataset(p) as raw:
-                ds = raw.load()
-        out.append((p.name, ds))
+            merged = _call("kgml.data.gridded", "read_gridded", files)
+            return [*out, (f"{len(files)} files, one grid", merged)]
+        except DataValidationError as err:
+            if "differs" not in err.problem and "second source" not in err.problem:
+                raise
+    for p in files:
+        out.append((p.name, _call("kgml.data.gridded", "read_gridded", p)))
     return out
 
 
@@ -192,12 +245,12 @@ def _has(*names: str) -> Callable[[Path], bool]:
 
 
 for _kind in (
-    DatasetKind("FLUXNET / ONEFlux / ICOS tower files", lambda f: bool(_fluxnet_files(f)), _load_fluxnet),
+    DatasetKind("FLUXNET / ONEFlux / ICOS tower files", lambda f: bool(_fluxnet_files(f)), _load_fluxnet, cacheable=True),
     DatasetKind("FLUXNET-column daily tables", _is_fluxnet_table_dir, _load_fluxnet_tables),
     DatasetKind("ONEFlux measured NEE (qca_ustar)", _has("*/*_qca_ustar_*.csv*"), _load_qca),
     DatasetKind("REddyProc example tables", _has("Example_*"), _load_reddyproc),
     DatasetKind("bigleaf example tables", _is_bigleaf, _load_bigleaf),
-    DatasetKind("COSORE chamber soil respiration", _has("datasets_index.csv"), _load_cosore),
+    DatasetKind("COSORE chamber soil respiration", _has("datasets_index.csv"), _load_cosore, cacheable=True),
     DatasetKind("SRDB soil respiration database", _has("srdb-data.csv"), _load_srdb),
     DatasetKind("NASS / agridat yield tables", _has("nass.*.txt"), _load_agridat),
     DatasetKind("NASS county yields (You et al. 2017)", _has("soybean_yield_county.csv"), _load_you2017),
@@ -205,6 +258,9 @@ for _kind in (
     DatasetKind("DSSAT experiments and weather", _has("experiments", "weather"), _load_dssat),
     DatasetKind("APSIM .met weather", _has("*.met"), _load_apsim),
     DatasetKind("BioCro hourly weather", _has("*cmi_weather*"), _load_biocro_weather),
+    DatasetKind("SoyFACE soybean biomass by organ", _has("*_ambient_biomass*.csv*"), _load_soyface),
+    DatasetKind("county NLDAS-2 weather + SLOPE GPP (KGML-DA)", lambda f: _has("county_daily_inputs*.csv*")(f)
+                or _has("slope_gpp_county_daily*.csv*")(f), _load_nldas_county),
     DatasetKind("gridded netCDF", _has("*.nc"), _load_netcdf_grids),
 ):
     register_dataset_kind(_kind)
@@ -226,13 +282,13 @@ def describe(ds: xr.Dataset) -> dict:
         years = sorted(set(ds["time"].dt.year.values.tolist()))
     elif "year" in ds.coords:
         years = sorted({int(y) for y in np.ravel(ds["year"].values) if np.isfinite(y)})
-    coverage = _coverage(ds, unit_dim if unit_dim in ds.dims else None)
+    coverage = _grid_coverage(ds) if unit_dim == "grid" else _coverage(ds, unit_dim if unit_dim in ds.dims else None)
     return {
         "unit_dim": unit_dim,
         "n_units": n_units,
         "units": [str(u) for u in ds[unit_dim].values][:8] if unit_dim in ds.coords else [],
         "years": (years[0], years[-1], len(years)) if years else None,
-        "resolution": ds.attrs.get("time_resolution", ""),
+        "resolution": ds.attrs.get("time_resolution") or ds.attrs.get("resolution", ""),
         "coverage": coverage,
         "skipped": [s for s in str(ds.attrs.get("skipped_files", "")).split("\n") if s],
     }
@@ -267,30 +323,73 @@ def _coverage(ds: xr.Dataset, unit_dim: str | None) -> dict[str, float]:
     return out
 
 
-def summarise_folder(folder: Path) -> tuple[str, list[tuple[str, dict]] | str]:
-    """(kind name, [(label, description), ...]) for one folder, or (kind, error text) when reading failed."""
+def _grid_coverage(ds: xr.Dataset) -> dict[str, float]:
+    """Fraction of finite values per variable over the grid cells that hold any data (land-only products
+    would otherwise look sparse)."""
+    names = [str(n) for n, da in ds.data_vars.items() if np.issubdtype(da.dtype, np.number) and da.size]
+    cells = np.zeros((ds.sizes["lat"], ds.sizes["lon"]), dtype=bool)
+    for n in names:
+        if {"lat", "lon"} <= set(ds[n].dims):
+            other = [d for d in ds[n].dims if d not in ("lat", "lon")]
+            cells |= np.isfinite(ds[n].transpose("lat", "lon", *other).values).reshape(cells.shape + (-1,)).any(axis=-1)
+    out = {}
+    for n in names:
+        da = ds[n]
+        if {"lat", "lon"} <= set(da.dims) and cells.any():
+            other = [d for d in da.dims if d not in ("lat", "lon")]
+            values = da.transpose("lat", "lon", *other).values.reshape(cells.shape + (-1,))[cells]
+            out[n] = float(np.isfinite(values).mean())
+        else:
+            out[n] = float(np.isfinite(da.values).mean())
+    return out
+
+
+def find_kind(folder: Path) -> DatasetKind | None:
+    """The first registered dataset kind whose ``detect`` matches ``folder``, or None."""
     for kind in _KINDS:
         try:
-            matched = kind.detect(folder)
+            if kind.detect(folder):
+                return kind
         except OSError:
-            matched = False
-        if not matched:
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loaded = kind.load(folder)
-        except Exception as err:  # report every failure, keep going with the other datasets
-            return kind.name, f"{type(err).__name__}: {err}"
-        return kind.name, [(label, describe(ds)) for label, ds in loaded]
-    return "", "not recognised (no reader for these files)"
+    return None
 
 
-def summarise(data_dir: str | os.PathLike) -> Iterator[tuple[str, str, list[tuple[str, dict]] | str, float]]:
+def load_folder(folder: str | os.PathLike, *, cache=False, quiet: bool = True) -> tuple[str, Loaded]:
+    """Read one dataset folder with its kind's readers: (kind name, [(label, Dataset), ...]).
+
+    Raises what the reader raises; ``LookupError`` when no kind recognises the folder. ``cache`` goes to the
+    kinds whose readers cache their result (COSORE, FLUXNET folders). ``quiet`` silences reader warnings (what
+    was skipped is in each dataset's ``skipped_files`` attribute).
+    """
+    folder = Path(folder)
+    kind = find_kind(folder)
+    if kind is None:
+        raise LookupError(f"{folder}: not recognised (no reader for these files)")
+    options = {"cache": cache} if kind.cacheable and cache else {}
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return kind.name, kind.load(folder, **options)
+
+
+def summarise_folder(folder: Path, *, cache=False) -> tuple[str, list[tuple[str, dict]] | str]:
+    """(kind name, [(label, description), ...]) for one folder, or (kind, error text) when reading failed."""
+    kind = find_kind(Path(folder))
+    if kind is None:
+        return "", "not recognised (no reader for these files)"
+    try:
+        _, loaded = load_folder(folder, cache=cache)
+    except Exception as err:  # report every failure, keep going with the other datasets
+        return kind.name, f"{type(err).__name__}: {err}"
+    return kind.name, [(label, describe(ds)) for label, ds in loaded]
+
+
+def summarise(data_dir: str | os.PathLike, *, cache=False) -> Iterator[tuple[str, str, list[tuple[str, dict]] | str, float]]:
     """Yield (folder name, kind, descriptions or error, seconds) for every sub-folder of ``data_dir``."""
     for folder in sorted(p for p in Path(data_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
         t0 = time.perf_counter()
-        kind, result = summarise_folder(folder)
+        kind, result = summarise_folder(folder, cache=cache)
         yield folder.name, kind, result, time.perf_counter() - t0
 
 
@@ -301,13 +400,15 @@ def format_summary(name: str, kind: str, result, seconds: float, *, max_vars: in
         lines.append(f"    {result}")
         return "\n".join(lines)
     for label, d in result:
-        unit = {"site": "sites", "county": "counties", "state": "states", "grid": "grid cells"}.get(d["unit_dim"], d["unit_dim"] or "series")
-        span = f"{d['years'][0]}–{d['years'][1]} ({d['years'][2]} years)" if d["years"] else "no time axis"
+        singular, plural = {"county": ("county", "counties"), "grid": ("grid cell", "grid cells"), None: ("series", "series")}.get(
+            d["unit_dim"], (d["unit_dim"], f"{d['unit_dim']}s"))
+        unit = singular if d["n_units"] == 1 else plural
+        span = f"{d['years'][0]}–{d['years'][1]} ({d['years'][2]} year{'s' * (d['years'][2] != 1)})" if d["years"] else "no time axis"
         res = f", {d['resolution']}" if d["resolution"] else ""
         lines.append(f"  {label}: {d['n_units']} {unit}{res}, {span}")
         if d["units"]:
             more = " …" if d["n_units"] > len(d["units"]) else ""
-            lines.append(f"    {unit}: {', '.join(d['units'])}{more}")
+            lines.append(f"    {plural}: {', '.join(d['units'])}{more}")
         cov = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(d["coverage"].items())[:max_vars])
         lines.append(f"    variables (coverage): {cov}")
         for s in d["skipped"]:

@@ -29,8 +29,10 @@ __all__ = [
     "STANDARD_MOISTURE",
     "US_STATES",
     "bushels_per_acre_to_t_ha",
+    "county_name",
     "read_khaki_corn",
     "read_nass_county",
+    "read_county_locations",
     "read_nass_state",
     "read_thompson",
     "read_wallace_iowa",
@@ -215,6 +217,28 @@ def _check_unique(df: pd.DataFrame, keys: list[str], path: Path) -> None:
 # --- NASS county -----------------------------------------------------------------------------------------
 
 
+def read_county_locations(path: str | Path) -> pd.DataFrame:
+    """A county table ``state_fips, county_fips, lon, lat`` (as ``county_locations.csv`` of the You et al. 2017
+    folder) → DataFrame indexed by the 5-digit FIPS GEOID with ``lat`` and ``lon`` (degrees). Repeated counties
+    and non-numeric cells are errors naming the file."""
+    path = Path(path)
+    loc = _read_table(path, required=("state_fips", "county_fips", "lon", "lat"))
+    geoid = _numeric_column(loc, "state_fips", path) * 1000 + _numeric_column(loc, "county_fips", path)
+    if np.isnan(geoid).any():
+        raise DataValidationError(path, "county_fips", "rows without state or county FIPS code")
+    out = pd.DataFrame({"county": geoid.astype(np.int64), "lat": _numeric_column(loc, "lat", path),
+                        "lon": _numeric_column(loc, "lon", path)})
+    _check_unique(out, ["county"], path)
+    return out.set_index("county")
+
+
+def county_name(geoid: int) -> str:
+    """County name (lower case, as in `IL_COUNTY_FIPS`) of a FIPS GEOID, or "" when not in the name tables."""
+    state = _STATE_BY_FIPS.get(int(geoid) // 1000, "")
+    table = _COUNTY_FIPS_BY_STATE.get(state, {})
+    return next((name for name, code in table.items() if code == int(geoid) % 1000), "")
+
+
 def read_nass_county(
     path: str | Path,
     crop: str,
@@ -271,13 +295,7 @@ def read_nass_county(
         crop=crop,
     )
     if locations is not None:
-        loc_path = Path(locations)
-        loc = _read_table(loc_path, required=("state_fips", "county_fips", "lon", "lat"))
-        loc_geoid = (_numeric_column(loc, "state_fips", loc_path) * 1000 + _numeric_column(loc, "county_fips", loc_path))
-        loc = pd.DataFrame({"county": loc_geoid.astype(np.int64), "lat": _numeric_column(loc, "lat", loc_path),
-                            "lon": _numeric_column(loc, "lon", loc_path)})
-        _check_unique(loc, ["county"], loc_path)
-        loc = loc.set_index("county").reindex(counties)
+        loc = read_county_locations(locations).reindex(counties)
         ds = ds.assign_coords(lat=("county", loc["lat"].to_numpy()), lon=("county", loc["lon"].to_numpy()))
         ds["lat"].attrs.update(units="degrees_north", long_name="county centroid latitude")
         ds["lon"].attrs.update(units="degrees_east", long_name="county centroid longitude")
@@ -391,7 +409,8 @@ def read_thompson(path: str | Path, crop: str = "corn", *, validate: bool = True
             "precip_preseason": (("state", "year"), (grid("rain0") * MM_PER_INCH).astype("float32"),
                                  {"units": "mm", "long_name": "pre-season precipitation total (Thompson rain0)"}),
         },
-        coords={"state": state_axis, "year": year_axis, "month": months, "crop": crop},
+        coords={"state": state_axis, "year": year_axis, "month": months, "crop": crop,
+                "state_fips": ("state", np.array([_STATE_BY_KEY[s.lower()][1] for s in state_axis], dtype=np.int32))},
     )
     ds.attrs.update(source=str(path), title="Thompson (1969) corn/soybean yield and weather, 5 states",
                     references="Thompson, L. M. (1969, 1970) CARD reports, Iowa State Univ.; agridat v1.26")
