@@ -15,6 +15,8 @@ from kgml import __version__
 _SUBCOMMAND_MODULES = (
     "kgml.data.cli",
     "kgml.demo",
+    "kgml.gapfill_cli",
+    "kgml.train_cli",
 )
 
 

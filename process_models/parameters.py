@@ -100,7 +100,11 @@ class ParameterSpec:
 
     @property
     def default_unconstrained(self) -> float:
-        return float(self.to_unconstrained(self.default))
+        """The unconstrained image of the default, computed in Python floats (usable inside ``jit``)."""
+        lo, hi = self._edges()
+        x = math.log(self.default) if self.transform == "loglogit" else self.default
+        frac = min(max((x - lo) / (hi - lo), _EDGE), 1.0 - _EDGE)
+        return math.log(frac) - math.log1p(-frac)
 
     def check(self, value: ArrayLike, *, where: str = "") -> None:
         """Raise `ParameterBoundsError` naming this parameter if any concrete value is out of bounds or

@@ -108,3 +108,12 @@ def test_constrain_unconstrain_are_inverse_on_mappings():
     back = constrain([LINEAR, LOGLIN], unconstrain([LINEAR, LOGLIN], theta))
     for k in theta:
         assert float(back[k]) == pytest.approx(float(theta[k]), rel=1e-4)
+
+
+def test_default_unconstrained_is_plain_python_and_works_inside_jit():
+    for spec in (LINEAR, LOGLIN):
+        expected = float(spec.to_unconstrained(spec.default))
+        assert isinstance(spec.default_unconstrained, float)
+        assert spec.default_unconstrained == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        out = jax.jit(lambda x, s=spec: x + s.default_unconstrained)(jnp.float32(0.0))
+        assert float(out) == pytest.approx(expected, rel=1e-5, abs=1e-6)

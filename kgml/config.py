@@ -1,0 +1,316 @@
+"""Typed, frozen experiment configuration: TOML in (`load_config`), JSON saved with every run
+(`save_config`); unknown keys are errors that name the key and its section.
+
+A fine-tuning run is the pretraining run's config plus a delta (`merge_config`), like neuralhydrology.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = [
+    "ConfigError",
+    "CorpusConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "LossConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "merge_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not accepted; the message names the section and the key."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Synthetic corpus (`kgml.synthetic.CorpusSpec`): sites per state × vegetation block, years, prior."""
+
+    states: tuple[str, ...] = ("IA", "IL", "NE")
+    vegetation: tuple[str, ...] = ("maize",)
+    sites_per_block: int = 8
+    years: int = 2
+    prior_sd: float = 0.3
+    varying: tuple[str, ...] | None = None  #: None: `kgml.synthetic.SITE_VARYING`
+    state_shift: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    covariate_params: tuple[str, ...] = ("rref_rh",)
+    noise_scale: float = 1.0  #: multiplies every σ of `kgml.synthetic.NoiseModel`
+    gaps: str = "default"  #: "default" (`GapModel()`) or "none"
+    tower_fraction: float = 1.0
+    monthly_fraction: float = 0.0
+    soil_respiration: str = "lloyd_taylor"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data come from and how they become windows.
+
+    ``source``: ``"synthetic"`` (built from ``corpus``) or the path of a (site, time) netCDF dataset in the
+    kgml schema. ``vegetation`` selects sites with that ``vegetation`` coordinate (and the process model).
+    Sites are split whole: ``test_fraction`` / ``val_fraction`` of the sites (seeded), or the sites listed
+    in ``test_sites``; ``region`` is the site coordinate used for region embeddings and per-region runs.
+    """
+
+    source: str = "synthetic"
+    corpus: CorpusConfig = CorpusConfig()
+    vegetation: str = "maize"
+    features: tuple[str, ...] = ("tair", "sw_in", "vpd", "precip", "tsoil")
+    static: tuple[str, ...] = ("soil_carbon",)
+    daily_targets: tuple[str, ...] = ("nee", "gpp", "reco", "rsoil")
+    monthly_targets: tuple[str, ...] = ()
+    yield_target: bool = True
+    window_days: int = 365
+    region: str = "state"
+    regions: tuple[str, ...] = ()  #: restrict to these regions (empty: all)
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    test_sites: tuple[str, ...] = ()
+    n_context: int = 0  #: context sites per site for site attention (0: none)
+    max_train_sites: int = 0  #: keep at most this many training sites (0: all); few-site fine-tuning
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hybrid model: encoder, location encoding, site attention, heads, and the physics layer."""
+
+    encoder: str = "gru"
+    hidden: int = 32
+    attention: bool = False
+    location: bool = True
+    location_dim: int = 16
+    n_scales: int = 4
+    region_embedding: bool = False
+    region_dim: int = 4
+    site_attention: bool = False
+    n_heads: int = 2
+    embed_dim: int = 32
+    head_hidden: int = 32
+    use_summary: bool = True  #: the encoder's window summary joins the site embedding
+    learned: tuple[str, ...] | None = None  #: None: every parameter of the process model
+    global_params: tuple[str, ...] = ()  #: learned but shared by all sites (e.g. q10_rh)
+    time_varying: tuple[str, ...] = ()
+    fixed: Mapping[str, float] = field(default_factory=dict)  #: physical values of non-learned parameters
+    residual: tuple[str, ...] = ()  #: residual corrections of these fluxes (gpp, reco, rsoil)
+    residual_scale: float = 1.0  #: bound of the residual (gC m-2 d-1)
+    soil_respiration: str = "lloyd_taylor"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the data losses (per target; 1 when absent) and of the soft constraints."""
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    scales: Mapping[str, float] = field(default_factory=dict)  #: per-target error scale; default: data spread
+    prior: float = 1e-3
+    prior_sd: float = 1.0
+    residual: float = 1e-2
+    monotone: float = 1.0
+    yield_consistency: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: AdamW with warm-up + cosine (or constant) schedule and global-norm clipping; early
+    stopping on the validation loss; ``trainable``: top-level model parts to train (empty: all)."""
+
+    steps: int = 300
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    eval_every: int = 25
+    patience: int = 6
+    trainable: tuple[str, ...] = ()
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A run: data, model, loss and training, plus how sites are grouped (``"global"``: one model;
+    ``"per_region"``: one model per value of ``data.region``) and an optional pretrained run to start from."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    grouping: str = "global"
+    init_from: str = ""
+
+    def __post_init__(self):
+        if self.grouping not in ("global", "per_region"):
+            raise ConfigError(f"[experiment] grouping must be 'global' or 'per_region', got {self.grouping!r}")
+        if self.model.encoder not in ("gru", "lstm"):
+            raise ConfigError(f"[model] encoder must be 'gru' or 'lstm', got {self.model.encoder!r}")
+        if self.train.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"[train] schedule must be 'cosine' or 'constant', got {self.train.schedule!r}")
+        bad = set(self.model.residual) - {"gpp", "reco", "rsoil"}
+        if bad:
+            raise ConfigError(f"[model] residual: {sorted(bad)} not correctable; choose from gpp, reco, rsoil "
+                              "(NEE follows from them)")
+
+
+_SECTION_NAMES = {
+    ExperimentConfig: "experiment",
+    DataConfig: "data",
+    CorpusConfig: "data.corpus",
+    ModelConfig: "model",
+    LossConfig: "loss",
+    TrainConfig: "train",
+}
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        last = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as err:
+                last = err
+        raise last or ConfigError(f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table (section), got {value!r}")
+        return _from_dict(tp, value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_convert(v, item, where) for v in value)
+    if origin in (Mapping, dict) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        args = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls, d: Mapping[str, Any]):
+    section = _SECTION_NAMES.get(cls, cls.__name__)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in section [{section}]"
+            + (f" (and {unknown[1:]})" if len(unknown) > 1 else "")
+            + f"; known keys: {sorted(names)}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"[{section}] {k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    """Build an `ExperimentConfig` from nested mappings (TOML tables / JSON objects)."""
+    return _from_dict(ExperimentConfig, d)
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists) that `config_from_dict` reads back unchanged."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(config)
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read a TOML (or a saved JSON) config; errors name the file, the section and the key."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
+    """Write the config as JSON atomically."""
+    from kgml.io import write_text_atomic
+
+    return write_text_atomic(json.dumps(config_to_dict(config), indent=1) + "\n", path)
+
+
+def _deep_merge(base: dict, delta: Mapping, where: str) -> dict:
+    out = dict(base)
+    for k, v in delta.items():
+        if k not in base:
+            raise ConfigError(f"unknown key {k!r} in section [{where}]; known keys: {sorted(base)}")
+        if isinstance(v, Mapping) and isinstance(base[k], dict) and k not in ("state_shift", "fixed", "weights", "scales"):
+            out[k] = _deep_merge(base[k], v, f"{where}.{k}" if where != "experiment" else k)
+        else:
+            out[k] = v
+    return out
+
+
+def merge_config(base: ExperimentConfig, delta: Mapping[str, Any]) -> ExperimentConfig:
+    """``base`` with the keys of ``delta`` (nested tables) replaced — a fine-tuning run as a delta."""
+    return config_from_dict(_deep_merge(config_to_dict(base), delta, "experiment"))
+
+
+def load_delta(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML delta file (only the keys that change)."""
+    with Path(path).open("rb") as f:
+        return tomllib.load(f)

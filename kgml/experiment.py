@@ -1,0 +1,504 @@
+"""Experiments: `run_experiment(config, workdir)` loads or simulates the data, splits whole sites, fits the
+normaliser on the training sites, trains a hybrid (from scratch or from a pretrained run), and writes the
+config, the model checkpoint, predictions (netCDF), metrics (JSON + markdown) and figures (PNG).
+
+The pieces (`load_data`, `site_split`, `prepare`, `train_run`, `load_run`, `predict_dataset`,
+`evaluate_predictions`) are the Python API that the command line and the demo share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+import xarray as xr
+
+from kgml.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from kgml.data.normalisation import Normaliser
+from kgml.data.splits import Part, Split, save_splits
+from kgml.hybrid import (
+    ContextPool,
+    HybridModel,
+    HybridObjective,
+    TaskSpec,
+    WindowData,
+    build_hybrid,
+    context_pool,
+    predict,
+    predictions_to_dataset,
+    prepare_windows,
+    target_scales,
+)
+from kgml.io import write_netcdf_atomic, write_text_atomic
+
+__all__ = [
+    "Prepared",
+    "Run",
+    "evaluate_predictions",
+    "load_data",
+    "load_run",
+    "predict_dataset",
+    "prepare",
+    "run_experiment",
+    "site_split",
+    "train_run",
+]
+
+META_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------
+
+
+def corpus_spec(cfg):
+    """`kgml.synthetic.CorpusSpec` of a `CorpusConfig`."""
+    from kgml import synthetic as syn
+
+    by_name = {s.name: s for s in syn.STATES}
+    unknown = [s for s in cfg.states if s not in by_name]
+    if unknown:
+        raise ValueError(f"[data.corpus] states: unknown {unknown}; built-in states are {sorted(by_name)}")
+    if cfg.gaps not in ("default", "none"):
+        raise ValueError(f"[data.corpus] gaps must be 'default' or 'none', got {cfg.gaps!r}")
+    gaps = syn.GapModel.none() if cfg.gaps == "none" else syn.GapModel()
+    gaps = dataclasses.replace(gaps, tower_fraction=cfg.tower_fraction)
+    return syn.CorpusSpec(
+        states=tuple(by_name[s] for s in cfg.states), vegetation=tuple(cfg.vegetation),
+        sites_per_block=cfg.sites_per_block, years=cfg.years, prior_sd=cfg.prior_sd,
+        varying=syn.SITE_VARYING if cfg.varying is None else tuple(cfg.varying),
+        state_shift={k: dict(v) for k, v in cfg.state_shift.items()}, fixed=dict(cfg.fixed),
+        covariate_params=tuple(cfg.covariate_params), noise=syn.NoiseModel().scaled(cfg.noise_scale), gaps=gaps,
+        monthly_fraction=cfg.monthly_fraction, soil_respiration=cfg.soil_respiration, seed=cfg.seed,
+    )
+
+
+def load_data(config: ExperimentConfig, *, progress: bool = False) -> xr.Dataset:
+    """The run's dataset: a synthetic corpus, or a (site, time) netCDF file; restricted to the configured
+    vegetation (when the dataset has a ``vegetation`` coordinate) and regions."""
+    data = config.data
+    if data.source == "synthetic":
+        from kgml.synthetic import make_corpus
+
+        ds = make_corpus(corpus_spec(data.corpus), progress=progress)
+    else:
+        path = Path(data.source)
+        if not path.exists():
+            raise FileNotFoundError(f"[data] source {path} does not exist (a netCDF file or 'synthetic')")
+        with xr.open_dataset(path) as f:
+            ds = f.load()
+    return select_sites(ds, config)
+
+
+def select_sites(ds: xr.Dataset, config: ExperimentConfig) -> xr.Dataset:
+    data = config.data
+    if "vegetation" in ds.coords and data.vegetation:
+        ds = ds.isel(site=np.flatnonzero(ds.vegetation.values.astype(str) == data.vegetation))
+    if data.regions:
+        if data.region not in ds.coords:
+            raise KeyError(f"[data] region coordinate {data.region!r} not in the dataset")
+        ds = ds.isel(site=np.flatnonzero(np.isin(ds[data.region].values.astype(str), data.regions)))
+    if ds.sizes["site"] == 0:
+        raise ValueError(f"no site left after selecting vegetation {data.vegetation!r} and regions {data.regions}")
+    return ds
+
+
+def site_split(ds: xr.Dataset, config: ExperimentConfig) -> Split:
+    """Whole-site split: ``test_sites`` (or a seeded ``test_fraction`` of the sites) are test, a seeded
+    ``val_fraction`` of the rest validation, the others training (at most ``max_train_sites``)."""
+    data = config.data
+    sites = sorted(ds.site.values.astype(str).tolist())
+    rng = np.random.default_rng([config.seed, 7])
+    if data.test_sites:
+        missing = sorted(set(data.test_sites) - set(sites))
+        if missing:
+            raise KeyError(f"[data] test_sites not in the dataset: {missing}")
+        test = sorted(data.test_sites)
+    else:
+        n_test = int(round(data.test_fraction * len(sites)))
+        test = sorted(rng.permutation(sites)[:n_test].tolist())
+    rest = [s for s in sites if s not in set(test)]
+    order = rng.permutation(rest).tolist() if rest else []
+    n_val = int(round(data.val_fraction * len(rest)))
+    if data.val_fraction > 0 and n_val == 0 and len(rest) > 1:
+        n_val = 1
+    val, train = sorted(order[:n_val]), sorted(order[n_val:])
+    if data.max_train_sites:
+        train = train[: data.max_train_sites]
+    if not train:
+        raise ValueError(f"no training sites left ({len(sites)} sites, {len(test)} test, {len(val)} val)")
+    return Split(f"sites_seed{config.seed}", "random_sites", config.seed, "site", Part(train), Part(val), Part(test),
+                 Part(), {"max_train_sites": data.max_train_sites})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What travels with a model
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything fitted on the training sites that the model needs at prediction time."""
+
+    normaliser: Normaliser
+    region_map: dict[str, int]
+    scales: dict[str, float]
+    task: TaskSpec
+    pool: ContextPool | None
+    dims: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {"normaliser": self.normaliser.to_dict(), "region_map": self.region_map, "scales": self.scales,
+                "task": dataclasses.asdict(self.task), "pool": None if self.pool is None else self.pool.to_dict(),
+                "dims": self.dims}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prepared:
+        task = d["task"]
+        return cls(Normaliser.from_dict(d["normaliser"]), dict(d["region_map"]), dict(d["scales"]),
+                   TaskSpec(tuple(task["daily"]), tuple(task["monthly"]), bool(task["annual"])),
+                   None if d.get("pool") is None else ContextPool.from_dict(d["pool"]), dict(d["dims"]))
+
+
+def task_of(config: ExperimentConfig) -> TaskSpec:
+    return TaskSpec(tuple(config.data.daily_targets), tuple(config.data.monthly_targets), config.data.yield_target)
+
+
+def prepare(train: xr.Dataset, config: ExperimentConfig) -> Prepared:
+    """Fit the normaliser (features + static, training sites only), the region map, the loss scales and the
+    context pool (the training sites' locations and observation summaries) on ``train``."""
+    data = config.data
+    norm = Normaliser.fit(train, list(data.features) + list(data.static))
+    task = task_of(config)
+    scales = target_scales(train, task)
+    scales.update(config.loss.scales)
+    region_map = {}
+    if data.region in train.coords:
+        region_map = {r: i for i, r in enumerate(sorted(set(train[data.region].values.astype(str))))}
+    pool = context_pool(train, static=data.static, normaliser=norm, task=task, scales=scales) if data.n_context else None
+    dims = {"n_features": len(data.features) + 2, "n_static": len(data.static), "n_summary": 2 * len(task.daily)}
+    return Prepared(norm, region_map, scales, task, pool, dims)
+
+
+def windows(ds: xr.Dataset, config: ExperimentConfig, prepared: Prepared, *, require_targets: bool,
+            missing_static: str = "raise") -> WindowData:
+    data = config.data
+    return prepare_windows(
+        ds, features=data.features, static=data.static, task=prepared.task, normaliser=prepared.normaliser,
+        window_days=data.window_days, region=data.region, region_map=prepared.region_map, context=prepared.pool,
+        n_context=data.n_context, scales=prepared.scales, require_targets=require_targets,
+        missing_static=missing_static,
+    )
+
+
+def process_model(config: ExperimentConfig):
+    from kgml.synthetic import _soil_respiration, build_model
+
+    return build_model(config.data.vegetation, _soil_respiration(config.model.soil_respiration))
+
+
+def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> HybridModel:
+    """A fresh hybrid for ``config`` (untrained: the process model at its defaults / fixed values)."""
+    m = config.model
+    key = jax.random.PRNGKey(config.seed) if key is None else key
+    return build_hybrid(
+        process_model(config), key=key, **prepared.dims, encoder=m.encoder, hidden=m.hidden, attention=m.attention,
+        location=m.location, location_dim=m.location_dim, n_scales=m.n_scales,
+        n_regions=len(prepared.region_map) if m.region_embedding else 0, region_dim=m.region_dim,
+        site_attention=m.site_attention and config.data.n_context > 0, n_heads=m.n_heads, embed_dim=m.embed_dim,
+        head_hidden=m.head_hidden, learned=m.learned, global_params=m.global_params, time_varying=m.time_varying,
+        fixed=dict(m.fixed), residual=m.residual, residual_scale=m.residual_scale, use_summary=m.use_summary,
+    )
+
+
+def objective(config: ExperimentConfig, prepared: Prepared) -> HybridObjective:
+    lc = config.loss
+    return HybridObjective.create(prepared.task, prepared.scales, dict(lc.weights), prior=lc.prior,
+                                  prior_sd=lc.prior_sd, residual=lc.residual, monotone=lc.monotone,
+                                  yield_consistency=lc.yield_consistency)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Train, load
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A trained (or loaded) model with its config, fitted preprocessing, split and training history."""
+
+    model: HybridModel
+    config: ExperimentConfig
+    prepared: Prepared
+    split: Split | None = None
+    history: list | None = None
+    directory: Path | None = None
+
+    def meta(self) -> dict:
+        from kgml import __version__
+
+        return {"format_version": META_FORMAT, "kgml_version": __version__, "config": config_to_dict(self.config),
+                "prepared": self.prepared.to_dict(), "split": None if self.split is None else self.split.to_dict()}
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_run(
+    config: ExperimentConfig,
+    ds: xr.Dataset,
+    directory: str | os.PathLike | None = None,
+    *,
+    init: Run | None = None,
+    split: Split | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    description: str = "training",
+) -> Run:
+    """Split ``ds`` by site, prepare (or reuse the preprocessing of ``init``, a pretrained run whose
+    weights it starts from — fine-tuning), and `kgml.training.fit`. With ``directory``, checkpoints go to
+    ``directory/checkpoint`` (model, optimiser, trainer state, meta.json with config, normaliser, region map)."""
+    from kgml.training import fit
+
+    split = split or site_split(ds, config)
+    train_ds = split.select(ds, "train")
+    if init is not None:
+        prepared = init.prepared
+        if config.data.n_context:
+            prepared = dataclasses.replace(prepared, pool=context_pool(
+                train_ds, static=config.data.static, normaliser=prepared.normaliser, task=prepared.task,
+                scales=prepared.scales))
+        model = init.model
+    else:
+        prepared = prepare(train_ds, config)
+        model = new_model(config, prepared)
+    train_w = windows(train_ds, config, prepared, require_targets=True)
+    val_w = windows(split.select(ds, "val"), config, prepared, require_targets=True) if split.val.units else None
+    run = Run(model, config, prepared, split, None, Path(directory) if directory else None)
+    ckpt = Path(directory) / "checkpoint" if directory else None
+    result = fit(model, train_w, val_w, objective(config, prepared), config.train, checkpoint_dir=ckpt,
+                 resume=resume, metadata=run.meta(), progress=progress, description=description)
+    run.model, run.history = result.model, result.history
+    if ckpt is not None:
+        from kgml.training import save_model
+
+        save_model(result.model, ckpt / "best.eqx")
+    return run
+
+
+def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
+    """A run written by `train_run`/`run_experiment`: rebuilds the model from meta.json and loads its
+    ``best`` (or ``model``: the last) weights. Errors name what is missing."""
+    from kgml.training import CheckpointError, load_model, read_metadata
+
+    directory = Path(directory)
+    ckpt = directory / "checkpoint" if (directory / "checkpoint").is_dir() else directory
+    meta = read_metadata(ckpt)
+    if meta.get("format_version") != META_FORMAT:
+        raise CheckpointError(f"{ckpt / 'meta.json'}: unsupported format {meta.get('format_version')!r}")
+    config = config_from_dict(meta["config"])
+    prepared = Prepared.from_dict(meta["prepared"])
+    like = new_model(config, prepared)
+    model = load_model(ckpt / f"{which}.eqx", like)
+    split = Split.from_dict(meta["split"]) if meta.get("split") else None
+    return Run(model, config, prepared, split, None, directory)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Predict, evaluate
+# ---------------------------------------------------------------------------------------------------------
+
+
+_predict_jit = eqx.filter_jit(predict)
+
+
+def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_static: str = "raise") -> xr.Dataset:
+    """Predictions of ``run`` for every whole window of every site of ``ds`` as a CF dataset (site, time) +
+    (site, year) + learned parameters per site, with the site coordinates of ``ds``. ``missing_static="zero"``
+    uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus)."""
+    data = windows(ds, run.config, run.prepared, require_targets=False, missing_static=missing_static)
+    parts = []
+    n = len(data)
+    size = min(batch_size, n)
+    for i in range(0, n, size):
+        # Every chunk has the same shape (the last is padded by repeating windows, then trimmed), so
+        # prediction compiles once per model structure and batch size.
+        idx = np.minimum(np.arange(i, i + size), n - 1)
+        out = jax.tree_util.tree_map(np.asarray, _predict_jit(run.model, data.batch(idx)[0]))
+        parts.append(jax.tree_util.tree_map(lambda a, k=min(size, n - i): a[:k], out))
+    pred = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+    out = predictions_to_dataset(pred, data, run.model.process.parameter_specs)
+    for c in ("lat", "lon", "state", "vegetation", run.config.data.region):
+        if c in ds.coords and "site" in ds[c].dims:
+            out = out.assign_coords({c: ("site", ds[c].values)})
+    from kgml import __version__
+
+    out.attrs.update(Conventions="CF-1.8", title=f"kgml hybrid predictions: {run.config.name}",
+                     source=f"kgml {__version__} HybridModel", config_sha256=config_hash(run.config))
+    return out
+
+
+def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentConfig) -> list[dict]:
+    """Score rows (`kgml.metrics.score_table`) of the daily targets against observations, against the
+    noise-free truth (``true_*``) where the dataset has it, and of yields; grouped by ``data.region``."""
+    from kgml.metrics import score_table
+
+    region = config.data.region if config.data.region in obs.coords else None
+    rows = []
+    for target in config.data.daily_targets:
+        for ref, label in ((target, "obs"), (f"true_{target}", "truth")):
+            if ref in obs:
+                for r in score_table(pred, obs, {target: ref}, group=region):
+                    rows.append({**r, "reference": label})
+    if config.data.yield_target and "crop_yield" in obs and "year" in obs.dims:
+        common = np.intersect1d(pred.year.values, obs.year.values)
+        p, o = pred.sel(year=common), obs.sel(year=common)
+        for ref, label in (("crop_yield", "obs"), ("true_crop_yield", "truth")):
+            if ref in o:
+                rows += [{**r, "reference": label} for r in score_table(p, o, {"crop_yield": ref}, group=region)]
+    return rows
+
+
+def metrics_markdown(rows: list[dict], title: str = "") -> str:
+    head = "| variable | reference | scope | n | RMSE | bias | R² | NSE |\n|---|---|---|---|---|---|---|---|"
+    lines = [f"## {title}", ""] if title else []
+    lines.append(head)
+    for r in rows:
+        if r["scope"] == "site":
+            continue
+        key = "all sites" if r["scope"] == "all" else r["key"]
+        lines.append(f"| {r['variable']} | {r['reference']} | {key} | {r['n']} | {_f(r['rmse'])} | {_f(r['bias'])} | "
+                     f"{_f(r['r2'])} | {_f(r['nse'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _f(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory: Path, target: str = "nee") -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib not installed (pip install 'kgml[plot]'): no figures written", stacklevel=2)
+        return []
+    from kgml.io import atomic_path
+
+    paths = []
+    sites = [s for s in pred.site.values if s in set(obs.site.values)]
+    ref = f"true_{target}" if f"true_{target}" in obs else target
+    if target in pred and ref in obs and sites:
+        p = pred[target].sel(site=sites).values
+        o = obs[ref].sel(site=sites).values
+        fig, ax = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        ok = np.isfinite(p) & np.isfinite(o)
+        ax[0].scatter(o[ok], p[ok], s=2, alpha=0.3)
+        lim = [np.nanmin(o[ok]) if ok.any() else 0, np.nanmax(o[ok]) if ok.any() else 1]
+        ax[0].plot(lim, lim, "k-", lw=0.7)
+        ax[0].set(xlabel=f"{ref} (gC m-2 d-1)", ylabel=f"predicted {target}", title=f"{target}: held-out sites")
+        doy = np.arange(p.shape[1]) % 365
+        for arr, lab in ((o, ref), (p, "predicted")):
+            cyc = [np.nanmean(np.where(doy == d, arr, np.nan)) if np.isfinite(np.where(doy == d, arr, np.nan)).any()
+                   else np.nan for d in range(365)]
+            ax[1].plot(np.arange(1, 366), cyc, label=lab)
+        ax[1].set(xlabel="day of year", ylabel=f"{target} (gC m-2 d-1)", title="mean seasonal cycle")
+        ax[1].legend()
+        path = directory / f"{target}_heldout.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        paths.append(path)
+    if history:
+        fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
+        steps = [h["step"] for h in history]
+        for key in ("train_loss", "val_loss"):
+            vals = [h.get(key, np.nan) for h in history]
+            ax.plot(steps, vals, label=key)
+        ax.set(xlabel="step", ylabel="loss", yscale="log", title="training")
+        ax.legend()
+        path = directory / "training.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    workdir: str | os.PathLike,
+    *,
+    dataset: xr.Dataset | None = None,
+    progress: bool = True,
+    figures: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration; write into ``workdir``: config.json, splits.json, checkpoint/
+    (model + meta.json), predictions.nc, metrics.json, metrics.md and figures. ``grouping = "per_region"``
+    trains one model per value of ``data.region`` (sub-directories) and pools their test metrics.
+    Returns paths, the score rows and the run(s)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.json")
+    ds = select_sites(dataset, config) if dataset is not None else load_data(config, progress=progress)
+    init = load_run(config.init_from) if config.init_from else None
+    if config.grouping == "per_region":
+        labels = sorted(set(ds[config.data.region].values.astype(str)))
+        results = {}
+        for label in labels:
+            sub = dataclasses.replace(config, grouping="global", name=f"{config.name}-{label}",
+                                      data=dataclasses.replace(config.data, regions=(label,)))
+            results[label] = run_experiment(sub, workdir / label, dataset=ds, progress=progress, figures=figures,
+                                            resume=resume)
+        preds = xr.concat([r["predictions"] for r in results.values()], dim="site")
+        test_sites = sorted(s for r in results.values() for s in r["run"].split.test.units)
+        rows = evaluate_predictions(preds.sel(site=test_sites), ds.sel(site=test_sites), config)
+        return _write_outputs(workdir, config, preds, rows, None, ds, figures, {"runs": results})
+    split = site_split(ds, config)
+    save_splits(split, workdir / "splits.json")
+    run = train_run(config, ds, workdir, init=init, split=split, progress=progress, resume=resume,
+                    description=config.name)
+    preds = predict_dataset(run, ds)
+    preds = preds.assign_coords(part=("site", _parts(split, preds.site.values.astype(str))))
+    test = list(split.test.units) or list(split.val.units)
+    rows = evaluate_predictions(preds.sel(site=test), ds.sel(site=test), config) if test else []
+    return _write_outputs(workdir, config, preds, rows, run.history, ds, figures, {"run": run})
+
+
+def _parts(split: Split, sites) -> np.ndarray:
+    lookup = {u: p for p in ("train", "val", "test") for u in split.part(p).units}
+    return np.array([lookup.get(s, "") for s in sites])
+
+
+def _write_outputs(workdir, config, preds, rows, history, ds, figures, extra) -> dict[str, Any]:
+    nc = write_netcdf_atomic(preds, workdir / "predictions.nc")
+    write_text_atomic(json.dumps({"config_sha256": config_hash(config), "rows": rows}, indent=1,
+                                 default=float) + "\n", workdir / "metrics.json")
+    md = metrics_markdown(rows, f"{config.name}: held-out sites")
+    write_text_atomic(md, workdir / "metrics.md")
+    figs = []
+    if figures:
+        test = [s for s in preds.site.values if "part" not in preds.coords or preds.part.sel(site=s) == "test"]
+        figs = _figures(preds.sel(site=test) if test else preds, ds, history, workdir)
+    return {"workdir": workdir, "predictions": preds, "predictions_path": nc, "rows": rows, "markdown": md,
+            "figures": figs, **extra}

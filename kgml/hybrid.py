@@ -1,0 +1,760 @@
+"""The hybrid model: a temporal encoder and location-aware heads predict the process model's parameters
+(and a bounded correction); the process model, run on the raw drivers, makes the fluxes and the yield.
+
+`HybridModel` acts on one site window (`SiteWindow`); callers vmap. `prepare_windows` turns a (site, time)
+dataset into windows of inputs and targets (numpy, host memory); `hybrid_objective` is the training loss.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from kgml import constraints, losses
+from process_models.ecosystem import CropEcosystem, Ecosystem
+from process_models.forcing import Met
+from process_models.parameters import ParameterSpec
+from process_models.simulate import simulate
+
+__all__ = [
+    "DAYS_PER_YEAR",
+    "ContextPool",
+    "HybridModel",
+    "HybridObjective",
+    "Predictions",
+    "SiteWindow",
+    "Targets",
+    "TaskSpec",
+    "WindowData",
+    "build_hybrid",
+    "context_pool",
+    "hybrid_objective",
+    "predict",
+    "predictions_to_dataset",
+    "prepare_windows",
+    "target_scales",
+]
+
+DAYS_PER_YEAR = 365
+MET_FIELDS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2", "patm", "doy", "lat")
+#: Seasonal features added to every feature set: sin and cos of 2π·doy/365.
+SEASONAL_FEATURES = ("doy_sin", "doy_cos")
+EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius (Moritz 2000, Geodetic Reference System 1980)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs, targets, predictions (one site window; a leading batch axis when stacked)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class SiteWindow(NamedTuple):
+    """What the hybrid sees of one site window. The network reads normalised ``x`` and ``static``; the
+    physics reads the raw drivers ``met``. Context arrays describe nearby observed sites."""
+
+    x: Float[Array, "time feature"]  # noqa: F722
+    x_mask: Bool[Array, " time"]  # noqa: F722
+    met: Met  # raw drivers, every field (time,)
+    static: Float[Array, " n_static"]  # noqa: F722
+    lat: Float[Array, ""]  # noqa: F722
+    lon: Float[Array, ""]  # noqa: F722
+    region: Int[Array, ""]  # noqa: F722
+    context_lat: Float[Array, " n_ctx"]  # noqa: F722
+    context_lon: Float[Array, " n_ctx"]  # noqa: F722
+    context_static: Float[Array, "n_ctx n_static"]  # noqa: F722
+    context_summary: Float[Array, "n_ctx n_summary"]  # noqa: F722
+    context_mask: Bool[Array, " n_ctx"]  # noqa: F722
+    context_distance_km: Float[Array, " n_ctx"]  # noqa: F722
+
+
+class Targets(NamedTuple):
+    """Observations of one window at their own resolution (values 0 where the mask is False)."""
+
+    daily: Float[Array, "time n_daily"]  # noqa: F722
+    daily_mask: Bool[Array, "time n_daily"]  # noqa: F722
+    monthly: Float[Array, "month n_monthly"]  # noqa: F722
+    monthly_mask: Bool[Array, "month n_monthly"]  # noqa: F722
+    annual: Float[Array, " year"]  # noqa: F722
+    annual_mask: Bool[Array, " year"]  # noqa: F722
+    month_index: Int[Array, " time"]  # noqa: F722
+
+
+class Predictions(NamedTuple):
+    """Daily fluxes (gC m-2 d-1; NEE = Reco − GPP exactly), et (mm d-1), lai, the year-end yield of each
+    whole year (t ha-1), the physics-only fluxes, the residual corrections, and the parameters."""
+
+    gpp: Array
+    reco: Array
+    nee: Array
+    rsoil: Array
+    et: Array
+    lai: Array
+    crop_yield: Array
+    gpp_physics: Array
+    reco_physics: Array
+    rsoil_physics: Array
+    residual: dict
+    theta: dict
+    theta_daily: dict
+    unconstrained: dict
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Names of the targets in `Targets` (static; part of every checkpoint)."""
+
+    daily: tuple[str, ...] = ("nee", "gpp", "reco", "rsoil")
+    monthly: tuple[str, ...] = ()
+    annual: bool = True
+
+    @property
+    def monthly_variables(self) -> tuple[str, ...]:
+        return tuple(f"{n}_monthly" for n in self.monthly)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class HybridModel(eqx.Module):
+    """Encoder + location encoding (+ site attention) → parameter head (+ residual head) → process model.
+
+    For one site window: normalised drivers → `TemporalEncoder` → (daily features, summary); summary ⊕
+    `LocationEncoder`(lat, lon, static, region) → linear embedding; optionally `SiteAttention` over the
+    context sites (their location encoding ⊕ a summary of their observations); `ParameterHead` →
+    per-site (and optionally daily) physical parameters through their bounded transforms; parameters in
+    ``global_params`` are single learned values shared by all sites; the rest are fixed. The process model
+    runs on the raw drivers; a `ResidualHead` may correct GPP, Reco and Rsoil by a bounded amount with
+    `constraints.nonnegative_correction`, so GPP ≥ 0, Reco ≥ 0 and NEE = Reco − GPP hold exactly.
+    """
+
+    process: Ecosystem
+    encoder: eqx.Module
+    location: eqx.Module | None
+    embed: eqx.nn.Linear
+    context_proj: eqx.nn.Linear | None
+    site_attention: eqx.Module | None
+    parameter_head: eqx.Module | None
+    residual_head: eqx.Module | None
+    global_unconstrained: dict[str, Array]
+    fixed: tuple[tuple[str, float], ...] = eqx.field(static=True)
+    learned: tuple[str, ...] = eqx.field(static=True)
+    time_varying: tuple[str, ...] = eqx.field(static=True)
+    residual_targets: tuple[str, ...] = eqx.field(static=True)
+    use_summary: bool = eqx.field(static=True, default=True)
+
+    @property
+    def specs(self) -> dict[str, ParameterSpec]:
+        return {s.name: s for s in self.process.parameter_specs}
+
+    def embedding(self, w: SiteWindow) -> tuple[Array, Array]:
+        """(daily features (time, hidden), site embedding (embed_dim,))."""
+        h_seq, summary = self.encoder(w.x, w.x_mask)
+        parts = [summary] if self.use_summary else []
+        if self.location is not None:
+            parts.append(self._locate(w.lat, w.lon, w.static, w.region))
+        emb = self.embed(jnp.concatenate(parts))
+        if self.site_attention is not None:
+            ctx_loc = jax.vmap(self._locate, in_axes=(0, 0, 0, None))(
+                w.context_lat, w.context_lon, w.context_static, w.region
+            )
+            ctx = jax.vmap(self.context_proj)(jnp.concatenate([ctx_loc, w.context_summary], axis=-1))
+            emb = self.site_attention(emb, ctx, w.context_mask, w.context_distance_km)
+        return h_seq, emb
+
+    def _locate(self, lat, lon, static, region):
+        if getattr(self.location, "n_regions", 0):
+            return self.location(lat, lon, static, region)
+        return self.location(lat, lon, static)
+
+    def parameters(self, h_seq: Array, emb: Array) -> tuple[dict, dict, dict]:
+        """(static physical θ of every parameter, daily physical θ, unconstrained learned values)."""
+        specs = self.specs
+        theta = {k: jnp.asarray(v, jnp.float32) for k, v in self.fixed}
+        unconstrained = dict(self.global_unconstrained)
+        daily = {}
+        if self.parameter_head is not None:
+            u_static, u_daily = self.parameter_head.unconstrained(emb, h_seq)
+            unconstrained.update(u_static)
+            unconstrained.update(u_daily)
+            daily = {k: specs[k].to_physical(v) for k, v in u_daily.items()}
+            theta.update({k: specs[k].to_physical(v) for k, v in u_static.items()})
+        theta.update({k: specs[k].to_physical(v) for k, v in self.global_unconstrained.items()})
+        return theta, daily, unconstrained
+
+    def __call__(self, w: SiteWindow) -> Predictions:
+        h_seq, emb = self.embedding(w)
+        theta, theta_daily, unconstrained = self.parameters(h_seq, emb)
+        out = simulate(self.process, theta, w.met, theta_daily=theta_daily).outputs
+        residual = self.residual_head(h_seq) if self.residual_head is not None else {}
+        gpp, reco, rsoil = out.gpp, out.reco, out.rsoil
+        if "gpp" in residual:
+            gpp = constraints.nonnegative_correction(gpp, residual["gpp"])
+        if "reco" in residual:
+            reco = constraints.nonnegative_correction(reco, residual["reco"])
+        if "rsoil" in residual:
+            rsoil = constraints.nonnegative_correction(rsoil, residual["rsoil"])
+        return Predictions(
+            gpp=gpp, reco=reco, nee=reco - gpp, rsoil=rsoil, et=out.et, lai=out.lai,
+            crop_yield=losses.annual_values(out.crop_yield, DAYS_PER_YEAR),
+            gpp_physics=out.gpp, reco_physics=out.reco, rsoil_physics=out.rsoil,
+            residual=residual, theta=theta, theta_daily=theta_daily, unconstrained=unconstrained,
+        )
+
+
+def build_hybrid(
+    process: Ecosystem,
+    *,
+    n_features: int,
+    n_static: int,
+    n_summary: int,
+    key: PRNGKeyArray,
+    encoder: str = "gru",
+    hidden: int = 32,
+    attention: bool = False,
+    location: bool = True,
+    location_dim: int = 16,
+    n_scales: int = 4,
+    n_regions: int = 0,
+    region_dim: int = 4,
+    site_attention: bool = False,
+    n_heads: int = 2,
+    embed_dim: int = 32,
+    head_hidden: int = 32,
+    learned: Sequence[str] | None = None,
+    global_params: Sequence[str] = (),
+    time_varying: Sequence[str] = (),
+    fixed: Mapping[str, float] | None = None,
+    residual: Sequence[str] = (),
+    residual_scale: float | Mapping[str, float] = 1.0,
+    use_summary: bool = True,
+) -> HybridModel:
+    """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
+    site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
+    are fixed at ``fixed`` or their defaults. ``use_summary=False`` keeps the encoder's window summary out
+    of the site embedding: static parameters then depend on the site's location, attributes and context
+    only (less room to memorise individual site-years; the encoder still feeds the residual and the
+    time-varying parameters). Untrained, the model equals the process model at the defaults (the heads
+    start at the specs' default unconstrained values, the residual at 0)."""
+    from kgml.nn.encoders import TemporalEncoder
+    from kgml.nn.heads import ParameterHead, ResidualHead
+    from kgml.nn.location import LocationEncoder
+    from kgml.nn.site_attention import SiteAttention
+
+    specs = {s.name: s for s in process.parameter_specs}
+    fixed = dict(fixed or {})
+    names = list(specs) if learned is None else list(learned)
+    for group, values in (("learned", names), ("global_params", global_params), ("time_varying", time_varying),
+                          ("fixed", fixed)):
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise KeyError(f"{group}: parameters {unknown} are not declared by {type(process).__name__} "
+                           f"(declares {sorted(specs)})")
+    if set(time_varying) - set(names) or set(time_varying) & set(global_params):
+        raise ValueError("time_varying parameters must be learned per site (in learned, not in global_params)")
+    if set(fixed) & (set(names) | set(global_params)):
+        raise ValueError(f"parameters {sorted(set(fixed) & (set(names) | set(global_params)))} are both fixed and learned")
+    per_site = [n for n in names if n not in set(global_params)]
+    for name, value in fixed.items():
+        specs[name].check(value, where="fixed")
+    fixed_all = tuple((n, float(fixed.get(n, specs[n].default))) for n in specs
+                      if n not in set(per_site) | set(global_params))
+    keys = jax.random.split(key, 7)
+    enc = TemporalEncoder(n_features, hidden, kind=encoder, attention=attention, n_heads=n_heads, key=keys[0])
+    loc = None
+    in_dim = hidden if use_summary else 0
+    if not use_summary and not location:
+        raise ValueError("use_summary=False needs the location encoder: the embedding would be empty")
+    if location:
+        loc = LocationEncoder(n_static, location_dim, n_scales=n_scales, n_regions=n_regions,
+                              region_dim=region_dim, key=keys[1])
+        in_dim += location_dim
+    embed = eqx.nn.Linear(in_dim, embed_dim, key=keys[2])
+    ctx_proj = att = None
+    if site_attention:
+        if loc is None:
+            raise ValueError("site attention needs the location encoder (location = true)")
+        ctx_proj = eqx.nn.Linear(location_dim + n_summary, embed_dim, key=keys[3])
+        att = SiteAttention(embed_dim, n_heads=n_heads, key=keys[4])
+    head = None
+    if per_site:
+        head = ParameterHead(embed_dim, tuple(specs[n] for n in per_site), time_varying=tuple(time_varying),
+                             seq_dim=hidden if time_varying else 0, hidden=head_hidden, key=keys[5])
+    res = ResidualHead(hidden, tuple(residual), residual_scale, key=keys[6]) if residual else None
+    return HybridModel(
+        process=process, encoder=enc, location=loc, embed=embed, context_proj=ctx_proj, site_attention=att,
+        parameter_head=head, residual_head=res,
+        global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
+        fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
+        use_summary=use_summary,
+    )
+
+
+def predict(model: HybridModel, inputs: SiteWindow) -> Predictions:
+    """Predictions for a stacked batch of windows (vmap over the leading axis)."""
+    return jax.vmap(model)(inputs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HybridObjective:
+    """`hybrid_objective` with its settings bound, hashable (so `kgml.training.fit` compiles the training
+    step once for every run with the same settings). ``scales`` and ``weights`` as sorted (name, value)
+    pairs; build it with `HybridObjective.create`."""
+
+    task: TaskSpec
+    scales: tuple[tuple[str, float], ...]
+    weights: tuple[tuple[str, float], ...] = ()
+    prior: float = 1e-3
+    prior_sd: float = 1.0
+    residual: float = 1e-2
+    monotone: float = 1.0
+    yield_consistency: float = 1.0
+
+    @classmethod
+    def create(cls, task: TaskSpec, scales: Mapping[str, float], weights: Mapping[str, float] | None = None,
+               **coefficients: float) -> HybridObjective:
+        return cls(task, tuple(sorted((k, float(v)) for k, v in scales.items())),
+                   tuple(sorted((k, float(v)) for k, v in (weights or {}).items())), **coefficients)
+
+    def __call__(self, model: HybridModel, batch) -> tuple[Array, dict[str, Array]]:
+        return hybrid_objective(
+            model, batch, task=self.task, scales=dict(self.scales), weights=dict(self.weights), prior=self.prior,
+            prior_sd=self.prior_sd, residual=self.residual, monotone=self.monotone,
+            yield_consistency=self.yield_consistency)
+
+
+def hybrid_objective(
+    model: HybridModel,
+    batch: tuple[SiteWindow, Targets],
+    *,
+    task: TaskSpec,
+    scales: Mapping[str, float],
+    weights: Mapping[str, float] | None = None,
+    prior: float = 1e-3,
+    prior_sd: float = 1.0,
+    residual: float = 1e-2,
+    monotone: float = 1.0,
+    yield_consistency: float = 1.0,
+) -> tuple[Array, dict[str, Array]]:
+    """Weighted multi-task data loss at each observation's resolution + soft constraints.
+
+    Daily targets compare daily predictions; monthly targets compare monthly means of the daily
+    predictions (`losses.monthly_means`); ``crop_yield`` compares the year-end yield of each whole year.
+    Penalties: parameter prior (`constraints.prior_penalty`), residual size, monotone temperature response
+    of heterotrophic respiration, yield consistent with the year's GPP. Returns (total, parts)."""
+    inputs, targets = batch
+    weights = dict(weights or {})
+    pred = predict(model, inputs)
+    preds, obs, masks = {}, {}, {}
+    for i, name in enumerate(task.daily):
+        preds[name] = getattr(pred, name)
+        obs[name], masks[name] = targets.daily[..., i], targets.daily_mask[..., i]
+    n_months = targets.monthly.shape[-2]
+    for i, name in enumerate(task.monthly):
+        key = f"{name}_monthly"
+        preds[key] = losses.monthly_means(getattr(pred, name), targets.month_index, n_months)
+        obs[key], masks[key] = targets.monthly[..., i], targets.monthly_mask[..., i]
+    if task.annual and targets.annual.shape[-1] > 0:
+        preds["crop_yield"] = pred.crop_yield
+        obs["crop_yield"], masks["crop_yield"] = targets.annual, targets.annual_mask
+    data, parts = losses.multitask_loss(preds, obs, masks, weights, scales)
+    penalties = {}
+    specs = model.specs
+    penalties["prior"] = constraints.prior_penalty(pred.unconstrained, specs.values(), prior_sd)
+    penalties["residual"] = constraints.residual_penalty(pred.residual, scales)
+    soil_names = {s.name for s in model.process.soil_respiration.parameter_specs}
+    if soil_names & (set(model.learned) | set(model.global_unconstrained)):
+        # Time-varying parameters: the response of every 7th day's parameters.
+        daily = {k: v[:, ::7] for k, v in pred.theta_daily.items() if k in soil_names}
+        n_days = next(iter(daily.values())).shape[1] if daily else 1
+        theta_sr = {k: jnp.broadcast_to(v[:, None], (v.shape[0], n_days)) for k, v in pred.theta.items()
+                    if k in soil_names and k not in daily}
+        theta_sr.update(daily)
+        response = jax.vmap(jax.vmap(lambda th: constraints.temperature_response_penalty(model.process, th)))
+        penalties["monotone"] = jnp.mean(response(theta_sr))
+    else:
+        penalties["monotone"] = jnp.zeros(())
+    if isinstance(model.process, CropEcosystem) and pred.crop_yield.shape[-1] > 0:
+        annual_gpp = losses.annual_sums(pred.gpp, DAYS_PER_YEAR)
+        penalties["yield_consistency"] = constraints.yield_consistency_penalty(
+            pred.crop_yield, annual_gpp, model.process.crop.standard_moisture)
+    else:
+        penalties["yield_consistency"] = jnp.zeros(())
+    coef = {"prior": prior, "residual": residual, "monotone": monotone, "yield_consistency": yield_consistency}
+    total = data + sum(coef[k] * v for k, v in penalties.items())
+    return total, {"loss": total, "data": data, **parts, **{f"penalty_{k}": v for k, v in penalties.items()}}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data → windows
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowData:
+    """Stacked windows (numpy; leading axis = window) with what they are."""
+
+    inputs: SiteWindow
+    targets: Targets
+    site: np.ndarray  #: site index (into ``sites``) of each window
+    start: np.ndarray  #: index of each window's first day on the dataset's time axis
+    sites: tuple[str, ...]
+    times: np.ndarray
+    years: np.ndarray  #: first calendar year of each window
+    task: TaskSpec
+    features: tuple[str, ...]
+    static_names: tuple[str, ...]
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.site.shape[0])
+
+    def subset(self, index) -> WindowData:
+        idx = np.asarray(index)
+        take = lambda a: a[idx]  # noqa: E731
+        return WindowData(jax.tree_util.tree_map(take, self.inputs), jax.tree_util.tree_map(take, self.targets),
+                          self.site[idx], self.start[idx], self.sites, self.times, self.years[idx], self.task,
+                          self.features, self.static_names, dict(self.extra))
+
+    def batch(self, index=None) -> tuple[SiteWindow, Targets]:
+        """The selected windows as jax arrays (the `fit` batch)."""
+        idx = slice(None) if index is None else np.asarray(index)
+        conv = lambda a: jnp.asarray(a[idx])  # noqa: E731
+        return jax.tree_util.tree_map(conv, self.inputs), jax.tree_util.tree_map(conv, self.targets)
+
+
+def _fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Fill NaN in a (site, time) driver by linear interpolation in time, then the site's mean (then 0)."""
+    out = values.astype(np.float64).copy()
+    t = np.arange(out.shape[1])
+    for s in range(out.shape[0]):
+        ok = np.isfinite(out[s])
+        if ok.all():
+            continue
+        if ok.sum() >= 2:
+            out[s] = np.interp(t, t[ok], out[s, ok])
+        else:
+            out[s] = np.nan_to_num(out[s], nan=float(np.nanmean(out[s])) if ok.any() else 0.0)
+    return out.astype(np.float32)
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance (km) between points given in degrees (broadcasting)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dlat, dlon = p2 - p1, np.radians(lon2) - np.radians(lon1)
+    a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def target_scales(ds: xr.Dataset, task: TaskSpec, floor: float = 0.1) -> dict[str, float]:
+    """Typical spread of each target (std of its observed values, at least ``floor``) — the loss scales."""
+    out = {}
+    names = list(task.daily) + list(task.monthly_variables) + (["crop_yield"] if task.annual else [])
+    for name in names:
+        if name in ds:
+            v = np.asarray(ds[name].values, np.float64)
+            v = v[np.isfinite(v)]
+            out[name] = float(max(v.std(), floor)) if v.size > 1 else 1.0
+        else:
+            out[name] = 1.0
+    return out
+
+
+def observation_summary(ds: xr.Dataset, task: TaskSpec, scales: Mapping[str, float]) -> np.ndarray:
+    """Per-site summary of what was observed (site, 2·n_daily): mean observed value / scale (0 if none) and
+    the observed fraction of days, for each daily target — what context sites tell a site."""
+    cols = []
+    for name in task.daily:
+        v = ds[name].transpose("site", "time").values.astype(np.float64) if name in ds else np.full(
+            (ds.sizes["site"], ds.sizes["time"]), np.nan)
+        ok = np.isfinite(v)
+        n = ok.sum(axis=1)
+        mean = np.where(n > 0, np.where(ok, v, 0.0).sum(axis=1) / np.maximum(n, 1), 0.0) / scales.get(name, 1.0)
+        cols += [mean, n / v.shape[1]]
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ContextPool:
+    """Observed sites that other sites may attend to: ids, location (deg), normalised static attributes and
+    `observation_summary` rows. Travels with a checkpoint (JSON) so that new sites can use it."""
+
+    sites: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    static: np.ndarray
+    summary: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"sites": list(self.sites), "lat": self.lat.tolist(), "lon": self.lon.tolist(),
+                "static": self.static.tolist(), "summary": self.summary.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ContextPool:
+        n = len(d["sites"])
+        return cls(tuple(d["sites"]), np.asarray(d["lat"], np.float32), np.asarray(d["lon"], np.float32),
+                   np.asarray(d["static"], np.float32).reshape(n, -1), np.asarray(d["summary"], np.float32).reshape(n, -1))
+
+
+def context_pool(
+    ds: xr.Dataset, *, static: Sequence[str], normaliser, task: TaskSpec, scales: Mapping[str, float]
+) -> ContextPool:
+    """The `ContextPool` of the sites of ``ds`` (normally the training sites)."""
+    return ContextPool(tuple(ds.site.values.astype(str)), ds["lat"].values.astype(np.float32),
+                       ds["lon"].values.astype(np.float32), _static(ds, static, normaliser),
+                       observation_summary(ds, task, scales))
+
+
+def prepare_windows(
+    ds: xr.Dataset,
+    *,
+    features: Sequence[str],
+    static: Sequence[str],
+    task: TaskSpec,
+    normaliser,
+    window_days: int = DAYS_PER_YEAR,
+    region: str | None = None,
+    region_map: Mapping[str, int] | None = None,
+    context: ContextPool | None = None,
+    n_context: int = 0,
+    scales: Mapping[str, float] | None = None,
+    require_targets: bool = False,
+    missing_static: str = "raise",
+) -> WindowData:
+    """Cut a daily (site, time) dataset into windows of ``window_days`` days (starting on 1 January of
+    each year for whole-year windows), with normalised features (`kgml.data.normalisation.Normaliser`, fitted
+    on the training sites), raw drivers for the physics (gaps filled by interpolation), normalised
+    ``static`` site attributes, a region index, and targets at their own resolution.
+
+    ``context`` (a `ContextPool` of observed training sites) gives each site its ``n_context`` nearest other
+    sites (never itself) with their locations, attributes and `observation_summary`. A static attribute
+    missing from ``ds`` is an error, or (``missing_static="zero"``) its normalised mean, with a warning.
+    Windows without any observation are dropped when ``require_targets``.
+    """
+    from kgml.synthetic import met_from_dataset
+
+    if "time" not in ds.dims or "site" not in ds.dims:
+        raise ValueError(f"dataset must have dims (site, time), has {tuple(ds.dims)}")
+    ds = _drop_leap_days(ds)
+    n_sites, n_time = ds.sizes["site"], ds.sizes["time"]
+    doy = np.asarray(ds.time.dt.dayofyear.values)
+    if window_days % DAYS_PER_YEAR == 0:
+        starts = [int(t) for t in np.flatnonzero(doy == 1) if t + window_days <= n_time]
+    else:
+        starts = list(range(0, n_time - window_days + 1, window_days))
+    if not starts:
+        raise ValueError(f"no whole window of {window_days} days (starting 1 January) in {n_time} days")
+    ds_f = ds.copy()
+    ds_f["doy_sin"] = (("time",), np.sin(2 * np.pi * doy / DAYS_PER_YEAR).astype(np.float32))
+    ds_f["doy_cos"] = (("time",), np.cos(2 * np.pi * doy / DAYS_PER_YEAR).astype(np.float32))
+    feats = tuple(features) + SEASONAL_FEATURES
+    x_all = []
+    for name in feats:
+        if name not in ds_f:
+            raise KeyError(f"feature {name!r} not in the dataset (has {sorted(map(str, ds.data_vars))})")
+        v = np.broadcast_to(ds_f[name].transpose(..., "time").values, (n_sites, n_time)).astype(np.float32)
+        if name in normaliser.mean:
+            v = normaliser.transform_array(name, v)
+        elif name not in SEASONAL_FEATURES:
+            raise KeyError(f"feature {name!r} is not in the normaliser (fitted: {normaliser.variables})")
+        x_all.append(v)
+    x_all = np.stack(x_all, axis=-1)
+    x_ok = np.isfinite(x_all).all(axis=-1)
+    x_all = np.where(np.isfinite(x_all), x_all, 0.0).astype(np.float32)
+
+    met = met_from_dataset(ds)
+    met = Met(*(None if v is None else _fill_gaps(np.broadcast_to(v, (n_sites, n_time))) for v in met))
+
+    st = _static(ds, static, normaliser, missing_static)
+    lat = ds["lat"].values.astype(np.float32)
+    lon = ds["lon"].values.astype(np.float32)
+    if region and region_map is not None and region in ds.coords:
+        labels = ds[region].values.astype(str)
+        reg = np.array([region_map.get(lbl, -1) for lbl in labels], np.int32)  # -1: unknown region
+    else:
+        reg = np.zeros(n_sites, np.int32)
+
+    scales = dict(scales or {})
+    k = max(n_context, 1)
+    c_lat = np.zeros((n_sites, k), np.float32)
+    c_lon = np.zeros((n_sites, k), np.float32)
+    c_static = np.zeros((n_sites, k, st.shape[1]), np.float32)
+    c_summary = np.zeros((n_sites, k, 2 * len(task.daily)), np.float32)
+    c_mask = np.zeros((n_sites, k), bool)
+    c_dist = np.zeros((n_sites, k), np.float32)
+    if n_context and context is not None and len(context.sites) > 0:
+        pool_ids = np.asarray(context.sites)
+        d = haversine_km(lat[:, None], lon[:, None], context.lat[None, :], context.lon[None, :])
+        d = np.where(ds.site.values.astype(str)[:, None] == pool_ids[None, :], np.inf, d)  # never itself
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        dd = np.take_along_axis(d, order, axis=1)
+        c_mask = np.isfinite(dd)
+        c_lat, c_lon = context.lat[order].astype(np.float32), context.lon[order].astype(np.float32)
+        c_static, c_summary = context.static[order], context.summary[order]
+        c_dist = np.where(c_mask, dd, 0.0).astype(np.float32)
+        if order.shape[1] < k:  # fewer pool sites than n_context
+            pad = k - order.shape[1]
+            c_lat, c_lon, c_dist = (np.pad(a, ((0, 0), (0, pad))) for a in (c_lat, c_lon, c_dist))
+            c_mask = np.pad(c_mask, ((0, 0), (0, pad)))
+            c_static = np.pad(c_static, ((0, 0), (0, pad), (0, 0)))
+            c_summary = np.pad(c_summary, ((0, 0), (0, pad), (0, 0)))
+
+    # targets
+    n_years = window_days // DAYS_PER_YEAR
+    time_years = np.asarray(ds.time.dt.year.values)
+    month_code = time_years * 12 + np.asarray(ds.time.dt.month.values) - 1
+    daily = np.stack([_daily(ds, n, n_sites, n_time) for n in task.daily], axis=-1) if task.daily else np.zeros(
+        (n_sites, n_time, 0), np.float32)
+    monthly_codes = {}
+    if task.monthly:
+        mcoord = np.asarray(ds["month"].values)
+        monthly_codes = {int(c): i for i, c in enumerate(mcoord)}
+        mvals = np.stack([ds[v].transpose("site", "month").values for v in task.monthly_variables], axis=-1)
+    n_month_slots = 12 * max(n_years, 1) if window_days >= 28 else 1
+    annual_src = None
+    if task.annual and "crop_yield" in ds and "year" in ds.dims:
+        annual_src = {int(y): i for i, y in enumerate(ds.year.values)}
+        yvals = ds["crop_yield"].transpose("site", "year").values
+
+    xs, xms, wsite, wstart, wyear = [], [], [], [], []
+    dy, mo, an, midx = [], [], [], []
+    for s in range(n_sites):
+        for t0 in starts:
+            sl = slice(t0, t0 + window_days)
+            y = daily[s, sl]
+            codes = month_code[sl]
+            slots = (codes - codes[0]).astype(np.int32)
+            slots = np.where(slots < n_month_slots, slots, -1)
+            m_obs = np.zeros((n_month_slots, len(task.monthly)), np.float32)
+            if task.monthly:
+                for j in range(n_month_slots):
+                    c = int(codes[0]) + j
+                    if c in monthly_codes:
+                        m_obs[j] = mvals[s, monthly_codes[c]]
+                    else:
+                        m_obs[j] = np.nan
+            a_obs = np.full(n_years, np.nan, np.float32)
+            if annual_src is not None:
+                for j in range(n_years):
+                    yi = annual_src.get(int(time_years[t0]) + j)
+                    if yi is not None:
+                        a_obs[j] = yvals[s, yi]
+            if require_targets and not (np.isfinite(y).any() or np.isfinite(m_obs).any() or np.isfinite(a_obs).any()):
+                continue
+            xs.append(x_all[s, sl])
+            xms.append(x_ok[s, sl])
+            wsite.append(s)
+            wstart.append(t0)
+            wyear.append(int(time_years[t0]))
+            dy.append(y)
+            mo.append(m_obs)
+            an.append(a_obs)
+            midx.append(slots)
+    if not xs:
+        raise ValueError("no window with observed targets")
+    wsite_a = np.asarray(wsite, np.int32)
+    wstart_a = np.asarray(wstart, np.int32)
+    win = np.arange(window_days)[None, :] + wstart_a[:, None]
+    met_w = Met(*(None if v is None else v[wsite_a[:, None], win] for v in met))
+    dy_a, mo_a, an_a = np.stack(dy), np.stack(mo), np.stack(an)
+    inputs = SiteWindow(
+        x=np.stack(xs), x_mask=np.stack(xms), met=met_w, static=st[wsite_a], lat=lat[wsite_a], lon=lon[wsite_a],
+        region=reg[wsite_a], context_lat=c_lat[wsite_a], context_lon=c_lon[wsite_a],
+        context_static=c_static[wsite_a], context_summary=c_summary[wsite_a], context_mask=c_mask[wsite_a],
+        context_distance_km=c_dist[wsite_a],
+    )
+    targets = Targets(
+        daily=np.nan_to_num(dy_a).astype(np.float32), daily_mask=np.isfinite(dy_a),
+        monthly=np.nan_to_num(mo_a).astype(np.float32), monthly_mask=np.isfinite(mo_a),
+        annual=np.nan_to_num(an_a).astype(np.float32), annual_mask=np.isfinite(an_a),
+        month_index=np.stack(midx),
+    )
+    return WindowData(inputs, targets, wsite_a, wstart_a, tuple(ds.site.values.astype(str)), ds.time.values,
+                      np.asarray(wyear, np.int32), task, feats, tuple(static))
+
+
+def _drop_leap_days(ds: xr.Dataset) -> xr.Dataset:
+    """Remove 29 February so that every year has 365 days (the process model's and generator's calendar)."""
+    t = ds.time.dt
+    leap = (np.asarray(t.month.values) == 2) & (np.asarray(t.day.values) == 29)
+    return ds.isel(time=~leap) if leap.any() else ds
+
+
+def _daily(ds: xr.Dataset, name: str, n_sites: int, n_time: int) -> np.ndarray:
+    if name not in ds:
+        return np.full((n_sites, n_time), np.nan, np.float32)
+    return ds[name].transpose("site", "time").values.astype(np.float32)
+
+
+def _static(ds: xr.Dataset, names: Sequence[str], normaliser, missing: str = "raise") -> np.ndarray:
+    cols = []
+    for name in names:
+        if name not in ds.variables:
+            if missing == "zero":
+                warnings.warn(f"static attribute {name!r} not in the dataset: using the training mean", stacklevel=3)
+                cols.append(np.zeros(ds.sizes["site"]))
+                continue
+            raise KeyError(f"static attribute {name!r} not in the dataset (has {sorted(map(str, ds.variables))})")
+        v = np.asarray(ds[name].values, np.float64)
+        v = normaliser.transform_array(name, v) if name in normaliser.mean else v
+        cols.append(np.where(np.isfinite(v), v, 0.0))
+    if not cols:
+        return np.zeros((ds.sizes["site"], 0), np.float32)
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Predictions → xarray
+# ---------------------------------------------------------------------------------------------------------
+
+_UNITS = {"gpp": "gC m-2 d-1", "reco": "gC m-2 d-1", "nee": "gC m-2 d-1", "rsoil": "gC m-2 d-1",
+          "et": "mm d-1", "lai": "m2 m-2", "gpp_physics": "gC m-2 d-1", "reco_physics": "gC m-2 d-1",
+          "rsoil_physics": "gC m-2 d-1"}
+
+
+def predictions_to_dataset(pred: Predictions, data: WindowData, specs: Sequence[ParameterSpec] = ()) -> xr.Dataset:
+    """Put window predictions (numpy/jax, leading window axis) back on (site, time); annual yields on
+    (site, year); static parameters per site (mean over the site's windows). Unpredicted steps are NaN."""
+    n_s, n_t = len(data.sites), len(data.times)
+    win = np.asarray(pred.gpp).shape[1]
+    out = {}
+    for name in _UNITS:
+        arr = np.full((n_s, n_t), np.nan, np.float32)
+        values = np.asarray(getattr(pred, name))
+        for w in range(len(data)):
+            arr[data.site[w], data.start[w] : data.start[w] + win] = values[w]
+        out[name] = (("site", "time"), arr, {"units": _UNITS[name]})
+    yv = np.asarray(pred.crop_yield)
+    n_years = yv.shape[1]
+    years = np.unique(np.concatenate([data.years + j for j in range(max(n_years, 1))]))
+    ya = np.full((n_s, years.size), np.nan, np.float32)
+    for w in range(len(data)):
+        for j in range(n_years):
+            ya[data.site[w], np.searchsorted(years, data.years[w] + j)] = yv[w, j]
+    out["crop_yield"] = (("site", "year"), ya, {"units": "t ha-1"})
+    spec_units = {s.name: s.units for s in specs}
+    for name, v in pred.theta.items():
+        v = np.asarray(v)
+        if v.ndim != 1:
+            continue
+        acc = np.full(n_s, np.nan, np.float64)
+        for s in range(n_s):
+            sel = data.site == s
+            if sel.any():
+                acc[s] = v[sel].mean()
+        out[f"theta_{name}"] = (("site",), acc.astype(np.float32), {"units": spec_units.get(name, "")})
+    return xr.Dataset(out, coords={"site": list(data.sites), "time": data.times, "year": years})

@@ -1,0 +1,541 @@
+"""Synthetic pretraining corpora from the process model: parameter priors × forcing → noisy, gappy
+observations with the true parameters, as an ``xr.Dataset`` (site × time) in the real-data schema.
+
+A corpus is built block by block (one synthetic state × one vegetation type): per-site parameters are drawn
+around the specs' defaults in unconstrained space, daily weather comes from the stochastic generator fitted
+on Ames, IA (shifted per state), `process_models.simulate.simulate_sites` runs all sites of a block at once,
+and an observation model adds heteroscedastic noise and gaps (`NoiseModel`, `GapModel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from kgml.variables import get_variable
+from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem
+from process_models.forcing import Met, make_met
+
+__all__ = [
+    "DAYS_PER_YEAR",
+    "DRIVERS",
+    "FLUXES",
+    "STATES",
+    "SITE_VARYING",
+    "VEGETATION",
+    "CorpusSpec",
+    "GapModel",
+    "NoiseModel",
+    "StateClimate",
+    "build_model",
+    "corpus_block",
+    "generate_forcing",
+    "make_corpus",
+    "met_from_dataset",
+    "observe",
+    "sample_parameters",
+    "save_corpus",
+]
+
+#: The weather generator and the corpora use a 365-day ("noleap") calendar.
+DAYS_PER_YEAR = 365
+
+#: Driver variables stored in a corpus (canonical names and units of `kgml.variables`).
+DRIVERS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2", "patm")
+
+#: Daily carbon fluxes observed by towers (nee, gpp, reco) and chambers (rsoil), gC m-2 d-1.
+FLUXES = ("nee", "gpp", "reco", "rsoil")
+
+VEGETATION = ("maize", "soybean", "grassland")
+
+
+@dataclass(frozen=True)
+class StateClimate:
+    """A synthetic state: a centre, and a documented shift of the Ames-fitted weather."""
+
+    name: str
+    lat: float
+    lon: float
+    warming: float  # °C added to tmin and tmax
+    precip_scale: float  # multiplies daily precipitation
+
+
+#: Three Midwest-like states. The shifts are assumptions of the demo, chosen to follow the observed
+#: gradient (NOAA 1991–2020 normals: central Illinois ~1 °C warmer and ~10 % wetter than central Iowa;
+#: eastern Nebraska ~25 % drier).
+STATES = (
+    StateClimate("IA", 42.0, -93.6, 0.0, 1.0),
+    StateClimate("IL", 40.1, -88.2, 1.0, 1.10),
+    StateClimate("NE", 41.2, -96.5, 0.3, 0.75),
+)
+
+#: Parameters that vary from site to site by default (those present in a model are drawn).
+SITE_VARYING = (
+    "rref_rh", "e0_rh", "k_ext", "lue_max", "vcmax25", "vmax25_c4", "root_depth", "rm_ref",
+    "maize_sowing_doy", "soybean_sowing_doy",
+)
+
+
+def build_model(vegetation: str, soil_respiration=None) -> Ecosystem:
+    """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
+    or ``grassland`` (light-use efficiency + growing-season-index phenology). ``soil_respiration`` replaces
+    the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`)."""
+    from process_models.crop import Maize, Soybean
+
+    if vegetation == "maize":
+        return CropEcosystem(crop=Maize(), soil_respiration=soil_respiration)
+    if vegetation == "soybean":
+        return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
+    if vegetation == "grassland":
+        if soil_respiration is None:
+            return NaturalEcosystem()
+        return NaturalEcosystem(soil_respiration=soil_respiration)
+    raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {VEGETATION}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Observation model
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Heteroscedastic observation errors (σ grows with the flux, as measured).
+
+    - Tower NEE: Laplace (double-exponential) error with σ = ``nee_abs + nee_rel·|NEE|`` (gC m-2 d-1).
+      Richardson et al. (2006) Agric. For. Meteorol. 136:1 found eddy-covariance random errors double-
+      exponential with σ linear in |flux|; the defaults give daily σ ≈ 0.3–1 gC m-2 d-1, the size of the
+      daily random uncertainty in FLUXNET2015 (Pastorello et al. 2020 Sci. Data 7:225, NEE_*_RANDUNC).
+    - Partitioned Reco: Gaussian with σ = ``reco_abs + reco_rel·Reco``; GPP is then Reco_obs − NEE_obs, as
+      in night-time partitioning (Reichstein et al. 2005 Glob. Change Biol. 11:1424), so the observed
+      fluxes obey NEE = Reco − GPP like the products do.
+    - Chamber soil respiration: log-normal multiplicative error with CV ``rsoil_cv`` (spatial and
+      chamber-to-chamber variability ≈ 10–30 %, Savage & Davidson 2003 J. Exp. Bot. 54:891) plus a
+      Gaussian floor ``rsoil_abs``.
+    - Yield: Gaussian with σ = ``yield_abs + yield_rel·yield`` (t ha-1), field-to-county and survey error.
+    """
+
+    nee_abs: float = 0.25
+    nee_rel: float = 0.15
+    reco_abs: float = 0.2
+    reco_rel: float = 0.1
+    rsoil_cv: float = 0.15
+    rsoil_abs: float = 0.05
+    yield_abs: float = 0.2
+    yield_rel: float = 0.05
+
+    def scaled(self, factor: float) -> NoiseModel:
+        """Every σ multiplied by ``factor`` (0 = noise-free)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name) * factor for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True)
+class GapModel:
+    """Where observations are missing.
+
+    - Towers: each day is missing with probability ``tower_p_day`` (QC rejection, rain, low turbulence),
+      plus ``tower_gaps_per_year`` (Poisson mean) outages per site-year of ``tower_gap_days`` (uniform
+      between the two bounds) consecutive days (instrument failures); NEE, GPP and Reco share the gaps.
+    - Chambers: campaign sampling, one measurement every ``rsoil_every_days`` days between days of year
+      ``rsoil_season``, each kept with probability ``rsoil_p_keep``.
+    - Yields: each (site, year) reported with probability ``yield_p_report``.
+    - ``tower_fraction`` of the sites have towers, ``chamber_fraction`` chambers (the rest: no fluxes).
+    """
+
+    tower_p_day: float = 0.15
+    tower_gaps_per_year: float = 3.0
+    tower_gap_days: tuple[int, int] = (3, 30)
+    rsoil_every_days: int = 7
+    rsoil_season: tuple[int, int] = (90, 300)
+    rsoil_p_keep: float = 0.8
+    yield_p_report: float = 1.0
+    tower_fraction: float = 1.0
+    chamber_fraction: float = 1.0
+
+    @classmethod
+    def none(cls) -> GapModel:
+        """Every day of every variable observed."""
+        return cls(0.0, 0.0, (1, 1), 1, (1, DAYS_PER_YEAR), 1.0, 1.0, 1.0, 1.0)
+
+
+def _tower_mask(rng: np.random.Generator, n_sites: int, n_days: int, gaps: GapModel) -> np.ndarray:
+    ok = rng.random((n_sites, n_days)) >= gaps.tower_p_day
+    years = n_days / DAYS_PER_YEAR
+    lo, hi = gaps.tower_gap_days
+    for s in range(n_sites):
+        for _ in range(rng.poisson(gaps.tower_gaps_per_year * years)):
+            length = int(rng.integers(lo, hi + 1))
+            start = int(rng.integers(0, max(n_days - length, 1)))
+            ok[s, start : start + length] = False
+    return ok
+
+
+def _chamber_mask(rng: np.random.Generator, n_sites: int, doy: np.ndarray, gaps: GapModel) -> np.ndarray:
+    n_days = doy.shape[-1]
+    offset = rng.integers(0, gaps.rsoil_every_days, size=(n_sites, 1))
+    day = np.arange(n_days)[None, :]
+    on_schedule = (day - offset) % gaps.rsoil_every_days == 0
+    lo, hi = gaps.rsoil_season
+    in_season = (doy >= lo) & (doy <= hi)
+    return on_schedule & in_season & (rng.random((n_sites, n_days)) < gaps.rsoil_p_keep)
+
+
+def observe(
+    truth: Mapping[str, np.ndarray],
+    doy: np.ndarray,
+    rng: np.random.Generator,
+    noise: NoiseModel = NoiseModel(),
+    gaps: GapModel = GapModel(),
+) -> dict[str, np.ndarray]:
+    """Noisy, gappy observations (NaN = missing) of true daily ``nee``, ``reco``, ``rsoil`` (site, time) and
+    annual ``crop_yield`` (site, year) (NaN where there is no crop). Returns ``nee``, ``gpp``, ``reco``,
+    ``rsoil`` and ``crop_yield``; see `NoiseModel` and `GapModel` for the error and gap models."""
+    nee, reco, rsoil = (np.asarray(truth[k], np.float64) for k in ("nee", "reco", "rsoil"))
+    n_sites, n_days = nee.shape
+    nee_obs = nee + rng.laplace(0.0, 1.0, nee.shape) * (noise.nee_abs + noise.nee_rel * np.abs(nee)) / np.sqrt(2)
+    reco_obs = reco + rng.normal(0.0, 1.0, reco.shape) * (noise.reco_abs + noise.reco_rel * np.abs(reco))
+    gpp_obs = reco_obs - nee_obs
+    cv = noise.rsoil_cv
+    rsoil_obs = rsoil * np.exp(cv * rng.normal(size=rsoil.shape) - 0.5 * cv**2) + noise.rsoil_abs * rng.normal(
+        size=rsoil.shape
+    )
+    tower = _tower_mask(rng, n_sites, n_days, gaps) & (rng.random((n_sites, 1)) < gaps.tower_fraction)
+    chamber = _chamber_mask(rng, n_sites, np.broadcast_to(doy, nee.shape), gaps)
+    chamber &= rng.random((n_sites, 1)) < gaps.chamber_fraction
+    out = {
+        "nee": np.where(tower, nee_obs, np.nan),
+        "gpp": np.where(tower, gpp_obs, np.nan),
+        "reco": np.where(tower, reco_obs, np.nan),
+        "rsoil": np.where(chamber, rsoil_obs, np.nan),
+    }
+    y = np.asarray(truth["crop_yield"], np.float64)
+    y_obs = y + rng.normal(size=y.shape) * (noise.yield_abs + noise.yield_rel * np.abs(y))
+    reported = rng.random(y.shape) < gaps.yield_p_report
+    out["crop_yield"] = np.where(reported & np.isfinite(y), np.maximum(y_obs, 0.0), np.nan)
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forcing and parameters
+# ---------------------------------------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _weather_sites(params, keys, n_days: int):
+    from process_models import weather
+
+    return jax.vmap(lambda k: weather.generate_weather(params, k, n_days))(keys)
+
+
+def generate_forcing(state: StateClimate, n_sites: int, years: int, key, lat=None) -> Met:
+    """Daily `Met` shaped (site, day) for one state: weather from the Ames-fitted generator, with the
+    state's warming added to tmin and tmax (tair and vpd re-derived from them) and its rain scaled.
+    ``lat`` (site,) sets each site's latitude (radiation geometry); default the state's centre."""
+    from kgml.data.stations import load_default_generator
+
+    keys = jax.random.split(key, n_sites)
+    wx = _weather_sites(load_default_generator(), keys, DAYS_PER_YEAR * years)
+    lat = state.lat if lat is None else jnp.asarray(lat, jnp.float32)[:, None]
+    return make_met(
+        tmin=wx.tmin + state.warming,
+        tmax=wx.tmax + state.warming,
+        sw_in=wx.sw_in,
+        precip=wx.precip * state.precip_scale,
+        doy=wx.doy,
+        lat=lat,
+    )
+
+
+def sample_parameters(
+    model: Ecosystem,
+    n_sites: int,
+    key,
+    *,
+    prior_sd: float = 0.3,
+    varying: Sequence[str] | None = SITE_VARYING,
+    shift: Mapping[str, float] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    covariate: np.ndarray | None = None,
+    covariate_params: Sequence[str] = (),
+    covariate_corr: float = 0.8,
+) -> dict[str, jnp.ndarray]:
+    """Per-site physical parameters drawn from a prior around the specs' defaults, in unconstrained space:
+
+        u = default_unconstrained + shift[name] + prior_sd · z,    θ = spec.to_physical(u)
+
+    for names in ``varying`` (``None``: every parameter of the model); the others stay at their defaults.
+    ``fixed`` sets physical values (scalars or (site,)) that override everything. For names in
+    ``covariate_params``, z = ρ·covariate + √(1−ρ²)·ε with ρ = ``covariate_corr``: an observable site
+    attribute (e.g. a soil-carbon index, standard normal) then predicts the parameter, as soil maps do.
+    """
+    theta = model.default_parameters()
+    shift = dict(shift or {})
+    names = [s.name for s in model.parameter_specs]
+    unknown = sorted((set(shift) | set(fixed or {}) | set(covariate_params)) - set(names))
+    if unknown:
+        raise KeyError(f"parameters {unknown} are not declared by this model (declares {names})")
+    for spec in model.parameter_specs:
+        if (varying is not None and spec.name not in varying) and spec.name not in shift:
+            continue
+        key, sub = jax.random.split(key)
+        z = jax.random.normal(sub, (n_sites,))
+        if spec.name in covariate_params:
+            if covariate is None:
+                raise ValueError("covariate_params given without a covariate")
+            rho = covariate_corr
+            z = rho * jnp.asarray(covariate, jnp.float32) + np.sqrt(1.0 - rho**2) * z
+        sd = prior_sd if (varying is None or spec.name in varying) else 0.0
+        u = spec.default_unconstrained + shift.get(spec.name, 0.0) + sd * z
+        theta[spec.name] = spec.to_physical(u)
+    for name, value in (fixed or {}).items():
+        theta[name] = jnp.broadcast_to(jnp.asarray(value, jnp.float32), (n_sites,))
+    return theta
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """What to simulate: ``sites_per_block`` sites for every state × vegetation, ``years`` years each.
+
+    ``state_shift`` maps a state name to unconstrained offsets of parameters (a known regional shift, e.g.
+    ``{"IL": {"rref_rh": 0.4}}``); ``covariate_params`` are tied to the ``soil_carbon`` site attribute with
+    correlation ``covariate_corr`` (1: the attribute determines them).
+    """
+
+    states: tuple[StateClimate, ...] = STATES
+    vegetation: tuple[str, ...] = VEGETATION
+    sites_per_block: int = 8
+    years: int = 2
+    prior_sd: float = 0.3
+    varying: tuple[str, ...] | None = SITE_VARYING
+    state_shift: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    covariate_params: tuple[str, ...] = ("rref_rh",)
+    covariate_corr: float = 0.8
+    site_spread_deg: float = 1.0
+    noise: NoiseModel = NoiseModel()
+    gaps: GapModel = GapModel()
+    monthly_fraction: float = 0.0
+    soil_respiration: str = "lloyd_taylor"
+    seed: int = 0
+
+
+def _soil_respiration(name: str):
+    from process_models.soil_respiration import DAMM, LloydTaylor, Q10Respiration
+
+    table = {"lloyd_taylor": LloydTaylor, "q10": Q10Respiration, "damm": DAMM}
+    if name not in table:
+        raise ValueError(f"unknown soil respiration {name!r}; choose one of {sorted(table)}")
+    return table[name]()
+
+
+def time_coordinate(years: int, start_year: int = 2001) -> xr.DataArray:
+    """Daily noleap time axis of ``years`` years from 1 January ``start_year`` (cftime)."""
+    index = xr.date_range(f"{start_year:04d}-01-01", periods=DAYS_PER_YEAR * years, freq="D",
+                          calendar="noleap", use_cftime=True)
+    return xr.DataArray(index, dims="time", name="time")
+
+
+def corpus_block(
+    model: Ecosystem,
+    theta: Mapping[str, jnp.ndarray],
+    met: Met,
+    *,
+    site_ids: Sequence[str],
+    lat: np.ndarray,
+    lon: np.ndarray,
+    state: str | Sequence[str],
+    vegetation: str,
+    rng: np.random.Generator,
+    noise: NoiseModel = NoiseModel(),
+    gaps: GapModel = GapModel(),
+    static: Mapping[str, np.ndarray] | None = None,
+    start_year: int = 2001,
+    keep_truth: bool = True,
+) -> xr.Dataset:
+    """Simulate ``model`` for given per-site ``theta`` and (site, day) ``met`` (whole 365-day years from
+    1 January) and wrap drivers, noisy observations, the truth and the true parameters as a Dataset."""
+    from process_models.simulate import simulate_sites
+
+    n_sites, n_days = met.tair.shape
+    if n_days % DAYS_PER_YEAR:
+        raise ValueError(f"forcing has {n_days} days; corpora need whole {DAYS_PER_YEAR}-day years")
+    years = n_days // DAYS_PER_YEAR
+    out = simulate_sites(model, theta, met).outputs
+    truth = {k: np.asarray(getattr(out, k)) for k in ("gpp", "reco", "nee", "rsoil", "et", "lai")}
+    annual = np.asarray(out.crop_yield)[:, DAYS_PER_YEAR - 1 :: DAYS_PER_YEAR]
+    if not isinstance(model, CropEcosystem):
+        annual = np.full_like(annual, np.nan)
+    truth["crop_yield"] = annual
+    doy = np.asarray(met.doy)
+    obs = observe(truth, doy, rng, noise, gaps)
+
+    time = time_coordinate(years, start_year)
+    year = np.arange(start_year, start_year + years, dtype=np.int32)
+    dv: dict[str, tuple] = {}
+    for name in DRIVERS:
+        dv[name] = (("site", "time"), np.asarray(getattr(met, name), np.float32), _attrs(name))
+    for name in FLUXES:
+        dv[name] = (("site", "time"), obs[name], {**_attrs(name), "comment": "synthetic observation"})
+        if keep_truth:
+            dv[f"true_{name}"] = (("site", "time"), truth[name].astype(np.float32), {**_attrs(name), "comment": "noise-free"})
+    dv["crop_yield"] = (("site", "year"), obs["crop_yield"], {**_attrs("crop_yield"), "comment": "synthetic observation"})
+    if keep_truth:
+        dv["true_crop_yield"] = (("site", "year"), annual.astype(np.float32), _attrs("crop_yield"))
+        for name in ("et", "lai"):
+            dv[f"true_{name}"] = (("site", "time"), truth[name].astype(np.float32), _attrs(name))
+    for spec in model.parameter_specs:
+        value = np.broadcast_to(np.asarray(theta[spec.name], np.float32), (n_sites,))
+        dv[f"theta_{spec.name}"] = (("site",), value.copy(), {
+            "units": spec.units, "long_name": f"true {spec.description or spec.name}", "reference": spec.reference,
+        })
+    tair = np.asarray(met.tair)
+    precip = np.asarray(met.precip)
+    coords = {
+        "site": list(site_ids),
+        "time": time,
+        "year": ("year", year),
+        "lat": ("site", np.asarray(lat, np.float32), {"units": "degrees_north", "standard_name": "latitude"}),
+        "lon": ("site", np.asarray(lon, np.float32), {"units": "degrees_east", "standard_name": "longitude"}),
+        "state": ("site", np.broadcast_to(np.asarray(state, dtype=object), (n_sites,)).astype(str)),
+        "vegetation": ("site", np.full(n_sites, vegetation)),
+        "mat": ("site", tair.mean(axis=1).astype(np.float32), {"units": "degC", "long_name": "mean annual air temperature"}),
+        "map": ("site", (precip.mean(axis=1) * DAYS_PER_YEAR).astype(np.float32),
+                {"units": "mm yr-1", "long_name": "mean annual precipitation"}),
+    }
+    for name, values in (static or {}).items():
+        coords[name] = ("site", np.asarray(values, np.float32))
+    return xr.Dataset(dv, coords=coords)
+
+
+_EXTRA_ATTRS = {"et": {"units": "mm d-1", "long_name": "evapotranspiration"}}
+
+
+def _attrs(name: str) -> dict:
+    if name in _EXTRA_ATTRS:
+        return dict(_EXTRA_ATTRS[name])
+    var = get_variable(name)
+    return {"units": var.units, "long_name": var.long_name}
+
+
+def make_corpus(spec: CorpusSpec = CorpusSpec(), *, progress: bool = False) -> xr.Dataset:
+    """Simulate every state × vegetation block of ``spec`` and concatenate the blocks along ``site``.
+
+    Sites of a state are spread uniformly within ± ``site_spread_deg`` of its centre; each gets a
+    ``soil_carbon`` attribute (standard normal) that predicts the ``covariate_params``. A share
+    ``monthly_fraction`` of the sites report tower fluxes only as monthly means (``*_monthly``, dims site ×
+    month); their daily tower values are removed.
+    """
+    key = jax.random.PRNGKey(spec.seed)
+    blocks = []
+    jobs = [(s, v) for s in spec.states for v in spec.vegetation]
+    if progress:
+        from tqdm import tqdm
+
+        jobs = tqdm(jobs, desc="synthetic corpus", unit="block")
+    sr = _soil_respiration(spec.soil_respiration)
+    n = spec.sites_per_block
+    for b, (state, vegetation) in enumerate(jobs):
+        key, k_loc, k_met, k_par, k_cov = jax.random.split(key, 5)
+        rng = np.random.default_rng([spec.seed, b])
+        model = build_model(vegetation, sr)
+        loc = np.asarray(jax.random.uniform(k_loc, (2, n), minval=-1.0, maxval=1.0)) * spec.site_spread_deg
+        lat, lon = state.lat + loc[0], state.lon + 1.3 * loc[1]
+        soil_carbon = np.asarray(jax.random.normal(k_cov, (n,)))
+        met = generate_forcing(state, n, spec.years, k_met, lat=lat)
+        names = {s.name for s in model.parameter_specs}
+        theta = sample_parameters(
+            model, n, k_par, prior_sd=spec.prior_sd, varying=spec.varying,
+            shift={k: v for k, v in spec.state_shift.get(state.name, {}).items() if k in names},
+            fixed={k: v for k, v in spec.fixed.items() if k in names},
+            covariate=soil_carbon, covariate_params=[p for p in spec.covariate_params if p in names],
+            covariate_corr=spec.covariate_corr,
+        )
+        ids = [f"{state.name}-{vegetation}-{i:03d}" for i in range(n)]
+        blocks.append(corpus_block(
+            model, theta, met, site_ids=ids, lat=lat, lon=lon, state=state.name, vegetation=vegetation, rng=rng,
+            noise=spec.noise, gaps=spec.gaps, static={"soil_carbon": soil_carbon},
+        ))
+    ds = xr.concat(blocks, dim="site", data_vars="all", coords="different", compat="equals", join="outer",
+                   combine_attrs="override")
+    if spec.monthly_fraction > 0:
+        ds = _make_monthly(ds, spec.monthly_fraction, np.random.default_rng([spec.seed, 10_000]))
+    ds.attrs.update(
+        Conventions="CF-1.8",
+        title="kgml synthetic corpus",
+        source="kgml.synthetic.make_corpus (process_models)",
+        corpus_spec=repr(spec),
+        time_resolution="daily",
+    )
+    return ds
+
+
+def monthly_means(da: xr.DataArray) -> xr.DataArray:
+    """Monthly means of a daily (site, time) variable on a (site, month) axis, NaN where a month has fewer
+    than half of its days observed (the FLUXNET MM convention of gap-filled data is not reproduced)."""
+    month = da.time.dt.year * 12 + da.time.dt.month - 1
+    grouped = da.groupby(month.rename("month"))
+    mean = grouped.mean("time", skipna=True)
+    frac = da.notnull().groupby(month.rename("month")).mean("time")
+    return mean.where(frac >= 0.5)
+
+
+def _make_monthly(ds: xr.Dataset, fraction: float, rng: np.random.Generator) -> xr.Dataset:
+    monthly_sites = rng.random(ds.sizes["site"]) < fraction
+    ds = ds.copy()
+    for name in ("nee", "gpp", "reco"):
+        mm = monthly_means(ds[name]).where(xr.DataArray(monthly_sites, dims="site"))
+        ds[f"{name}_monthly"] = mm.astype(np.float32).assign_attrs(
+            {**_attrs(name), "cell_methods": "time: mean (monthly)"})
+        ds[name] = ds[name].where(xr.DataArray(~monthly_sites, dims="site"))
+    ds = ds.assign_coords(monthly_tower=("site", monthly_sites))
+    ds["month"].attrs.update(long_name="months since year 0 (year*12 + month-1)")
+    return ds
+
+
+def save_corpus(ds: xr.Dataset, path) -> None:
+    """Write a corpus as CF netCDF atomically (`kgml.io.write_netcdf_atomic`)."""
+    from kgml.io import write_netcdf_atomic
+
+    write_netcdf_atomic(ds, path)
+
+
+def met_from_dataset(ds: xr.Dataset) -> Met:
+    """The raw daily drivers of a (site, time) dataset as a `Met` of numpy float32 arrays (site, time).
+
+    Missing optional drivers are derived as in `make_met` (tair from tmin/tmax, vpd, tsoil = tair, co2 400
+    ppm, standard pressure); ``doy`` comes from the time coordinate, ``lat`` from the site coordinate.
+    """
+    doy = np.asarray(ds.time.dt.dayofyear.values, np.float32)
+    n_sites = ds.sizes["site"]
+    doy = np.broadcast_to(doy, (n_sites, doy.size))
+    lat = np.asarray(ds["lat"].values, np.float32)[:, None]
+
+    def get(name):
+        return ds[name].transpose("site", "time").values.astype(np.float32) if name in ds else None
+
+    kwargs = {k: get(k) for k in ("tmin", "tmax", "sw_in", "precip", "tair", "vpd", "tsoil")}
+    for k in ("co2", "patm"):
+        if k in ds:
+            kwargs[k] = get(k)
+    if kwargs["tmin"] is None or kwargs["tmax"] is None:
+        if kwargs["tair"] is None:
+            raise KeyError("drivers need tmin and tmax, or tair")
+        kwargs["tmin"] = kwargs["tmin"] if kwargs["tmin"] is not None else kwargs["tair"]
+        kwargs["tmax"] = kwargs["tmax"] if kwargs["tmax"] is not None else kwargs["tair"]
+    missing = [k for k in ("sw_in", "precip") if kwargs[k] is None]
+    if missing:
+        raise KeyError(f"dataset lacks driver(s) {missing}")
+    met = make_met(doy=doy, lat=lat, **{k: v for k, v in kwargs.items() if v is not None})
+    return Met(*(None if v is None else np.asarray(v) for v in met))
