@@ -20,6 +20,7 @@ import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from kgml import constraints, losses
+from kgml.nn.location import haversine_km
 from process_models.ecosystem import CropEcosystem, Ecosystem
 from process_models.forcing import Met
 from process_models.parameters import ParameterSpec
@@ -48,7 +49,6 @@ DAYS_PER_YEAR = 365
 MET_FIELDS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2", "patm", "doy", "lat")
 #: Seasonal features added to every feature set: sin and cos of 2π·doy/365.
 SEASONAL_FEATURES = ("doy_sin", "doy_cos")
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius (Moritz 2000, Geodetic Reference System 1980)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,13 +452,6 @@ def _fill_gaps(values: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distance (km) between points given in degrees (broadcasting)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dlat, dlon = p2 - p1, np.radians(lon2) - np.radians(lon1)
-    a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-
 
 def target_scales(ds: xr.Dataset, task: TaskSpec, floor: float = 0.1) -> dict[str, float]:
     """Typical spread of each target (std of its observed values, at least ``floor``) — the loss scales."""
@@ -598,7 +591,7 @@ def prepare_windows(
     c_dist = np.zeros((n_sites, k), np.float32)
     if n_context and context is not None and len(context.sites) > 0:
         pool_ids = np.asarray(context.sites)
-        d = haversine_km(lat[:, None], lon[:, None], context.lat[None, :], context.lon[None, :])
+        d = np.asarray(haversine_km(lat[:, None], lon[:, None], context.lat[None, :], context.lon[None, :]))
         d = np.where(ds.site.values.astype(str)[:, None] == pool_ids[None, :], np.inf, d)  # never itself
         order = np.argsort(d, axis=1, kind="stable")[:, :k]
         dd = np.take_along_axis(d, order, axis=1)
