@@ -16,16 +16,12 @@ from kgml.nn import (
     TemporalAttention,
     TemporalEncoder,
 )
+from tests.kgml.nn._helpers import _normal, assert_grads_reach_every_leaf
 
 N_TIME, N_FEATURE, HIDDEN = 9, 3, 8
 MASK = np.array([True, True, False, True, False, False, True, True, False])
 
 
-def _normal(seed, shape, scale=1.0):
-    """Test inputs from numpy (no XLA compilation per shape, unlike jax.random)."""
-    return jnp.asarray(
-        scale * np.random.default_rng(seed).standard_normal(shape), dtype=jnp.float32
-    )
 
 
 def _inputs(seed: int = 0):
@@ -42,14 +38,6 @@ def _projection_loss(out, seed: int = 99):
     )
 
 
-def assert_grads_reach_every_leaf(grads):
-    arrays = eqx.filter(grads, eqx.is_inexact_array)
-    leaves = jax.tree_util.tree_leaves_with_path(arrays)
-    assert leaves, "no array leaves in the gradient"
-    for path, g in leaves:
-        name = jax.tree_util.keystr(path)
-        assert np.all(np.isfinite(g)), f"non-finite gradient at {name}"
-        assert np.any(np.asarray(g) != 0), f"no gradient reaches {name}"
 
 
 @eqx.filter_jit

@@ -12,6 +12,7 @@ import pytest
 from kgml.nn import ParameterHead, ResidualHead
 from process_models.parameters import collect_specs
 from process_models.soil_respiration import DAMM, LloydTaylor, Q10Respiration
+from tests.kgml.nn._helpers import _normal, assert_grads_reach_every_leaf
 
 # Real specs of the process models: linear (logit) and decade-spanning (loglogit) ranges.
 SPECS = collect_specs(
@@ -21,20 +22,8 @@ TIME_VARYING = (SPECS[0].name, SPECS[-1].name)
 IN_DIM, SEQ_DIM, N_TIME = 5, 4, 6
 
 
-def _normal(seed, shape, scale=1.0):
-    """Test inputs from numpy (no XLA compilation per shape, unlike jax.random)."""
-    return jnp.asarray(
-        scale * np.random.default_rng(seed).standard_normal(shape), dtype=jnp.float32
-    )
 
 
-def assert_grads_reach_every_leaf(grads):
-    leaves = jax.tree_util.tree_leaves_with_path(eqx.filter(grads, eqx.is_inexact_array))
-    assert leaves
-    for path, g in leaves:
-        name = jax.tree_util.keystr(path)
-        assert np.all(np.isfinite(g)), f"non-finite gradient at {name}"
-        assert np.any(np.asarray(g) != 0), f"no gradient reaches {name}"
 
 
 def _head(seed=0, time_varying=TIME_VARYING):

@@ -10,25 +10,14 @@ import numpy as np
 import pytest
 
 from kgml.nn import EARTH_RADIUS_KM, SiteAttention, nearest_context
+from tests.kgml.nn._helpers import _normal, assert_grads_reach_every_leaf
 
 DIM, N_CTX = 8, 5
 MASK = np.array([True, False, True, True, False])
 
 
-def _normal(seed, shape, scale=1.0):
-    """Test inputs from numpy (no XLA compilation per shape, unlike jax.random)."""
-    return jnp.asarray(
-        scale * np.random.default_rng(seed).standard_normal(shape), dtype=jnp.float32
-    )
 
 
-def assert_grads_reach_every_leaf(grads):
-    leaves = jax.tree_util.tree_leaves_with_path(eqx.filter(grads, eqx.is_inexact_array))
-    assert leaves
-    for path, g in leaves:
-        name = jax.tree_util.keystr(path)
-        assert np.all(np.isfinite(g)), f"non-finite gradient at {name}"
-        assert np.any(np.asarray(g) != 0), f"no gradient reaches {name}"
 
 
 @eqx.filter_jit
