@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, DataWarning, register_layout, validate_dataset
+from kgml.data.schema import (
+    DataValidationError,
+    DataWarning,
+    register_layout,
+    skip_or_raise,
+    validate_dataset,
+)
 from kgml.data.soil_respiration import mask_spikes
 from kgml.variables import get_variable
 from process_models.constants import PA_PER_HPA, SECONDS_PER_DAY
@@ -451,10 +457,7 @@ def read_dssat_weather(
             ds = read_wth(p, lon_hemisphere=lon_hemisphere, duplicate_dates=duplicate_dates, blank_cells=blank_cells,
                           validate=validate)
         except DataValidationError as err:
-            if errors == "raise":
-                raise
-            warnings.warn(f"DSSAT weather file skipped: {err}", DataWarning, stacklevel=2)
-            skipped.append(f"{p.name}: {err.problem}")
+            skip_or_raise(err, errors, skipped, "DSSAT weather file", p.name)
             continue
         groups.setdefault(_weather_key(p.stem), []).append(ds)
     if not groups:
@@ -779,10 +782,7 @@ def read_dssat_experiments(
         try:
             part = read_dssat_experiment(p, weather_dir=weather_dir, lon_hemisphere=lon_hemisphere, validate=validate)
         except DataValidationError as err:
-            if errors == "raise":
-                raise
-            warnings.warn(f"DSSAT experiment skipped: {err}", DataWarning, stacklevel=2)
-            skipped.append(f"{p.name}: {err.problem}")
+            skip_or_raise(err, errors, skipped, "DSSAT experiment", p.name)
             continue
         part.attrs = {}
         parts.append(part)

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, DataWarning, register_layout, validate_dataset
+from kgml.data.schema import (
+    DataValidationError,
+    DataWarning,
+    register_layout,
+    skip_or_raise,
+    validate_dataset,
+)
 from kgml.data.towers import _parse_table, _read_text
 from kgml.data.yields import county_name, read_county_locations, state_abbreviation
 from kgml.variables import UnitConversionError, convert_units, get_variable
@@ -295,10 +301,7 @@ def read_nldas_county(
         try:
             parts.append(reader(path))
         except DataValidationError as err:
-            if errors == "raise":
-                raise
-            warnings.warn(f"KGML-DA county file skipped: {err}", DataWarning, stacklevel=2)
-            skipped.append(f"{path.name}: {err.problem}")
+            skip_or_raise(err, errors, skipped, "KGML-DA county file", path.name)
     if not parts:
         raise DataValidationError(folder, None, f"no file could be read ({skipped})")
     ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")

@@ -51,6 +51,15 @@ class DataWarning(UserWarning):
     """Something looks wrong but not certainly (a possible unit mistake, a skipped file)."""
 
 
+def skip_or_raise(err: DataValidationError, errors: str, skipped: list[str], what: str, label: str) -> None:
+    """The folder readers' policy for one bad file: re-raise it (``errors="raise"``), or warn and record
+    ``"label: problem"`` in ``skipped`` so that the other files still load. Call it from an ``except``."""
+    if errors == "raise":
+        raise err
+    warnings.warn(f"{what} skipped: {err}", DataWarning, stacklevel=3)
+    skipped.append(f"{label}: {err.problem}")
+
+
 def register_layout(name: str, dims: Iterable[str]) -> None:
     """Allow a new dimension layout (e.g. ``register_layout("plot_date", ("plot", "time"))``)."""
     LAYOUTS[name] = tuple(dims)

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, DataWarning, register_layout, validate_dataset
+from kgml.data.schema import (
+    DataValidationError,
+    DataWarning,
+    register_layout,
+    skip_or_raise,
+    validate_dataset,
+)
 from kgml.variables import UMOL_CO2_M2_S_TO_GC_M2_D, get_variable
 from process_models.constants import DAYS_PER_YEAR, HOURS_PER_DAY
 
@@ -604,10 +610,7 @@ def read_cosore(
         try:
             part = read_cosore_dataset(base / ds_name, **kwargs)
         except DataValidationError as err:
-            if errors == "raise":
-                raise
-            warnings.warn(f"COSORE dataset {ds_name} skipped: {err}", DataWarning, stacklevel=2)
-            skipped.append(f"{ds_name}: {err.problem}")
+            skip_or_raise(err, errors, skipped, f"COSORE dataset {ds_name}", ds_name)
             continue
         part.attrs = {}
         parts.append(part)

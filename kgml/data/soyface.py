@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, DataWarning, validate_dataset
+from kgml.data.schema import DataValidationError, DataWarning, skip_or_raise, validate_dataset
 from kgml.data.towers import _parse_table, _read_text
 from kgml.data.yields import read_county_locations
 from kgml.variables import UnitConversionError, convert_units, get_variable
@@ -187,10 +187,7 @@ def read_soyface_biomass(
     skipped: list[str] = []
 
     def fail(err: DataValidationError) -> None:
-        if errors == "raise":
-            raise err
-        warnings.warn(f"SoyFACE table skipped: {err}", DataWarning, stacklevel=3)
-        skipped.append(f"{Path(err.source).name}: {err.problem}")
+        skip_or_raise(err, errors, skipped, "SoyFACE table", Path(err.source).name)
 
     means: dict[tuple[str, int], pd.DataFrame] = {}
     stds: dict[tuple[str, int], pd.DataFrame] = {}
