@@ -16,19 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_SYNTHETIC_NAMES = ("SITE_VARYING", "STATES", "VEGETATION", "StateClimate", "build_model")
-
-
-def __getattr__(name):
-    # The synthetic-corpus names this module used to define, re-exported lazily: `kgml --help` imports this
-    # module and must not import jax.
-    if name in _SYNTHETIC_NAMES:
-        from kgml import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["DemoSizes", "JITTER_SD", "WORLD_SHIFT", "hybrid_comparison", "run_demo", "simulate_states"]
 
 #: Standard deviation of the site-to-site jitter in unconstrained (logit) space.
