@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.variables import get_variable
-from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem
+from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem, SoilChamber
 from process_models.forcing import Met, make_met
 
 __all__ = [
@@ -85,7 +85,8 @@ SITE_VARYING = (
 
 def build_model(vegetation: str, soil_respiration=None) -> Ecosystem:
     """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
-    or ``grassland`` (light-use efficiency + growing-season-index phenology). ``soil_respiration`` replaces
+    or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
+    ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
     the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`)."""
     from process_models.crop import Maize, Soybean
 
@@ -97,7 +98,9 @@ def build_model(vegetation: str, soil_respiration=None) -> Ecosystem:
         if soil_respiration is None:
             return NaturalEcosystem()
         return NaturalEcosystem(soil_respiration=soil_respiration)
-    raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {VEGETATION}")
+    if vegetation == "soil":
+        return SoilChamber() if soil_respiration is None else SoilChamber(soil_respiration=soil_respiration)
+    raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {(*VEGETATION, 'soil')}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -526,6 +529,8 @@ def met_from_dataset(ds: xr.Dataset) -> Met:
         return ds[name].transpose("site", "time").values.astype(np.float32) if name in ds else None
 
     kwargs = {k: get(k) for k in ("tmin", "tmax", "sw_in", "precip", "tair", "vpd", "tsoil")}
+    if "swc" in ds:  # % in the dataset (kgml.variables), m3 m-3 in Met
+        kwargs["swc"] = get("swc") / 100.0
     for k in ("co2", "patm"):
         if k in ds:
             kwargs[k] = get(k)

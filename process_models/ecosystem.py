@@ -245,6 +245,45 @@ class CropEcosystem(Ecosystem):
         return veg, veg.yield_, root_share * ra
 
 
+class SoilChamber(eqx.Module):
+    """Soil CO2 efflux at a chamber: Rsoil = f(T_soil) · g(θ_soil) from the MEASURED soil temperature
+    (``met.tsoil``, °C) and volumetric soil water (``met.swc``, m3 m-3), with no vegetation and no bucket.
+
+    Same interface as `Ecosystem` (``parameter_specs``, ``init_state``, ``step`` → `DailyOutput`), so it
+    is a physics layer for the hybrid and runs in `process_models.simulate`. The respiration component
+    (default Lloyd–Taylor; `DAMM` or `Q10Respiration` alike) here represents TOTAL soil respiration
+    (heterotrophic + root), the quantity chambers measure and to which Lloyd & Taylor (1994) and Davidson
+    et al. (2012) fitted their forms; its base rate is then the total soil respiration at 10 °C.
+    Outputs: rsoil = reco = nee = rh = that efflux, gpp = ra = npp = 0 (a dark chamber sees no
+    photosynthesis); et, drainage, w, water_stress, lai and biomass are not modelled and are NaN.
+    """
+
+    soil_respiration: SoilRespiration = eqx.field(default_factory=LloydTaylor)
+
+    @property
+    def parameter_specs(self) -> Specs:
+        return collect_specs(self.soil_respiration.parameter_specs)
+
+    def default_parameters(self) -> dict[str, Array]:
+        return default_parameters(self.parameter_specs)
+
+    def init_state(self, theta) -> EcosystemState:
+        return EcosystemState(w=jnp.zeros(()), vegetation=())
+
+    def step(self, theta, state: EcosystemState, met: Met) -> tuple[EcosystemState, DailyOutput]:
+        if met.swc is None:
+            raise ValueError("SoilChamber needs the measured soil water content met.swc (m3 m-3); build the "
+                             "forcing with make_met(..., swc=...) or give the dataset an 'swc' variable (%)")
+        rs = self.soil_respiration(theta, met.tsoil, met.swc)
+        zero = jnp.zeros_like(rs)
+        nan = jnp.full_like(rs, jnp.nan)
+        out = DailyOutput(
+            gpp=zero, ra=zero, rm=zero, rg=zero, rh=rs, reco=rs, nee=rs, npp=zero, rsoil=rs, et=nan,
+            drainage=nan, w=nan, swc=met.swc, water_stress=nan, lai=nan, biomass=nan, crop_yield=zero,
+        )
+        return state, out
+
+
 def maize() -> CropEcosystem:
     """A maize field (C4, Collatz et al. 1992 photosynthesis)."""
     return CropEcosystem(crop=Maize())

@@ -30,6 +30,8 @@ class Met(NamedTuple):
         doy: day of year (1–366).
         lat: site latitude (degrees north).
         lai: optional prescribed leaf area index (m2 m-2), read only by `PrescribedLAI` phenology.
+        swc: optional observed volumetric soil water content (m3 m-3), read only by `SoilChamber`
+            (chamber sites measure it beside the flux; coupled models compute their own).
     """
 
     tair: Array
@@ -44,6 +46,7 @@ class Met(NamedTuple):
     doy: Array
     lat: Array
     lai: Array | None = None
+    swc: Array | None = None
 
 
 def make_met(
@@ -60,6 +63,7 @@ def make_met(
     co2: ArrayLike = 400.0,
     patm: ArrayLike = C.P_STANDARD,
     lai: ArrayLike | None = None,
+    swc: ArrayLike | None = None,
 ) -> Met:
     """Build a `Met`, filling drivers a station does not measure by documented approximations:
 
@@ -67,7 +71,7 @@ def make_met(
     - ``vpd`` = e_s − e_a with e_s the mean of e°(tmax) and e°(tmin) (FAO-56 eq. 12) and e_a = e°(tmin),
       i.e. dew point ≈ tmin (FAO-56 eq. 48), converted kPa → hPa;
     - ``tsoil`` = ``tair`` (no damping; a soil-temperature model is a later refinement).
-    All arrays are broadcast to a common shape.
+    ``lai`` and ``swc`` (m3 m-3) stay None unless given. All arrays are broadcast to a common shape.
     """
     tmin = jnp.asarray(tmin, jnp.float32)
     tmax = jnp.asarray(tmax, jnp.float32)
@@ -85,6 +89,8 @@ def make_met(
     out = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), shape) for k, v in fields.items()}
     if lai is not None:
         out["lai"] = jnp.broadcast_to(jnp.asarray(lai, jnp.float32), shape)
+    if swc is not None:
+        out["swc"] = jnp.broadcast_to(jnp.asarray(swc, jnp.float32), shape)
     return Met(**out)
 
 

@@ -151,3 +151,42 @@ def test_gradient_matches_finite_differences_in_float64():
             dn = annual_nee({**theta, name: theta[name] - h})
             fd = float(up - dn) / (2 * h)
             assert float(g[name]) == pytest.approx(fd, rel=1e-4, abs=1e-6), name
+
+
+# --- SoilChamber: chamber soil respiration from measured soil temperature and water -------------------
+
+
+def test_soil_chamber_equals_its_respiration_component_on_measured_drivers():
+    from process_models.ecosystem import SoilChamber
+    from process_models.forcing import make_met
+    from process_models.soil_respiration import DAMM
+
+    n = 60
+    t = np.linspace(-2.0, 28.0, n).astype(np.float32)
+    swc = np.linspace(0.08, 0.42, n).astype(np.float32)
+    met = make_met(tmin=t, tmax=t, sw_in=np.zeros(n), precip=np.zeros(n), doy=np.arange(1, n + 1), lat=40.0,
+                   tsoil=t, swc=swc)
+    for component in (None, DAMM()):
+        model = SoilChamber() if component is None else SoilChamber(soil_respiration=component)
+        theta = model.default_parameters()
+        out = simulate(model, theta, met).outputs
+        expected = model.soil_respiration(theta, jnp.asarray(t), jnp.asarray(swc))
+        np.testing.assert_allclose(out.rsoil, expected, rtol=1e-6)
+        np.testing.assert_array_equal(out.nee, out.reco)
+        np.testing.assert_array_equal(out.gpp, 0.0)
+        assert np.isnan(out.et).all()  # not modelled: NaN, never a silent zero
+    # warmer soil at the same water → more efflux (Lloyd–Taylor default)
+    model = SoilChamber()
+    rs = simulate(model, model.default_parameters(), met._replace(swc=jnp.full(n, 0.25))).outputs.rsoil
+    assert np.all(np.diff(np.asarray(rs)) > 0)
+
+
+def test_soil_chamber_without_measured_swc_says_so():
+    from process_models.ecosystem import SoilChamber
+    from process_models.forcing import make_met
+
+    met = make_met(tmin=np.zeros(5), tmax=np.zeros(5), sw_in=np.zeros(5), precip=np.zeros(5), doy=np.arange(1, 6),
+                   lat=40.0)
+    model = SoilChamber()
+    with pytest.raises(ValueError, match="met.swc"):
+        simulate(model, model.default_parameters(), met)
