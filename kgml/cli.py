@@ -13,9 +13,11 @@ import sys
 from kgml import __version__
 
 _SUBCOMMAND_MODULES = (
+    "kgml.bench.cli",
     "kgml.data.cli",
     "kgml.demo",
     "kgml.gapfill_cli",
+    "kgml.map_cli",
     "kgml.train_cli",
 )
 

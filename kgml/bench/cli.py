@@ -1,0 +1,83 @@
+"""``kgml bench shift``: run (or resume) a distribution-shift suite on its frozen folds and write metrics
+(netCDF + markdown), figures and a dated block in benchmarks/RESULTS.md. Heavy imports are lazy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmarks (distribution shift)",
+                              description="Benchmark suites; see benchmarks/README.md.")
+    sub = p.add_subparsers(dest="bench_command", metavar="BENCH")
+    s = sub.add_parser("shift", help="run a distribution-shift suite on its frozen folds",
+                       description="Every model (feature baselines, LSTM, process model, neural network, the hybrid "
+                       "in four scopes) on the frozen folds benchmarks/folds/SUITE.json; held-out predictions are "
+                       "written per (model, fold) and skipped when present, so an interrupted run resumes.")
+    add_arguments(s)
+    s.set_defaults(handler=_shift)
+    p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    from kgml.bench.suites import SUITES
+
+    s.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite")
+    s.add_argument("--data-dir", default=None, help="real-data directory (default: KGML_DATA or ../shared/data)")
+    s.add_argument("--out", default="runs/bench", help="output directory (a sub-directory per suite)")
+    s.add_argument("--quick", action="store_true", help="tiny: few sites, one fold of two kinds, a few steps")
+    s.add_argument("--models", default=None,
+                   help="comma-separated model slots (default: all): rf, gbm, lstm, process_global, "
+                        "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
+                        "hybrid_region_aware")
+    s.add_argument("--fold-kinds", default=None, help="comma-separated fold kinds to run (default: all)")
+    s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
+    s.add_argument("--signature", default=None,
+                   help="region-detection signature: theta, cycle, response or joined by + (default per suite)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--freeze-folds", action="store_true",
+                   help="(re)generate benchmarks/folds/SUITE.json from the full data first")
+    s.add_argument("--folds-dir", default=None, help="where the frozen folds are (default: benchmarks/folds)")
+    s.add_argument("--results", default=None,
+                   help="markdown file to append the dated block to (default: benchmarks/RESULTS.md; "
+                        "none with --quick)")
+    s.add_argument("--no-results", action="store_true", help="do not append to a results file")
+    s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--score-only", action="store_true",
+                   help="train nothing: score the (model, fold) results already written (partial runs)")
+    s.add_argument("--no-progress", action="store_true")
+
+
+def _shift(args: argparse.Namespace) -> int:
+    from kgml.bench.runner import RESULTS_MD, command_line, run_suite
+    from kgml.bench.suites import SuiteUnavailable
+
+    results = None
+    if not args.no_results:
+        results = args.results or (None if args.quick else RESULTS_MD)
+    try:
+        res = run_suite(
+            args.suite, data_dir=args.data_dir, out=args.out, quick=args.quick,
+            models=[m.strip() for m in args.models.split(",")] if args.models else None,
+            progress=not args.no_progress, results_md=results, folds_dir=args.folds_dir,
+            freeze=args.freeze_folds, max_folds=args.max_folds,
+            fold_kinds=[k.strip() for k in args.fold_kinds.split(",")] if args.fold_kinds else None,
+            signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
+            figures=not args.no_figures, score_only=args.score_only,
+        )
+    except SuiteUnavailable as err:
+        print(f"suite {args.suite!r} cannot run here: {err}", file=sys.stderr)
+        return 2
+    print(res.markdown)
+    print(f"wrote {res.directory}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/shift.py --suite NAME ...`` (same options as ``kgml bench shift``)."""
+    parser = argparse.ArgumentParser(prog="benchmarks/shift.py", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = ["bench", "shift", *(sys.argv[1:] if argv is None else argv)]
+    return _shift(args)

@@ -1,0 +1,817 @@
+"""The distribution-shift benchmark runner: every model slot on every frozen fold of a suite, held-out
+predictions written atomically per (model, fold) and skipped when present (resumable), then per-site
+scores (`kgml.evaluation`), a metrics netCDF + markdown table, figures, and a dated block in
+benchmarks/RESULTS.md.
+
+Model slots (`MODELS`): feature baselines ``rf`` and ``gbm`` and the sequence ``lstm`` (`kgml.baselines`);
+``process_global`` / ``process_per_region`` (the process model calibrated once / per region) and ``neural``
+(same encoder and size, no physics) through ``config.model.kind``; the hybrid in four scopes:
+``hybrid_global`` (one model), ``hybrid_per_region`` (one model per region of ``suite.region``),
+``hybrid_finetune`` (the global model fine-tuned per region) and ``hybrid_region_aware`` (one shared model
+with region embeddings of regions *detected* from the training sites' fluxes,
+`kgml.bench.regions_detect`).
+
+Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
+region (distance between the mean unit vectors of the regions' site locations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from kgml.bench.suites import (
+    Suite,
+    check_folds,
+    fold_units,
+    freeze_folds,
+    get_suite,
+    load_folds,
+    restrict_split,
+    select_part,
+)
+from kgml.data.splits import Part, Split
+from kgml.io import write_netcdf_atomic, write_text_atomic
+
+__all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult", "base_config", "run_suite",
+           "score_suite"]
+
+MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
+          "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware")
+MODEL_LABELS = {
+    "rf": "random forest (500 trees)", "gbm": "gradient boosting", "lstm": "LSTM (global, daily drivers)",
+    "process_global": "process model, one global calibration", "process_per_region": "process model, calibrated per region",
+    "neural": "neural network, same size, no physics", "hybrid_global": "hybrid, one global model",
+    "hybrid_per_region": "hybrid, one model per region", "hybrid_finetune": "hybrid, global + regional fine-tuning",
+    "hybrid_region_aware": "hybrid, region-aware (detected regions)",
+}
+RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
+RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
+MACHINE = "2-core sandbox, no GPU"
+
+
+class NotAvailable(Exception):  # noqa: N818 - a status, not an error of the run
+    """A model slot that cannot run here (missing component, not applicable to the suite)."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------
+
+
+def loss_scales(suite: Suite, ds: xr.Dataset) -> dict[str, float]:
+    """One loss scale per target for the whole suite (the spread of its observations over all sites,
+    `kgml.hybrid.target_scales`). A scale only weighs the loss terms; fixing it per suite (instead of per
+    training set) lets every fold and region share one compiled training step."""
+    from kgml.experiment import task_of
+    from kgml.hybrid import target_scales
+
+    cfg = base_config(suite)
+    return target_scales(ds, task_of(cfg))
+
+
+def base_config(suite: Suite, *, quick: bool = False, seed: int = 0, scales: dict[str, float] | None = None):
+    """The hybrid `ExperimentConfig` of a suite: its data section, and model/training sizes (tiny with
+    ``quick``: hidden 8, 3 steps, batch 1; default: hidden 32, 300 steps, batch 16, early stopping);
+    ``scales``: fixed loss scales (`loss_scales`)."""
+    from kgml.config import config_from_dict
+
+    d = suite.config_dict()
+    d.update(name=f"bench-{suite.name}", seed=seed)
+    if scales:
+        d["loss"] = {"scales": {k: float(v) for k, v in scales.items()}}
+    if quick:
+        d["model"] = {"hidden": 8, "location_dim": 8, "n_scales": 2, "embed_dim": 8, "head_hidden": 8, "region_dim": 2}
+        d["train"] = {"steps": 3, "batch_size": 1, "eval_every": 3, "warmup_steps": 1, "checkpoint_every": 1000,
+                      "seed": seed}
+    else:
+        d["model"] = {"hidden": 32, "embed_dim": 32, "head_hidden": 32}
+        d["train"] = {"steps": 300, "batch_size": 16, "eval_every": 25, "patience": 6, "checkpoint_every": 10_000,
+                      "seed": seed}
+    return config_from_dict(d)
+
+
+def _replace(cfg, **sections):
+    """``cfg`` with fields of its sections replaced: ``_replace(cfg, model={"kind": "neural"})``."""
+    out = cfg
+    for name, changes in sections.items():
+        if isinstance(changes, dict):
+            out = dataclasses.replace(out, **{name: dataclasses.replace(getattr(out, name), **changes)})
+        else:
+            out = dataclasses.replace(out, **{name: changes})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One fold
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _unit_vectors(ds: xr.Dataset) -> np.ndarray:
+    lat = np.deg2rad(np.asarray(ds["lat"].values, np.float64))
+    lon = np.deg2rad(np.asarray(ds["lon"].values, np.float64))
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
+
+
+def _merge_parts(split: Split, a: str, b: str) -> Part:
+    pa, pb = split.part(a), split.part(b)
+    units = sorted(set(pa.units) | set(pb.units))
+    if pa.years is None or (pb.units and pb.years is None):
+        return Part(units)
+    return Part(units, sorted(set(pa.years) | set(pb.years or ())))
+
+
+@dataclass
+class FoldContext:
+    """Everything a model slot needs for one split: the suite, the full dataset, the split, the fold's
+    directory (checkpoints, detected regions), the base config, and the batch size for prediction."""
+
+    suite: Suite
+    ds: xr.Dataset
+    split: Split
+    directory: Path
+    config: Any
+    quick: bool
+    signature: str
+    _global: Any = field(default=None, repr=False)
+
+    @property
+    def heldout(self) -> str:
+        return self.split.info.get("heldout", "test")
+
+    @property
+    def predict_batch(self) -> int:
+        return 1 if self.quick else 8  # fixed chunk size: prediction compiles once per model structure
+
+    def part(self, name: str) -> xr.Dataset:
+        return select_part(self.ds, self.split, name)
+
+    def heldout_ds(self) -> xr.Dataset:
+        return self.part(self.heldout)
+
+    def fit_ds(self) -> xr.Dataset:
+        """Training ∪ validation sites (models without early stopping use both)."""
+        merged = dataclasses.replace(self.split, train=_merge_parts(self.split, "train", "val"), val=Part())
+        return select_part(self.ds, merged, "train")
+
+    def val_ds(self) -> xr.Dataset | None:
+        return self.part("val") if self.split.val.units else None
+
+    # --- training helpers -------------------------------------------------------------------------------
+
+    def train(self, cfg, split: Split | None = None, *, init=None, directory: Path | None = None, ds=None):
+        from kgml.experiment import train_run
+
+        return train_run(cfg, self.ds if ds is None else ds, directory, init=init, split=split or self.split,
+                         progress=False, description=cfg.name)
+
+    def predict(self, run, ds: xr.Dataset) -> xr.Dataset:
+        from kgml.experiment import predict_dataset
+
+        pred = predict_dataset(run, ds, batch_size=self.predict_batch)
+        learned = tuple(getattr(run.model, "learned", ())) + tuple(getattr(run.model, "global_unconstrained", {}) or ())
+        pred.attrs["learned"] = ", ".join(learned)
+        return pred
+
+    def global_run(self):
+        """The global hybrid of this fold: trained once, checkpointed under the fold directory, reloaded by
+        the scopes that build on it (fine-tuning, region detection) and by resumed runs."""
+        if self._global is not None:
+            return self._global
+        from kgml.experiment import load_run
+
+        where = self.directory / "hybrid_global_run"
+        done = where / "done"
+        if done.exists():
+            self._global = load_run(where)
+        else:
+            self._global = self.train(self.config, directory=where)
+            write_text_atomic("trained\n", done)
+        return self._global
+
+    def region_labels(self, coord: str, ds: xr.Dataset | None = None) -> dict[str, str]:
+        ds = self.ds if ds is None else ds
+        if coord not in ds.coords:
+            raise NotAvailable(f"the dataset has no {coord!r} site coordinate for per-region models")
+        return dict(zip(ds.site.values.astype(str).tolist(), ds[coord].values.astype(str).tolist(), strict=True))
+
+    def assign_to_regions(self, labels: dict[str, str], regions: Sequence[str], sites: Sequence[str]) -> dict[str, str]:
+        """Region model for each site: its own region when it has a model, else the nearest trained region."""
+        train = list(self.split.train.units)
+        loc = dict(zip(self.ds.site.values.astype(str).tolist(), _unit_vectors(self.ds), strict=True))
+        centre = {}
+        for r in regions:
+            v = np.mean([loc[u] for u in train if labels[u] == r], axis=0)
+            centre[r] = v / max(np.linalg.norm(v), 1e-12)
+        out = {}
+        for s in sites:
+            lab = labels.get(s)
+            out[s] = lab if lab in centre else min(regions, key=lambda r: float(np.linalg.norm(loc[s] - centre[r])))
+        return out
+
+    def per_region(self, cfg, *, init=None) -> xr.Dataset:
+        """One model per region of ``suite.region`` (trained on that region's training sites, from ``init``'s
+        weights when given); held-out sites predicted by their region's model."""
+        labels = self.region_labels(self.suite.region)
+        split = self.split
+        regions = sorted({labels[u] for u in split.train.units})
+        heldout = self.heldout_ds()
+        sites = heldout.site.values.astype(str).tolist()
+        assign = self.assign_to_regions(labels, regions, sites)
+        preds, notes = [], []
+        for r in regions:
+            mine = [s for s in sites if assign[s] == r]
+            if not mine:
+                continue
+            sub = Split(f"{split.name}_{r}", split.strategy, split.seed, split.dim,
+                        Part([u for u in split.train.units if labels[u] == r], split.train.years),
+                        Part([u for u in split.val.units if labels[u] == r], split.val.years), Part(), Part(),
+                        {**split.info, "region": r})
+            cfg_r = _replace(cfg, name=f"{cfg.name}-{r}")
+            try:
+                run = self.train(cfg_r, sub, init=init)
+            except ValueError as err:  # e.g. no observed window in a small region
+                notes.append(f"{r}: {err}; global model used")
+                run = self.global_run() if init is None else init
+            preds.append(self.predict(run, heldout.sel(site=mine)))
+        out = _concat_sites(preds)
+        out.attrs["region_models"] = ", ".join(regions)
+        if notes:
+            out.attrs["notes"] = "; ".join(notes)
+        return out
+
+
+def _concat_sites(preds: list[xr.Dataset]) -> xr.Dataset:
+    if len(preds) == 1:
+        return preds[0]
+    keep_attrs = dict(preds[0].attrs)
+    out = xr.concat(preds, dim="site", data_vars="all", coords="minimal", compat="override", join="outer",
+                    combine_attrs="drop")
+    out.attrs.update(keep_attrs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model slots
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _feature_baseline(kind: str):
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        from kgml.baselines import FeatureBaseline
+
+        s = ctx.suite
+        model = FeatureBaseline(kind, n_estimators=10 if ctx.quick else None, seed=ctx.config.seed,
+                                static=s.static, n_jobs=2)
+        model.fit(ctx.fit_ds(), targets=s.targets, features=s.features, resolution=s.resolution)
+        pred = model.predict(ctx.heldout_ds(), missing="nan")
+        pred.attrs["n_parameters"] = -1
+        return pred
+
+    return slot
+
+
+def _lstm(ctx: FoldContext) -> xr.Dataset:
+    from kgml.baselines import LSTMBaseline
+
+    s = ctx.suite
+    if s.resolution == "annual":
+        raise NotAvailable("the LSTM baseline predicts daily fluxes; annual yields are left to the feature baselines")
+    cfg = ctx.config
+    model = LSTMBaseline(hidden=cfg.model.hidden, steps=3 if ctx.quick else 2000, batch_size=cfg.train.batch_size,
+                         eval_every=3 if ctx.quick else 50, seed=cfg.seed, static=s.static)
+    model.fit(ctx.part("train"), targets=s.targets, features=s.features, resolution=s.resolution,
+              val_ds=ctx.val_ds())
+    pred = model.predict(ctx.heldout_ds(), missing="nan")
+    from kgml.experiment import count_parameters
+
+    pred.attrs["n_parameters"] = count_parameters(model.model_)
+    return pred
+
+
+def _kind_available(kind: str) -> None:
+    from kgml import config as kc
+
+    if kind not in getattr(kc, "MODEL_KINDS", ("hybrid",)):
+        raise NotAvailable(f"config.model.kind {kind!r} is not implemented in this kgml")
+
+
+def _process_global(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("process")
+    run = ctx.train(_replace(ctx.config, name=f"{ctx.config.name}-process", model={"kind": "process"}))
+    return ctx.predict(run, ctx.heldout_ds())
+
+
+def _process_per_region(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("process")
+    return ctx.per_region(_replace(ctx.config, name=f"{ctx.config.name}-process", model={"kind": "process"}))
+
+
+def _neural(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("neural")
+    run = ctx.train(_replace(ctx.config, name=f"{ctx.config.name}-neural", model={"kind": "neural"}))
+    return ctx.predict(run, ctx.heldout_ds())
+
+
+def _hybrid_global(ctx: FoldContext) -> xr.Dataset:
+    return ctx.predict(ctx.global_run(), ctx.heldout_ds())
+
+
+def _hybrid_per_region(ctx: FoldContext) -> xr.Dataset:
+    return ctx.per_region(ctx.config)
+
+
+def finetune_config(cfg, quick: bool = False):
+    """Regional fine-tuning: a third of the steps at a third of the learning rate, short warm-up (quick runs
+    keep the training settings, so the compiled step is shared)."""
+    t = cfg.train
+    if quick:
+        return _replace(cfg, name=f"{cfg.name}-finetune")
+    return _replace(cfg, name=f"{cfg.name}-finetune",
+                    train={"steps": max(1, t.steps // 3), "learning_rate": t.learning_rate / 3,
+                           "warmup_steps": min(t.warmup_steps, max(1, t.steps // 30))})
+
+
+def _hybrid_finetune(ctx: FoldContext) -> xr.Dataset:
+    return ctx.per_region(finetune_config(ctx.config, ctx.quick), init=ctx.global_run())
+
+
+def detect_fold_regions(ctx: FoldContext):
+    """Detected regions of this fold: signatures of the training sites (the global hybrid's learned
+    parameters and/or their observed flux cycle), clustered; other sites assigned by location. Cached as
+    ``detected_regions.json`` in the fold directory."""
+    from kgml.bench import regions_detect as rd
+
+    path = ctx.directory / "detected_regions.json"
+    if path.exists():
+        return rd.DetectedRegions.from_dict(json.loads(path.read_text()))
+    s = ctx.suite
+    kind = ctx.signature
+    if s.resolution == "annual":
+        kind = kind.replace("cycle", "response")
+    train = ctx.part("train")
+    pred = None
+    specs = None
+    if "theta" in kind:
+        run = ctx.global_run()
+        pred = ctx.predict(run, train)
+        specs = run.model.process.parameter_specs
+        learned = set(getattr(run.model, "learned", ()))
+        pred = pred[[v for v in pred.data_vars if not str(v).startswith("theta_") or str(v)[6:] in learned]]
+    sig = rd.site_signatures(kind, ds=train, pred=pred, specs=specs, targets=s.targets, features=s.features,
+                             resolution=s.resolution)
+    train_sites = train.site.values.astype(str).tolist()
+    others = [u for u in ctx.ds.site.values.astype(str) if u not in set(train_sites)]
+    attrs = [a for a in (*s.static, "mat", "map") if a in ctx.ds.coords]
+    attrs = list(dict.fromkeys(attrs))
+    det = rd.detect_regions(sig, train_sites, rd.location_features(ctx.ds.sel(site=train_sites), attrs), others,
+                            rd.location_features(ctx.ds.sel(site=others), attrs) if others else None,
+                            seed=ctx.config.seed, signature=kind)
+    write_text_atomic(json.dumps(det.to_dict(), indent=1) + "\n", path)
+    return det
+
+
+def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
+    det = detect_fold_regions(ctx)
+    sites = ctx.ds.site.values.astype(str)
+    ds = ctx.ds.assign_coords(detected_region=("site", det.of(sites)))
+    cfg = _replace(ctx.config, name=f"{ctx.config.name}-region-aware", data={"region": "detected_region"},
+                   model={"region_embedding": True})
+    run = ctx.train(cfg, ds=ds)
+    pred = ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+    pred.attrs["detected_k"] = det.k
+    return pred
+
+
+SLOTS = {
+    "rf": _feature_baseline("rf"), "gbm": _feature_baseline("gbm"), "lstm": _lstm,
+    "process_global": _process_global, "process_per_region": _process_per_region, "neural": _neural,
+    "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
+    "hybrid_region_aware": _hybrid_region_aware,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Predictions kept for scoring
+# ---------------------------------------------------------------------------------------------------------
+
+
+def scored_predictions(pred: xr.Dataset, suite: Suite) -> xr.Dataset:
+    """The variables a suite scores, at its resolution (daily predictions averaged to months for monthly
+    suites), the flux triple for the carbon balance, learned parameters; site coordinates dropped (the
+    observations carry them)."""
+    from kgml.evaluation import to_monthly
+
+    triple = ("nee", "gpp", "reco") if "nee" in suite.targets else ()
+    fluxes = list(dict.fromkeys((*suite.targets, *triple)))
+    keep: dict[str, xr.DataArray] = {}
+    if suite.resolution == "monthly":
+        daily = [v for v in fluxes if v in pred and "time" in pred[v].dims and f"{v}_monthly" not in pred]
+        if daily:
+            pred = pred.merge(to_monthly(pred[daily], daily), compat="override")
+        for v in fluxes:
+            if f"{v}_monthly" in pred:
+                keep[f"{v}_monthly"] = pred[f"{v}_monthly"]
+    else:
+        for v in fluxes:
+            if v in pred:
+                keep[v] = pred[v]
+    for v in pred.data_vars:
+        if str(v).startswith("theta_") and pred[v].dims == ("site",):
+            keep[str(v)] = pred[v]
+    missing = [t for t in suite.targets if not any(k.removesuffix("_monthly") == t for k in keep)]
+    if missing:
+        raise ValueError(f"predictions lack the suite's targets {missing} (have {sorted(map(str, pred.data_vars))})")
+    out = xr.Dataset(keep).reset_coords(drop=True)
+    out.attrs = {k: v for k, v in pred.attrs.items() if isinstance(v, str | int | float)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The suite
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SuiteResult:
+    """Where a run wrote its outputs, its summary rows and the status of every model slot."""
+
+    suite: str
+    directory: Path
+    rows: list[dict]
+    status: dict[str, str]
+    markdown: str
+    figures: list[Path]
+    detected: dict
+
+
+def _choose_sites(units: Sequence[str], n: int) -> list[str]:
+    units = sorted(units)
+    if n >= len(units):
+        return list(units)
+    idx = np.unique(np.linspace(0, len(units) - 1, n).round().astype(int))
+    return [units[i] for i in idx]
+
+
+def prepare_suite(suite: Suite, *, data_dir=None, quick: bool = False, folds_dir=None, freeze: bool = False,
+                  max_folds: int | None = None, fold_kinds: Sequence[str] | None = None,
+                  sites: Sequence[str] | None = None) -> tuple[xr.Dataset, dict[str, list[Split]]]:
+    """The suite's dataset and its frozen folds by kind. Quick runs load a few sites (spread over the
+    frozen site list) and keep the first fold of the first two kinds."""
+    frozen = None
+    try:
+        frozen = load_folds(suite, folds_dir)
+    except FileNotFoundError:
+        if not freeze:
+            raise
+    if sites is None and quick and frozen is not None:
+        sites = _choose_sites(fold_units(frozen), suite.quick_sites)
+    ds = suite.load(data_dir, quick, sites)
+    if freeze:
+        if quick:
+            raise ValueError("--freeze-folds needs the full dataset (not --quick)")
+        freeze_folds(suite, ds, folds_dir)
+        frozen = load_folds(suite, folds_dir)
+    if not quick and sites is None:
+        check_folds(frozen, ds)
+    present = ds.site.values.astype(str).tolist()
+    by_kind: dict[str, list[Split]] = {}
+    for split in frozen:
+        kind = split.info.get("fold_kind", "folds")
+        if fold_kinds and kind not in fold_kinds:
+            continue
+        s = restrict_split(split, present)
+        if s is not None:
+            by_kind.setdefault(kind, []).append(s)
+    limit = 1 if quick else max_folds
+    if limit:
+        by_kind = {k: v[:limit] for k, v in by_kind.items()}
+    if quick:
+        by_kind = dict(list(by_kind.items())[:2])
+    if not by_kind:
+        raise ValueError(f"no fold of suite {suite.name!r} has training and held-out sites in the loaded data")
+    return ds, by_kind
+
+
+def run_suite(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike = "runs/bench",
+    quick: bool = False,
+    models: Sequence[str] | None = None,
+    progress: bool = True,
+    results_md: str | os.PathLike | None = None,
+    folds_dir: str | os.PathLike | None = None,
+    freeze: bool = False,
+    max_folds: int | None = None,
+    fold_kinds: Sequence[str] | None = None,
+    signature: str | None = None,
+    seed: int = 0,
+    command: str | None = None,
+    figures: bool = True,
+    score_only: bool = False,
+) -> SuiteResult:
+    """Run (or resume) suite ``name``: every model of ``models`` (default `MODELS`) on every frozen fold,
+    writing ``<out>/<suite>/folds/<kind>/<split>/<model>.nc`` (held-out predictions; present ones are
+    skipped), then ``metrics.nc``, ``metrics.md``, PNG figures and, with ``results_md``, a dated block in
+    that markdown file. ``score_only``: score what is there, train nothing. Returns a `SuiteResult`."""
+    from tqdm.auto import tqdm
+
+    suite = get_suite(name)
+    models = tuple(models or MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise KeyError(f"unknown models {unknown}; choose from {list(MODELS)}")
+    directory = Path(out) / suite.name
+    directory.mkdir(parents=True, exist_ok=True)
+    ds, folds = prepare_suite(suite, data_dir=data_dir, quick=quick, folds_dir=folds_dir, freeze=freeze,
+                              max_folds=max_folds, fold_kinds=fold_kinds)
+    cfg = base_config(suite, quick=quick, seed=seed, scales=loss_scales(suite, ds))
+    signature = signature or suite.signature
+    status: dict[str, str] = {}
+    jobs = [(kind, split, m) for kind, splits in folds.items() for split in splits for m in models]
+    bar = tqdm(jobs, desc=f"bench {suite.name}", unit="fit", disable=not progress)
+    contexts: dict[str, FoldContext] = {}
+    for kind, split, m in bar:
+        fold_dir = directory / "folds" / kind / split.name
+        path = fold_dir / f"{m}.nc"
+        bar.set_postfix_str(f"{kind} {split.name[:24]} {m}")
+        if path.exists() or score_only:
+            continue
+        if status.get(m, "").startswith("not available"):
+            continue
+        ctx = contexts.get(split.name)
+        if ctx is None:
+            # One context per split (its global hybrid is shared by the scopes); earlier splits are released.
+            contexts = {split.name: FoldContext(suite, ds, split, fold_dir, cfg, quick, signature)}
+            ctx = contexts[split.name]
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                pred = SLOTS[m](ctx)
+        except NotAvailable as err:
+            status[m] = f"not available: {err}"
+            continue
+        pred = scored_predictions(pred, suite)
+        pred.attrs.update(model=m, fold_kind=kind, split=split.name, fit_seconds=round(time.perf_counter() - started, 2))
+        write_netcdf_atomic(pred, path)
+    bar.close()
+    return score_suite(suite, ds, folds, directory, models, status, results_md=results_md, quick=quick,
+                       command=command, figures=figures, signature=signature)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring and outputs
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _combine(preds: list[xr.Dataset]) -> xr.Dataset:
+    acc = None
+    for p in preds:
+        acc = p if acc is None else acc.combine_first(p)
+    return acc
+
+
+def _observations(suite: Suite, ds: xr.Dataset) -> xr.Dataset:
+    names = []
+    for t in suite.targets:
+        o = suite.observed_name(t)
+        names += [o, f"{o}_monthly"] if suite.resolution == "monthly" else [o]
+    names += [d for d in ("tair", "tsoil") if d in ds]
+    return ds[[n for n in dict.fromkeys(names) if n in ds]]
+
+
+def _physical(suite: Suite, pred: xr.Dataset, obs: xr.Dataset) -> dict[str, float]:
+    from kgml import evaluation as ev
+    from kgml.synthetic import build_model
+
+    out = {"carbon_balance_residual": math.nan, "share_at_bounds": math.nan, "resp_temperature_positive": math.nan}
+    suffix = "_monthly" if suite.resolution == "monthly" else ""
+    if all(f"{v}{suffix}" in pred for v in ("nee", "gpp", "reco")):
+        out["carbon_balance_residual"] = ev.carbon_balance_residual(
+            pred, nee=f"nee{suffix}", gpp=f"gpp{suffix}", reco=f"reco{suffix}")["mean_abs"]
+    learned = [n.strip() for n in str(pred.attrs.get("learned", "")).split(",") if n.strip()]
+    if learned and any(str(v).startswith("theta_") for v in pred.data_vars):
+        out["share_at_bounds"] = ev.share_at_bounds(pred, build_model(suite.vegetation).parameter_specs,
+                                                    names=learned)["share"]
+    resp, temp = ("rsoil", "tsoil") if "rsoil" in suite.targets else ("reco", "tair")
+    if suite.resolution != "annual" and f"{resp}{suffix}" in pred and temp in obs:
+        t = obs[[temp]]
+        if suffix:
+            t = ev.to_monthly(t, [temp], min_fraction=0.0)
+        try:
+            out["resp_temperature_positive"] = ev.temperature_slope(
+                pred, t, variable=f"{resp}{suffix}", temperature=f"{temp}{suffix}")["fraction_positive"]
+        except (KeyError, ValueError):
+            pass
+    return out
+
+
+def _detected_summary(suite: Suite, ds: xr.Dataset, directory: Path) -> dict:
+    """Detected regions of every fold that has them, with their agreement with ``suite.truth_region``."""
+    from kgml.bench import regions_detect as rd
+
+    out = {}
+    for path in sorted((directory / "folds").glob("*/*/detected_regions.json")):
+        det = rd.DetectedRegions.from_dict(json.loads(path.read_text()))
+        entry: dict[str, Any] = {"k": det.k, "signature": det.signature, "path": str(path),
+                                 "silhouette": det.silhouette}
+        sites = [s for s in ds.site.values.astype(str) if s in det.labels]
+        ref = suite.truth_region or suite.region  # known truth, else the suite's named regions (for reading)
+        if ref in ds.coords:
+            truth = ds[ref].sel(site=sites).values.astype(str)
+            entry["reference"] = ref
+            entry["ari_all"] = rd.adjusted_rand_index(det.of(sites), truth)
+            tr = [s for s in sites if s in set(det.train_sites)]
+            entry["ari_train"] = rd.adjusted_rand_index(det.of(tr), ds[ref].sel(site=tr).values)
+        out[f"{path.parent.parent.name}/{path.parent.name}"] = entry
+    return out
+
+
+def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path,
+                models: Sequence[str], status: dict[str, str] | None = None, *, results_md=None,
+                quick: bool = False, command: str | None = None, figures: bool = True,
+                signature: str = "") -> SuiteResult:
+    """Score the saved held-out predictions of every (model, fold kind) and write the outputs."""
+    from kgml import evaluation as ev
+
+    status = dict(status or {})
+    obs = _observations(suite, ds)
+    variables = {t: suite.observed_name(t) for t in suite.targets}
+    group = suite.region if suite.region in ds.coords else None
+    rows, site_scores = [], {}
+    for kind, splits in folds.items():
+        for m in models:
+            paths = [directory / "folds" / kind / s.name / f"{m}.nc" for s in splits]
+            have = [p for p in paths if p.exists()]
+            if not have:
+                status.setdefault(m, "not run")
+                continue
+            preds = []
+            for p in have:
+                with xr.open_dataset(p) as f:
+                    preds.append(f.load())
+            pred = _combine(preds)
+            pred.attrs["learned"] = preds[0].attrs.get("learned", "")
+            sc = ev.score_sites(pred, obs, variables, resolution=suite.resolution, group=group)
+            summ = ev.summarise(sc)
+            phys = _physical(suite, pred, obs)
+            status.setdefault(m, "ok" if len(have) == len(paths) else f"partial: {len(have)}/{len(paths)} folds")
+            site_scores[(m, kind)] = sc
+            fit_s = float(np.nansum([p.attrs.get("fit_seconds", np.nan) for p in preds]))
+            for var, e in summ["variables"].items():
+                rows.append({"model": m, "fold_kind": kind, "variable": var, "n_sites": e["n_sites"],
+                             "n_folds": len(have), **{f"{k}_median": v for k, v in e["median"].items()},
+                             **e["tail"], **{f"pooled_{k}": v for k, v in e["pooled"].items()}, **phys,
+                             "fit_seconds": fit_s, "n_parameters": int(preds[0].attrs.get("n_parameters", -1))})
+    detected = _detected_summary(suite, ds, directory)
+    md = metrics_markdown(suite, rows, status, models, folds, detected, quick=quick, command=command)
+    write_text_atomic(md, directory / "metrics.md")
+    write_netcdf_atomic(metrics_dataset(suite, rows, site_scores, status, detected), directory / "metrics.nc")
+    figs = []
+    if figures:
+        from kgml.bench import figures as fg
+
+        figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores)
+    if results_md is not None:
+        append_results(results_md, suite, md, command=command)
+    return SuiteResult(suite.name, directory, rows, status, md, figs, detected)
+
+
+_STATS = ("n_sites", "n_folds", "rmse_median", "bias_median", "r2_median", "nse_median", "kge_median", "rmse_p90",
+          "abs_bias_p90", "r2_p10", "nse_p10", "kge_p10", "pooled_rmse", "pooled_bias", "pooled_r2", "pooled_nse",
+          "pooled_kge", "carbon_balance_residual", "share_at_bounds", "resp_temperature_positive", "fit_seconds",
+          "n_parameters")
+
+
+def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: dict, detected: dict) -> xr.Dataset:
+    """The summary rows on (model, fold_kind, variable) and the per-site scores on (..., site)."""
+    models = list(dict.fromkeys(r["model"] for r in rows)) or ["none"]
+    kinds = list(dict.fromkeys(r["fold_kind"] for r in rows)) or ["none"]
+    variables = list(suite.targets)
+    shape = (len(models), len(kinds), len(variables))
+    data = {s: np.full(shape, np.nan) for s in _STATS}
+    for r in rows:
+        i, j, k = models.index(r["model"]), kinds.index(r["fold_kind"]), variables.index(r["variable"])
+        for s in _STATS:
+            data[s][i, j, k] = r.get(s, np.nan)
+    dv = {s: (("model", "fold_kind", "variable"), v) for s, v in data.items()}
+    sites = sorted({str(s) for sc in site_scores.values() for s in sc.site.values})
+    if sites:
+        for metric in ("r2", "rmse", "nse", "kge", "bias"):
+            arr = np.full((*shape, len(sites)), np.nan)
+            for (m, kind), sc in site_scores.items():
+                if metric not in sc:
+                    continue
+                for k, var in enumerate(variables):
+                    if var not in sc.variable.values:
+                        continue
+                    vals = sc[metric].sel(variable=var)
+                    idx = [sites.index(str(s)) for s in sc.site.values]
+                    arr[models.index(m), kinds.index(kind), k, idx] = vals.values
+            dv[f"site_{metric}"] = (("model", "fold_kind", "variable", "site"), arr)
+    from kgml import __version__
+
+    ds = xr.Dataset(dv, coords={"model": models, "fold_kind": kinds, "variable": variables, **({"site": sites} if sites else {})},
+                    attrs={"Conventions": "CF-1.8", "title": f"kgml distribution-shift benchmark: {suite.name}",
+                           "source": f"kgml {__version__} kgml.bench", "resolution": suite.resolution,
+                           "status": json.dumps(status), "detected_regions": json.dumps(detected, default=float),
+                           "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} kgml bench shift"})
+    ds["r2_median"].attrs["long_name"] = "median over held-out sites of the squared Pearson correlation"
+    ds["rmse_p90"].attrs["long_name"] = "90th percentile over held-out sites of the RMSE (bad tail)"
+    return ds
+
+
+def _f(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+_TAIL = {"r2": "r2_p10", "rmse": "rmse_p90", "nse": "nse_p10", "kge": "kge_p10", "bias": "abs_bias_p90"}
+_NAME = {"r2": "R²", "rmse": "RMSE", "nse": "NSE", "kge": "KGE", "bias": "bias"}
+
+
+def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Sequence[str], folds: dict,
+                     detected: dict, *, quick: bool = False, command: str | None = None) -> str:
+    """One table per fold kind and target: every model (also those not available), median and bad tail
+    over held-out sites in the variable's metric order (NEE leads with R² and RMSE), the pooled lead
+    metric, and physical-consistency columns."""
+    from kgml.evaluation import metric_order
+
+    lines = [f"# {suite.name}{' (quick)' if quick else ''}", "", suite.description, ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    if suite.anchor:
+        lines += [f"Reference: {suite.anchor}", ""]
+    for kind, splits in folds.items():
+        for var in suite.targets:
+            order = [m for m in metric_order(var) if m != "bias"][:4]
+            lead = order[0]
+            head = ["model", "sites"] + [f"{_NAME[m]} med / {_TAIL[m].split('_')[-1]}" for m in order] + \
+                   [f"pooled {_NAME[lead]}", "C-balance resid", "θ at bounds", "resp dT>0", "fit s"]
+            lines += [f"### {kind} ({len(splits)} folds) — {var} ({suite.resolution})", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for m in models:
+                r = next((r for r in rows if r["model"] == m and r["fold_kind"] == kind and r["variable"] == var), None)
+                if r is None:
+                    lines.append(f"| {m} | – | {status.get(m, 'not run')} |" + " |" * (len(head) - 3))
+                    continue
+                cells = [m, str(r["n_sites"])] + [f"{_f(r[f'{k}_median'])} / {_f(r[_TAIL[k]])}" for k in order] + [
+                    _f(r[f"pooled_{lead}"]), _f(r["carbon_balance_residual"]), _f(r["share_at_bounds"]),
+                    _f(r["resp_temperature_positive"]), _f(round(r["fit_seconds"], 1))]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["Median / bad tail over held-out sites: p10 of R², NSE, KGE, p90 of RMSE; pooled = all held-out "
+              "site-steps together. C-balance resid: mean |NEE − (Reco − GPP)| (gC m-2 d-1); θ at bounds: share of "
+              "learned parameter values within 1 % of a bound; resp dT>0: share of sites whose predicted "
+              "respiration rises with temperature.", ""]
+    if detected:
+        lines += ["Detected regions (region-aware scope; ARI = adjusted Rand index of the detected regions vs the "
+                  "known regions, 1 = identical, 0 = chance):", "",
+                  "| fold | signature | k | compared with | ARI all sites / training sites |", "|---|---|---|---|---|"]
+        for fold, e in detected.items():
+            ari = f"{_f(e.get('ari_all'))} / {_f(e.get('ari_train'))}" if "ari_all" in e else "–"
+            lines.append(f"| {fold} | {e['signature']} | {e['k']} | {e.get('reference', '–')} | {ari} |")
+        lines.append("")
+    lines += ["Models: " + "; ".join(f"`{m}` {MODEL_LABELS[m]}" for m in models), ""]
+    return "\n".join(lines)
+
+
+def append_results(path: str | os.PathLike, suite: Suite, md: str, *, command: str | None = None) -> None:
+    """Append a dated block to the ``## Distribution shift`` section of ``path`` (the section is created at
+    the end when missing; blocks go at the end of the section)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    date = dt.date.today().isoformat()
+    body = md.replace(f"# {suite.name}", f"### {suite.name} — {date}, {MACHINE}", 1)
+    body = body.replace("\n### ", "\n#### ")
+    block = "\n" + body.rstrip() + "\n"
+    if RESULTS_SECTION not in text:
+        text = text.rstrip() + f"\n\n{RESULTS_SECTION}\n\nDistribution-shift accuracy suite (issue 5); each block is " \
+                               "one run, newest last.\n" + block
+    else:
+        start = text.index(RESULTS_SECTION) + len(RESULTS_SECTION)
+        nxt = text.find("\n## ", start)
+        text = text + block if nxt < 0 else text[:nxt].rstrip() + "\n" + block + text[nxt:]
+    write_text_atomic(text, path)
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    return "kgml " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

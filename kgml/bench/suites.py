@@ -1,0 +1,384 @@
+"""The distribution-shift suites: what data, which targets at which resolution, which process model, and
+which frozen folds (`benchmarks/folds/<suite>.json`) every model is compared on.
+
+A `Suite` loads a Contract-A dataset (`kgml.data.assemble` builders for real data, `kgml.synthetic` for
+``synthetic_shift``), names its targets, the site coordinate that defines regions for the per-region scopes,
+and its fold kinds (site-grouped k-fold, leave-region-out, leave-years-out). Folds are generated once with
+a fixed seed from the full site list, frozen as JSON, and always loaded from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from kgml.data.splits import Part, Split, kfold_by_site, leave_region_out, load_splits, save_splits
+
+__all__ = [
+    "FOLDS_DIR",
+    "SUITES",
+    "FoldKind",
+    "Suite",
+    "SuiteUnavailable",
+    "check_folds",
+    "fold_units",
+    "folds_path",
+    "freeze_folds",
+    "get_suite",
+    "load_folds",
+    "make_folds",
+    "restrict_split",
+    "select_part",
+    "year_blocks",
+]
+
+#: Frozen folds shipped with the repository.
+FOLDS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "folds"
+FOLD_SEED = 20261121
+
+
+class SuiteUnavailable(RuntimeError):
+    """A suite's data (or the builder that reads it) is not available here; the message says what is missing."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fold kinds
+# ---------------------------------------------------------------------------------------------------------
+
+
+def year_blocks(ds: xr.Dataset, k: int = 5, *, seed: int = 0, val_fraction: float = 0.15) -> list[Split]:
+    """Leave-years-out: the years are cut into ``k`` contiguous blocks; block i (all sites) is ``test``, a
+    seeded ``val_fraction`` of the other years is ``val`` (all sites), the rest ``train``."""
+    if "year" in ds.dims:
+        years = sorted(int(y) for y in ds.year.values)
+    else:
+        years = sorted(set(ds.time.dt.year.values.tolist()))
+    if not 2 <= k <= len(years):
+        raise ValueError(f"year_blocks: k must be between 2 and the number of years ({len(years)}), got {k}")
+    units = sorted(ds.site.values.astype(str).tolist())
+    blocks = np.array_split(np.asarray(years), k)
+    out = []
+    for i, block in enumerate(blocks):
+        rest = [y for y in years if y not in set(block.tolist())]
+        rng = np.random.default_rng([seed, i])
+        n_val = max(1, int(round(val_fraction * len(rest)))) if len(rest) > 2 else 0
+        val = sorted(rng.choice(rest, size=n_val, replace=False).tolist()) if n_val else []
+        train = [y for y in rest if y not in set(val)]
+        out.append(Split(f"years{k}_block{i}_seed{seed}", "year_blocks", seed, "site", Part(units, train),
+                         Part(units if val else (), val or None), Part(units, block.tolist()), Part(),
+                         {"block": i, "k": k, "years": [int(block[0]), int(block[-1])]}))
+    return out
+
+
+@dataclass(frozen=True)
+class FoldKind:
+    """A family of splits: ``make(ds, seed) -> [Split]``; the held-out sites are part ``heldout``
+    (``"test"`` for k-fold and year blocks, ``"ood"`` for leave-region-out)."""
+
+    name: str
+    description: str
+    make: Callable[[xr.Dataset, int], list[Split]]
+    heldout: str = "test"
+
+
+def _kfold(k: int, val_fraction: float = 0.15) -> Callable[[xr.Dataset, int], list[Split]]:
+    def make(ds, seed):
+        return kfold_by_site(ds, min(k, ds.sizes["site"]), seed=seed, val_fraction=val_fraction)
+
+    return make
+
+
+def _lro(coord: str, min_units: int = 1) -> Callable[[xr.Dataset, int], list[Split]]:
+    def make(ds, seed):
+        return leave_region_out(ds, coord, seed=seed, val_fraction=0.15, test_fraction=0.0, min_units=min_units)
+
+    return make
+
+
+def _years(k: int) -> Callable[[xr.Dataset, int], list[Split]]:
+    def make(ds, seed):
+        return year_blocks(ds, k, seed=seed)
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Suites
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark: data, targets, process model, regions and fold kinds.
+
+    ``targets``: base names scored (``nee``, ``gpp``, ``reco``, ``rsoil``, ``crop_yield``) at ``resolution``
+    (daily, monthly, annual); ``observed``: target → observation variable in the dataset (the noise-free
+    truth ``true_<v>`` for synthetic data); ``region``: site coordinate of the per-region scopes and of skill by
+    region; ``truth_region``: known regions the detected ones are compared with (ARI); ``static``: numeric
+    site attributes every model reads (and held-out sites are assigned to detected regions by, with lat/lon).
+    """
+
+    name: str
+    description: str
+    load: Callable[[Path | None, bool, Sequence[str] | None], xr.Dataset]
+    vegetation: str
+    targets: tuple[str, ...]
+    resolution: str
+    region: str
+    folds: tuple[FoldKind, ...]
+    features: tuple[str, ...] = ("tair", "sw_in", "vpd", "precip")
+    static: tuple[str, ...] = ()
+    observed: Mapping[str, str] = field(default_factory=dict)
+    truth_region: str = ""
+    anchor: str = ""
+    dataset_folder: str = ""
+    quick_sites: int = 6
+    signature: str = "theta+cycle"
+
+    def observed_name(self, target: str) -> str:
+        return self.observed.get(target, target)
+
+    def config_dict(self) -> dict:
+        """The `kgml.config.ExperimentConfig` fields that follow from the suite (data section)."""
+        daily = self.targets if self.resolution == "daily" else ()
+        monthly = self.targets if self.resolution == "monthly" else ()
+        return {"data": {"source": "(kgml bench)", "vegetation": self.vegetation, "features": list(self.features),
+                         "static": list(self.static), "daily_targets": list(daily), "monthly_targets": list(monthly),
+                         "yield_target": self.resolution == "annual", "region": self.region, "window_days": 365}}
+
+
+#: The synthetic known shift: Illinois soil respiration 1.8× faster at the reference temperature and C4
+#: photosynthetic capacity lower (unconstrained offsets of the bounded transforms, see
+#: `kgml.synthetic.sample_parameters`).
+SYNTHETIC_SHIFT = {"IL": {"rref_rh": 0.8, "vmax25_c4": -0.6}}
+
+
+def _load_synthetic(data_dir, quick, sites):
+    from kgml.synthetic import STATES, CorpusSpec, make_corpus
+
+    spec = CorpusSpec(states=STATES, vegetation=("maize",), sites_per_block=6 if quick else 8, years=1 if quick else 2,
+                      state_shift=SYNTHETIC_SHIFT, seed=0)
+    ds = make_corpus(spec)
+    ds.attrs["title"] = "kgml synthetic_shift suite: three states, Illinois shifted"
+    ds.attrs["state_shift"] = repr(SYNTHETIC_SHIFT)
+    return _subset(ds, sites)
+
+
+def _subset(ds: xr.Dataset, sites: Sequence[str] | None) -> xr.Dataset:
+    if sites is None:
+        return ds
+    keep = [s for s in ds.site.values.astype(str) if s in set(sites)]
+    return ds.sel(site=keep)
+
+
+def _assemble(name: str):
+    try:
+        from kgml.data import assemble
+    except ImportError as err:
+        raise SuiteUnavailable(f"kgml.data.assemble is not available ({err}); the real-data suites need it") from err
+    if not hasattr(assemble, name):
+        raise SuiteUnavailable(f"kgml.data.assemble has no {name}() yet")
+    return getattr(assemble, name)
+
+
+def _data_path(data_dir, folder: str) -> Path:
+    from kgml.paths import find_data_dir
+
+    root = Path(data_dir) if data_dir is not None else find_data_dir()
+    if root is None or not (Path(root) / folder).exists():
+        raise SuiteUnavailable(f"dataset folder {folder!r} not found under {root} (set --data-dir or KGML_DATA)")
+    return Path(root)
+
+
+def _load_fluxnet(data_dir, quick, sites):
+    root = _data_path(data_dir, "fluxnet2015_subset_mm")
+    ds = _assemble("fluxnet_monthly")(root, sites=list(sites) if sites else None)
+    return _subset(ds, sites)
+
+
+def _load_cosore(data_dir, quick, sites):
+    root = _data_path(data_dir, "cosore")
+    fn = _assemble("cosore_daily")
+    if sites:
+        datasets = sorted({str(s).split("/")[0] for s in sites})  # site IDs are "<dataset>[/<port>/...]"
+        try:
+            ds = fn(root, datasets=datasets)
+        except (KeyError, ValueError):
+            ds = fn(root)
+    else:
+        ds = fn(root)
+    return _subset(ds, sites)
+
+
+def _with_district(ds: xr.Dataset) -> xr.Dataset:
+    """Northern/central/southern Illinois by latitude terciles of the counties (the per-region unit)."""
+    if "district" in ds.coords:
+        return ds
+    lat = np.asarray(ds["lat"].values, np.float64)
+    lo, hi = np.nanpercentile(lat, [100 / 3, 200 / 3])
+    labels = np.where(lat < lo, "south", np.where(lat < hi, "central", "north"))
+    return ds.assign_coords(district=("site", labels.astype(str)))
+
+
+def _load_il_corn(data_dir, quick, sites):
+    root = _data_path(data_dir, "khaki2020_corn_il40_weekly_daymet")
+    fn = _assemble("il_corn")
+    ds = fn(root, counties=list(sites) if sites else None) if sites else fn(root)
+    return _with_district(_subset(ds, sites))
+
+
+def _load_state_yield(data_dir, quick, sites):
+    root = _data_path(data_dir, "agridat_us_corn_soy_state")
+    ds = _assemble("state_yield")(root, crop="corn")
+    return _subset(ds, sites)
+
+
+SUITES: dict[str, Suite] = {}
+
+
+def _register(suite: Suite) -> Suite:
+    SUITES[suite.name] = suite
+    return suite
+
+
+_register(Suite(
+    name="synthetic_shift",
+    description="synthetic three-state maize corpus (kgml.synthetic, IA/IL/NE) with a known Illinois parameter "
+                f"shift {SYNTHETIC_SHIFT}; scored against the noise-free truth",
+    load=_load_synthetic, vegetation="maize", targets=("nee", "gpp", "reco"), resolution="daily", region="state",
+    folds=(FoldKind("site_kfold", "5-fold grouped by site", _kfold(5)),
+           FoldKind("leave_state_out", "each state held out", _lro("state"), heldout="ood")),
+    features=("tair", "sw_in", "vpd", "precip", "tsoil"), static=("soil_carbon",),
+    observed={"nee": "true_nee", "gpp": "true_gpp", "reco": "true_reco"}, truth_region="state", quick_sites=9,
+))
+_register(Suite(
+    name="fluxnet_mm",
+    description="FLUXNET2015 SUBSET monthly (kgml.data.assemble.fluxnet_monthly): NEE, GPP, Reco at monthly "
+                "resolution; daily models scored on monthly means",
+    load=_load_fluxnet, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
+    region="igbp_group",
+    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
+           FoldKind("leave_continent_out", "each continent held out", _lro("continent", 3), heldout="ood"),
+           FoldKind("leave_climate_zone_out", "each climate zone held out", _lro("climate_zone", 3), heldout="ood"),
+           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood")),
+    static=("mat", "map"),
+    anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
+           "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
+    dataset_folder="fluxnet2015_subset_mm",
+))
+_register(Suite(
+    name="cosore_daily",
+    description="COSORE daily soil respiration (kgml.data.assemble.cosore_daily), soil-respiration physics "
+                "driven by tsoil and swc",
+    load=_load_cosore, vegetation="soil", targets=("rsoil",), resolution="daily", region="igbp",
+    folds=(FoldKind("leave_site_out", "10-fold grouped by site: every site held out once", _kfold(10)),),
+    features=("tsoil", "swc", "tair", "precip"), static=(),
+    anchor="global LSTM (Smykalov et al., EarthArXiv 8619): median test NSE 0.02, KGE 0.30 over 82 sites; "
+           "target: median leave-site-out KGE ≥ 0.5 and NSE ≥ 0.3",
+    dataset_folder="cosore", quick_sites=4,
+))
+_register(Suite(
+    name="il_corn_yield",
+    description="Illinois county corn yield, 40 counties (Khaki et al. 2020; weekly Daymet → daily drivers)",
+    load=_load_il_corn, vegetation="maize", targets=("crop_yield",), resolution="annual", region="district",
+    folds=(FoldKind("leave_county_out", "10-fold grouped by county", _kfold(10)),
+           FoldKind("leave_years_out", "5 blocks of consecutive years", _years(5))),
+    static=(), dataset_folder="khaki2020_corn_il40_weekly_daymet", quick_sites=4,
+))
+_register(Suite(
+    name="state_yield",
+    description="Thompson (1969) corn yields and weather of IA, IL, IN, MO, OH (agridat thompson.cornsoy): "
+                "per-state vs global",
+    load=_load_state_yield, vegetation="maize", targets=("crop_yield",), resolution="annual", region="state",
+    folds=(FoldKind("leave_years_out", "5 blocks of consecutive years", _years(5)),
+           FoldKind("leave_state_out", "each state held out", _kfold(5))),
+    static=(), dataset_folder="agridat_us_corn_soy_state", quick_sites=5,
+))
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; suites are {sorted(SUITES)}")
+    return SUITES[name]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frozen folds
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_folds(suite: Suite, ds: xr.Dataset, *, seed: int = FOLD_SEED) -> list[Split]:
+    """Every split of every fold kind of ``suite`` on ``ds`` (``info["fold_kind"]`` names the kind)."""
+    out = []
+    for kind in suite.folds:
+        for split in kind.make(ds, seed):
+            out.append(dataclasses.replace(split, info={**split.info, "fold_kind": kind.name,
+                                                        "heldout": kind.heldout}))
+    return out
+
+
+def folds_path(suite: Suite, folds_dir: str | os.PathLike | None = None) -> Path:
+    return Path(folds_dir or FOLDS_DIR) / f"{suite.name}.json"
+
+
+def load_folds(suite: Suite, folds_dir: str | os.PathLike | None = None) -> list[Split]:
+    path = folds_path(suite, folds_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"no frozen folds at {path}; create them once with `kgml bench shift --suite "
+                                f"{suite.name} --freeze-folds`")
+    return load_splits(path)
+
+
+def freeze_folds(suite: Suite, ds: xr.Dataset, folds_dir: str | os.PathLike | None = None) -> Path:
+    return save_splits(make_folds(suite, ds), folds_path(suite, folds_dir))
+
+
+def fold_units(splits: Sequence[Split]) -> list[str]:
+    """Every unit named by the splits (the site list they were made from)."""
+    units = set()
+    for s in splits:
+        for p in ("train", "val", "test", "ood"):
+            units |= set(s.part(p).units)
+    return sorted(units)
+
+
+def check_folds(splits: Sequence[Split], ds: xr.Dataset) -> None:
+    """Frozen folds must be made from this dataset's sites: same unit set, each held out once per kind
+    (site-grouped kinds)."""
+    have = set(ds.site.values.astype(str).tolist())
+    named = set(fold_units(splits))
+    if named != have:
+        raise ValueError(f"frozen folds and data disagree: {len(named - have)} fold sites not in the data "
+                         f"(e.g. {sorted(named - have)[:3]}), {len(have - named)} data sites in no fold "
+                         f"(e.g. {sorted(have - named)[:3]}); regenerate with --freeze-folds")
+
+
+def restrict_split(split: Split, sites: Sequence[str]) -> Split | None:
+    """``split`` with every part limited to ``sites`` (quick runs on a few sites); None when no training
+    or no held-out site is left."""
+    keep = set(map(str, sites))
+    parts = {p: Part([u for u in split.part(p).units if u in keep], split.part(p).years)
+             for p in ("train", "val", "test", "ood")}
+    heldout = split.info.get("heldout", "test")
+    if not parts["train"].units or not parts[heldout].units:
+        return None
+    return dataclasses.replace(split, **parts)
+
+
+def select_part(ds: xr.Dataset, split: Split, part: str) -> xr.Dataset:
+    """`Split.select`, and for parts limited to some years also the ``year`` and ``month`` axes (annual and
+    monthly targets of other years must not leak into training or scoring)."""
+    out = split.select(ds, part)
+    years = split.part(part).years
+    if years is not None:
+        if "year" in out.dims:
+            out = out.sel(year=[y for y in out.year.values if int(y) in set(years)])
+        if "month" in out.dims:
+            out = out.sel(month=[m for m in out.month.values if int(m) // 12 in set(years)])
+    return out

@@ -1,0 +1,189 @@
+"""The distribution-shift benchmark (kgml.bench): region detection recovers a planted shift, frozen folds are
+consistent with the data, every suite runs end to end in its tiny (--quick) form, and runs resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from kgml.bench import regions_detect as rd
+from kgml.bench.runner import MODELS, run_suite
+from kgml.bench.suites import SUITES, fold_units, get_suite, load_folds, restrict_split
+
+TEST_MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "hybrid_global", "hybrid_per_region",
+               "hybrid_finetune", "hybrid_region_aware")
+
+# --- region detection -------------------------------------------------------------------------------------
+
+
+def test_adjusted_rand_index_identities():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert rd.adjusted_rand_index(a, ["x", "x", "y", "y", "z", "z"]) == pytest.approx(1.0)  # relabelled
+    assert rd.adjusted_rand_index(a, [0, 1, 0, 1, 0, 1]) < 0.0  # crossing partition: worse than chance
+    rng = np.random.default_rng(0)
+    u, v = rng.integers(0, 3, 40), rng.integers(0, 4, 40)
+    sk = pytest.importorskip("sklearn.metrics")  # an independent implementation
+    assert rd.adjusted_rand_index(u, v) == pytest.approx(sk.adjusted_rand_score(u, v), abs=1e-12)
+
+
+def test_choose_k_finds_separated_blobs_and_assignment_follows_location():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    truth = np.repeat([0, 1, 2], 10)
+    x = centres[truth] + rng.normal(size=(30, 2))
+    fit = rd.choose_k(x, k_max=6, seed=0)
+    assert fit["k"] == 3
+    assert rd.adjusted_rand_index(fit["labels"], truth) > 0.9
+    # Unstructured points: no k reaches the silhouette threshold → one region.
+    assert rd.choose_k(rng.uniform(size=(30, 2)), seed=0, min_silhouette=0.9)["k"] == 1
+    # Held-out sites take the label of the training sites near them.
+    loc = np.concatenate([rng.normal(0, 0.1, (5, 2)), rng.normal(5, 0.1, (5, 2))])
+    got = rd.assign_sites(loc, ["A"] * 5 + ["B"] * 5, np.array([[0.1, -0.1], [4.9, 5.2]]))
+    assert got.tolist() == ["A", "B"]
+
+
+@pytest.fixture(scope="module")
+def twin_states():
+    """Two synthetic states with the same location and climate; only B has a planted shift of the
+    heterotrophic respiration rate — so only the driver–flux relationship can tell them apart."""
+    from kgml import synthetic as syn
+
+    a = syn.StateClimate("A", 42.0, -93.6, 0.0, 1.0)
+    b = syn.StateClimate("B", 42.0, -93.6, 0.0, 1.0)
+    # Same block shape as the quick synthetic suite (6 sites × 1 year): one simulation compile for both.
+    spec = syn.CorpusSpec(states=(a, b), vegetation=("maize",), sites_per_block=6, years=1,
+                          state_shift={"B": {"rref_rh": 1.0}}, seed=0)
+    return syn.make_corpus(spec)
+
+
+def test_region_detection_recovers_planted_shift(twin_states):
+    ds = twin_states
+    sites = ds.site.values.astype(str)
+    sig = rd.site_signatures("cycle", ds=ds, targets=("nee", "reco"))
+    det = rd.detect_regions(sig, sites, rd.location_features(ds), signature="cycle")
+    assert det.k == 2
+    assert rd.adjusted_rand_index(det.of(sites), ds.state.values) >= 0.8
+    # Without the shift the same detection finds no such split (the ARI collapses).
+    shuffled = sig[np.random.default_rng(0).permutation(len(sites))]
+    det0 = rd.detect_regions(shuffled, sites, rd.location_features(ds))
+    assert rd.adjusted_rand_index(det0.of(sites), ds.state.values) < 0.5
+    assert rd.DetectedRegions.from_dict(json.loads(json.dumps(det.to_dict()))).labels == det.labels
+
+
+# --- frozen folds ------------------------------------------------------------------------------------------
+
+
+def test_synthetic_folds_frozen_and_consistent():
+    suite = get_suite("synthetic_shift")
+    splits = load_folds(suite)
+    # The synthetic corpus's site IDs are deterministic: 3 states × 8 maize sites.
+    expected = sorted(f"{s}-maize-{i:03d}" for s in ("IA", "IL", "NE") for i in range(8))
+    assert fold_units(splits) == expected
+    kinds = {}
+    for s in splits:
+        held = s.part(s.info["heldout"]).units
+        assert not set(held) & set(s.train.units) and not set(held) & set(s.val.units)
+        kinds.setdefault(s.info["fold_kind"], []).extend(held)
+    for kind, held in kinds.items():  # every site is held out exactly once per fold kind
+        assert sorted(held) == expected, kind
+    ilo = next(s for s in splits if s.info.get("held_out_region") == "IL")
+    assert all(u.startswith("IL-") for u in ilo.ood.units)
+    small = restrict_split(splits[0], expected[:9])
+    assert small is None or set(small.train.units) <= set(expected[:9])
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    results = out / "RESULTS.md"
+    results.write_text("# Results\n\n## Other section\n\ntext\n")
+    # Every hybrid scope and the baselines whose compilation is cheap; the neural slot (one more compilation)
+    # runs in the full benchmark and is tested in tests/kgml/test_neural.py.
+    res = run_suite("synthetic_shift", out=out, quick=True, progress=False, results_md=results, models=TEST_MODELS)
+    return out, res, results
+
+
+def test_synthetic_shift_quick_end_to_end(synthetic_run):
+    out, res, results = synthetic_run
+    d = out / "synthetic_shift"
+    assert (d / "metrics.md").exists() and (d / "metrics.nc").exists()
+    for stem in ("obs_vs_pred_site_kfold", "skill_cdf_site_kfold", "skill_by_region_site_kfold", "detected_regions"):
+        png = d / f"{stem}.png"
+        assert png.exists() and png.read_bytes()[:4] == b"\x89PNG", stem
+    md = res.markdown
+    for m in TEST_MODELS:  # every slot run has a row in every table
+        assert f"| {m} |" in md
+    with xr.open_dataset(d / "metrics.nc") as m:
+        assert set(m.fold_kind.values) == {"site_kfold", "leave_state_out"}
+        ran = [x for x in MODELS if res.status.get(x) == "ok"]
+        assert set(ran) == set(TEST_MODELS)
+        r2 = m["r2_median"].sel(model=ran, variable="nee").values
+        assert np.isfinite(r2).all()
+        assert float(m["carbon_balance_residual"].sel(model="hybrid_global", fold_kind="site_kfold",
+                                                       variable="nee")) < 1e-4  # NEE = Reco − GPP exactly
+        assert "site_r2" in m and m["site_r2"].dims[-1] == "site"
+    # The region-aware scope recorded its detected regions, with their agreement with the true states.
+    assert res.detected and all("ari_all" in e for e in res.detected.values())
+    # A dated block in the distribution-shift section, after the other sections.
+    text = results.read_text()
+    assert text.index("## Other section") < text.index("## Distribution shift") < text.index("### synthetic_shift")
+
+
+def test_resume_skips_finished_pairs(synthetic_run):
+    out, res, _ = synthetic_run
+    folds = sorted((out / "synthetic_shift" / "folds").glob("*/*"))
+    done = {p: p.stat().st_mtime_ns for p in sorted(folds[0].glob("*.nc"))}
+    assert done
+    redo = folds[0] / "rf.nc"
+    redo.unlink()
+    again = run_suite("synthetic_shift", out=out, quick=True, progress=False, models=("rf", "hybrid_global"),
+                      figures=False)
+    assert redo.exists()  # the missing pair was recomputed ...
+    for p, t in done.items():  # ... and every finished pair was left alone
+        if p != redo:
+            assert p.stat().st_mtime_ns == t, p.name
+    assert again.status["rf"] == "ok"
+
+
+@pytest.mark.parametrize("name", ["fluxnet_mm", "cosore_daily", "il_corn_yield", "state_yield"])
+def test_real_suite_quick_end_to_end(name, dataset_dir, tmp_path):
+    """The command on a few real sites and one fold of two kinds (random forest: the data, the frozen folds,
+    scoring and outputs of the suite; the hybrid slots are exercised on synthetic_shift above): outputs
+    written, and the sites loaded by the names in the frozen folds are the data's sites."""
+    from kgml.bench.suites import SuiteUnavailable
+    from kgml.cli import main
+
+    suite = SUITES[name]
+    root = dataset_dir(suite.dataset_folder).parent
+    try:
+        frozen = fold_units(load_folds(suite))
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    try:
+        from kgml.data import assemble  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"kgml.data.assemble not available: {err}")
+    argv = ["bench", "shift", "--suite", name, "--quick", "--data-dir", os.fspath(root), "--out", os.fspath(tmp_path),
+            "--models", "rf", "--no-progress", "--no-figures"]
+    try:
+        code = main(argv)
+    except SuiteUnavailable as err:  # pragma: no cover - depends on the data builders present
+        pytest.skip(str(err))
+    if code == 2:
+        pytest.skip(f"suite {name} unavailable here")
+    assert code == 0
+    md = (tmp_path / name / "metrics.md").read_text()
+    assert "| rf | " in md
+    with xr.open_dataset(tmp_path / name / "metrics.nc") as m:
+        assert np.isfinite(m["rmse_median"].sel(model="rf").values).all()
+        scored = set(m.site.values.astype(str))
+    assert scored and scored <= set(frozen)
+    heldout = [p.parent.name for p in (tmp_path / name / "folds").glob("*/*/rf.nc")]
+    assert len(heldout) == 2 or len(suite.folds) == 1
