@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "LossConfig",
+    "MODEL_KINDS",
     "ModelConfig",
     "TrainConfig",
     "config_from_dict",
@@ -87,10 +88,24 @@ class DataConfig:
     max_train_sites: int = 0  #: keep at most this many training sites (0: all); few-site fine-tuning
 
 
+#: Model kinds (``[model] kind``): the hybrid, the pure-neural comparison (`kgml.neural.NeuralModel`) and
+#: the process model with one calibrated parameter set (`kgml.hybrid.ProcessModel`).
+MODEL_KINDS = ("hybrid", "neural", "process")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """The hybrid model: encoder, location encoding, site attention, heads, and the physics layer."""
+    """The model: encoder, location encoding, site attention, heads, and the physics layer.
 
+    ``kind``: ``"hybrid"`` (network → process-model parameters → process model), ``"neural"`` (the same
+    encoder, location encoding and site attention; heads predict the fluxes and the yield directly, no
+    physics; the physics keys below only size it: its heads get ``neural_width``, or with 0 the width that
+    makes its parameter count that of the hybrid of this config) or ``"process"`` (no network: ``learned``
+    and ``global_params`` are calibrated as one global set; ``residual`` and ``time_varying`` must be empty).
+    """
+
+    kind: str = "hybrid"
+    neural_width: int = 0  #: head width of kind "neural" (0: as many parameters as the hybrid)
     encoder: str = "gru"
     hidden: int = 32
     attention: bool = False
@@ -162,6 +177,14 @@ class ExperimentConfig:
     def __post_init__(self):
         if self.grouping not in ("global", "per_region"):
             raise ConfigError(f"[experiment] grouping must be 'global' or 'per_region', got {self.grouping!r}")
+        if self.model.kind not in MODEL_KINDS:
+            raise ConfigError(f"[model] kind must be one of {', '.join(map(repr, MODEL_KINDS))}, "
+                              f"got {self.model.kind!r}")
+        if self.model.kind == "process" and (self.model.residual or self.model.time_varying):
+            raise ConfigError("[model] kind = 'process' has no network: residual and time_varying must be empty "
+                              f"(got residual={list(self.model.residual)}, time_varying={list(self.model.time_varying)})")
+        if self.model.neural_width < 0:
+            raise ConfigError(f"[model] neural_width must be >= 0 (0: match the hybrid), got {self.model.neural_width}")
         if self.model.encoder not in ("gru", "lstm"):
             raise ConfigError(f"[model] encoder must be 'gru' or 'lstm', got {self.model.encoder!r}")
         if self.train.schedule not in ("cosine", "constant"):

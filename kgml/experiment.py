@@ -23,7 +23,14 @@ import jax
 import numpy as np
 import xarray as xr
 
-from kgml.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from kgml.config import (
+    MODEL_KINDS,
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from kgml.data.normalisation import Normaliser
 from kgml.data.splits import Part, Split, save_splits
 from kgml.hybrid import (
@@ -33,6 +40,7 @@ from kgml.hybrid import (
     TaskSpec,
     WindowData,
     build_hybrid,
+    build_process_model,
     context_pool,
     predict,
     predictions_to_dataset,
@@ -44,6 +52,7 @@ from kgml.io import write_netcdf_atomic, write_text_atomic
 __all__ = [
     "Prepared",
     "Run",
+    "count_parameters",
     "evaluate_predictions",
     "load_data",
     "load_run",
@@ -157,18 +166,20 @@ class Prepared:
     task: TaskSpec
     pool: ContextPool | None
     dims: dict[str, int]
+    means: dict[str, float] = dataclasses.field(default_factory=dict)  #: target means (initial neural outputs)
 
     def to_dict(self) -> dict:
         return {"normaliser": self.normaliser.to_dict(), "region_map": self.region_map, "scales": self.scales,
                 "task": dataclasses.asdict(self.task), "pool": None if self.pool is None else self.pool.to_dict(),
-                "dims": self.dims}
+                "dims": self.dims, "means": self.means}
 
     @classmethod
     def from_dict(cls, d: dict) -> Prepared:
         task = d["task"]
         return cls(Normaliser.from_dict(d["normaliser"]), dict(d["region_map"]), dict(d["scales"]),
                    TaskSpec(tuple(task["daily"]), tuple(task["monthly"]), bool(task["annual"])),
-                   None if d.get("pool") is None else ContextPool.from_dict(d["pool"]), dict(d["dims"]))
+                   None if d.get("pool") is None else ContextPool.from_dict(d["pool"]), dict(d["dims"]),
+                   dict(d.get("means", {})))
 
 
 def task_of(config: ExperimentConfig) -> TaskSpec:
@@ -188,7 +199,19 @@ def prepare(train: xr.Dataset, config: ExperimentConfig) -> Prepared:
         region_map = {r: i for i, r in enumerate(sorted(set(train[data.region].values.astype(str))))}
     pool = context_pool(train, static=data.static, normaliser=norm, task=task, scales=scales) if data.n_context else None
     dims = {"n_features": len(data.features) + 2, "n_static": len(data.static), "n_summary": 2 * len(task.daily)}
-    return Prepared(norm, region_map, scales, task, pool, dims)
+    return Prepared(norm, region_map, scales, task, pool, dims, target_means(train, task))
+
+
+def target_means(ds: xr.Dataset, task: TaskSpec) -> dict[str, float]:
+    """Mean observed value of each daily target and of ``crop_yield`` (where observed)."""
+    out = {}
+    for name in (*task.daily, *(("crop_yield",) if task.annual else ())):
+        if name in ds:
+            v = np.asarray(ds[name].values, np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                out[name] = float(v.mean())
+    return out
 
 
 def windows(ds: xr.Dataset, config: ExperimentConfig, prepared: Prepared, *, require_targets: bool,
@@ -208,17 +231,59 @@ def process_model(config: ExperimentConfig):
     return build_model(config.data.vegetation, _soil_respiration(config.model.soil_respiration))
 
 
-def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> HybridModel:
-    """A fresh hybrid for ``config`` (untrained: the process model at its defaults / fixed values)."""
+def count_parameters(model) -> int:
+    """Number of trainable values of a model: the sizes of all its floating-point arrays."""
+    return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))))
+
+
+def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> eqx.Module:
+    """A fresh model of ``config.model.kind``: ``"hybrid"`` (`HybridModel`; untrained: the process model at its
+    defaults / fixed values), ``"neural"`` (`kgml.neural.NeuralModel` with the hybrid's encoder, location and
+    site-attention sizes and heads sized to the hybrid's parameter count) or ``"process"``
+    (`kgml.hybrid.ProcessModel` at the defaults)."""
     m = config.model
     key = jax.random.PRNGKey(config.seed) if key is None else key
+    if m.kind == "process":
+        return build_process_model(process_model(config), learned=m.learned, global_params=m.global_params,
+                                   fixed=dict(m.fixed))
+    if m.kind == "neural":
+        return _new_neural(config, prepared, key)
+    if m.kind != "hybrid":
+        raise ConfigError(f"[model] kind must be one of {MODEL_KINDS}, got {m.kind!r}")
+    return _new_hybrid(config, prepared, key)
+
+
+def _shared_sizes(config: ExperimentConfig, prepared: Prepared) -> dict:
+    """Encoder, location and site-attention arguments shared by `build_hybrid` and `build_neural`."""
+    m = config.model
+    return dict(**prepared.dims, encoder=m.encoder, hidden=m.hidden, attention=m.attention, location=m.location,
+                location_dim=m.location_dim, n_scales=m.n_scales,
+                n_regions=len(prepared.region_map) if m.region_embedding else 0, region_dim=m.region_dim,
+                site_attention=m.site_attention and config.data.n_context > 0, n_heads=m.n_heads,
+                embed_dim=m.embed_dim, use_summary=m.use_summary)
+
+
+def _new_neural(config: ExperimentConfig, prepared: Prepared, key):
+    from kgml.neural import build_neural, matching_head_width
+
+    m = config.model
+    width = m.neural_width
+    if not width:
+        hybrid = _new_hybrid(config, prepared, key)
+        shared = sum(count_parameters(getattr(hybrid, part)) for part in
+                     ("encoder", "location", "embed", "context_proj", "site_attention"))
+        width = matching_head_width(count_parameters(hybrid) - shared, hidden=m.hidden, embed_dim=m.embed_dim,
+                                    annual=prepared.task.annual)
+    return build_neural(key=key, **_shared_sizes(config, prepared), head_width=width, annual=prepared.task.annual,
+                        scales=prepared.scales, means=prepared.means)
+
+
+def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridModel:
+    m = config.model
     return build_hybrid(
-        process_model(config), key=key, **prepared.dims, encoder=m.encoder, hidden=m.hidden, attention=m.attention,
-        location=m.location, location_dim=m.location_dim, n_scales=m.n_scales,
-        n_regions=len(prepared.region_map) if m.region_embedding else 0, region_dim=m.region_dim,
-        site_attention=m.site_attention and config.data.n_context > 0, n_heads=m.n_heads, embed_dim=m.embed_dim,
-        head_hidden=m.head_hidden, learned=m.learned, global_params=m.global_params, time_varying=m.time_varying,
-        fixed=dict(m.fixed), residual=m.residual, residual_scale=m.residual_scale, use_summary=m.use_summary,
+        process_model(config), key=key, **_shared_sizes(config, prepared), head_hidden=m.head_hidden,
+        learned=m.learned, global_params=m.global_params, time_varying=m.time_varying, fixed=dict(m.fixed),
+        residual=m.residual, residual_scale=m.residual_scale,
     )
 
 
@@ -236,9 +301,10 @@ def objective(config: ExperimentConfig, prepared: Prepared) -> HybridObjective:
 
 @dataclass
 class Run:
-    """A trained (or loaded) model with its config, fitted preprocessing, split and training history."""
+    """A trained (or loaded) model (of ``config.model.kind``) with its config, fitted preprocessing, split and
+    training history."""
 
-    model: HybridModel
+    model: eqx.Module
     config: ExperimentConfig
     prepared: Prepared
     split: Split | None = None
@@ -248,7 +314,8 @@ class Run:
     def meta(self) -> dict:
         from kgml import __version__
 
-        return {"format_version": META_FORMAT, "kgml_version": __version__, "config": config_to_dict(self.config),
+        return {"format_version": META_FORMAT, "kgml_version": __version__, "model_kind": self.config.model.kind,
+                "config": config_to_dict(self.config),
                 "prepared": self.prepared.to_dict(), "split": None if self.split is None else self.split.to_dict()}
 
 
@@ -274,6 +341,9 @@ def train_run(
 
     split = split or site_split(ds, config)
     train_ds = split.select(ds, "train")
+    if init is not None and init.config.model.kind != config.model.kind:
+        raise ConfigError(f"[model] kind {config.model.kind!r} cannot start from a run of kind "
+                          f"{init.config.model.kind!r}: fine-tuning keeps the model kind")
     if init is not None:
         prepared = init.prepared
         if config.data.n_context:
@@ -299,8 +369,8 @@ def train_run(
 
 
 def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
-    """A run written by `train_run`/`run_experiment`: rebuilds the model from meta.json and loads its
-    ``best`` (or ``model``: the last) weights. Errors name what is missing."""
+    """A run written by `train_run`/`run_experiment`: rebuilds the model of the recorded kind from meta.json
+    and loads its ``best`` (or ``model``: the last) weights. Errors name what is missing."""
     from kgml.training import CheckpointError, load_model, read_metadata
 
     directory = Path(directory)
@@ -308,7 +378,14 @@ def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
     meta = read_metadata(ckpt)
     if meta.get("format_version") != META_FORMAT:
         raise CheckpointError(f"{ckpt / 'meta.json'}: unsupported format {meta.get('format_version')!r}")
-    config = config_from_dict(meta["config"])
+    try:
+        config = config_from_dict(meta["config"])
+    except ConfigError as err:
+        raise ConfigError(f"{ckpt / 'meta.json'}: {err}") from None
+    kind = meta.get("model_kind", "hybrid")  # runs written before model kinds existed are hybrids
+    if kind != config.model.kind:
+        raise CheckpointError(f"{ckpt / 'meta.json'}: model_kind {kind!r} differs from its config's [model] kind "
+                              f"{config.model.kind!r}")
     prepared = Prepared.from_dict(meta["prepared"])
     like = new_model(config, prepared)
     model = load_model(ckpt / f"{which}.eqx", like)
@@ -339,14 +416,14 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
         out = jax.tree_util.tree_map(np.asarray, _predict_jit(run.model, data.batch(idx)[0]))
         parts.append(jax.tree_util.tree_map(lambda a, k=min(size, n - i): a[:k], out))
     pred = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
-    out = predictions_to_dataset(pred, data, run.model.process.parameter_specs)
+    out = predictions_to_dataset(pred, data, tuple(run.model.specs.values()))
     for c in ("lat", "lon", "state", "vegetation", run.config.data.region):
         if c in ds.coords and "site" in ds[c].dims:
             out = out.assign_coords({c: ("site", ds[c].values)})
     from kgml import __version__
 
-    out.attrs.update(Conventions="CF-1.8", title=f"kgml hybrid predictions: {run.config.name}",
-                     source=f"kgml {__version__} HybridModel", config_sha256=config_hash(run.config))
+    out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",
+                     source=f"kgml {__version__} {type(run.model).__name__}", config_sha256=config_hash(run.config))
     return out
 
 

@@ -1,16 +1,19 @@
 """The hybrid model: a temporal encoder and location-aware heads predict the process model's parameters
 (and a bounded correction); the process model, run on the raw drivers, makes the fluxes and the yield.
 
-`HybridModel` acts on one site window (`SiteWindow`); callers vmap. `prepare_windows` turns a (site, time)
-dataset into windows of inputs and targets (numpy, host memory); `hybrid_objective` is the training loss.
+`HybridModel` acts on one site window (`SiteWindow`); callers vmap. `ProcessModel` is the process model
+alone with one calibrated global parameter set (the pure-neural model is `kgml.neural.NeuralModel`).
+`prepare_windows` turns a (site, time) dataset into windows of inputs and targets (numpy, host memory);
+`hybrid_objective` is the training loss of all three.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -32,16 +35,19 @@ __all__ = [
     "HybridModel",
     "HybridObjective",
     "Predictions",
+    "ProcessModel",
     "SiteWindow",
     "Targets",
     "TaskSpec",
     "WindowData",
     "build_hybrid",
+    "build_process_model",
     "context_pool",
     "hybrid_objective",
     "predict",
     "predictions_to_dataset",
     "prepare_windows",
+    "site_embedding",
     "target_scales",
 ]
 
@@ -125,6 +131,32 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _locate(location, lat, lon, static, region):
+    if getattr(location, "n_regions", 0):
+        return location(lat, lon, static, region)
+    return location(lat, lon, static)
+
+
+def site_embedding(model, w: SiteWindow) -> tuple[Array, Array]:
+    """(daily features (time, hidden), site embedding (embed_dim,)) of one window, for any model with the
+    fields ``encoder``, ``location``, ``embed``, ``context_proj``, ``site_attention`` and ``use_summary``
+    (`HybridModel`, `kgml.neural.NeuralModel`): the encoder's summary (if ``use_summary``) ⊕ the location
+    encoding → linear embedding, then site attention over the context sites (their location encoding ⊕
+    observation summary, projected)."""
+    h_seq, summary = model.encoder(w.x, w.x_mask)
+    parts = [summary] if model.use_summary else []
+    if model.location is not None:
+        parts.append(_locate(model.location, w.lat, w.lon, w.static, w.region))
+    emb = model.embed(jnp.concatenate(parts))
+    if model.site_attention is not None:
+        ctx_loc = jax.vmap(_locate, in_axes=(None, 0, 0, 0, None))(
+            model.location, w.context_lat, w.context_lon, w.context_static, w.region
+        )
+        ctx = jax.vmap(model.context_proj)(jnp.concatenate([ctx_loc, w.context_summary], axis=-1))
+        emb = model.site_attention(emb, ctx, w.context_mask, w.context_distance_km)
+    return h_seq, emb
+
+
 class HybridModel(eqx.Module):
     """Encoder + location encoding (+ site attention) → parameter head (+ residual head) → process model.
 
@@ -158,23 +190,10 @@ class HybridModel(eqx.Module):
 
     def embedding(self, w: SiteWindow) -> tuple[Array, Array]:
         """(daily features (time, hidden), site embedding (embed_dim,))."""
-        h_seq, summary = self.encoder(w.x, w.x_mask)
-        parts = [summary] if self.use_summary else []
-        if self.location is not None:
-            parts.append(self._locate(w.lat, w.lon, w.static, w.region))
-        emb = self.embed(jnp.concatenate(parts))
-        if self.site_attention is not None:
-            ctx_loc = jax.vmap(self._locate, in_axes=(0, 0, 0, None))(
-                w.context_lat, w.context_lon, w.context_static, w.region
-            )
-            ctx = jax.vmap(self.context_proj)(jnp.concatenate([ctx_loc, w.context_summary], axis=-1))
-            emb = self.site_attention(emb, ctx, w.context_mask, w.context_distance_km)
-        return h_seq, emb
+        return site_embedding(self, w)
 
     def _locate(self, lat, lon, static, region):
-        if getattr(self.location, "n_regions", 0):
-            return self.location(lat, lon, static, region)
-        return self.location(lat, lon, static)
+        return _locate(self.location, lat, lon, static, region)
 
     def parameters(self, h_seq: Array, emb: Array) -> tuple[dict, dict, dict]:
         """(static physical θ of every parameter, daily physical θ, unconstrained learned values)."""
@@ -299,6 +318,74 @@ def build_hybrid(
     )
 
 
+class ProcessModel(eqx.Module):
+    """The process model alone (no network): its calibrated parameters are one global set of unconstrained
+    values (``global_unconstrained``; physical value = ``spec.to_physical(u)``, so always within bounds),
+    the others fixed. Built by `build_process_model` at the defaults (or ``fixed`` values): untrained it IS
+    the process model. One set per model: per-region calibration is one model per region
+    (``grouping = "per_region"``). Same interface as `HybridModel` (``__call__(SiteWindow) → Predictions``;
+    no residual, the physics-only fluxes equal the fluxes)."""
+
+    process: Ecosystem
+    global_unconstrained: dict[str, Array]
+    fixed: tuple[tuple[str, float], ...] = eqx.field(static=True)
+    #: No per-site, time-varying or residual parts.
+    learned: ClassVar[tuple[str, ...]] = ()
+    time_varying: ClassVar[tuple[str, ...]] = ()
+    residual_targets: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def specs(self) -> dict[str, ParameterSpec]:
+        return {s.name: s for s in self.process.parameter_specs}
+
+    def parameters(self) -> dict[str, Array]:
+        """Physical values of every parameter (calibrated and fixed)."""
+        specs = self.specs
+        theta = {k: jnp.asarray(v, jnp.float32) for k, v in self.fixed}
+        theta.update({k: specs[k].to_physical(v) for k, v in self.global_unconstrained.items()})
+        return theta
+
+    def __call__(self, w: SiteWindow) -> Predictions:
+        theta = self.parameters()
+        out = simulate(self.process, theta, w.met).outputs
+        return Predictions(
+            gpp=out.gpp, reco=out.reco, nee=out.reco - out.gpp, rsoil=out.rsoil, et=out.et, lai=out.lai,
+            crop_yield=losses.annual_values(out.crop_yield, DAYS_PER_YEAR),
+            gpp_physics=out.gpp, reco_physics=out.reco, rsoil_physics=out.rsoil,
+            residual={}, theta=theta, theta_daily={}, unconstrained=dict(self.global_unconstrained),
+        )
+
+
+def build_process_model(
+    process: Ecosystem,
+    *,
+    learned: Sequence[str] | None = None,
+    global_params: Sequence[str] = (),
+    fixed: Mapping[str, float] | None = None,
+) -> ProcessModel:
+    """A `ProcessModel` calibrating ``learned`` (default: every parameter not in ``fixed``) and
+    ``global_params`` as one global set, starting at the specs' defaults; the others stay at ``fixed`` or
+    their defaults. Same parameter arguments as `build_hybrid` (there, ``learned`` are per site)."""
+    specs = {s.name: s for s in process.parameter_specs}
+    fixed = dict(fixed or {})
+    names = [n for n in specs if n not in fixed] if learned is None else list(learned)
+    for group, values in (("learned", names), ("global_params", global_params), ("fixed", fixed)):
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise KeyError(f"{group}: parameters {unknown} are not declared by {type(process).__name__} "
+                           f"(declares {sorted(specs)})")
+    calibrated = [n for n in specs if n in set(names) | set(global_params)]
+    if set(fixed) & set(calibrated):
+        raise ValueError(f"parameters {sorted(set(fixed) & set(calibrated))} are both fixed and learned")
+    for name, value in fixed.items():
+        specs[name].check(value, where="fixed")
+    return ProcessModel(
+        process=process,
+        global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in calibrated},
+        fixed=tuple((n, float(fixed.get(n, specs[n].default))) for n in specs if n not in set(calibrated)),
+    )
+
+
 def predict(model: HybridModel, inputs: SiteWindow) -> Predictions:
     """Predictions for a stacked batch of windows (vmap over the leading axis)."""
     return jax.vmap(model)(inputs)
@@ -355,7 +442,8 @@ def hybrid_objective(
     Daily targets compare daily predictions; monthly targets compare monthly means of the daily
     predictions (`losses.monthly_means`); ``crop_yield`` compares the year-end yield of each whole year.
     Penalties: parameter prior (`constraints.prior_penalty`), residual size, monotone temperature response
-    of heterotrophic respiration, yield consistent with the year's GPP. Returns (total, parts)."""
+    of heterotrophic respiration, yield consistent with the year's GPP — the last two only for a model with a
+    process model (``model.process``; `ProcessModel` too, not `kgml.neural.NeuralModel`). Returns (total, parts)."""
     inputs, targets = batch
     weights = dict(weights or {})
     pred = predict(model, inputs)
@@ -374,9 +462,10 @@ def hybrid_objective(
     data, parts = losses.multitask_loss(preds, obs, masks, weights, scales)
     penalties = {}
     specs = model.specs
+    process = model.process  # None for a model without physics (kgml.neural.NeuralModel)
     penalties["prior"] = constraints.prior_penalty(pred.unconstrained, specs.values(), prior_sd)
     penalties["residual"] = constraints.residual_penalty(pred.residual, scales)
-    soil_names = {s.name for s in model.process.soil_respiration.parameter_specs}
+    soil_names = set() if process is None else {s.name for s in process.soil_respiration.parameter_specs}
     if soil_names & (set(model.learned) | set(model.global_unconstrained)):
         # Time-varying parameters: the response of every 7th day's parameters.
         daily = {k: v[:, ::7] for k, v in pred.theta_daily.items() if k in soil_names}
@@ -384,14 +473,14 @@ def hybrid_objective(
         theta_sr = {k: jnp.broadcast_to(v[:, None], (v.shape[0], n_days)) for k, v in pred.theta.items()
                     if k in soil_names and k not in daily}
         theta_sr.update(daily)
-        response = jax.vmap(jax.vmap(lambda th: constraints.temperature_response_penalty(model.process, th)))
+        response = jax.vmap(jax.vmap(lambda th: constraints.temperature_response_penalty(process, th)))
         penalties["monotone"] = jnp.mean(response(theta_sr))
     else:
         penalties["monotone"] = jnp.zeros(())
-    if isinstance(model.process, CropEcosystem) and pred.crop_yield.shape[-1] > 0:
+    if isinstance(process, CropEcosystem) and pred.crop_yield.shape[-1] > 0:
         annual_gpp = losses.annual_sums(pred.gpp, DAYS_PER_YEAR)
         penalties["yield_consistency"] = constraints.yield_consistency_penalty(
-            pred.crop_yield, annual_gpp, model.process.crop.standard_moisture)
+            pred.crop_yield, annual_gpp, process.crop.standard_moisture)
     else:
         penalties["yield_consistency"] = jnp.zeros(())
     coef = {"prior": prior, "residual": residual, "monotone": monotone, "yield_consistency": yield_consistency}
@@ -545,12 +634,6 @@ def prepare_windows(
     ds = _drop_leap_days(ds)
     n_sites, n_time = ds.sizes["site"], ds.sizes["time"]
     doy = np.asarray(ds.time.dt.dayofyear.values)
-    if window_days % DAYS_PER_YEAR == 0:
-        starts = [int(t) for t in np.flatnonzero(doy == 1) if t + window_days <= n_time]
-    else:
-        starts = list(range(0, n_time - window_days + 1, window_days))
-    if not starts:
-        raise ValueError(f"no whole window of {window_days} days (starting 1 January) in {n_time} days")
     ds_f = ds.copy()
     ds_f["doy_sin"] = (("time",), np.sin(2 * np.pi * doy / DAYS_PER_YEAR).astype(np.float32))
     ds_f["doy_cos"] = (("time",), np.cos(2 * np.pi * doy / DAYS_PER_YEAR).astype(np.float32))
@@ -566,8 +649,6 @@ def prepare_windows(
             raise KeyError(f"feature {name!r} is not in the normaliser (fitted: {normaliser.variables})")
         x_all.append(v)
     x_all = np.stack(x_all, axis=-1)
-    x_ok = np.isfinite(x_all).all(axis=-1)
-    x_all = np.where(np.isfinite(x_all), x_all, 0.0).astype(np.float32)
 
     met = met_from_dataset(ds)
     met = Met(*(None if v is None else _fill_gaps(np.broadcast_to(v, (n_sites, n_time))) for v in met))
@@ -612,6 +693,7 @@ def prepare_windows(
     month_code = time_years * 12 + np.asarray(ds.time.dt.month.values) - 1
     daily = np.stack([_daily(ds, n, n_sites, n_time) for n in task.daily], axis=-1) if task.daily else np.zeros(
         (n_sites, n_time, 0), np.float32)
+    cut = _cut_windows(ds, doy, x_all, met, daily, window_days)
     monthly_codes = {}
     if task.monthly:
         mcoord = np.asarray(ds["month"].values)
@@ -623,49 +705,46 @@ def prepare_windows(
         annual_src = {int(y): i for i, y in enumerate(ds.year.values)}
         yvals = ds["crop_yield"].transpose("site", "year").values
 
-    xs, xms, wsite, wstart, wyear = [], [], [], [], []
-    dy, mo, an, midx = [], [], [], []
-    for s in range(n_sites):
-        for t0 in starts:
-            sl = slice(t0, t0 + window_days)
-            y = daily[s, sl]
-            codes = month_code[sl]
-            slots = (codes - codes[0]).astype(np.int32)
-            slots = np.where(slots < n_month_slots, slots, -1)
-            m_obs = np.zeros((n_month_slots, len(task.monthly)), np.float32)
-            if task.monthly:
-                for j in range(n_month_slots):
-                    c = int(codes[0]) + j
-                    if c in monthly_codes:
-                        m_obs[j] = mvals[s, monthly_codes[c]]
-                    else:
-                        m_obs[j] = np.nan
-            a_obs = np.full(n_years, np.nan, np.float32)
-            if annual_src is not None:
-                for j in range(n_years):
-                    yi = annual_src.get(int(time_years[t0]) + j)
-                    if yi is not None:
-                        a_obs[j] = yvals[s, yi]
-            if require_targets and not (np.isfinite(y).any() or np.isfinite(m_obs).any() or np.isfinite(a_obs).any()):
-                continue
-            xs.append(x_all[s, sl])
-            xms.append(x_ok[s, sl])
-            wsite.append(s)
-            wstart.append(t0)
-            wyear.append(int(time_years[t0]))
-            dy.append(y)
-            mo.append(m_obs)
-            an.append(a_obs)
-            midx.append(slots)
-    if not xs:
+    keep, wyear, mo, an, midx = [], [], [], [], []
+    for w, (s, t0) in enumerate(zip(cut.site_index, cut.start, strict=True)):
+        sl = slice(t0, t0 + window_days)
+        codes = month_code[sl]
+        slots = (codes - codes[0]).astype(np.int32)
+        slots = np.where(slots < n_month_slots, slots, -1)
+        m_obs = np.zeros((n_month_slots, len(task.monthly)), np.float32)
+        if task.monthly:
+            for j in range(n_month_slots):
+                c = int(codes[0]) + j
+                if c in monthly_codes:
+                    m_obs[j] = mvals[s, monthly_codes[c]]
+                else:
+                    m_obs[j] = np.nan
+        a_obs = np.full(n_years, np.nan, np.float32)
+        if annual_src is not None:
+            for j in range(n_years):
+                yi = annual_src.get(int(time_years[t0]) + j)
+                if yi is not None:
+                    a_obs[j] = yvals[s, yi]
+        if require_targets and not (cut.y_mask[w].any() or np.isfinite(m_obs).any() or np.isfinite(a_obs).any()):
+            continue
+        keep.append(w)
+        wyear.append(int(time_years[t0]))
+        mo.append(m_obs)
+        an.append(a_obs)
+        midx.append(slots)
+    if not keep:
         raise ValueError("no window with observed targets")
-    wsite_a = np.asarray(wsite, np.int32)
-    wstart_a = np.asarray(wstart, np.int32)
-    win = np.arange(window_days)[None, :] + wstart_a[:, None]
-    met_w = Met(*(None if v is None else v[wsite_a[:, None], win] for v in met))
-    dy_a, mo_a, an_a = np.stack(dy), np.stack(mo), np.stack(an)
+    keep = np.asarray(keep)
+    wsite_a = cut.site_index[keep]
+    wstart_a = cut.start[keep]
+    n_x = len(feats)
+    met_cols = [i for i, v in enumerate(met) if v is not None]
+    met_w = Met(*(None if v is None else cut.x[keep, :, n_x + met_cols.index(i)] for i, v in enumerate(met)))
+    dy_a = np.where(cut.y_mask[keep], cut.y[keep], np.nan)
+    mo_a, an_a = np.stack(mo), np.stack(an)
     inputs = SiteWindow(
-        x=np.stack(xs), x_mask=np.stack(xms), met=met_w, static=st[wsite_a], lat=lat[wsite_a], lon=lon[wsite_a],
+        x=cut.x[keep, :, :n_x], x_mask=cut.x_mask[keep, :, :n_x].all(axis=-1), met=met_w, static=st[wsite_a],
+        lat=lat[wsite_a], lon=lon[wsite_a],
         region=reg[wsite_a], context_lat=c_lat[wsite_a], context_lon=c_lon[wsite_a],
         context_static=c_static[wsite_a], context_summary=c_summary[wsite_a], context_mask=c_mask[wsite_a],
         context_distance_km=c_dist[wsite_a],
@@ -678,6 +757,50 @@ def prepare_windows(
     )
     return WindowData(inputs, targets, wsite_a, wstart_a, tuple(ds.site.values.astype(str)), ds.time.values,
                       np.asarray(wyear, np.int32), task, feats, tuple(static))
+
+
+#: Day of the year before the first of each month in a 365-day calendar.
+_MONTH_START = np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30])
+
+
+def _cut_windows(ds: xr.Dataset, doy: np.ndarray, x_all: np.ndarray, met: Met, daily: np.ndarray,
+                 window_days: int):
+    """Whole windows of the (site, time[, k]) arrays — normalised features, gap-filled drivers, daily targets
+    — cut by `kgml.data.batching.make_windows` (``features`` = the feature columns then the driver fields,
+    ``targets`` = the daily targets). Whole-year windows start on every 1 January (stride one year, from the
+    first 1 January); other windows every ``window_days`` from the first day. Partial windows are dropped (the
+    physics needs every day's drivers). ``start`` of the result indexes ``ds.time``."""
+    from kgml.data.batching import make_windows
+
+    n_sites, n_time = x_all.shape[:2]
+    yearly = window_days % DAYS_PER_YEAR == 0
+    first = int(np.argmax(doy == 1)) if yearly and (doy == 1).any() else 0
+    whole = n_time - first - window_days >= 0 and (not yearly or (doy == 1).any())
+    if not whole:
+        raise ValueError(f"no whole window of {window_days} days (starting 1 January) in {n_time} days")
+    columns = {f"x{i}": x_all[..., i] for i in range(x_all.shape[-1])}
+    columns.update({f"met_{k}": v for k, v in zip(Met._fields, met, strict=True) if v is not None})
+    columns.update({f"y{i}": daily[..., i] for i in range(daily.shape[-1])})
+    table = xr.Dataset({k: (("site", "time"), v[:, first:]) for k, v in columns.items()},
+                       coords={"site": ds.site.values, "time": np.arange(n_time - first)})
+    names = list(columns)
+    cut = make_windows(table, [n for n in names if not n.startswith("y")], [n for n in names if n.startswith("y")],
+                       window=window_days, stride=DAYS_PER_YEAR if yearly else window_days, min_targets=0)
+    full = cut.start + window_days <= n_time - first
+    cut = dataclasses.replace(cut, **{f: getattr(cut, f)[full] for f in
+                                      ("x", "x_mask", "y", "y_mask", "static", "site_index", "start")})
+    cut = dataclasses.replace(cut, start=(cut.start + first).astype(np.int32))
+    # consecutive days of a 365-day calendar: each used window must span exactly window_days calendar days
+    t = ds.time.dt
+    day = (np.asarray(t.year.values) * DAYS_PER_YEAR + _MONTH_START[np.asarray(t.month.values) - 1]
+           + np.asarray(t.day.values))
+    span = day[cut.start + window_days - 1] - day[cut.start]
+    if np.any(span != window_days - 1) or (yearly and np.any(doy[cut.start] != 1)):
+        bad = int(cut.start[np.flatnonzero((span != window_days - 1) | (doy[cut.start] != 1 if yearly else False))[0]])
+        raise ValueError(f"the daily time axis is not contiguous: the window starting {ds.time.values[bad]} spans "
+                         f"{int(day[bad + window_days - 1] - day[bad]) + 1} calendar days for {window_days} steps "
+                         "(missing days). Reindex the dataset to every day (NaN where nothing was recorded) first.")
+    return cut
 
 
 def _drop_leap_days(ds: xr.Dataset) -> xr.Dataset:

@@ -146,6 +146,19 @@ def test_windows_align_targets_at_their_resolution(maize_setup):
     assert t.month_index.max() == 11 and t.month_index.min() == 0
 
 
+def test_windows_need_a_complete_daily_axis(maize_setup):
+    """Whole-year windows are cut (by `kgml.data.batching.make_windows`) every 365 days from the first 1 January;
+    a window over a time axis with a missing day would span more than its days: refused, saying what to do."""
+    ds, data, _, task, scales = maize_setup
+    norm = Normaliser.fit(ds, (*FEATURES, "soil_carbon"))
+    late = ds.isel(time=slice(40, None))  # starts in February: the first window starts on the next 1 January
+    w = prepare_windows(late, features=FEATURES, static=("soil_carbon",), task=task, normaliser=norm, scales=scales)
+    assert len(w) == ds.sizes["site"] and np.all(w.start == 365 - 40) and np.all(w.years == data.years.max())
+    gappy = ds.isel(time=np.r_[0:100, 101:ds.sizes["time"]])
+    with pytest.raises(ValueError, match="not contiguous.*366 calendar days.*Reindex"):
+        prepare_windows(gappy, features=FEATURES, static=("soil_carbon",), task=task, normaliser=norm, scales=scales)
+
+
 # --- parameter recovery --------------------------------------------------------------------------------
 
 
