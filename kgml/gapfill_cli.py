@@ -6,6 +6,13 @@ units line) or a ``DateTime`` CSV. Every original line, field and line ending is
 comes in added columns: ``<COL>_F_MDS`` (filled series), ``_QC`` (0 original, 1/2/3 = class A/B/C), ``_SD``
 (std of the values averaged), ``_N``, ``_METHOD`` and ``_WINDOW`` (days) — REddyProc's ``NEE_f``, ``_fqc``,
 ``_fsd``, ``_fnum``, ``_fmeth``, ``_fwin`` in a REddyProc table. Missing = -9999 (or NA where the file uses NA).
+
+``--method gbm|rf``: ``<COL>_F_GBM`` (or ``_RF``), ``_QC`` (0 original, 1 filled, 2 filled with a driver missing),
+``_SD`` (calibrated 1 σ). ``--method hybrid`` (`kgml.fluxhybrid`: NEE = Rb_NN·Q10^((TA−15)/10) − LUE_NN·SW_IN, a
+deep ensemble trained on the column's own measured values; needs TA): ``<COL>_F_HYB``, ``_QC`` (0 original,
+1 filled, 2 filled where a driver was interpolated), ``_SD`` (calibrated 1 σ) and the partitioning of the same
+model, ``<COL>_F_HYB_GPP`` and ``<COL>_F_HYB_RECO`` (the column's units; REddyProc tables: ``NEE_hybrid_f``,
+``_fqc``, ``_fsd``, ``_GPP``, ``_Reco``).
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ _SW_CANDIDATES = ("SW_IN_F", "SW_IN", "SW_IN_F_MDS", "SW_IN_PI_F", "Rg")
 _TA_CANDIDATES = ("TA_F", "TA", "TA_F_MDS", "TA_PI_F", "Tair")
 _VPD_CANDIDATES = ("VPD_F", "VPD", "VPD_F_MDS", "VPD_PI", "VPD_PI_F")
 _RH_CANDIDATES = ("RH", "rH", "RH_F", "RH_PI_F")
+_SWC_CANDIDATES = ("SWC_F_MDS_1", "SWC_1", "SWC", "SWC_PI_F", "SWC_1_1_1")
+_METHODS = ("mds", "gbm", "rf", "hybrid")
 _MISSING = -9999.0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "gapfill",
-        help="gap-fill NEE (or another flux) of a FLUXNET / REddyProc file by MDS; same format out, added columns",
+        help="gap-fill NEE (or another flux) of a FLUXNET / REddyProc file by MDS, ML or the flux hybrid; same format out, added columns",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -36,8 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output file (never the input; .gz compresses)")
     p.add_argument("--flux", action="append", default=None, metavar="COLUMN",
                    help=f"column to fill (repeatable; default: the first of {', '.join(_FLUX_CANDIDATES)})")
-    p.add_argument("--method", choices=("mds", "gbm", "rf"), default="mds",
-                   help="mds: marginal distribution sampling (default); gbm / rf: ML filler (needs scikit-learn)")
+    p.add_argument("--method", choices=_METHODS, default="mds",
+                   help="mds: marginal distribution sampling (default); gbm / rf: ML filler (needs scikit-learn); "
+                        "hybrid: the flux hybrid (NEE = Reco(TA) - LUE x SW_IN), also writes its GPP and Reco")
     p.add_argument("--sw-in", default=None, metavar="COLUMN", help="shortwave radiation column (W m-2)")
     p.add_argument("--ta", default=None, metavar="COLUMN", help="air temperature column (°C)")
     p.add_argument("--vpd", default=None, metavar="COLUMN", help="vapour pressure deficit column (hPa)")
@@ -306,13 +316,15 @@ def gapfill_file(
     use_qc: bool = True,
     fill_all: bool = True,
     overwrite: bool = False,
+    hybrid_config=None,
 ) -> GapfillReport:
     """Gap-fill ``flux`` columns of ``path`` and write ``out`` in the same format with added columns.
 
     Gaps: -9999/NA values, plus (``use_qc``) values whose ``<COL>_QC`` flag exceeds ``max_flag`` (sub-daily)
     or whose ``<COL>_QC`` fraction is below ``min_fraction`` (daily). Raises `DataValidationError` naming the
     file, column and problem for bad input; `FileExistsError` when ``out`` is the input (always) or exists
-    (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`).
+    (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`). ``hybrid_config``: a
+    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None).
     """
     import warnings
 
@@ -327,8 +339,8 @@ def gapfill_file(
         raise FileExistsError(f"refusing to overwrite the input file {path}; choose another --out")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --force (overwrite=True) to replace it")
-    if method not in ("mds", "gbm", "rf"):
-        raise ValueError(f"method must be 'mds', 'gbm' or 'rf', got {method!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     table = _read_table(path)
     frame = _frame(table)
     starts, per_day, _ = _times(table, frame)
@@ -350,15 +362,28 @@ def gapfill_file(
         vp = vpd_from_rh(ta, frame[rh_col].to_numpy(dtype=float))
         notes[-1:] = [f"VPD computed from {rh_col} and {ta_col} (FAO-56 Tetens saturation vapour pressure)"]
 
-    tag = {"mds": "MDS", "gbm": "GBM", "rf": "RF"}[method]
+    swc = None
+    if method == "hybrid":
+        if ta is None:
+            raise DataValidationError(path, _TA_CANDIDATES[0], "the hybrid filler needs air temperature (Reco = Rb Q10^((TA-15)/10)); pass --ta")
+        swc_col = _pick(table, None, _SWC_CANDIDATES, "soil water content", False)
+        if swc_col is not None:
+            swc = frame[swc_col].to_numpy(dtype=float)
+            notes.append(f"hybrid: soil water content from {swc_col}")
+
+    tag = {"mds": "MDS", "gbm": "GBM", "rf": "RF", "hybrid": "HYB"}[method]
     if table.kind == "reddyproc":
         suffixes = [("_f", "--"), ("_fqc", "--"), ("_fsd", "--"), ("_fnum", "--"), ("_fmeth", "--"), ("_fwin", "days")]
         if method != "mds":
             suffixes = [(f"_{method}_f", "--"), (f"_{method}_fqc", "--"), (f"_{method}_fsd", "--")]
+        if method == "hybrid":
+            suffixes += [("_hybrid_GPP", "--"), ("_hybrid_Reco", "--")]
     else:
         suffixes = [(f"_F_{tag}", ""), (f"_F_{tag}_QC", ""), (f"_F_{tag}_SD", "")]
         if method == "mds":
             suffixes += [("_F_MDS_N", ""), ("_F_MDS_METHOD", ""), ("_F_MDS_WINDOW", "")]
+        if method == "hybrid":
+            suffixes += [("_F_HYB_GPP", ""), ("_F_HYB_RECO", "")]
 
     added, values, counts = [], [], {}
     for col in flux_cols:
@@ -382,6 +407,16 @@ def gapfill_file(
                 cols = [res.filled, np.where(res.qc >= 0, res.qc, np.nan), res.sd, res.n.astype(float),
                         np.where(res.method > 0, res.method, np.nan), res.window]
                 qc = res.qc
+            elif method == "hybrid":
+                from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
+
+                drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp), ("swc", swc)) if v is not None}
+                res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(), source=f"{path} {col}")
+                qc = res.qc
+                sd = res.sd if fill_all else np.where(gaps, res.sd, np.nan)
+                cols = [res.filled, res.qc.astype(float), sd, res.gpp, res.reco]
+                notes.append(f"hybrid {col}: Q10 = {np.mean(res.fit.q10):.2f} ± {np.std(res.fit.q10):.2f} (ensemble), "
+                             f"sd calibration factor {res.fit.calibration:.2f}, {res.fit.seconds:.1f} s")
             else:
                 drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp)) if v is not None}
                 res = ml_gapfill(y, drivers, starts, model=method, fill_all=fill_all, source=f"{path} {col}")

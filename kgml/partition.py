@@ -1,5 +1,6 @@
 """Flux partitioning of NEE into GPP and ecosystem respiration: the night-time method (Reichstein et al. 2005)
-and the daytime light-response method (Lasslop et al. 2010), as REddyProc implements them.
+and the daytime light-response method (Lasslop et al. 2010), as REddyProc implements them, and the hybrid
+(`kgml.fluxhybrid`: NEE = Rb_NN · Q10^((TA−15)/10) − LUE_NN · SW_IN, Reichstein et al. 2022; Tramontana et al. 2020).
 
 Array functions take fluxes in µmol CO2 m-2 s-1 (the units of the published parameter bounds);
 `partition_dataset` converts a kgml (site, time) dataset (gC m-2 d-1) and returns xarray. Non-linear fits
@@ -27,10 +28,12 @@ from process_models.temperature import lloyd_taylor_response
 
 __all__ = [
     "DaytimePartition",
+    "HybridPartition",
     "NighttimePartition",
     "PartitionError",
     "daytime_partition",
     "fit_lloyd_taylor",
+    "hybrid_partition",
     "nighttime_partition",
     "partition_dataset",
     "potential_radiation",
@@ -600,6 +603,45 @@ def _fit_light_response(groups, y, rg, temp, vp, sigma, e0, rref_night, vpd0, al
     return phys, flag
 
 
+# --- hybrid partitioning ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HybridPartition:
+    """Hybrid partitioning result, per step in the units of the NEE given: ``gpp``, ``reco`` (ensemble means),
+    ``gpp_sd``, ``reco_sd`` (ensemble spread), ``nee`` (the model's NEE = reco − gpp), ``q10`` (one per ensemble
+    member) and ``fit`` (the `kgml.fluxhybrid.HybridFit`)."""
+
+    gpp: np.ndarray
+    reco: np.ndarray
+    gpp_sd: np.ndarray
+    reco_sd: np.ndarray
+    nee: np.ndarray
+    q10: np.ndarray
+    fit: object
+
+
+def hybrid_partition(
+    nee, tair, sw_in, times, *, vpd=None, swc=None, config=None, record: bool = True, source: object = None
+) -> HybridPartition:
+    """Hybrid flux partitioning: GPP and Reco of the flux hybrid trained on measured NEE (NaN elsewhere) at the
+    data's own step (half-hourly, hourly or daily): GPP = LUE_NN(x) · SW_IN with LUE ≥ 0, Reco = Rb_NN(z) ·
+    Q10^((TA − 15 °C)/10) with one learned Q10 per site (Reichstein et al. 2022, Knowledge-Guided Machine Learning
+    ch. 14; GPP sub-network as NNC-part, Tramontana et al. 2020 Glob. Change Biol. 26:5235). Unlike the night-time
+    method, no night/day split and no window fits are needed: both fluxes come from one model of all measured NEE.
+    Any flux units; tair °C, sw_in W m-2, vpd hPa, swc %. ``config``: a `kgml.fluxhybrid.HybridConfig`.
+    """
+    from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
+
+    drivers = {"sw_in": sw_in, "tair": tair, "vpd": vpd, "swc": swc}
+    res = hybrid_gapfill(
+        nee, {k: v for k, v in drivers.items() if v is not None}, times, model="hybrid",
+        config=config or HybridConfig(), record=record, source=source,
+    )
+    fit = res.fit
+    return HybridPartition(fit.gpp, fit.reco, fit.gpp_sd, fit.reco_sd, fit.nee, fit.q10, fit)
+
+
 # --- datasets -------------------------------------------------------------------------------------------
 
 
@@ -617,9 +659,15 @@ def partition_dataset(
     GPP = Reco − NEE_f in the night-time method. Drivers: ``tair`` (°C), ``sw_in`` (W m-2), ``vpd`` (hPa;
     daytime). Potential radiation is used for day/night when the site has lat, lon and utc_offset.
     Returns ``gpp_nt``/``reco_nt`` (or ``gpp_dt``/``reco_dt``) in gC m-2 d-1 and ``e0_nt`` (K).
+
+    ``method="hybrid"`` (`hybrid_partition`; also daily data; ``vpd`` and ``swc`` used when present) returns
+    ``gpp_hybrid``, ``reco_hybrid`` with their ensemble spread ``gpp_hybrid_sd``, ``reco_hybrid_sd`` and the
+    learned ``q10_reco`` per site; ``options`` go to `hybrid_partition` (``config``, ``record``).
     """
+    if method == "hybrid":
+        return _hybrid_partition_dataset(ds, nee, **options)
     if method not in ("nighttime", "daytime"):
-        raise ValueError(f"method must be 'nighttime' or 'daytime', got {method!r}")
+        raise ValueError(f"method must be 'nighttime', 'daytime' or 'hybrid', got {method!r}")
     source = ds.attrs.get("source", "<dataset>")
     need = [nee, "tair", "sw_in"] + (["vpd"] if method == "daytime" else [])
     for name in need:
@@ -658,4 +706,35 @@ def partition_dataset(
     }
     if tag == "nt":
         data_vars["e0_nt"] = (("site", "time"), out["e0_nt"].astype(np.float32), {"units": "K", "long_name": "Lloyd-Taylor E0 of the year"})
+    return xr.Dataset(data_vars, coords={"site": sites, "time": times}, attrs={"source": str(source), "partitioning": label})
+
+
+def _hybrid_partition_dataset(ds: xr.Dataset, nee: str = "nee", **options) -> xr.Dataset:
+    source = ds.attrs.get("source", "<dataset>")
+    for name in (nee, "tair", "sw_in"):
+        if name not in ds:
+            raise DataValidationError(source, name, "hybrid partitioning needs it; not in the dataset")
+    sites, times = ds["site"].values, ds["time"].values
+    out = {k: np.full((sites.size, times.size), np.nan) for k in ("gpp", "reco", "gpp_sd", "reco_sd")}
+    q10 = np.full(sites.size, np.nan)
+    for i, site in enumerate(sites):
+        def get(v, site=site):
+            return np.asarray(ds[v].sel(site=site).values, dtype=float) if v in ds else None
+
+        res = hybrid_partition(
+            get(nee), get("tair"), get("sw_in"), times, vpd=get("vpd"), swc=get("swc"), source=f"{source} (site {site})",
+            **options,
+        )
+        out["gpp"][i], out["reco"][i], out["gpp_sd"][i], out["reco_sd"][i] = res.gpp, res.reco, res.gpp_sd, res.reco_sd
+        q10[i] = float(np.mean(res.q10))
+    units = ds[nee].attrs.get("units", "gC m-2 d-1")
+    label = "hybrid (Rb_NN x Q10, LUE_NN x SW_IN; Reichstein et al. 2022, Tramontana et al. 2020)"
+    dims = ("site", "time")
+    data_vars = {
+        "gpp_hybrid": (dims, out["gpp"].astype(np.float32), {"units": units, "long_name": f"GPP, {label} partitioning"}),
+        "reco_hybrid": (dims, out["reco"].astype(np.float32), {"units": units, "long_name": f"ecosystem respiration, {label} partitioning"}),
+        "gpp_hybrid_sd": (dims, out["gpp_sd"].astype(np.float32), {"units": units, "long_name": "ensemble spread of gpp_hybrid"}),
+        "reco_hybrid_sd": (dims, out["reco_sd"].astype(np.float32), {"units": units, "long_name": "ensemble spread of reco_hybrid"}),
+        "q10_reco": (("site",), q10.astype(np.float32), {"units": "1", "long_name": "learned Q10 of ecosystem respiration (ensemble mean)"}),
+    }
     return xr.Dataset(data_vars, coords={"site": sites, "time": times}, attrs={"source": str(source), "partitioning": label})

@@ -475,9 +475,57 @@ def test_ml_filler_recovers_synthetic_flux_with_calibrated_sd(model):
     res = ml_gapfill(obs, {"sw_in": sw, "tair": ta, "vpd": vpd}, times, model=model, n_estimators=60)
     err = res.filled[gaps] - y[gaps]
     assert np.sqrt(np.mean(err**2)) < 1.0  # noise σ = 0.5
-    assert 0.4 < np.mean(np.abs(err) < res.sd[gaps]) < 0.97
+    # σ calibrated on held-out days: ±1σ covers close to the nominal 68 % of gap errors
+    assert 0.55 < np.mean(np.abs(err) < res.sd[gaps]) < 0.82
+    assert res.calibration != 1.0
+    raw = ml_gapfill(obs, {"sw_in": sw, "tair": ta, "vpd": vpd}, times, model=model, n_estimators=60, calibrate=False)
+    np.testing.assert_allclose(res.sd[gaps], raw.sd[gaps] * res.calibration, rtol=1e-9)
+    np.testing.assert_array_equal(res.filled, raw.filled)
     assert (res.qc[gaps] == 1).all() and (res.qc[~gaps] == 0).all()
     np.testing.assert_array_equal(res.filled[~gaps], y[~gaps])
+
+
+def test_calibration_split_holds_out_whole_days():
+    from kgml.gapfill import calibration_split
+
+    observed = np.ones(100 * SPD, bool)
+    observed[::7] = False
+    held = calibration_split(observed, SPD, seed=3)
+    assert 0.08 < held.sum() / observed.sum() <= 0.10
+    assert not (held & ~observed).any()
+    by_day = held.reshape(100, SPD) | ~observed.reshape(100, SPD)
+    assert np.all(by_day.all(axis=1) | ~held.reshape(100, SPD).any(axis=1))  # a day is held out whole or not at all
+    np.testing.assert_array_equal(held, calibration_split(observed, SPD, seed=3))
+
+
+def test_hybrid_gapfill_dataset_two_sites():
+    import xarray as xr
+
+    from kgml.fluxhybrid import HybridConfig
+    from kgml.gapfill import hybrid_gapfill_dataset
+
+    sites = []
+    for seed in (0, 1):
+        times, sw, ta, vpd, y = synthetic_tower(n_days=12, seed=seed)
+        y[np.random.default_rng(seed).random(y.size) < 0.2] = np.nan
+        sites.append((y, sw, ta, vpd))
+    arr = lambda k: (("site", "time"), np.stack([s[k] for s in sites]).astype(np.float32))  # noqa: E731
+    ds = xr.Dataset(
+        {"nee": arr(0), "sw_in": arr(1), "tair": arr(2), "vpd": arr(3)},
+        coords={"site": ["XX-One", "XX-Two"], "time": times},
+        attrs={"source": "constructed", "time_resolution": "HH"},
+    )
+    ds["nee"].attrs["units"] = "gC m-2 d-1"
+    out = hybrid_gapfill_dataset(ds, config=HybridConfig(members=2, max_steps=300))
+    assert set(out.data_vars) == {"nee_f", "nee_fsd", "nee_fqc", "gpp_hybrid", "reco_hybrid", "q10_reco"}
+    assert out["gpp_hybrid"].attrs["units"] == "gC m-2 d-1"
+    obs = np.isfinite(ds["nee"].values)
+    np.testing.assert_array_equal(out["nee_f"].values[obs], ds["nee"].values[obs])
+    assert np.isfinite(out["nee_f"].values).all() and (out["nee_fqc"].values[~obs] == 1).all()
+    np.testing.assert_allclose(
+        out["nee_f"].values[~obs], (out["reco_hybrid"] - out["gpp_hybrid"]).values[~obs], atol=1e-4
+    )
+    assert np.all((out["q10_reco"].values >= 1.0) & (out["q10_reco"].values <= 5.0))
 
 
 def test_ml_filler_errors():
