@@ -109,8 +109,7 @@ def driver_sensitivities(
         for j, feat in enumerate(data.features):
             if feat in group and feat in norm.std:
                 scale[i, j] = 1.0 / norm.std[feat]
-    times = np.asarray(data.times)
-    dm = np.ones(times.size, bool) if day_mask is None else np.asarray(day_mask, bool)
+    dm = np.ones(ds.sizes["time"], bool) if day_mask is None else np.asarray(day_mask, bool)
     if dm.size != ds.sizes["time"]:
         raise ValueError(f"day_mask has {dm.size} days; the dataset has {ds.sizes['time']}")
     leap = _leap_mask(ds)
