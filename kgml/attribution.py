@@ -93,6 +93,9 @@ def driver_sensitivities(
     both. Also returns the fluxes themselves and the learned parameters per site (``theta_<name>``).
     Exact (forward-mode autodiff through the scan), mean over a site's windows."""
     from kgml.experiment import windows
+    from kgml.mapping import require_hybrid
+
+    require_hybrid(run, "driver_sensitivities")
 
     unknown = sorted(set(drivers) - set(DRIVER_GROUPS))
     if unknown:

@@ -824,6 +824,18 @@ def _compute(arr, scheduler):
         return client.compute(arr).result()
 
 
+def require_hybrid(run, what: str) -> None:
+    """Mapping, attribution and scenarios read the hybrid's location encoder, parameter head and physics
+    layer: a run of another model kind (``neural``, ``process``) is an error that names its kind."""
+    from kgml.hybrid import HybridModel
+
+    if not isinstance(run.model, HybridModel):
+        kind = getattr(getattr(run, "config", None), "model", None)
+        kind = getattr(kind, "kind", type(run.model).__name__)
+        where = f" ({run.directory})" if getattr(run, "directory", None) else ""
+        raise ValueError(f"{what} needs a hybrid run ([model] kind = \"hybrid\"); this run{where} is of kind {kind!r}")
+
+
 def _as_runs(runs) -> tuple:
     from kgml.experiment import Run, load_run
 
@@ -831,6 +843,8 @@ def _as_runs(runs) -> tuple:
     out = tuple(r if isinstance(r, Run) else load_run(r) for r in runs)
     if not out:
         raise ValueError("map_run needs at least one run")
+    for r in out:
+        require_hybrid(r, "mapping")
     kinds = {type(r.model.process).__name__ for r in out}
     if len(kinds) > 1:
         raise ValueError(f"ensemble members must share the process model; got {sorted(kinds)}")

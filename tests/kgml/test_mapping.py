@@ -202,3 +202,18 @@ def test_commands_map_explain_scenario_on_a_real_grid(runs, dataset_dir, tmp_pat
     with xr.open_dataset(tmp_path / "sc" / "scenario.nc") as sc, xr.open_dataset(tmp_path / "sc" / "difference.nc") as d:
         assert str(sc.time.values[0])[:4] == "2030" and "d_nee" in d
     assert "reco_total_tgc_change" in (tmp_path / "sc" / "budget_changes.md").read_text()
+
+
+def test_runs_of_other_model_kinds_are_refused_by_name(runs):
+    """Mapping and attribution read the hybrid's heads and physics: a neural or process run is an error
+    naming its kind, never a silent fallback."""
+    from kgml import attribution as A
+    from kgml.hybrid import build_process_model
+
+    r0, _ = runs
+    cfg = dataclasses.replace(r0.config, model=dataclasses.replace(r0.config.model, kind="process"))
+    proc = dataclasses.replace(r0, model=build_process_model(r0.model.process), config=cfg, directory=None)
+    with pytest.raises(ValueError, match="kind 'process'"):
+        M.map_run(proc, monthly_grid(months=2))
+    with pytest.raises(ValueError, match="needs a hybrid run"):
+        A.driver_sensitivities(proc, None)
