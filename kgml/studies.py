@@ -75,7 +75,10 @@ class StudySettings:
     years of every unit held out, the ``val_years`` before them for early stopping); ``units``/``n_units``:
     which sites to load (explicit list, or that many spread over the sorted list; empty/0: all);
     ``first_year``/``last_year``: restrict the years (0: all); ``rf_trees``, ``lstm_steps``: baseline sizes;
-    ``pretrain_*``: the synthetic pretraining of ``hybrid_pretrained``; ``towers``: flux towers joined to the
+    ``pretrain_*``: the synthetic pretraining of ``hybrid_pretrained`` (`pretrain_synthetic`; ``pretrain_weather``
+    = ``"generator"`` | ``"stations"`` (real site-years, every source required) | ``"available_stations"`` (real
+    site-years of whichever ``pretrain_weather_sources`` — default all — are present, the used ones recorded));
+    ``towers``: flux towers joined to the
     yield data; ``attribution``: driver attribution of the hybrid; ``group``: region coordinate for
     worst-group scores (default ``data.region``).
     """
@@ -97,6 +100,8 @@ class StudySettings:
     pretrain_steps: int = 200
     pretrain_sites: int = 4
     pretrain_years: int = 2
+    pretrain_weather: str = "generator"
+    pretrain_weather_sources: tuple[str, ...] = ()
     finetune_fraction: float = 0.5
     towers: tuple[str, ...] = ()
     attribution: bool = False
@@ -129,7 +134,19 @@ def _settings_from_dict(d: Mapping[str, Any]) -> StudySettings:
     bad = sorted(set(s.folds) - {"unit_kfold", "years_out"})
     if bad:
         raise ConfigError(f"[study] folds: unknown {bad}; choose from ['unit_kfold', 'years_out']")
+    if s.pretrain_weather not in _PRETRAIN_WEATHER:
+        raise ConfigError(f"[study] pretrain_weather: unknown {s.pretrain_weather!r}; choose from {list(_PRETRAIN_WEATHER)}")
+    from kgml.synthetic import REAL_WEATHER_SOURCES
+
+    bad = sorted(set(s.pretrain_weather_sources) - set(REAL_WEATHER_SOURCES))
+    if bad:
+        raise ConfigError(f"[study] pretrain_weather_sources: unknown {bad}; choose from {list(REAL_WEATHER_SOURCES)}")
     return s
+
+
+#: ``[study] pretrain_weather`` → (`kgml.synthetic.CorpusSpec` weather, weather_missing).
+_PRETRAIN_WEATHER = {"generator": ("generator", "raise"), "stations": ("stations", "raise"),
+                     "available_stations": ("stations", "skip")}
 
 
 def _merge(base: dict, delta: Mapping) -> dict:
@@ -541,16 +558,25 @@ SLOTS: dict[str, Callable[[FoldContext], xr.Dataset]] = {
 # ---------------------------------------------------------------------------------------------------------
 
 
-def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int = 0):
-    """A hybrid pretrained on a synthetic maize corpus of the process model (`kgml.synthetic.make_corpus`,
-    weather from the generator fitted to Ames, IA, shifted per state IA/IL/NE), with daily NEE/GPP/Reco and
-    yields as targets and the study's drivers as features."""
+def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int = 0,
+                       data_dir: str | os.PathLike | None = None):
+    """A hybrid pretrained on a synthetic maize corpus of the process model (`kgml.synthetic.make_corpus`, states
+    IA/IL/NE, ``s.pretrain_sites`` sites × ``s.pretrain_years`` years each), with daily NEE/GPP/Reco and yields as
+    targets and the study's drivers as features. The corpus weather is ``s.pretrain_weather``: real site-years
+    of the state's stations and counties read from ``data_dir`` (``"stations"``: every source of
+    ``s.pretrain_weather_sources`` must be present; ``"available_stations"``: whichever are), or — only when
+    configured — the weather generator fitted on Ames, IA (``"generator"``). Returns (run, corpus); the corpus
+    attrs record the weather sources and site-years used."""
     from kgml.experiment import train_run
-    from kgml.synthetic import STATES, CorpusSpec, make_corpus
+    from kgml.synthetic import REAL_WEATHER_SOURCES, STATES, CorpusSpec, make_corpus
 
+    weather, missing = _PRETRAIN_WEATHER[s.pretrain_weather]
     states = tuple(st for st in STATES if st.name in ("IA", "IL", "NE")) or tuple(STATES)
-    corpus = make_corpus(CorpusSpec(states=states, vegetation=("maize",), sites_per_block=s.pretrain_sites,
-                                    years=s.pretrain_years, seed=seed))
+    spec = CorpusSpec(states=states, vegetation=("maize",), sites_per_block=s.pretrain_sites,
+                      years=s.pretrain_years, seed=seed, weather=weather,
+                      weather_sources=s.pretrain_weather_sources or tuple(REAL_WEATHER_SOURCES),
+                      weather_missing=missing)
+    corpus = make_corpus(spec, data_dir=data_dir)
     cfg = _replace(config, name=f"{config.name}-pretrain",
                    data={"daily_targets": ("nee", "gpp", "reco"), "yield_target": True, "static": (),
                          "region": "state", "test_sites": (), "test_fraction": 0.0, "val_fraction": 0.2},
@@ -962,9 +988,10 @@ def run_study(
                       directory / "study.json")
     save_splits([sp for v in folds.values() for sp in v], directory / "splits.json")
 
-    pretrained = None
+    pretrained, pretrain_weather = None, {}
     if "hybrid_pretrained" in s.models:
-        pretrained, _ = pretrain_synthetic(config, s, seed=s.seed)
+        pretrained, corpus = pretrain_synthetic(config, s, seed=s.seed, data_dir=root)
+        pretrain_weather = {k: v for k, v in corpus.attrs.items() if k.startswith("weather")}
 
     status: dict[str, str] = {}
     preds: dict[tuple[str, str], list[xr.Dataset]] = {}
@@ -1013,6 +1040,11 @@ def run_study(
             files.append(write_netcdf_atomic(sc, directory / f"site_scores_{kind}.nc"))
     md = metrics_markdown(spec, rows, status, s.models, folds, quick=quick, command=command)
     extras: dict[str, Any] = {}
+    if pretrain_weather:
+        extras["pretrain_weather"] = pretrain_weather
+        md += (f"\nPretraining corpus weather (`hybrid_pretrained`): {pretrain_weather.get('weather', '')}"
+               + (f"; sources {pretrain_weather['weather_sources_used']}" if pretrain_weather.get(
+                   "weather_sources_used") else "") + ".\n")
     if "iav" in spec.extras:
         text, extras["iav"] = _extra_iav(spec, combined, obs, s.models)
         md += "\n" + text

@@ -17,6 +17,15 @@ def register(subparsers) -> None:
                        "written per (model, fold) and skipped when present, so an interrupted run resumes.")
     add_arguments(s)
     s.set_defaults(handler=_shift)
+    t = sub.add_parser("summary", help="one compact table across the suites already run",
+                       description="Per suite found under --out, a row per model with the lead metric (NEE: R²; "
+                       "others: NSE) of each fold kind and target as median / bad tail over held-out sites, read "
+                       "from OUT/SUITE/metrics.nc (nothing is trained).")
+    t.add_argument("--out", default="runs/bench", help="where `kgml bench shift --out` wrote the suites")
+    t.add_argument("--suites", default=None, help="comma-separated suites (default: every one found)")
+    t.add_argument("--metric", action="append", default=[], metavar="VARIABLE=M1[,M2]",
+                   help="metrics shown for a target, from r2, nse, kge, rmse (e.g. nee=r2,rmse); repeatable")
+    t.set_defaults(handler=_summary)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
@@ -71,6 +80,28 @@ def _shift(args: argparse.Namespace) -> int:
         return 2
     print(res.markdown)
     print(f"wrote {res.directory}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from kgml.bench.summary import summary_markdown
+
+    by_var = {}
+    for item in args.metric:
+        var, sep, metrics = item.partition("=")
+        chosen = [m.strip() for m in metrics.split(",") if m.strip()]
+        bad = [m for m in chosen if m not in ("r2", "nse", "kge", "rmse")]
+        if not sep or not chosen or bad:
+            print(f"--metric {item!r}: expected VARIABLE=M1[,M2] with metrics from r2, nse, kge, rmse", file=sys.stderr)
+            return 2
+        by_var[var.strip()] = chosen
+    try:
+        md = summary_markdown(args.out, [s.strip() for s in args.suites.split(",")] if args.suites else None,
+                              metrics_by_variable=by_var)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"kgml bench summary: {err}", file=sys.stderr)
+        return 2
+    print(md)
     return 0
 
 

@@ -187,3 +187,26 @@ def test_real_suite_quick_end_to_end(name, dataset_dir, tmp_path):
     assert scored and scored <= set(frozen)
     heldout = [p.parent.name for p in (tmp_path / name / "folds").glob("*/*/rf.nc")]
     assert len(heldout) == 2 or len(suite.folds) == 1
+
+
+def test_summary_table_copies_the_metrics_file(synthetic_run, capsys):
+    """`kgml bench summary` prints, per suite, the medians and tails stored in metrics.nc (bold = best median)
+    and names the file it lacks."""
+    from kgml.bench.summary import summary_markdown
+    from kgml.cli import main
+
+    out, _, _ = synthetic_run
+    md = summary_markdown(out, metrics_by_variable={"nee": ["r2", "rmse"]})
+    with xr.open_dataset(out / "synthetic_shift" / "metrics.nc") as m:
+        sel = dict(model="hybrid_global", fold_kind="site_kfold", variable="nee")
+        r2, tail = float(m["r2_median"].sel(sel)), float(m["r2_p10"].sel(sel))
+        rmse = m["rmse_median"].sel(fold_kind="site_kfold", variable="nee")
+        best_rmse_model = str(rmse.model[int(rmse.argmin())].values)
+    row = next(line for line in md.splitlines() if line.startswith("| hybrid_global |"))
+    assert f"{r2:.2f}" in row.split("|")[2] and f"{tail:.2f}" in row.split("|")[2]
+    best_row = next(line for line in md.splitlines() if line.startswith(f"| {best_rmse_model} |"))
+    assert "**" in best_row.split("|")[3]  # the lowest RMSE median is bold
+    assert main(["bench", "summary", "--out", str(out), "--metric", "nee=r2,rmse"]) == 0
+    assert "### synthetic_shift" in capsys.readouterr().out
+    assert main(["bench", "summary", "--out", str(out), "--suites", "cosore_daily"]) == 2
+    assert main(["bench", "summary", "--out", str(out), "--metric", "nee=mae"]) == 2
