@@ -278,7 +278,10 @@ _register(Suite(
                 "driven by tsoil and swc",
     load=_load_cosore, vegetation="soil", targets=("rsoil",), resolution="daily", region="igbp",
     folds=(FoldKind("leave_site_out", "10-fold grouped by site: every site held out once", _kfold(10)),),
-    features=("tsoil", "swc", "tair", "precip"), static=(),
+    # Site climate (mean annual temperature and precipitation of the record) as static inputs: the global
+    # soil-respiration level scales with them (Raich & Schlesinger 1992 Tellus B 44:81; Hashimoto et al. 2015
+    # Biogeosciences 12:4121), and the chamber records carry no other site attribute.
+    features=("tsoil", "swc", "tair", "precip"), static=("mat", "map"),
     anchor="global LSTM (Smykalov et al., EarthArXiv 8619): median test NSE 0.02, KGE 0.30 over 82 sites; "
            "target: median leave-site-out KGE ≥ 0.5 and NSE ≥ 0.3",
     dataset_folder="cosore", quick_sites=4,
