@@ -39,7 +39,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--models", default=None,
                    help="comma-separated model slots (default: all): rf, gbm, lstm, process_global, "
                         "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
-                        "hybrid_region_aware")
+                        "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
+                        "physics once per suite, fine-tuned per fold)")
     s.add_argument("--fold-kinds", default=None, help="comma-separated fold kinds to run (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
     s.add_argument("--signature", default=None,

@@ -9,7 +9,9 @@ Model slots (`MODELS`): feature baselines ``rf`` and ``gbm`` and the sequence ``
 ``hybrid_global`` (one model), ``hybrid_per_region`` (one model per region of ``suite.region``),
 ``hybrid_finetune`` (the global model fine-tuned per region) and ``hybrid_region_aware`` (one shared model
 with region embeddings of regions *detected* from the training sites' fluxes,
-`kgml.bench.regions_detect`).
+`kgml.bench.regions_detect`); and ``hybrid_pretrained``: one hybrid per suite pretrained on a synthetic corpus
+of its physics layer (`pretrained_run`, cached in ``<out>/<suite>/pretrained``), fine-tuned per fold with
+hybrid_global's budget.
 
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
@@ -51,13 +53,14 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
            "score_suite"]
 
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
-          "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware")
+          "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained")
 MODEL_LABELS = {
     "rf": "random forest (500 trees)", "gbm": "gradient boosting", "lstm": "LSTM (global, daily drivers)",
     "process_global": "process model, one global calibration", "process_per_region": "process model, calibrated per region",
     "neural": "neural network, same size, no physics", "hybrid_global": "hybrid, one global model",
     "hybrid_per_region": "hybrid, one model per region", "hybrid_finetune": "hybrid, global + regional fine-tuning",
     "hybrid_region_aware": "hybrid, region-aware (detected regions)",
+    "hybrid_pretrained": "hybrid, pretrained on synthetic data, fine-tuned",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -148,6 +151,18 @@ class FoldContext:
     quick: bool
     signature: str
     _global: Any = field(default=None, repr=False)
+    shared: dict = field(default_factory=dict, repr=False)  #: suite-wide cache (the pretrained run)
+
+    @property
+    def suite_directory(self) -> Path:
+        return self.directory.parents[2]  # <out>/<suite>/folds/<kind>/<split>
+
+    def pretrained_run(self):
+        """The suite's synthetic pretraining (`pretrained_run`), shared by every fold."""
+        if "pretrained" not in self.shared:
+            self.shared["pretrained"] = pretrained_run(self.suite, self.ds, self.config,
+                                                       self.suite_directory / "pretrained", quick=self.quick)
+        return self.shared["pretrained"]
 
     @property
     def heldout(self) -> str:
@@ -397,11 +412,151 @@ def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
     return pred
 
 
+# --- pretrained on synthetic data, fine-tuned on the towers ----------------------------------------------
+
+#: Sites per synthetic climate, years per site and training steps of the suite's pretraining corpus: the
+#: `kgml.demo` sizes that make pretraining learn (~190 sites, 2 years, 300 steps; a smaller corpus overfits,
+#: and its validation part, a fifth of the sites, must hold ≥ ~15 sites).
+PRETRAIN_SITES = 13
+PRETRAIN_YEARS = 2
+PRETRAIN_STEPS = 300
+
+
+def pretrain_climates(suite: Suite, quick: bool = False) -> tuple:
+    """The synthetic climates (`kgml.synthetic.StateClimate`) of a suite's pretraining corpus. Crop suites use
+    the three Midwest states of `kgml.synthetic.STATES` (their data are Midwest counties and states); the
+    global tower and chamber suites a grid of the Ames-fitted weather generator warmed by −14…+14 °C and with
+    rain scaled ×0.35…×2, i.e. mean annual temperature ≈ −4…24 °C and precipitation ≈ 300–1700 mm, most of
+    the range of the FLUXNET2015 sites (−11…27 °C, 100–3100 mm). Latitude falls as the climate warms (≈ 1.2°
+    per °C around Ames' 42° N, so the radiation geometry and location inputs move with it) and longitudes
+    cycle over the continents that hold towers. Quick runs: three climates."""
+    from kgml.synthetic import STATES, StateClimate
+
+    if suite.vegetation in ("maize", "soybean"):
+        return STATES
+    warming = (-14.0, -7.0, 0.0, 7.0, 14.0)
+    rain = (0.35, 1.0, 2.0)
+    grid = [(w, p) for w in warming for p in rain]
+    if quick:
+        grid = [(-7.0, 0.35), (0.0, 1.0), (7.0, 2.0)]
+    lons = (-95.0, 10.0, 115.0, -60.0)
+    return tuple(StateClimate(f"W{w:+.0f}P{p:.2f}", float(np.clip(42.0 - 1.2 * w, -60.0, 75.0)), lons[i % len(lons)],
+                              w, p) for i, (w, p) in enumerate(grid))
+
+
+def _monthly_held_drivers(corpus: xr.Dataset) -> xr.Dataset:
+    """The corpus drivers as the monthly tower suites have them (`kgml.data.assemble.fluxnet_monthly`):
+    each month's mean held on every day, tmin/tmax = tair ∓ half the assumed diurnal range. The synthetic
+    fluxes stay those of the daily weather, as the real ones are."""
+    from kgml.data.assemble import DIURNAL_RANGE
+    from kgml.synthetic import DRIVERS
+
+    t = corpus.time
+    key = np.asarray(t.dt.year.values) * 12 + np.asarray(t.dt.month.values)
+    _, inverse = np.unique(key, return_inverse=True)
+    counts = np.bincount(inverse)
+    out = corpus.copy()
+    for name in DRIVERS:
+        if name not in corpus or name in ("tmin", "tmax"):
+            continue
+        v = corpus[name].transpose("site", "time").values.astype(np.float64)
+        sums = np.zeros((v.shape[0], counts.size))
+        for i in range(v.shape[0]):
+            sums[i] = np.bincount(inverse, weights=v[i], minlength=counts.size)
+        held = (sums / counts)[:, inverse].astype(np.float32)
+        out[name] = (("site", "time"), held, corpus[name].attrs)
+    if "tair" in out:
+        for name, sign in (("tmin", -1.0), ("tmax", 1.0)):
+            if name in out:
+                out[name] = (out["tair"] + sign * DIURNAL_RANGE / 2).assign_attrs(corpus[name].attrs)
+    out.attrs["driver_method"] = "monthly means held on every day of the month (as the suite's towers); fluxes " \
+                                 "simulated with the daily weather"
+    return out
+
+
+def pretrain_corpus(suite: Suite, ds: xr.Dataset, *, quick: bool = False, seed: int = 0) -> xr.Dataset:
+    """The synthetic pretraining corpus of a suite: its physics layer (``suite.vegetation``) over
+    `pretrain_climates`, the `kgml.synthetic` parameter prior, daily fluxes; drivers made monthly means held
+    on every day when the suite's own are (``driver_method`` of ``ds``). It sees no real data but that
+    attribute. Raises `NotAvailable` when the corpus lacks a feature or static attribute of the suite."""
+    from kgml.synthetic import CorpusSpec, make_corpus
+
+    if suite.vegetation == "soil":
+        raise NotAvailable("the synthetic corpus has no measured soil water (swc) for the chamber physics")
+    spec = CorpusSpec(states=pretrain_climates(suite, quick), vegetation=(suite.vegetation,),
+                      sites_per_block=2 if quick else PRETRAIN_SITES, years=1 if quick else PRETRAIN_YEARS,
+                      seed=seed + 1)
+    corpus = make_corpus(spec)
+    if str(ds.attrs.get("driver_method", "")).startswith("monthly means"):
+        corpus = _monthly_held_drivers(corpus)
+    missing = [v for v in suite.features if v not in corpus] + [a for a in suite.static if a not in corpus.coords]
+    if missing:
+        raise NotAvailable(f"the synthetic corpus lacks the suite's inputs {missing}")
+    return corpus
+
+
+def pretrain_config(suite: Suite, cfg, quick: bool = False):
+    """The pretraining config: the suite's model, features and static attributes (never the corpus-only
+    ``soil_carbon`` unless the suite's data have it), daily synthetic targets (crop yields for yield suites),
+    a fifth of the corpus sites for early stopping, loss scales of the corpus."""
+    daily = ("rsoil",) if suite.vegetation == "soil" else ("nee", "gpp", "reco")
+    return _replace(cfg, name=f"{cfg.name}-pretrain",
+                    data={"daily_targets": daily, "monthly_targets": (), "yield_target": suite.resolution == "annual",
+                          "static": tuple(suite.static), "region": "state", "regions": (), "test_sites": (),
+                          "test_fraction": 0.0, "val_fraction": 0.2, "max_train_sites": 0},
+                    loss={"scales": {}}, train={"steps": 3 if quick else PRETRAIN_STEPS})
+
+
+def pretrained_run(suite: Suite, ds: xr.Dataset, cfg, directory: Path, *, quick: bool = False):
+    """The suite's synthetic pretraining (`pretrain_corpus`, `pretrain_config`), trained once and cached in
+    ``directory`` (``<out>/<suite>/pretrained``, shared by every fold: it sees no real data); reloaded when
+    its ``done`` marker is there. The pretraining history is saved as ``history.json``."""
+    from kgml.experiment import load_run, train_run
+
+    done = directory / "done"
+    if done.exists():
+        return load_run(directory)
+    corpus = pretrain_corpus(suite, ds, quick=quick, seed=cfg.seed)
+    pcfg = pretrain_config(suite, cfg, quick)
+    started = time.perf_counter()
+    run = train_run(pcfg, corpus, directory, progress=False, description="pretrain (synthetic)")
+    info = {"seconds": round(time.perf_counter() - started, 1), "n_sites": int(corpus.sizes["site"]),
+            "years": int(corpus.sizes["time"] // 365), "climates": [s.name for s in pretrain_climates(suite, quick)],
+            "driver_method": corpus.attrs.get("driver_method", "daily weather"), "history": run.history or []}
+    write_text_atomic(json.dumps(info, indent=1, default=float) + "\n", directory / "history.json")
+    write_text_atomic("trained\n", done)
+    return run
+
+
+def pretrained_init(pretrained, cfg, train: xr.Dataset):
+    """``pretrained`` re-tasked for fine-tuning with ``cfg`` (the suite's own data section): its weights and
+    input normaliser (the network learned on that scaling), and the targets, loss scales and region map of
+    the fold's training sites (`kgml.experiment.prepare`)."""
+    from kgml.experiment import Run, prepare
+
+    prepared = prepare(train, cfg)
+    pre = pretrained.prepared
+    for k in ("n_features", "n_static"):
+        if prepared.dims[k] != pre.dims[k]:
+            raise ValueError(f"pretrained run has {k}={pre.dims[k]}, the suite {prepared.dims[k]}")
+    prepared = dataclasses.replace(prepared, normaliser=pre.normaliser, dims=dict(pre.dims))
+    return Run(pretrained.model, cfg, prepared)
+
+
+def _hybrid_pretrained(ctx: FoldContext) -> xr.Dataset:
+    pre = ctx.pretrained_run()
+    cfg = _replace(ctx.config, name=f"{ctx.config.name}-pretrained")  # same budget as hybrid_global
+    run = ctx.train(cfg, init=pretrained_init(pre, cfg, ctx.part("train")))
+    pred = ctx.predict(run, ctx.heldout_ds())
+    pred.attrs["init"] = f"pretrained on synthetic data ({ctx.suite_directory / 'pretrained'})"
+    return pred
+
+
 SLOTS = {
     "rf": _feature_baseline("rf"), "gbm": _feature_baseline("gbm"), "lstm": _lstm,
     "process_global": _process_global, "process_per_region": _process_per_region, "neural": _neural,
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
-    "hybrid_region_aware": _hybrid_region_aware,
+    "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
 }
 
 
@@ -547,6 +702,7 @@ def run_suite(
     jobs = [(kind, split, m) for kind, splits in folds.items() for split in splits for m in models]
     bar = tqdm(jobs, desc=f"bench {suite.name}", unit="fit", disable=not progress)
     contexts: dict[str, FoldContext] = {}
+    shared: dict = {}
     for kind, split, m in bar:
         fold_dir = directory / "folds" / kind / split.name
         path = fold_dir / f"{m}.nc"
@@ -558,7 +714,7 @@ def run_suite(
         ctx = contexts.get(split.name)
         if ctx is None:
             # One context per split (its global hybrid is shared by the scopes); earlier splits are released.
-            contexts = {split.name: FoldContext(suite, ds, split, fold_dir, cfg, quick, signature)}
+            contexts = {split.name: FoldContext(suite, ds, split, fold_dir, cfg, quick, signature, shared=shared)}
             ctx = contexts[split.name]
         started = time.perf_counter()
         try:
