@@ -500,11 +500,15 @@ def pretrain_config(suite: Suite, cfg, quick: bool = False):
     ``soil_carbon`` unless the suite's data have it), daily synthetic targets (crop yields for yield suites),
     a fifth of the corpus sites for early stopping, loss scales of the corpus."""
     daily = ("rsoil",) if suite.vegetation == "soil" else ("nee", "gpp", "reco")
+    annual = suite.resolution == "annual"
+    # Quick runs with the suite's own task keep its loss scales: the compiled training step is then shared.
+    same_task = daily == tuple(cfg.data.daily_targets) and annual == cfg.data.yield_target
+    scales = dict(cfg.loss.scales) if quick and same_task else {}
     return _replace(cfg, name=f"{cfg.name}-pretrain",
-                    data={"daily_targets": daily, "monthly_targets": (), "yield_target": suite.resolution == "annual",
+                    data={"daily_targets": daily, "monthly_targets": (), "yield_target": annual,
                           "static": tuple(suite.static), "region": "state", "regions": (), "test_sites": (),
                           "test_fraction": 0.0, "val_fraction": 0.2, "max_train_sites": 0},
-                    loss={"scales": {}}, train={"steps": 3 if quick else PRETRAIN_STEPS})
+                    loss={"scales": scales}, train={"steps": 3 if quick else PRETRAIN_STEPS})
 
 
 def pretrained_run(suite: Suite, ds: xr.Dataset, cfg, directory: Path, *, quick: bool = False):

@@ -15,7 +15,7 @@ from kgml.bench.runner import MODELS, run_suite
 from kgml.bench.suites import SUITES, fold_units, get_suite, load_folds, restrict_split
 
 TEST_MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "hybrid_global", "hybrid_per_region",
-               "hybrid_finetune", "hybrid_region_aware")
+               "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained")
 
 # --- region detection -------------------------------------------------------------------------------------
 
@@ -150,6 +150,49 @@ def test_resume_skips_finished_pairs(synthetic_run):
         if p != redo:
             assert p.stat().st_mtime_ns == t, p.name
     assert again.status["rf"] == "ok"
+
+
+def test_pretrained_slot_cached_once_and_fine_tuned_from_it(synthetic_run, monkeypatch):
+    """hybrid_pretrained: one synthetic pretraining per suite (on disk, reused by every fold and by a resumed
+    run, not retrained), and each fold's fine-tuning starts from exactly its weights."""
+    import equinox as eqx
+    import jax
+
+    from kgml.bench import runner
+    from kgml.experiment import load_run
+
+    out, res, _ = synthetic_run
+    d = out / "synthetic_shift"
+    pre = d / "pretrained"
+    history = json.loads((pre / "history.json").read_text())
+    assert (pre / "done").exists() and history["history"][0]["step"] == 0
+    folds = sorted(d.glob("folds/*/*/hybrid_pretrained.nc"))
+    assert len(folds) == 2
+    for f in folds:
+        with xr.open_dataset(f) as p:
+            assert str(pre) in p.attrs["init"]
+    stamp = (pre / "checkpoint" / "best.eqx").stat().st_mtime_ns
+    folds[0].unlink()
+    inits = []
+    original = runner.FoldContext.train
+
+    def spy(self, cfg, split=None, *, init=None, directory=None, ds=None):
+        inits.append(init)
+        return original(self, cfg, split, init=init, directory=directory, ds=ds)
+
+    monkeypatch.setattr(runner.FoldContext, "train", spy)
+    # (rf and hybrid_global are there and skipped; they keep their rows in metrics.nc for the summary test)
+    again = run_suite("synthetic_shift", out=out, quick=True, progress=False,
+                      models=("rf", "hybrid_global", "hybrid_pretrained"), figures=False)
+    assert again.status["hybrid_pretrained"] == "ok" and folds[0].exists()
+    assert (pre / "checkpoint" / "best.eqx").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert len(inits) == 1 and inits[0] is not None
+    start = jax.tree_util.tree_leaves(eqx.filter(inits[0].model, eqx.is_inexact_array))
+    saved = jax.tree_util.tree_leaves(eqx.filter(load_run(pre).model, eqx.is_inexact_array))
+    assert len(start) == len(saved) and all(np.array_equal(a, b) for a, b in zip(start, saved, strict=True))
+    # ... with the suite's own task and loss scales, and the pretraining's input normaliser.
+    assert inits[0].prepared.task.daily == tuple(get_suite("synthetic_shift").targets)
+    assert inits[0].prepared.normaliser.to_dict() == load_run(pre).prepared.normaliser.to_dict()
 
 
 @pytest.mark.parametrize("name", ["fluxnet_mm", "cosore_daily", "il_corn_yield", "state_yield"])
