@@ -260,16 +260,13 @@ def importance_markdown(table, title: str = "") -> str:
 def sensitivity_figure(grid: xr.Dataset, path, *, flux: str = "nee", drivers: Sequence[str] = (),
                        importance=None, title: str = ""):
     """PNG: sensitivity maps of ``flux`` to each driver, learned-parameter maps, and the importance bars."""
-    try:
-        import matplotlib
+    from kgml.io import pyplot, write_png_atomic
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
     except ImportError:
         return None
     import math
-
-    from kgml.io import atomic_path
 
     sens = [f"d{flux}_d{d}" for d in drivers if f"d{flux}_d{d}" in grid]
     params = [v for v in grid.data_vars if str(v).startswith("theta_")]
@@ -295,7 +292,4 @@ def sensitivity_figure(grid: xr.Dataset, path, *, flux: str = "nee", drivers: Se
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path)

@@ -1108,15 +1108,13 @@ def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, t
               cmap: Mapping[str, str] | None = None) -> Path | None:
     """PNG of the time-mean maps of ``variables`` (default: gpp, reco, nee, nee_sd if present, learned
     parameters)."""
-    try:
-        import matplotlib
+    from kgml.io import pyplot, write_png_atomic
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
     except ImportError:
         warnings.warn("matplotlib not installed (pip install 'kgml[plot]'): no figure written", stacklevel=2)
         return None
-    from kgml.io import atomic_path
 
     if variables is None:
         variables = [v for v in (*FLUXES, "nee_sd") if v in ds] + [v for v in ds.data_vars
@@ -1142,11 +1140,7 @@ def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, t
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import xarray as xr
 
 from kgml.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from kgml.data.splits import Part, Split, kfold_by_site, save_splits
-from kgml.io import write_netcdf_atomic, write_text_atomic
+from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 
 __all__ = [
     "MODEL_LABELS",
@@ -452,24 +452,11 @@ class FoldContext:
                     self.runs[key] = self.train(_replace(cfg, name=f"{cfg.name}-global"))
                 run = self.runs[key]
             preds.append(self.predict(run, heldout.sel(site=mine)))
-        out = _concat_sites(preds)
+        out = concat_sites(preds)
         out.attrs["region_models"] = ", ".join(regions)
         if notes:
             out.attrs["notes"] = "; ".join(notes)
         return out
-
-
-def _concat_sites(preds: list[xr.Dataset]) -> xr.Dataset:
-    if len(preds) == 1:
-        return preds[0]
-    attrs = dict(preds[0].attrs)
-    out = xr.concat(preds, dim="site", data_vars="all", coords="minimal", compat="override", join="outer",
-                    combine_attrs="drop")
-    out.attrs.update(attrs)
-    for v in out.data_vars:  # variable attributes (units, long_name) of the first part
-        if v in preds[0]:
-            out[v].attrs = dict(preds[0][v].attrs)
-    return out
 
 
 def _slot_hybrid(ctx: FoldContext) -> xr.Dataset:
@@ -734,21 +721,15 @@ def _site_scores_dataset(site_scores: dict, kind: str, models: Sequence[str]) ->
 
 
 def _plt():
-    import matplotlib
+    from kgml.io import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    from kgml.io import atomic_path
+    from kgml.io import write_png_atomic
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    _plt().close(fig)
-    return path
+    return write_png_atomic(fig, path, dpi=100)
 
 
 def _fig_skill(spec: StudySpec, rows: list[dict], models: Sequence[str], directory: Path) -> list[Path]:
@@ -904,7 +885,7 @@ def _extra_attribution(ctx_runs: list[tuple[Any, xr.Dataset]], ds: xr.Dataset, d
             parts.append(driver_sensitivities(run, held.isel(time=~leap), drivers=("tair", "sw_in", "vpd", "precip")))
         except Exception as err:  # noqa: BLE001 - an optional analysis; its failure is reported, not fatal
             return f"attribution failed: {type(err).__name__}: {err}\n", {}
-    sens = _concat_sites(parts)
+    sens = concat_sites(parts)
     write_netcdf_atomic(sens, directory / "attribution.nc")
     names = [v for v in sens.data_vars if sens[v].dims == ("site",) and "nee" in str(v) and "theta" not in str(v)]
     names = [v for v in names if any(d in str(v) for d in ("tair", "sw_in", "vpd", "precip"))]

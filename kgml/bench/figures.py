@@ -14,21 +14,15 @@ __all__ = ["suite_figures"]
 
 
 def _plt():
-    import matplotlib
+    from kgml.io import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    from kgml.io import atomic_path
+    from kgml.io import write_png_atomic
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _plt().close(fig)
-    return path
+    return write_png_atomic(fig, path, dpi=110)
 
 
 def _lead(var: str) -> str:

@@ -396,13 +396,9 @@ def plot_region_map(ds: xr.Dataset, regions: DetectedRegions, path, *, title: st
                     truth: str | None = None) -> None:
     """PNG map (lon/lat scatter) of the detected region of every site: training sites filled, held-out
     sites hollow; with ``truth`` (a site coordinate) its labels are written next to the points."""
-    import matplotlib
+    from kgml.io import pyplot, write_png_atomic
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kgml.io import atomic_path
-
+    plt = pyplot()
     sites = [s for s in ds.site.values.astype(str) if s in regions.labels]
     sub = ds.sel(site=sites)
     lab = regions.of(sites)
@@ -424,6 +420,4 @@ def plot_region_map(ds: xr.Dataset, regions: DetectedRegions, path, *, title: st
             ax.annotate(t, (x, y), fontsize=6, alpha=0.6, xytext=(2, 2), textcoords="offset points")
     ax.set(xlabel="longitude (°E)", ylabel="latitude (°N)", title=title)
     ax.legend(fontsize=7, loc="best")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_png_atomic(fig, path)

@@ -47,7 +47,7 @@ from kgml.bench.suites import (
     select_part,
 )
 from kgml.data.splits import Part, Split
-from kgml.io import write_netcdf_atomic, write_text_atomic
+from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 
 __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult", "base_config", "run_suite",
            "score_suite"]
@@ -263,21 +263,11 @@ class FoldContext:
                 notes.append(f"{r}: {err}; global model used")
                 run = self.global_run() if init is None else init
             preds.append(self.predict(run, heldout.sel(site=mine)))
-        out = _concat_sites(preds)
+        out = concat_sites(preds)
         out.attrs["region_models"] = ", ".join(regions)
         if notes:
             out.attrs["notes"] = "; ".join(notes)
         return out
-
-
-def _concat_sites(preds: list[xr.Dataset]) -> xr.Dataset:
-    if len(preds) == 1:
-        return preds[0]
-    keep_attrs = dict(preds[0].attrs)
-    out = xr.concat(preds, dim="site", data_vars="all", coords="minimal", compat="override", join="outer",
-                    combine_attrs="drop")
-    out.attrs.update(keep_attrs)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
