@@ -115,8 +115,8 @@ class AllocationShape(NamedTuple):
 
 
 def smooth_step(x: ArrayLike, centre: ArrayLike, scale: ArrayLike) -> Array:
-    """Logistic step σ((x − centre)/scale) ∈ (0, 1): 0.12 one scale before the centre, 0.88 one after,
-    10 %→90 % over 4.4 scales. Units of x, centre and scale are the same."""
+    """Logistic step σ((x − centre)/scale) ∈ (0, 1): 0.27 one scale before the centre, 0.73 one after,
+    0.12 / 0.88 two scales away, 10 %→90 % over 4.4 scales (2 ln 9). Units of x, centre and scale are the same."""
     return jax.nn.sigmoid((jnp.asarray(x) - centre) / scale)
 
 

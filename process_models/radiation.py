@@ -88,6 +88,10 @@ def clear_sky_radiation(lat: ArrayLike, doy: ArrayLike, elevation: ArrayLike = 0
     return (0.75 + 2.0e-5 * jnp.asarray(elevation)) * extraterrestrial_radiation(lat, doy)
 
 
+#: Lower bound of the relative shortwave R_s/R_so (ASCE-EWRI 2005, eq. 18: 0.3 ≤ R_s/R_so ≤ 1.0) (–).
+RS_RSO_MIN = 0.3
+
+
 def net_radiation(
     sw_in: ArrayLike,
     tmin: ArrayLike,
@@ -105,14 +109,16 @@ def net_radiation(
     Args:
         sw_in: shortwave (W m-2, 24-h mean). tmin, tmax: °C. ea: actual vapour pressure (kPa).
         lat: degrees north. doy: day of year. albedo: surface albedo (–). elevation: m.
-    R_s/R_so is limited to [0.25, 1] as FAO-56 prescribes (R_s/R_so ≤ 1; ≥ 0.25 is its lower bound under
-    full cloud); where R_so vanishes (polar night) the ratio is taken as 0.5 (double-``where``).
+    R_s/R_so is limited to [0.3, 1]: FAO-56 (eq. 39 notes) bounds it only above (R_s/R_so ≤ 1); the ASCE-EWRI
+    (2005) standardised reference-ET equation (Allen et al., eq. 18) bounds it to 0.3 ≤ R_s/R_so ≤ 1.0, so the
+    cloudiness factor 1.35 R_s/R_so − 0.35 stays in [0.055, 1] and net longwave stays a loss on overcast days.
+    Where R_so vanishes (polar night) the ratio is taken as 0.5 (double-``where``).
     """
     rs = jnp.asarray(sw_in) * MJ_PER_DAY_PER_W
     rso = clear_sky_radiation(lat, doy, elevation)
     has_sun = rso > 1e-3
     ratio = jnp.where(has_sun, rs / jnp.where(has_sun, rso, 1.0), 0.5)
-    ratio = jnp.clip(ratio, 0.25, 1.0)
+    ratio = jnp.clip(ratio, RS_RSO_MIN, 1.0)
     tmax_k = jnp.asarray(tmax) + C.KELVIN_OFFSET
     tmin_k = jnp.asarray(tmin) + C.KELVIN_OFFSET
     ea_safe = jnp.maximum(jnp.asarray(ea), 0.0)

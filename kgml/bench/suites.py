@@ -375,13 +375,5 @@ def restrict_split(split: Split, sites: Sequence[str]) -> Split | None:
 
 
 def select_part(ds: xr.Dataset, split: Split, part: str) -> xr.Dataset:
-    """`Split.select`, and for parts limited to some years also the ``year`` and ``month`` axes (annual and
-    monthly targets of other years must not leak into training or scoring)."""
-    out = split.select(ds, part)
-    years = split.part(part).years
-    if years is not None:
-        if "year" in out.dims:
-            out = out.sel(year=[y for y in out.year.values if int(y) in set(years)])
-        if "month" in out.dims:
-            out = out.sel(month=[m for m in out.month.values if int(m) // 12 in set(years)])
-    return out
+    """`Split.select` (kept for callers of the bench API: it restricts every time axis of a part)."""
+    return split.select(ds, part)

@@ -28,6 +28,7 @@ __all__ = [
     "leave_one_site_out",
     "leave_region_out",
     "load_splits",
+    "restrict_years",
     "save_splits",
     "temporal_holdout",
 ]
@@ -93,7 +94,11 @@ class Split:
         return getattr(self, name)
 
     def select(self, ds: xr.Dataset, part: str) -> xr.Dataset:
-        """The slice of ``ds`` belonging to ``part``; ``attrs["split_part"]`` records it (for the normaliser)."""
+        """The slice of ``ds`` belonging to ``part``; ``attrs["split_part"]`` records it (for the normaliser).
+
+        A part limited to some years is restricted on *every* time axis the dataset has (daily ``time``,
+        annual ``year``, monthly ``month`` codes), so that no value of another year reaches a training part
+        (annual yields and monthly fluxes of test years must not enter means, scalers or losses)."""
         p = self.part(part)
         dim = self.dim
         present = set(ds[dim].values.astype(str))
@@ -102,10 +107,7 @@ class Split:
             raise KeyError(f"split {self.name!r} part {part!r}: units not in dataset: {missing[:5]}")
         out = ds.sel({dim: list(p.units)})
         if p.years is not None:
-            if "time" in out.dims:
-                out = out.isel(time=np.isin(out["time"].dt.year.values, p.years))
-            elif "year" in out.dims:
-                out = out.sel(year=np.isin(out["year"].values, p.years))
+            out = restrict_years(out, p.years)
         out.attrs = {**ds.attrs, "split_name": self.name, "split_part": part}
         return out
 
@@ -129,6 +131,21 @@ class Split:
             **{n: Part.from_dict(d[n]) for n in PART_NAMES},
             info=dict(d.get("info", {})),
         )
+
+
+def restrict_years(ds: xr.Dataset, years: Iterable[int]) -> xr.Dataset:
+    """``ds`` limited to ``years`` on every time axis it has: ``time`` (by calendar year of each label),
+    ``year`` (the label) and ``month`` (codes ``year*12 + month-1``, the layout of `kgml.data.assemble`)."""
+    keep = np.asarray(sorted(int(y) for y in years), dtype=np.int64)
+    out = ds
+    if "time" in out.dims:
+        out = out.isel(time=np.isin(out["time"].dt.year.values, keep))
+    if "year" in out.dims:
+        out = out.isel(year=np.isin(np.asarray(out["year"].values).astype(np.int64), keep))
+    if "month" in out.dims:
+        codes = np.asarray(out["month"].values).astype(np.int64)
+        out = out.isel(month=np.isin(codes // 12, keep))
+    return out
 
 
 def save_splits(splits: Split | Sequence[Split], path: str | os.PathLike) -> Path:

@@ -30,6 +30,27 @@ def test_fao56_example_11_net_longwave_and_net_radiation():
     assert float(rn) == pytest.approx(7.7, abs=0.15)
 
 
+def test_fully_overcast_day_net_longwave_is_a_loss():
+    # A fully overcast day (R_s ≈ 2 % of R_so): the relative shortwave is bounded below at 0.3 (ASCE-EWRI 2005
+    # eq. 18), so the cloudiness factor 1.35 R_s/R_so − 0.35 is 0.055 (≥ 0.05) and net longwave R_nl stays a
+    # loss (R_n < R_ns). With the old 0.25 bound the factor was −0.0125 and R_nl turned into a gain.
+    lat, doy, albedo = 45.0, 180, 0.23
+    rso = float(R.clear_sky_radiation(lat, doy))
+    rs = 0.02 * rso
+    sw = rs / R.MJ_PER_DAY_PER_W
+    rn = float(R.net_radiation(sw, 8.0, 12.0, 1.2, lat, doy, albedo))
+    rns = (1 - albedo) * rs
+    rnl = rns - rn
+    assert R.RS_RSO_MIN == 0.3
+    assert 1.35 * R.RS_RSO_MIN - 0.35 >= 0.05
+    assert rnl > 0  # a loss
+    # it equals the closed form with the cloudiness factor at its bound
+    from process_models.constants import KELVIN_OFFSET, STEFAN_BOLTZMANN_MJ_DAY
+    expect = STEFAN_BOLTZMANN_MJ_DAY * ((12 + KELVIN_OFFSET) ** 4 + (8 + KELVIN_OFFSET) ** 4) / 2 \
+        * (0.34 - 0.14 * np.sqrt(1.2)) * (1.35 * 0.3 - 0.35)
+    assert rnl == pytest.approx(expect, rel=1e-4)
+
+
 def test_fao56_saturation_vapour_pressure_table():
     # FAO-56 Annex 2, Table 2.3: e°(20 °C) = 2.338 kPa, e°(30 °C) = 4.243 kPa.
     np.testing.assert_allclose(saturation_vapour_pressure(jnp.array([20.0, 30.0])), [2.338, 4.243], atol=2e-3)

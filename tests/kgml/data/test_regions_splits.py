@@ -4,6 +4,7 @@ seed and round-tripping through JSON."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -171,3 +172,32 @@ def test_split_refuses_overlap():
     Split("ok", "manual", 0, "site", Part(["A"], [2001]), Part(["A"], [2002]), Part(), Part())
     with pytest.raises(ValueError, match="both"):
         Split("bad", "manual", 0, "site", Part(["A"], [2001, 2002]), Part(["A"], [2002]), Part(), Part())
+
+
+def test_select_restricts_every_time_axis_of_a_part():
+    """A years-out split: no training part may hold a value of a test year on any time axis (daily ``time``,
+    annual ``year``, monthly ``month`` codes) — the leak that let test-year yields reach the training scalers."""
+    units = ["a", "b", "c"]
+    time = pd.date_range("2001-01-01", "2004-12-31", freq="D")
+    years = np.arange(2001, 2005)
+    months = np.arange(2001 * 12, 2005 * 12)
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {
+            "tair": (("site", "time"), rng.normal(size=(3, time.size))),
+            "crop_yield": (("site", "year"), rng.normal(size=(3, years.size))),
+            "nee_monthly": (("site", "month"), rng.normal(size=(3, months.size))),
+        },
+        coords={"site": units, "time": time, "year": years, "month": months},
+    )
+    test_years, train_years = (2003, 2004), (2001, 2002)
+    split = Split("yrs", "years", 0, "site", Part(units, train_years), Part(), Part(units, test_years), Part())
+    train = split.select(ds, "train")
+    assert sorted(set(train["time"].dt.year.values)) == list(train_years)
+    assert list(train["year"].values) == list(train_years)
+    assert sorted(set(int(m) // 12 for m in train["month"].values)) == list(train_years)
+    test = split.select(ds, "test")
+    assert list(test["year"].values) == list(test_years)
+    assert sorted(set(int(m) // 12 for m in test["month"].values)) == list(test_years)
+    # the values themselves are the dataset's, not reindexed or filled
+    np.testing.assert_array_equal(train["crop_yield"].values, ds["crop_yield"].values[:, :2])
