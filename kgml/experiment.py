@@ -424,6 +424,10 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
 
     out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",
                      source=f"kgml {__version__} {type(run.model).__name__}", config_sha256=config_hash(run.config))
+    for key, value in sorted(data.extra.get("driver_defaults", {}).items()):
+        out.attrs[f"driver_default_{key}"] = value  # an optional driver the data lacked (warned once)
+    for key, sites in sorted(data.extra.get("static_filled", {}).items()):
+        out.attrs[f"static_filled_{key}"] = "training mean at: " + " ".join(sites)
     return out
 
 
@@ -557,9 +561,16 @@ def run_experiment(
                     description=config.name)
     preds = predict_dataset(run, ds)
     preds = preds.assign_coords(part=("site", _parts(split, preds.site.values.astype(str))))
-    test = list(split.test.units) or list(split.val.units)
+    test = list(split.test.units)
+    label = "held-out sites"
+    if not test and split.val.units:
+        # No test site in this split: the validation sites are scored, labelled so — they chose the
+        # early-stopping step, so they are not independent held-out sites.
+        test, label = list(split.val.units), "validation sites (no test sites in the split; not independent)"
+        warnings.warn(f"{config.name}: the split has no test sites; scoring the validation sites, labelled so",
+                      stacklevel=2)
     rows = evaluate_predictions(preds.sel(site=test), ds.sel(site=test), config) if test else []
-    return _write_outputs(workdir, config, preds, rows, run.history, ds, figures, {"run": run})
+    return _write_outputs(workdir, config, preds, rows, run.history, ds, figures, {"run": run}, label=label)
 
 
 def _parts(split: Split, sites) -> np.ndarray:
@@ -567,11 +578,12 @@ def _parts(split: Split, sites) -> np.ndarray:
     return np.array([lookup.get(s, "") for s in sites])
 
 
-def _write_outputs(workdir, config, preds, rows, history, ds, figures, extra) -> dict[str, Any]:
+def _write_outputs(workdir, config, preds, rows, history, ds, figures, extra,
+                   label: str = "held-out sites") -> dict[str, Any]:
     nc = write_netcdf_atomic(preds, workdir / "predictions.nc")
-    write_text_atomic(json.dumps({"config_sha256": config_hash(config), "rows": rows}, indent=1,
+    write_text_atomic(json.dumps({"config_sha256": config_hash(config), "scored": label, "rows": rows}, indent=1,
                                  default=float) + "\n", workdir / "metrics.json")
-    md = metrics_markdown(rows, f"{config.name}: held-out sites")
+    md = metrics_markdown(rows, f"{config.name}: {label}")
     write_text_atomic(md, workdir / "metrics.md")
     figs = []
     if figures:

@@ -295,10 +295,10 @@ def vpd_from_rh(tair, rh):
     VPD = e°(T) (1 − RH/100), e° from `process_models.forcing.saturation_vapour_pressure` (kPa → hPa)."""
     import numpy as np
 
-    from process_models.constants import PA_PER_HPA, PA_PER_KPA
+    from process_models.constants import HPA_PER_KPA
     from process_models.forcing import saturation_vapour_pressure
 
-    es_hpa = np.asarray(saturation_vapour_pressure(np.asarray(tair, dtype=np.float32)), dtype=float) * PA_PER_KPA / PA_PER_HPA
+    es_hpa = np.asarray(saturation_vapour_pressure(np.asarray(tair, dtype=np.float32)), dtype=float) * HPA_PER_KPA
     return es_hpa * (1.0 - np.asarray(rh, dtype=float) / 100.0)
 
 

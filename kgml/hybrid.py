@@ -23,7 +23,13 @@ import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from kgml import constraints, losses
-from kgml.nn.location import haversine_km
+from kgml.data.drivers import fill_driver_gaps, met_from_dataset
+from kgml.data.schema import DataWarning
+from kgml.models.base import AbstractNetworkModel, AbstractSiteModel
+from kgml.nn.encoders import TemporalEncoder
+from kgml.nn.heads import ParameterHead, ResidualHead
+from kgml.nn.location import LocationEncoder, haversine_km
+from kgml.nn.site_attention import SiteAttention
 from process_models.ecosystem import CropEcosystem, Ecosystem
 from process_models.forcing import Met
 from process_models.parameters import ParameterSpec
@@ -131,8 +137,8 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _locate(location, lat, lon, static, region):
-    if getattr(location, "n_regions", 0):
+def _locate(location: LocationEncoder, lat, lon, static, region):
+    if location.n_regions:
         return location(lat, lon, static, region)
     return location(lat, lon, static)
 
@@ -157,7 +163,7 @@ def site_embedding(model, w: SiteWindow) -> tuple[Array, Array]:
     return h_seq, emb
 
 
-class HybridModel(eqx.Module):
+class HybridModel(AbstractNetworkModel):
     """Encoder + location encoding (+ site attention) → parameter head (+ residual head) → process model.
 
     For one site window: normalised drivers → `TemporalEncoder` → (daily features, summary); summary ⊕
@@ -264,11 +270,6 @@ def build_hybrid(
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
     time-varying parameters). Untrained, the model equals the process model at the defaults (the heads
     start at the specs' default unconstrained values, the residual at 0)."""
-    from kgml.nn.encoders import TemporalEncoder
-    from kgml.nn.heads import ParameterHead, ResidualHead
-    from kgml.nn.location import LocationEncoder
-    from kgml.nn.site_attention import SiteAttention
-
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
     names = list(specs) if learned is None else list(learned)
@@ -318,7 +319,7 @@ def build_hybrid(
     )
 
 
-class ProcessModel(eqx.Module):
+class ProcessModel(AbstractSiteModel):
     """The process model alone (no network): its calibrated parameters are one global set of unconstrained
     values (``global_unconstrained``; physical value = ``spec.to_physical(u)``, so always within bounds),
     the others fixed. Built by `build_process_model` at the defaults (or ``fixed`` values): untrained it IS
@@ -462,7 +463,7 @@ def hybrid_objective(
     data, parts = losses.multitask_loss(preds, obs, masks, weights, scales)
     penalties = {}
     specs = model.specs
-    process = model.process  # None for a model without physics (kgml.neural.NeuralModel)
+    process = model.process if model.has_physics else None  # kgml.neural.NeuralModel has no physics
     penalties["prior"] = constraints.prior_penalty(pred.unconstrained, specs.values(), prior_sd)
     penalties["residual"] = constraints.residual_penalty(pred.residual, scales)
     soil_names = set() if process is None else {s.name for s in process.soil_respiration.parameter_specs}
@@ -524,22 +525,6 @@ class WindowData:
         idx = slice(None) if index is None else np.asarray(index)
         conv = lambda a: jnp.asarray(a[idx])  # noqa: E731
         return jax.tree_util.tree_map(conv, self.inputs), jax.tree_util.tree_map(conv, self.targets)
-
-
-def _fill_gaps(values: np.ndarray) -> np.ndarray:
-    """Fill NaN in a (site, time) driver by linear interpolation in time, then the site's mean (then 0)."""
-    out = values.astype(np.float64).copy()
-    t = np.arange(out.shape[1])
-    for s in range(out.shape[0]):
-        ok = np.isfinite(out[s])
-        if ok.all():
-            continue
-        if ok.sum() >= 2:
-            out[s] = np.interp(t, t[ok], out[s, ok])
-        else:
-            out[s] = np.nan_to_num(out[s], nan=float(np.nanmean(out[s])) if ok.any() else 0.0)
-    return out.astype(np.float32)
-
 
 
 def target_scales(ds: xr.Dataset, task: TaskSpec, floor: float = 0.1) -> dict[str, float]:
@@ -627,8 +612,6 @@ def prepare_windows(
     missing from ``ds`` is an error, or (``missing_static="zero"``) its normalised mean, with a warning.
     Windows without any observation are dropped when ``require_targets``.
     """
-    from kgml.synthetic import met_from_dataset
-
     if "time" not in ds.dims or "site" not in ds.dims:
         raise ValueError(f"dataset must have dims (site, time), has {tuple(ds.dims)}")
     ds = _drop_leap_days(ds)
@@ -650,10 +633,14 @@ def prepare_windows(
         x_all.append(v)
     x_all = np.stack(x_all, axis=-1)
 
-    met = met_from_dataset(ds)
-    met = Met(*(None if v is None else _fill_gaps(np.broadcast_to(v, (n_sites, n_time))) for v in met))
+    driver_defaults: dict[str, str] = {}
+    met = met_from_dataset(ds, defaults=driver_defaults)
+    site_ids = ds.site.values.astype(str)
+    met = Met(*(None if v is None else fill_driver_gaps(np.broadcast_to(v, (n_sites, n_time)), name, site_ids)
+                for name, v in zip(Met._fields, met, strict=True)))
 
-    st = _static(ds, static, normaliser, missing_static)
+    static_filled: dict[str, list[str]] = {}
+    st = _static(ds, static, normaliser, missing_static, filled=static_filled)
     lat = ds["lat"].values.astype(np.float32)
     lon = ds["lon"].values.astype(np.float32)
     if region and region_map is not None and region in ds.coords:
@@ -755,8 +742,13 @@ def prepare_windows(
         annual=np.nan_to_num(an_a).astype(np.float32), annual_mask=np.isfinite(an_a),
         month_index=np.stack(midx),
     )
+    extra = {}
+    if driver_defaults:
+        extra["driver_defaults"] = driver_defaults
+    if static_filled:
+        extra["static_filled"] = static_filled
     return WindowData(inputs, targets, wsite_a, wstart_a, tuple(ds.site.values.astype(str)), ds.time.values,
-                      np.asarray(wyear, np.int32), task, feats, tuple(static))
+                      np.asarray(wyear, np.int32), task, feats, tuple(static), extra)
 
 
 #: Day of the year before the first of each month in a 365-day calendar.
@@ -816,18 +808,34 @@ def _daily(ds: xr.Dataset, name: str, n_sites: int, n_time: int) -> np.ndarray:
     return ds[name].transpose("site", "time").values.astype(np.float32)
 
 
-def _static(ds: xr.Dataset, names: Sequence[str], normaliser, missing: str = "raise") -> np.ndarray:
+def _static(ds: xr.Dataset, names: Sequence[str], normaliser, missing: str = "raise",
+            filled: dict[str, list[str]] | None = None) -> np.ndarray:
+    """Normalised static attributes (site, attribute). A site whose attribute is NaN gets the training mean
+    (0 after normalisation) with a `DataWarning` naming attribute and sites, recorded in ``filled``
+    (attribute → sites); an attribute missing from ``ds`` is an error unless ``missing="zero"`` (then all
+    sites, warned and recorded the same way)."""
     cols = []
+    sites = ds.site.values.astype(str) if "site" in ds.coords else np.arange(ds.sizes["site"]).astype(str)
     for name in names:
         if name not in ds.variables:
             if missing == "zero":
-                warnings.warn(f"static attribute {name!r} not in the dataset: using the training mean", stacklevel=3)
+                warnings.warn(f"static attribute {name!r} not in the dataset: using the training mean for all "
+                              f"{len(sites)} sites", DataWarning, stacklevel=3)
+                if filled is not None:
+                    filled[name] = sites.tolist()
                 cols.append(np.zeros(ds.sizes["site"]))
                 continue
             raise KeyError(f"static attribute {name!r} not in the dataset (has {sorted(map(str, ds.variables))})")
         v = np.asarray(ds[name].values, np.float64)
         v = normaliser.transform_array(name, v) if name in normaliser.mean else v
-        cols.append(np.where(np.isfinite(v), v, 0.0))
+        bad = ~np.isfinite(v)
+        if bad.any():
+            which = sites[bad].tolist()
+            warnings.warn(f"static attribute {name!r} is NaN at {len(which)} site(s) {which[:5]}: using the "
+                          f"training mean there", DataWarning, stacklevel=3)
+            if filled is not None:
+                filled[name] = which
+        cols.append(np.where(bad, 0.0, v))
     if not cols:
         return np.zeros((ds.sizes["site"], 0), np.float32)
     return np.stack(cols, axis=-1).astype(np.float32)

@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from process_models.constants import HPA_PER_KPA
+
 __all__ = [
     "DRIVERS",
     "DriverAssumptions",
@@ -129,7 +131,7 @@ def _angstrom_sw(lat: np.ndarray, doy: np.ndarray, a: DriverAssumptions) -> np.n
 def _svp_hpa(t: np.ndarray) -> np.ndarray:
     from process_models.forcing import saturation_vapour_pressure
 
-    return 10.0 * np.asarray(saturation_vapour_pressure(np.asarray(t, np.float32)), np.float64)
+    return HPA_PER_KPA * np.asarray(saturation_vapour_pressure(np.asarray(t, np.float32)), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -600,7 +602,7 @@ def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh,
         v = monthly[mi]  # (n_fields, cell)
         d = jnp.full((n,), d)
         sw = angstrom * extraterrestrial_radiation(lat, d) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
-        vpd = 10.0 * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
+        vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
         met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32), vpd=vpd.astype(jnp.float32),
                   precip=v[5], tsoil=v[6], co2=v[7], patm=patm, doy=d, lat=lat)
         new, out = process.step(theta, carry, met)

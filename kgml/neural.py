@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from kgml.hybrid import DAYS_PER_YEAR, Predictions, SiteWindow, site_embedding
+from kgml.models.base import AbstractNetworkModel
 
 __all__ = ["FLUX_OUTPUTS", "NeuralModel", "build_neural", "head_parameter_count", "matching_head_width"]
 
@@ -62,7 +63,7 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-class NeuralModel(eqx.Module):
+class NeuralModel(AbstractNetworkModel):
     """Encoder + location encoding (+ site attention) → flux head and yield head; no process model.
 
     For one site window the site embedding is made exactly as in `kgml.hybrid.HybridModel`. The flux head
@@ -87,7 +88,7 @@ class NeuralModel(eqx.Module):
     yield_scale: float = eqx.field(static=True, default=1.0)
     use_summary: bool = eqx.field(static=True, default=True)
 
-    #: No physics layer (kgml code checks ``model.process is None``) and no physical parameters.
+    #: No physics layer (``has_physics`` is False) and no physical parameters.
     process: ClassVar[None] = None
     learned: ClassVar[tuple[str, ...]] = ()
     time_varying: ClassVar[tuple[str, ...]] = ()

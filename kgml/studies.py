@@ -30,6 +30,7 @@ import xarray as xr
 from kgml.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from kgml.data.splits import Part, Split, kfold_by_site, save_splits
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
+from kgml.machine import machine_line
 
 __all__ = [
     "MODEL_LABELS",
@@ -1042,7 +1043,7 @@ def run_study(
         text, extras["attribution"] = _extra_attribution(attribution_runs, ds, directory)
         md += "\n" + text
     elapsed = time.perf_counter() - started
-    md += f"\nWall time {elapsed:.0f} s on {os.cpu_count()} CPU core(s); {ds.sizes['site']} {spec.units} loaded.\n"
+    md += f"\nWall time {elapsed:.0f} s on {machine_line()}; {ds.sizes['site']} {spec.units} loaded.\n"
     files.append(write_text_atomic(md, directory / "metrics.md"))
     files.append(write_text_atomic(json.dumps({"study": name, "quick": quick, "rows": rows, "status": status,
                                                "extras": extras, "wall_seconds": elapsed,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from kgml.data.drivers import met_from_dataset
 from kgml.variables import get_variable
 from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem, SoilChamber
 from process_models.forcing import Met, make_met
@@ -911,35 +912,3 @@ def save_corpus(ds: xr.Dataset, path) -> None:
     from kgml.io import write_netcdf_atomic
 
     write_netcdf_atomic(ds, path)
-
-
-def met_from_dataset(ds: xr.Dataset) -> Met:
-    """The raw daily drivers of a (site, time) dataset as a `Met` of numpy float32 arrays (site, time).
-
-    Missing optional drivers are derived as in `make_met` (tair from tmin/tmax, vpd, tsoil = tair, co2 400
-    ppm, standard pressure); ``doy`` comes from the time coordinate, ``lat`` from the site coordinate.
-    """
-    doy = np.asarray(ds.time.dt.dayofyear.values, np.float32)
-    n_sites = ds.sizes["site"]
-    doy = np.broadcast_to(doy, (n_sites, doy.size))
-    lat = np.asarray(ds["lat"].values, np.float32)[:, None]
-
-    def get(name):
-        return ds[name].transpose("site", "time").values.astype(np.float32) if name in ds else None
-
-    kwargs = {k: get(k) for k in ("tmin", "tmax", "sw_in", "precip", "tair", "vpd", "tsoil")}
-    if "swc" in ds:  # % in the dataset (kgml.variables), m3 m-3 in Met
-        kwargs["swc"] = get("swc") / 100.0
-    for k in ("co2", "patm"):
-        if k in ds:
-            kwargs[k] = get(k)
-    if kwargs["tmin"] is None or kwargs["tmax"] is None:
-        if kwargs["tair"] is None:
-            raise KeyError("drivers need tmin and tmax, or tair")
-        kwargs["tmin"] = kwargs["tmin"] if kwargs["tmin"] is not None else kwargs["tair"]
-        kwargs["tmax"] = kwargs["tmax"] if kwargs["tmax"] is not None else kwargs["tair"]
-    missing = [k for k in ("sw_in", "precip") if kwargs[k] is None]
-    if missing:
-        raise KeyError(f"dataset lacks driver(s) {missing}")
-    met = make_met(doy=doy, lat=lat, **{k: v for k, v in kwargs.items() if v is not None})
-    return Met(*(None if v is None else np.asarray(v) for v in met))

@@ -118,6 +118,10 @@ BERNACCHI_HA_KO = 36380.0
 #: Pascal per kilopascal (Pa kPa-1); FAO-56 writes pressures in kPa, `Met.patm` is in Pa.
 PA_PER_KPA = 1000.0
 
+#: Hectopascal per kilopascal (hPa kPa-1): e° (FAO-56 eq. 11) is in kPa, VPD is carried in hPa. The one
+#: kPa → hPa factor of kgml.
+HPA_PER_KPA = PA_PER_KPA / PA_PER_HPA
+
 #: Square centimetres per square metre (cm2 m-2); DAMM rates are per cm3 of soil.
 CM2_PER_M2 = 1.0e4
 

@@ -79,7 +79,7 @@ def make_met(
     if vpd is None:
         es = (saturation_vapour_pressure(tmax) + saturation_vapour_pressure(tmin)) / 2.0
         ea = saturation_vapour_pressure(tmin)
-        vpd = 10.0 * jnp.maximum(es - ea, 0.0)
+        vpd = C.HPA_PER_KPA * jnp.maximum(es - ea, 0.0)
     tsoil = tair if tsoil is None else tsoil
     fields = dict(
         tair=tair, tmin=tmin, tmax=tmax, sw_in=sw_in, vpd=vpd, precip=precip, tsoil=tsoil,

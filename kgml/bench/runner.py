@@ -48,6 +48,7 @@ from kgml.bench.suites import (
 )
 from kgml.data.splits import Part, Split
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
+from kgml.machine import machine_line
 
 __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult", "base_config", "run_suite",
            "score_suite"]
@@ -64,7 +65,6 @@ MODEL_LABELS = {
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
-MACHINE = "2-core sandbox, no GPU"
 
 
 class NotAvailable(Exception):  # noqa: N818 - a status, not an error of the run
@@ -198,7 +198,7 @@ class FoldContext:
         from kgml.experiment import predict_dataset
 
         pred = predict_dataset(run, ds, batch_size=self.predict_batch)
-        learned = tuple(getattr(run.model, "learned", ())) + tuple(getattr(run.model, "global_unconstrained", {}) or ())
+        learned = tuple(run.model.learned) + tuple(run.model.global_unconstrained)
         pred.attrs["learned"] = ", ".join(learned)
         return pred
 
@@ -375,7 +375,7 @@ def detect_fold_regions(ctx: FoldContext):
         run = ctx.global_run()
         pred = ctx.predict(run, train)
         specs = run.model.process.parameter_specs
-        learned = set(getattr(run.model, "learned", ()))
+        learned = set(run.model.learned)
         pred = pred[[v for v in pred.data_vars if not str(v).startswith("theta_") or str(v)[6:] in learned]]
     sig = rd.site_signatures(kind, ds=train, pred=pred, specs=specs, targets=s.targets, features=s.features,
                              resolution=s.resolution)
@@ -950,7 +950,7 @@ def append_results(path: str | os.PathLike, suite: Suite, md: str, *, command: s
     path = Path(path)
     text = path.read_text() if path.exists() else ""
     date = dt.date.today().isoformat()
-    body = md.replace(f"# {suite.name}", f"### {suite.name} — {date}, {MACHINE}", 1)
+    body = md.replace(f"# {suite.name}", f"### {suite.name} — {date}, {machine_line()}", 1)
     body = body.replace("\n### ", "\n#### ")
     block = "\n" + body.rstrip() + "\n"
     if RESULTS_SECTION not in text:

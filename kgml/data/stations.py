@@ -300,7 +300,7 @@ def read_apsim_met(
 
     tair = (mint + maxt) / 2.0
     es = (np.asarray(saturation_vapour_pressure(maxt)) + np.asarray(saturation_vapour_pressure(mint))) / 2.0
-    vpd = 10.0 * np.maximum(es - np.asarray(saturation_vapour_pressure(mint)), 0.0)
+    vpd = C.HPA_PER_KPA * np.maximum(es - np.asarray(saturation_vapour_pressure(mint)), 0.0)
     values = {
         "tmin": mint,
         "tmax": maxt,
@@ -406,7 +406,7 @@ def read_biocro_hourly_weather(
     _check_range(precip, path, "precip", 0.0, 300.0, "mm h-1",
                  " — negative precipitation is often a missing-value code; use NaN" if np.nanmin(precip) < 0 else "")
 
-    vpd_hourly = 10.0 * np.asarray(saturation_vapour_pressure(temp)) * (1.0 - rh)
+    vpd_hourly = C.HPA_PER_KPA * np.asarray(saturation_vapour_pressure(temp)) * (1.0 - rh)
     frame = pd.DataFrame(
         {"date": date, "temp": temp, "sw": np.maximum(solar, 0.0) / PAR_UMOL_PER_J_SW, "precip": precip,
          "vpd": vpd_hourly}

@@ -19,7 +19,7 @@ import xarray as xr
 
 from kgml.data.schema import DataValidationError, register_layout, validate_dataset
 from kgml.variables import get_variable
-from process_models.constants import HOURS_PER_DAY, PA_PER_HPA
+from process_models.constants import HOURS_PER_DAY, HPA_PER_KPA, PA_PER_HPA
 
 __all__ = [
     "ACRE_M2",
@@ -473,8 +473,8 @@ _DAYS_PER_WEEK = 7
 def _saturation_vapour_pressure_hpa(t_celsius: np.ndarray) -> np.ndarray:
     from process_models.forcing import saturation_vapour_pressure
 
-    # saturation_vapour_pressure gives kPa (FAO-56 eq. 11); 10 hPa per kPa.
-    return np.asarray(saturation_vapour_pressure(np.asarray(t_celsius, dtype=np.float32)), dtype=float) * 1000.0 / PA_PER_HPA
+    # saturation_vapour_pressure gives kPa (FAO-56 eq. 11).
+    return np.asarray(saturation_vapour_pressure(np.asarray(t_celsius, dtype=np.float32)), dtype=float) * HPA_PER_KPA
 
 
 def _daylength_hours(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:

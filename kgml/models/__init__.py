@@ -1,0 +1,1 @@
+"""Site models: the abstract interface every model kind implements (`kgml.models.base`)."""
