@@ -39,6 +39,7 @@ import optax
 from jaxtyping import Array, Float
 
 from kgml.data.schema import DataValidationError
+from kgml.fluxfeatures import calibration_split, time_features
 from process_models.parameters import ParameterSpec
 from process_models.temperature import q10_response
 
@@ -188,8 +189,6 @@ def flux_inputs(
     Missing driver values are linearly interpolated in time and flagged (``interpolated``); a driver that is
     entirely missing is left out (VPD, SWC) or is an error (SW_IN, TA: the physics needs them).
     """
-    from kgml.gapfill import time_features
-
     t = np.asarray(times, dtype="datetime64[ns]")
     n = t.size
     if n < 2:
@@ -450,8 +449,6 @@ def _pad(a: np.ndarray, n: int, fill=0.0) -> np.ndarray:
 def validation_split(observed: np.ndarray, steps_per_day: int, config: HybridConfig = HybridConfig()) -> np.ndarray:
     """The held-out 10 % of observed steps: whole days (sub-daily data) or weeks (daily data) drawn at random with
     ``config.seed`` (`kgml.gapfill.calibration_split`, shared with the ML fillers)."""
-    from kgml.gapfill import calibration_split
-
     return calibration_split(observed, steps_per_day, config.seed, _VAL_FRACTION)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.schema import DataValidationError
+from kgml.fluxfeatures import calibration_split, time_features
 
 __all__ = [
     "FILL_METHODS",
@@ -499,30 +500,6 @@ class FillResult:
     calibration: float = 1.0
 
 
-def time_features(times) -> dict[str, np.ndarray]:
-    """Cyclic day-of-year and time-of-day features and elapsed days, from datetime64 stamps (period starts).
-
-    Sub-daily steps get ``hour_sin``/``hour_cos`` of the period midpoint; daily data none.
-    """
-    t = np.asarray(times, dtype="datetime64[ns]")
-    if t.size < 2:
-        raise ValueError("time_features needs at least two timestamps")
-    step = np.diff(t).min()
-    mid = t + step // 2
-    year_start = mid.astype("datetime64[Y]").astype("datetime64[ns]")
-    doy = (mid - year_start) / np.timedelta64(1, "D")
-    feats = {
-        "doy_sin": np.sin(2 * np.pi * doy / 365.25),
-        "doy_cos": np.cos(2 * np.pi * doy / 365.25),
-        "days": (t - t[0]) / np.timedelta64(1, "D"),
-    }
-    if step < np.timedelta64(1, "D"):
-        hour = (mid - mid.astype("datetime64[D]").astype("datetime64[ns]")) / np.timedelta64(1, "h")
-        feats["hour_sin"] = np.sin(2 * np.pi * hour / 24.0)
-        feats["hour_cos"] = np.cos(2 * np.pi * hour / 24.0)
-    return feats
-
-
 def _require_sklearn():
     try:
         import sklearn  # noqa: F401
@@ -620,21 +597,6 @@ def ml_gapfill(
 
 #: Fraction of a normal distribution within ±1σ.
 _ONE_SIGMA = 0.6826894921370859
-
-
-def calibration_split(observed: np.ndarray, steps_per_day: int, seed: int = 0, fraction: float = 0.10) -> np.ndarray:
-    """Observed steps held out to calibrate an uncertainty: ``fraction`` of them in whole blocks drawn at random
-    (one day for sub-daily data, a week for daily data, single steps when ``steps_per_day`` is 0 = unknown)."""
-    observed = np.asarray(observed, dtype=bool)
-    n = observed.size
-    block = 1 if steps_per_day <= 0 else (steps_per_day if steps_per_day > 1 else 7)
-    starts = np.arange(0, n, block)
-    counts = np.add.reduceat(observed.astype(np.int64), starts)
-    order = np.random.default_rng(seed).permutation(starts.size)
-    take = order[np.cumsum(counts[order]) <= fraction * observed.sum()]
-    held = np.zeros(starts.size, dtype=bool)
-    held[take if take.size else order[:1]] = True
-    return np.repeat(held, block)[:n] & observed
 
 
 def _fit_predict(model, x_fit, y_fit, x_new, todo, estimate, sd, seed, n_estimators, n_jobs) -> None:

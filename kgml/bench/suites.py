@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from kgml.data import assemble
 from kgml.data.splits import Part, Split, kfold_by_site, leave_region_out, load_splits, save_splits
 
 __all__ = [
@@ -178,12 +179,6 @@ def _subset(ds: xr.Dataset, sites: Sequence[str] | None) -> xr.Dataset:
 
 
 def _assemble(name: str):
-    try:
-        from kgml.data import assemble
-    except ImportError as err:
-        raise SuiteUnavailable(f"kgml.data.assemble is not available ({err}); the real-data suites need it") from err
-    if not hasattr(assemble, name):
-        raise SuiteUnavailable(f"kgml.data.assemble has no {name}() yet")
     return getattr(assemble, name)
 
 
