@@ -33,7 +33,8 @@ class AbstractSiteModel(eqx.Module):
     learned: eqx.AbstractVar[tuple[str, ...]]
     time_varying: eqx.AbstractVar[tuple[str, ...]]
     residual_targets: eqx.AbstractVar[tuple[str, ...]]
-    global_unconstrained: eqx.AbstractVar[dict]
+    # ``global_unconstrained`` (dict name → unconstrained value) is a field of the hybrid and process kinds
+    # and an (empty) property of the neural network; equinox cannot declare one abstract member for both.
 
     @property
     @abc.abstractmethod
