@@ -10,6 +10,7 @@ a fixed seed from the full site list, frozen as JSON, and always loaded from the
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import numpy as np
 import xarray as xr
 
 from kgml.data import assemble
+from kgml.data.soil_respiration import read_srdb
 from kgml.data.splits import Part, Split, kfold_by_site, leave_region_out, load_splits, save_splits
+from kgml.data.srdb_prior import IGBP_TO_SRDB, fit_srdb_prior
 
 __all__ = [
     "FOLDS_DIR",
@@ -141,6 +144,8 @@ class Suite:
     dataset_folder: str = ""
     quick_sites: int = 6
     signature: str = "theta+cycle"
+    #: frozen folds of another suite on the same units (a variant of it), "" = its own
+    folds_name: str = ""
 
     def observed_name(self, target: str) -> str:
         return self.observed.get(target, target)
@@ -209,6 +214,20 @@ def _load_cosore(data_dir, quick, sites):
     else:
         ds = fn(root)
     return _subset(ds, sites)
+
+
+def _load_cosore_srdb(data_dir, quick, sites):
+    """`_load_cosore` plus ``rs_srdb``: each site's soil-respiration level predicted from its climate and
+    ecosystem type by the SRDB prior (`kgml.data.srdb_prior`), fitted on SRDB records farther than 10 km from
+    every loaded chamber site (no site's own record informs its prior)."""
+    ds = _load_cosore(data_dir, quick, sites)
+    srdb = read_srdb(_data_path(data_dir, "srdb") / "srdb")
+    prior = fit_srdb_prior(srdb, exclude_lat=ds["lat"].values, exclude_lon=ds["lon"].values, exclude_km=10.0)
+    eco = [IGBP_TO_SRDB.get(str(v), "") for v in ds["igbp"].values]
+    level = prior.daily_mean(ds["mat"].values, ds["map"].values, eco).astype(np.float32)
+    attrs = {"units": "g m-2 d-1", "long_name": "soil respiration level from the SRDB climate prior",
+             "comment": "carbon; Raich et al. (2002) form fitted on SRDB annual Rs: " + json.dumps(prior.to_dict())}
+    return ds.assign_coords(rs_srdb=("site", level, attrs))
 
 
 def _with_district(ds: xr.Dataset) -> xr.Dataset:
@@ -282,6 +301,17 @@ _register(Suite(
     dataset_folder="cosore", quick_sites=4,
 ))
 _register(Suite(
+    name="cosore_daily_srdb",
+    description="cosore_daily with knowledge of the level: each site's Rs level predicted from climate and "
+                "ecosystem type by a prior fitted on the SRDB annual records (kgml.data.srdb_prior) as a static "
+                "input of every model",
+    load=_load_cosore_srdb, vegetation="soil", targets=("rsoil",), resolution="daily", region="igbp",
+    folds=(FoldKind("leave_site_out", "10-fold grouped by site: every site held out once", _kfold(10)),),
+    features=("tsoil", "swc", "tair", "precip"), static=("mat", "map", "rs_srdb"),
+    anchor="issue 15 target: median leave-site-out KGE ≥ 0.35 and NSE ≥ 0.05 (global LSTM 0.30 / 0.02)",
+    dataset_folder="cosore", quick_sites=4, folds_name="cosore_daily",
+))
+_register(Suite(
     name="il_corn_yield",
     description="Illinois county corn yield, 40 counties (Khaki et al. 2020; weekly Daymet → daily drivers)",
     load=_load_il_corn, vegetation="maize", targets=("crop_yield",), resolution="annual", region="district",
@@ -322,7 +352,7 @@ def make_folds(suite: Suite, ds: xr.Dataset, *, seed: int = FOLD_SEED) -> list[S
 
 
 def folds_path(suite: Suite, folds_dir: str | os.PathLike | None = None) -> Path:
-    return Path(folds_dir or FOLDS_DIR) / f"{suite.name}.json"
+    return Path(folds_dir or FOLDS_DIR) / f"{suite.folds_name or suite.name}.json"
 
 
 def load_folds(suite: Suite, folds_dir: str | os.PathLike | None = None) -> list[Split]:
