@@ -83,17 +83,19 @@ def loss_scales(suite: Suite, ds: xr.Dataset) -> dict[str, float]:
     from kgml.experiment import task_of
     from kgml.hybrid import target_scales
 
-    cfg = base_config(suite)
+    cfg = base_config(suite, told=True)
     return target_scales(ds, task_of(cfg))
 
 
-def base_config(suite: Suite, *, quick: bool = False, seed: int = 0, scales: dict[str, float] | None = None):
+def base_config(suite: Suite, *, quick: bool = False, seed: int = 0, scales: dict[str, float] | None = None,
+                told: bool = False):
     """The hybrid `ExperimentConfig` of a suite: its data section, and model/training sizes (tiny with
     ``quick``: hidden 8, 3 steps, batch 1; default: hidden 32, 300 steps, batch 16, early stopping);
-    ``scales``: fixed loss scales (`loss_scales`)."""
+    ``scales``: fixed loss scales (`loss_scales`); ``told``: trained on every target of the suite, not only
+    its ``train_targets``."""
     from kgml.config import config_from_dict
 
-    d = suite.config_dict()
+    d = suite.config_dict(told=told)
     d.update(name=f"bench-{suite.name}", seed=seed)
     if scales:
         d["loss"] = {"scales": {k: float(v) for k, v in scales.items()}}
@@ -328,7 +330,11 @@ def _process_per_region(ctx: FoldContext) -> xr.Dataset:
 
 def _neural(ctx: FoldContext) -> xr.Dataset:
     _kind_available("neural")
-    run = ctx.train(_replace(ctx.config, name=f"{ctx.config.name}-neural", model={"kind": "neural"}))
+    cfg = ctx.config
+    if ctx.suite.train_targets:  # no physics to reach the untrained fluxes: the told reference
+        told = base_config(ctx.suite, quick=ctx.quick, seed=cfg.seed, scales=dict(cfg.loss.scales or {}), told=True)
+        cfg = dataclasses.replace(cfg, data=told.data)
+    run = ctx.train(_replace(cfg, name=f"{cfg.name}-neural", model={"kind": "neural"}))
     return ctx.predict(run, ctx.heldout_ds())
 
 

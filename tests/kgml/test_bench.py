@@ -253,3 +253,31 @@ def test_summary_table_copies_the_metrics_file(synthetic_run, capsys):
     assert "### synthetic_shift" in capsys.readouterr().out
     assert main(["bench", "summary", "--out", str(out), "--suites", "cosore_daily"]) == 2
     assert main(["bench", "summary", "--out", str(out), "--metric", "nee=mae"]) == 2
+
+
+def test_nee_only_suite_trains_the_physics_on_nee_and_the_told_reference_on_every_flux():
+    """fluxnet_mm_nee_only: the hybrid's and process model's config hold NEE as the only target, the
+    same-size network (no physics to reach GPP/Reco otherwise) is told every flux; all three are scored."""
+    from kgml.bench.runner import base_config
+
+    suite = get_suite("fluxnet_mm_nee_only")
+    assert suite.targets == ("nee", "gpp", "reco") and suite.train_targets == ("nee",)
+    assert base_config(suite).data.monthly_targets == ("nee",)
+    assert base_config(suite, told=True).data.monthly_targets == ("nee", "gpp", "reco")
+    assert base_config(get_suite("fluxnet_mm")).data.monthly_targets == ("nee", "gpp", "reco")
+    # the variant runs on fluxnet_mm's frozen folds
+    from kgml.bench.suites import folds_path
+
+    assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
+
+
+@pytest.mark.realdata
+def test_cosore_srdb_suite_gives_every_site_a_finite_prior_level(dataset_dir):
+    suite = get_suite("cosore_daily_srdb")
+    root = dataset_dir("cosore").parent
+    if not (root / "srdb" / "srdb-data.csv").exists():
+        pytest.skip(f"SRDB not found under {root}")
+    ds = suite.load(root, True, None)
+    level = ds["rs_srdb"].values
+    assert "rs_srdb" in suite.static and ds["rs_srdb"].attrs["units"] == "g m-2 d-1"
+    assert np.all(np.isfinite(level)) and np.all((level > 0.1) & (level < 15.0))
