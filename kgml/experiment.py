@@ -426,6 +426,8 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
                      source=f"kgml {__version__} {type(run.model).__name__}", config_sha256=config_hash(run.config))
     for key, value in sorted(data.extra.get("driver_defaults", {}).items()):
         out.attrs[f"driver_default_{key}"] = value  # an optional driver the data lacked (warned once)
+    for key, sites in sorted(data.extra.get("driver_missing", {}).items()):
+        out.attrs[f"driver_missing_{key}"] = "no value (outputs NaN) at: " + " ".join(sites)
     for key, sites in sorted(data.extra.get("static_filled", {}).items()):
         out.attrs[f"static_filled_{key}"] = "training mean at: " + " ".join(sites)
     return out

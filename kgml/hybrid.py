@@ -636,7 +636,9 @@ def prepare_windows(
     driver_defaults: dict[str, str] = {}
     met = met_from_dataset(ds, defaults=driver_defaults)
     site_ids = ds.site.values.astype(str)
-    met = Met(*(None if v is None else fill_driver_gaps(np.broadcast_to(v, (n_sites, n_time)), name, site_ids)
+    no_driver: dict[str, list[str]] = {}
+    met = Met(*(None if v is None else fill_driver_gaps(np.broadcast_to(v, (n_sites, n_time)), name, site_ids,
+                                                        no_driver)
                 for name, v in zip(Met._fields, met, strict=True)))
 
     static_filled: dict[str, list[str]] = {}
@@ -747,6 +749,8 @@ def prepare_windows(
         extra["driver_defaults"] = driver_defaults
     if static_filled:
         extra["static_filled"] = static_filled
+    if no_driver:
+        extra["driver_missing"] = no_driver
     return WindowData(inputs, targets, wsite_a, wstart_a, tuple(ds.site.values.astype(str)), ds.time.values,
                       np.asarray(wyear, np.int32), task, feats, tuple(static), extra)
 

@@ -76,20 +76,21 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
     return Met(*(None if v is None else np.asarray(v) for v in met))
 
 
-def fill_driver_gaps(values: np.ndarray, name: str, sites: Sequence[str]) -> np.ndarray:
-    """Fill NaN in a (site, time) driver by linear interpolation in time (constant beyond the ends). A site
-    with fewer than two finite values of the driver cannot be filled: a `DataValidationError` naming the
-    driver and the sites (never a made-up 0)."""
+def fill_driver_gaps(values: np.ndarray, name: str, sites: Sequence[str],
+                     empty: dict[str, list[str]] | None = None) -> np.ndarray:
+    """Fill NaN in a (site, time) driver by linear interpolation in time (constant beyond the ends; a single
+    value: that value). A site without any value of the driver stays NaN — its physics outputs are NaN, never
+    those of a made-up 0 — and is recorded in ``empty`` (driver → sites) when given."""
     out = values.astype(np.float64).copy()
     t = np.arange(out.shape[1])
     ok_all = np.isfinite(out)
-    bad = [str(sites[s]) for s in range(out.shape[0]) if ok_all[s].sum() < 2]
-    if bad:
-        raise DataValidationError(None, name, f"no usable values (fewer than 2 finite days) at site(s) "
-                                              f"{bad[:5]}{' …' if len(bad) > 5 else ''}: fill the driver or drop "
-                                              f"the site(s)")
     for s in range(out.shape[0]):
         ok = ok_all[s]
-        if not ok.all():
-            out[s] = np.interp(t, t[ok], out[s, ok])
+        if ok.all():
+            continue
+        if not ok.any():
+            if empty is not None:
+                empty.setdefault(name, []).append(str(sites[s]))
+            continue
+        out[s] = np.interp(t, t[ok], out[s, ok])
     return out.astype(np.float32)
