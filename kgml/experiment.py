@@ -480,20 +480,35 @@ def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory:
     sites = [s for s in pred.site.values if s in set(obs.site.values)]
     ref = f"true_{target}" if f"true_{target}" in obs else target
     if target in pred and ref in obs and sites:
-        p = pred[target].sel(site=sites).values
-        o = obs[ref].sel(site=sites).values
+        from kgml.metrics import align_labels
+
+        # Pair by calendar date (predictions drop 29 February, observations keep it), never by position.
+        pa, oa = align_labels(pred[target].sel(site=sites).transpose("site", ...), obs[ref].sel(site=sites))
+        p, o = pa.values, oa.values
+        units = pred[target].attrs.get("units", "")
+        unit = f" ({units})" if units else ""
         fig, ax = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
         ok = np.isfinite(p) & np.isfinite(o)
         ax[0].scatter(o[ok], p[ok], s=2, alpha=0.3)
         lim = [np.nanmin(o[ok]) if ok.any() else 0, np.nanmax(o[ok]) if ok.any() else 1]
         ax[0].plot(lim, lim, "k-", lw=0.7)
-        ax[0].set(xlabel=f"{ref} (gC m-2 d-1)", ylabel=f"predicted {target}", title=f"{target}: held-out sites")
-        doy = np.arange(p.shape[1]) % 365
-        for arr, lab in ((o, ref), (p, "predicted")):
-            cyc = [np.nanmean(np.where(doy == d, arr, np.nan)) if np.isfinite(np.where(doy == d, arr, np.nan)).any()
-                   else np.nan for d in range(365)]
-            ax[1].plot(np.arange(1, 366), cyc, label=lab)
-        ax[1].set(xlabel="day of year", ylabel=f"{target} (gC m-2 d-1)", title="mean seasonal cycle")
+        ax[0].set(xlabel=f"observed {ref}{unit}", ylabel=f"predicted {target}{unit}",
+                  title=f"{target}: held-out sites")
+        if "time" in pa.dims:  # day of a 365-day year: 29 February counts as 28 February
+            t = pa.time.dt
+            doy = np.asarray(t.dayofyear.values) - (np.asarray(t.is_leap_year.values)
+                                                    & (np.asarray(t.dayofyear.values) > 59))
+        else:
+            doy = np.arange(p.shape[1]) % 365 + 1
+        days = np.arange(1, 366)
+        for arr, lab in ((o, f"observed {ref}"), (p, f"predicted {target}")):
+            cyc = np.full(days.size, np.nan)
+            for i, d in enumerate(days):
+                v = arr[:, doy == d]
+                if np.isfinite(v).any():
+                    cyc[i] = np.nanmean(v)
+            ax[1].plot(days, cyc, label=lab)
+        ax[1].set(xlabel="day of year", ylabel=f"{target}{unit}", title="mean seasonal cycle")
         ax[1].legend()
         path = directory / f"{target}_heldout.png"
         with atomic_path(path) as tmp:

@@ -9,7 +9,23 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["METRICS", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+__all__ = ["METRICS", "align_labels", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+
+
+def align_labels(pred: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """``pred`` and ``obs`` on the coordinate labels they share (site, time, year, …; inner join), in the
+    same order: pairs by calendar date, never by position (predictions drop 29 February; observations
+    keep it). Non-dimension coordinates are dropped so that they cannot block the join."""
+    p = pred.reset_coords(drop=True)
+    o = obs.reset_coords(drop=True)
+    missing = [d for d in p.dims if d not in o.dims]
+    if missing:
+        raise ValueError(f"observation {obs.name!r} lacks the dimension(s) {missing} of prediction {pred.name!r}")
+    p, o = xr.align(p, o, join="inner")
+    extra = [d for d in o.dims if d not in p.dims]
+    if extra:
+        raise ValueError(f"observation {obs.name!r} has dimension(s) {extra} that prediction {pred.name!r} lacks")
+    return p, o.transpose(*p.dims)
 
 
 def _pair(pred, obs) -> tuple[np.ndarray, np.ndarray]:
@@ -85,18 +101,16 @@ def score_table(
     for pname, oname in pairs.items():
         if pname not in pred or oname not in obs:
             continue
-        p = pred[pname].sel(site=sites)
-        o = obs[oname].sel(site=sites)
-        common = [d for d in p.dims if d != "site"]
-        if common:
-            o = o.sel({d: p[d].values for d in common}) if all(d in o.dims for d in common) else o
+        p, o = align_labels(pred[pname].sel(site=sites).transpose("site", ...),
+                            obs[oname].sel(site=sites))
+        kept = p.site.values
         rows.append({"variable": pname, "scope": "all", "key": "all", **scores(p.values, o.values, metrics)})
         if group is not None and group in obs.coords:
-            labels = obs[group].sel(site=sites).values.astype(str)
+            labels = obs[group].sel(site=kept).values.astype(str)
             for g in sorted(set(labels)):
                 sel = labels == g
                 rows.append({"variable": pname, "scope": "group", "key": g,
                              **scores(p.values[sel], o.values[sel], metrics)})
-        for i, s in enumerate(sites):
+        for i, s in enumerate(kept):
             rows.append({"variable": pname, "scope": "site", "key": str(s), **scores(p.values[i], o.values[i], metrics)})
     return rows
