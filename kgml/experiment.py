@@ -94,17 +94,26 @@ def corpus_spec(cfg):
 
 
 def load_data(config: ExperimentConfig, *, progress: bool = False) -> xr.Dataset:
-    """The run's dataset: a synthetic corpus, or a (site, time) netCDF file; restricted to the configured
+    """The run's dataset: a synthetic corpus, a real-data builder of `kgml.data.assemble.BUILDERS` (read from
+    ``[data] data_dir`` with ``[data] options``), or a (site, time) netCDF file; restricted to the configured
     vegetation (when the dataset has a ``vegetation`` coordinate) and regions."""
+    from kgml.data.assemble import BUILDERS, build, builder_name
+
     data = config.data
     if data.source == "synthetic":
         from kgml.synthetic import make_corpus
 
         ds = make_corpus(corpus_spec(data.corpus), progress=progress)
+    elif builder_name(data.source):
+        ds = build(data.source, data.data_dir or None, **dict(data.options))
     else:
+        if data.options or data.data_dir:
+            raise ConfigError(f"[data] options and data_dir apply to a dataset builder source "
+                              f"({', '.join(sorted(BUILDERS))}), not to the file {data.source!r}")
         path = Path(data.source)
         if not path.exists():
-            raise FileNotFoundError(f"[data] source {path} does not exist (a netCDF file or 'synthetic')")
+            raise FileNotFoundError(f"[data] source {path} does not exist (a netCDF file, 'synthetic' or a "
+                                    f"dataset builder: {', '.join(sorted(BUILDERS))})")
         with xr.open_dataset(path) as f:
             ds = f.load()
     return select_sites(ds, config)
