@@ -428,7 +428,7 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     out = predictions_to_dataset(pred, data, tuple(run.model.specs.values()))
     for c in ("lat", "lon", "state", "vegetation", run.config.data.region):
         if c in ds.coords and "site" in ds[c].dims:
-            out = out.assign_coords({c: ("site", ds[c].values)})
+            out = out.assign_coords({c: ("site", ds[c].values, dict(ds[c].attrs))})
     from kgml import __version__
 
     out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",

@@ -9,7 +9,33 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["METRICS", "align_labels", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+__all__ = ["METRICS", "add_metric_units", "align_labels", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+
+
+_SAME_UNITS = ("rmse", "bias", "mae")  #: metrics in the scored variable's units
+_DIMENSIONLESS = ("r2", "nse", "kge", "share", "fraction", "positive")
+_COUNTS = ("n", "n_sites", "n_folds", "n_parameters", "group_sites", "sites")
+
+
+def add_metric_units(ds: xr.Dataset, variable_units: str | list[str]) -> xr.Dataset:
+    """Set ``units`` on the metric variables of a score dataset (by name: ``rmse``, ``site_rmse``,
+    ``rmse_p90``, ``pooled_bias``, …): RMSE and bias in the scored variable's units (when every scored
+    variable has the same units; otherwise the ``units`` coordinate says them and the attribute is left
+    unset with a comment), R², NSE, KGE, shares and counts "1", ``*_seconds`` "s"."""
+    units = sorted({u for u in np.atleast_1d(variable_units).astype(str) if u}) if len(
+        np.atleast_1d(variable_units)) else []
+    for name in ds.data_vars:
+        tokens = str(name).split("_")
+        if any(t in _SAME_UNITS for t in tokens):
+            if len(units) == 1:
+                ds[name].attrs["units"] = units[0]
+            else:
+                ds[name].attrs["comment"] = "in the units of each scored variable (coordinate units)"
+        elif str(name).endswith("_seconds"):
+            ds[name].attrs["units"] = "s"
+        elif any(t in _DIMENSIONLESS for t in tokens) or str(name) in _COUNTS or tokens[-1] == "n":
+            ds[name].attrs["units"] = "1"
+    return ds
 
 
 def align_labels(pred: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:

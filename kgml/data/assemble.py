@@ -770,7 +770,10 @@ def cosore_daily(
     }
     for name in ("dataset", "network_site_id", "tsoil_depth", "swc_depth", "primary_pub", "treatment"):
         if name in sel.coords:
-            coords[name] = ("site", sel[name].values, dict(sel[name].attrs))
+            attrs = dict(sel[name].attrs)
+            if name.endswith("_depth"):
+                attrs.setdefault("units", "cm")  # sensor depth below the surface (kgml.data.soil_respiration)
+            coords[name] = ("site", sel[name].values, attrs)
     ds = xr.Dataset(data_vars, coords=coords)
     ds = _add_site_labels(ds, "soil")
     return _finish(ds, title="COSORE daily soil respiration (kgml site dataset)",

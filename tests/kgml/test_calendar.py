@@ -80,3 +80,32 @@ def test_train_on_a_record_spanning_leap_years(tmp_path):
     obs = ds.nee.sel(site=test, time=NOLEAP)
     both = np.isfinite(obs.values) & np.isfinite(pred.nee.sel(site=test).transpose("site", "time").values)
     assert row["n"] == int(both.sum()) > 0
+    from tests.kgml.cf_check import assert_cf_units, flux_unit_spellings
+
+    assert_cf_units(tmp_path / "run" / "predictions.nc")  # CF units, Conventions and history on the output
+    assert flux_unit_spellings(tmp_path / "run" / "predictions.nc") == {"g m-2 d-1"}
+
+
+def test_cf_spelling_of_kgml_units():
+    """Every unit kgml declares (variable registry, physics parameters, prediction outputs) has a UDUNITS-2
+    spelling cf-units accepts, and kgml's converter reads that spelling back (one flux unit)."""
+    cf = pytest.importorskip("cf_units", reason="cf-units is in the test extra")
+    from kgml.hybrid import _UNITS
+    from kgml.io import cf_units
+    from kgml.synthetic import build_model
+    from kgml.variables import VARIABLES, convert_units
+
+    declared = {v.units for v in VARIABLES.values()} | set(_UNITS.values())
+    for veg in ("maize", "soybean", "grassland", "soil"):
+        declared |= {s.units for s in build_model(veg).parameter_specs}
+    for units in sorted(declared):
+        spelled, note = cf_units(units)
+        unit = cf.Unit(spelled)
+        assert not unit.is_no_unit() and not unit.is_unknown(), (units, spelled)
+        if units.startswith("gC"):
+            assert "carbon" in note
+    assert cf_units("gC m-2 d-1") == ("g m-2 d-1", "grams of carbon")
+    assert cf_units("-") == ("1", "")
+    assert convert_units(2.0, "g m-2 d-1", "gC m-2 d-1") == 2.0  # the written spelling converts
+    assert convert_units(1.0, "Mg ha-1", "t ha-1") == 1.0  # megagram = tonne
+    assert convert_units(1.0, "mg ha-1", "t ha-1") == pytest.approx(1e-9)  # milligram, not tonne (case kept)

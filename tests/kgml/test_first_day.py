@@ -73,6 +73,9 @@ def test_data_build_writes_the_kgml_layout(data_dir, tmp_path, capsys):
         assert "crop_yield" in ds and "history" in ds.attrs and ds.attrs["Conventions"].startswith("CF")
         again = assemble.il_corn(data_dir, counties=["17001", "17019"], years=[2012, 2013])
         xr.testing.assert_allclose(ds.crop_yield, again.crop_yield)
+    from tests.kgml.cf_check import assert_cf_units
+
+    assert_cf_units(out)
 
 
 @pytest.mark.realdata
