@@ -128,7 +128,11 @@ def test_synthetic_shift_quick_end_to_end(synthetic_run):
         assert np.isfinite(r2).all()
         assert float(m["carbon_balance_residual"].sel(model="hybrid_global", fold_kind="site_kfold",
                                                        variable="nee")) < 1e-4  # NEE = Reco − GPP exactly
+        assert m["rmse_median"].attrs["units"] == "g m-2 d-1" and m["r2_median"].attrs["units"] == "1"
         assert "site_r2" in m and m["site_r2"].dims[-1] == "site"
+    from tests.kgml.cf_check import assert_cf_units
+
+    assert_cf_units(d / "metrics.nc")  # units on every metric, Conventions, history
     # The region-aware scope recorded its detected regions, with their agreement with the true states.
     assert res.detected and all("ari_all" in e for e in res.detected.values())
     # A dated block in the distribution-shift section, after the other sections.
