@@ -81,3 +81,34 @@ def test_de_tha_1998_threshold_as_reddyproc(dataset_dir):
     assert got.threshold == pytest.approx(0.42, abs=0.01)
     assert sorted(got.by_season) == [1998001, 1998003, 1998006, 1998009, 1998012]
     assert got.by_year[1998] == max(v for v in got.by_season.values() if np.isfinite(v))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_partition_command_on_the_reddyproc_example(dataset_dir, tmp_path, capsys):
+    """`kgml partition` on 90 spring days of DE-Tha 1998 (REddyProc format): u* threshold estimated and
+    applied, MDS gap-filling, night-time and daytime GPP/Reco in a CF netCDF."""
+    import xarray as xr
+
+    from kgml.cli import main
+    from tests.kgml.cf_check import assert_cf_units
+
+    src = dataset_dir("reddyproc_examples") / "Example_DETha98.txt"
+    lines = src.read_bytes().decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    rows = [ln for ln in lines[2:] if ln.strip() and 100 <= float(ln.split("\t")[1]) < 190]
+    short = tmp_path / "DE-Tha_spring.txt"
+    short.write_text("\n".join(lines[:2] + rows) + "\n")
+    out = tmp_path / "part.nc"
+    assert main(["partition", str(short), "--site", "DE-Tha", "--out", str(out), "--lat", "50.9636",
+                 "--lon", "13.5669", "--utc-offset", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "u* threshold" in printed and "nt: mean GPP" in printed and "dt: mean GPP" in printed
+    assert_cf_units(out)
+    with xr.open_dataset(out) as p:
+        assert 0.1 < p.attrs["ustar_threshold"] < 1.0
+        assert p.attrs["ustar_threshold_U05"] <= p.attrs["ustar_threshold_U95"]
+        gpp = p.gpp_nt.values[0]
+        assert np.isfinite(gpp).mean() > 0.95 and 2.0 < np.nanmean(gpp) < 15.0  # spring spruce GPP, gC m-2 d-1
+        assert np.isfinite(p.gpp_dt.values).mean() > 0.9
+        assert np.isfinite(p.nee_f.values).all()
+        assert "u* below" in p.nee.attrs["comment"]
