@@ -8,9 +8,11 @@ The pieces (`load_data`, `site_split`, `prepare`, `train_run`, `load_run`, `pred
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 META_FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -545,6 +548,41 @@ def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory:
 # ---------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def run_log(workdir: Path):
+    """Log the ``kgml`` loggers at INFO level to ``workdir/run.log`` (appended) while the block runs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(workdir / "run.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger = logging.getLogger("kgml")
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+
+
+def write_history_csv(history: list[dict] | None, path: Path) -> Path | None:
+    """The loss history (one row per evaluation: step, train_*, val_*) as CSV, atomically."""
+    import csv
+    import io
+
+    if not history:
+        return None
+    columns = list(dict.fromkeys(k for h in history for k in h))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for h in history:
+        writer.writerow({k: h.get(k, "") for k in columns})
+    return write_text_atomic(buf.getvalue(), path)
+
+
 def run_experiment(
     config: ExperimentConfig,
     workdir: str | os.PathLike,
@@ -555,13 +593,23 @@ def run_experiment(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration; write into ``workdir``: config.json, splits.json, checkpoint/
-    (model + meta.json), predictions.nc, metrics.json, metrics.md and figures. ``grouping = "per_region"``
-    trains one model per value of ``data.region`` (sub-directories) and pools their test metrics.
-    Returns paths, the score rows and the run(s)."""
+    (model + meta.json), predictions.nc, metrics.json, metrics.md, history.csv (loss per evaluation),
+    run.log (what was done, `logging`) and figures. ``grouping = "per_region"`` trains one model per value of
+    ``data.region`` (sub-directories) and pools their test metrics. Returns paths, the score rows and the run(s)."""
     workdir = Path(workdir)
+    with run_log(workdir):
+        _log.info("run %s (config %s) in %s", config.name, config_hash(config), workdir)
+        out = _run_experiment(config, workdir, dataset=dataset, progress=progress, figures=figures, resume=resume)
+        _log.info("wrote %s", ", ".join(sorted(p.name for p in workdir.iterdir())))
+    return out
+
+
+def _run_experiment(config, workdir, *, dataset, progress, figures, resume) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.json")
     ds = select_sites(dataset, config) if dataset is not None else load_data(config, progress=progress)
+    _log.info("data: %s, %d sites, %s", config.data.source, ds.sizes["site"],
+              ", ".join(f"{k} {v}" for k, v in ds.sizes.items() if k != "site"))
     init = load_run(config.init_from) if config.init_from else None
     if config.grouping == "per_region":
         labels = sorted(set(ds[config.data.region].values.astype(str)))
@@ -577,8 +625,14 @@ def run_experiment(
         return _write_outputs(workdir, config, preds, rows, None, ds, figures, {"runs": results})
     split = site_split(ds, config)
     save_splits(split, workdir / "splits.json")
+    _log.info("split %s: train %s; val %s; test %s", split.name, list(split.train.units), list(split.val.units),
+              list(split.test.units))
     run = train_run(config, ds, workdir, init=init, split=split, progress=progress, resume=resume,
                     description=config.name)
+    for h in run.history or []:
+        _log.info("step %s: %s", h.get("step"), ", ".join(f"{k} {v:.4g}" for k, v in h.items()
+                                                        if k != "step" and isinstance(v, float)))
+    write_history_csv(run.history, workdir / "history.csv")
     preds = predict_dataset(run, ds)
     preds = preds.assign_coords(part=("site", _parts(split, preds.site.values.astype(str))))
     test = list(split.test.units) or list(split.val.units)
@@ -597,6 +651,10 @@ def _write_outputs(workdir, config, preds, rows, history, ds, figures, extra) ->
                                  default=float) + "\n", workdir / "metrics.json")
     md = metrics_markdown(rows, f"{config.name}: held-out sites")
     write_text_atomic(md, workdir / "metrics.md")
+    for r in rows:
+        if r["scope"] == "all":
+            _log.info("held-out %s vs %s: n %d, RMSE %.4g, R2 %.4g, NSE %.4g", r["variable"], r["reference"], r["n"],
+                      r["rmse"], r["r2"], r["nse"])
     figs = []
     if figures:
         test = [s for s in preds.site.values if "part" not in preds.coords or preds.part.sel(site=s) == "test"]

@@ -82,6 +82,11 @@ def test_train_on_a_record_spanning_leap_years(tmp_path):
     assert row["n"] == int(both.sum()) > 0
     from tests.kgml.cf_check import assert_cf_units, flux_unit_spellings
 
+    # the run log and the loss history (stdlib logging, CSV)
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "split sites_seed0" in log and "held-out nee vs obs" in log and " INFO kgml.experiment: " in log
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert history[0].startswith("step,") and len(history) == 1 + len(result["run"].history)
     assert_cf_units(tmp_path / "run" / "predictions.nc")  # CF units, Conventions and history on the output
     assert flux_unit_spellings(tmp_path / "run" / "predictions.nc") == {"g m-2 d-1"}
 
