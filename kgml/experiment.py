@@ -441,7 +441,8 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
 
 def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentConfig) -> list[dict]:
     """Score rows (`kgml.metrics.score_table`) of the daily targets against observations, against the
-    noise-free truth (``true_*``) where the dataset has it, and of yields; grouped by ``data.region``."""
+    noise-free truth (``true_*``) where the dataset has it, of the monthly targets (monthly means of the daily
+    predictions against ``<target>_monthly``) and of yields; grouped by ``data.region``."""
     from kgml.metrics import score_table
 
     region = config.data.region if config.data.region in obs.coords else None
@@ -451,6 +452,16 @@ def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentCo
             if ref in obs:
                 for r in score_table(pred, obs, {target: ref}, group=region):
                     rows.append({**r, "reference": label})
+    monthly = [t for t in config.data.monthly_targets if t in pred and f"{t}_monthly" in obs and "month" in obs.dims]
+    if monthly:  # daily predictions → monthly means, paired with the monthly targets by month code
+        from kgml.evaluation import to_monthly
+
+        pm = to_monthly(pred, monthly)
+        for target in monthly:
+            for ref, label in ((f"{target}_monthly", "obs"), (f"true_{target}_monthly", "truth")):
+                if ref in obs:
+                    rows += [{**r, "reference": label}
+                             for r in score_table(pm, obs, {f"{target}_monthly": ref}, group=region)]
     if config.data.yield_target and "crop_yield" in obs and "year" in obs.dims:
         common = np.intersect1d(pred.year.values, obs.year.values)
         p, o = pred.sel(year=common), obs.sel(year=common)

@@ -114,3 +114,23 @@ def test_cf_spelling_of_kgml_units():
     assert convert_units(2.0, "g m-2 d-1", "gC m-2 d-1") == 2.0  # the written spelling converts
     assert convert_units(1.0, "Mg ha-1", "t ha-1") == 1.0  # megagram = tonne
     assert convert_units(1.0, "mg ha-1", "t ha-1") == pytest.approx(1e-9)  # milligram, not tonne (case kept)
+
+
+def test_monthly_targets_are_scored_by_month_code():
+    """A run with monthly targets (FLUXNET MM layout) is scored on the monthly means of its daily
+    predictions, paired by month code: perfect predictions score RMSE 0 on every observed month."""
+    from kgml.experiment import evaluate_predictions
+
+    rng = np.random.default_rng(2)
+    daily = rng.normal(size=(2, NOLEAP.size)).astype(np.float32)
+    pred = xr.Dataset({"nee": (("site", "time"), daily, {"units": "gC m-2 d-1"})},
+                      coords={"site": ["a", "b"], "time": NOLEAP})
+    codes = NOLEAP.year.values * 12 + NOLEAP.month.values - 1
+    months = np.unique(codes)
+    means = np.stack([[daily[s, codes == m].mean() for m in months] for s in range(2)])
+    means[0, 3] = np.nan  # a month without an observation
+    obs = xr.Dataset({"nee_monthly": (("site", "month"), means)}, coords={"site": ["a", "b"], "month": months})
+    cfg = ExperimentConfig(data=DataConfig(daily_targets=(), monthly_targets=("nee",), yield_target=False))
+    row = next(r for r in evaluate_predictions(pred, obs, cfg) if r["scope"] == "all")
+    assert row["variable"] == "nee_monthly" and row["n"] == 2 * months.size - 1
+    assert row["rmse"] == pytest.approx(0.0, abs=1e-6)
