@@ -145,6 +145,39 @@ def score_by_part(run, pred, ds, parts=("test", "val", "train")) -> list[dict]:
     return rows
 
 
+def builder_datasets(directory: Path, config) -> list[tuple[str, object]]:
+    """(name, dataset) of the `kgml.data.assemble` builders that hold the run's targets and whose folders are
+    under ``directory`` — the layouts the benchmark suites read: FLUXNET monthly towers for NEE/GPP/Reco,
+    COSORE chambers for Rsoil, county and state yields for crop yield. A builder that cannot read its folder
+    is reported and skipped."""
+    from kgml.data.assemble import build
+    from kgml.paths import DataNotFoundError
+
+    targets = set(config.data.daily_targets) | set(config.data.monthly_targets)
+    wanted = (["fluxnet_monthly"] if targets & {"nee", "gpp", "reco"} else []) + \
+        (["cosore_daily"] if "rsoil" in targets else []) + (["il_corn", "state_yield"] if config.data.yield_target else [])
+    found = []
+    for name in wanted:
+        try:
+            found.append((name, build(name, directory)))
+        except DataNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError) as err:
+            print(f"skipped builder {name}: {type(err).__name__}: {err}")
+    return found
+
+
+def _score_config(config, ds):
+    """The run's config with monthly targets wherever ``ds`` has ``<t>_monthly`` but no daily ``<t>``."""
+    import dataclasses
+
+    monthly = tuple(t for t in config.data.daily_targets if t not in ds and f"{t}_monthly" in ds)
+    if not monthly:
+        return config
+    data = dataclasses.replace(config.data, monthly_targets=tuple(dict.fromkeys(config.data.monthly_targets + monthly)))
+    return dataclasses.replace(config, data=data)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -179,8 +212,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         directory = data_dir(args.data_dir)
         veg = run.config.data.vegetation
-        for name, ds in find_datasets(directory):
-            if not args.all_sites and "igbp" in ds.coords:
+        for name, ds in find_datasets(directory) + builder_datasets(directory, run.config):
+            if not args.all_sites and "vegetation" in ds.coords:
+                labels = ds.vegetation.values.astype(str)
+                ds = ds.isel(site=np.flatnonzero(labels == veg))
+                if not ds.sizes["site"]:
+                    print(f"{name}: no {veg} sites (its sites are {sorted(set(labels))}; --all-sites scores them all)")
+            elif not args.all_sites and "igbp" in ds.coords:
                 keep = np.isin(ds.igbp.values.astype(str), VEGETATION_IGBP.get(veg, ()))
                 ds = ds.isel(site=np.flatnonzero(keep))
             if not ds.sizes.get("site", 0):
@@ -190,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             except (KeyError, ValueError) as err:
                 print(f"{name}: cannot evaluate ({err})")
                 continue
-            got = score_by_part(run, pred, ds)
+            got = score_by_part(dataclasses.replace(run, config=_score_config(run.config, ds)), pred, ds)
             rows += [{**r, "dataset": name} for r in got]
             for part in ("unseen", "test", "val", "train"):
                 sel = [r for r in got if r["part"] == part]

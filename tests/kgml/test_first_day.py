@@ -103,3 +103,33 @@ def test_train_then_evaluate_reproduces_the_held_out_scores(data_dir, tmp_path, 
         assert {r["key"] for r in evaluated if r["part"] == part and r["scope"] == "site"} == set(split.part(part).units)
     md = (run / "evaluate" / "metrics.md").read_text()
     assert "held-out (test) sites" in md and "training sites (not held out)" in md
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_evaluate_a_synthetic_run_on_the_yield_layouts_of_the_suites(data_dir, tmp_path, capsys):
+    """A run trained on the synthetic corpus, evaluated under a data directory, reads the county-yield
+    layout through its builder (as the il_corn suite does) and reports those sites as not used in training."""
+    if not (data_dir / "khaki2020_corn_il40_weekly_daymet").exists():
+        pytest.skip("khaki2020_corn_il40_weekly_daymet not in the data directory")
+    from kgml.config import CorpusConfig, ModelConfig, TrainConfig
+
+    cfg = ExperimentConfig(
+        name="tiny-maize",
+        data=DataConfig(corpus=CorpusConfig(sites_per_block=2, years=1), features=("tair", "sw_in", "vpd", "precip"),
+                        daily_targets=("nee",), yield_target=True),
+        model=ModelConfig(hidden=4, location_dim=4, embed_dim=4, head_hidden=4),
+        train=TrainConfig(steps=2, batch_size=2, eval_every=1))
+    path = save_config(cfg, tmp_path / "tiny.json")
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--no-figures"]) == 0
+    only = tmp_path / "data"
+    only.mkdir()
+    (only / "khaki2020_corn_il40_weekly_daymet").symlink_to(data_dir / "khaki2020_corn_il40_weekly_daymet")
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="soil_carbon"):
+        assert main(["evaluate", str(run), "--data-dir", str(only)]) == 0
+    assert "il_corn: sites not used in training (40 sites)" in capsys.readouterr().out
+    rows = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert {r["dataset"] for r in rows} == {"il_corn"} and {r["part"] for r in rows} == {"unseen"}
+    assert any(r["variable"] == "crop_yield" and r["scope"] == "all" and r["n"] > 1000 for r in rows)
