@@ -39,6 +39,7 @@ __all__ = [
     "normalise_units",
     "register_variable",
     "units_equal",
+    "units_label",
 ]
 
 #: 1 µmol CO2 m-2 s-1 expressed in gC m-2 d-1 = M_C × 1e-6 × 86400 = 1.03772... (molar mass of C, IUPAC).
@@ -267,6 +268,14 @@ def _fraction_not_percent(name: str) -> UnitMistake:
 
 
 _REGISTRY: dict[str, Variable] = {}
+
+
+def units_label(name: str) -> str:
+    """`` (units)`` of a registered variable for plot axis labels (``nee``, ``nee_monthly``, ``true_nee`` →
+    " (gC m-2 d-1)"); empty for unknown names."""
+    base = str(name).removeprefix("true_").removesuffix("_monthly")
+    var = _REGISTRY.get(base)
+    return f" ({var.units})" if var is not None else ""
 
 
 def register_variable(variable: Variable, *, overwrite: bool = False) -> Variable:

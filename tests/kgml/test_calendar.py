@@ -114,6 +114,9 @@ def test_cf_spelling_of_kgml_units():
     assert convert_units(2.0, "g m-2 d-1", "gC m-2 d-1") == 2.0  # the written spelling converts
     assert convert_units(1.0, "Mg ha-1", "t ha-1") == 1.0  # megagram = tonne
     assert convert_units(1.0, "mg ha-1", "t ha-1") == pytest.approx(1e-9)  # milligram, not tonne (case kept)
+    from kgml.variables import units_label  # plot axes carry units
+
+    assert units_label("nee_monthly") == " (gC m-2 d-1)" and units_label("crop_yield") == " (t ha-1)"
 
 
 def test_monthly_targets_are_scored_by_month_code():
