@@ -18,6 +18,7 @@ _SUBCOMMAND_MODULES = (
     "kgml.demo",
     "kgml.gapfill_cli",
     "kgml.map_cli",
+    "kgml.partition_cli",
     "kgml.train_cli",
 )
 

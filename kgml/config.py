@@ -64,13 +64,19 @@ class CorpusConfig:
 class DataConfig:
     """Where the data come from and how they become windows.
 
-    ``source``: ``"synthetic"`` (built from ``corpus``) or the path of a (site, time) netCDF dataset in the
-    kgml schema. ``vegetation`` selects sites with that ``vegetation`` coordinate (and the process model).
+    ``source``: ``"synthetic"`` (built from ``corpus``), the name of a real-data builder of
+    `kgml.data.assemble.BUILDERS` (``"fluxnet_daily"``, ``"fluxnet_monthly"``, ``"cosore_daily"``, ``"il_corn"``,
+    ``"state_yield"``; also with the ``kgml.data.assemble.`` prefix) read from ``data_dir`` (empty:
+    ``$KGML_DATA`` or ../shared/data) with the builder's keyword ``options`` (e.g. ``sites``, ``datasets``,
+    ``counties``, ``years``), or the path of a (site, time) netCDF dataset in the kgml schema (``kgml data
+    build NAME --out FILE.nc`` writes one). ``vegetation`` selects sites with that ``vegetation`` coordinate (and the process model).
     Sites are split whole: ``test_fraction`` / ``val_fraction`` of the sites (seeded), or the sites listed
     in ``test_sites``; ``region`` is the site coordinate used for region embeddings and per-region runs.
     """
 
     source: str = "synthetic"
+    data_dir: str = ""  #: real-data directory of a builder ``source`` (empty: $KGML_DATA or ../shared/data)
+    options: Mapping[str, Any] = field(default_factory=dict)  #: keyword options of a builder ``source``
     corpus: CorpusConfig = CorpusConfig()
     vegetation: str = "maize"
     features: tuple[str, ...] = ("tair", "sw_in", "vpd", "precip", "tsoil")
@@ -270,6 +276,46 @@ def _from_dict(cls, d: Mapping[str, Any]):
     return cls(**kwargs)
 
 
+def _type_name(tp: Any) -> str:
+    name = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    return name or str(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def _key_comments(cls) -> dict[str, str]:
+    """The ``#:`` comments after each field in the class's source (the key documentation)."""
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^\n]*#:\s*([^\n]*)$", src, re.M)}
+
+
+def config_reference() -> str:
+    """Plain-text reference of every config section and key with its default, type and comment, generated
+    from the config dataclasses (``kgml train --help`` prints it)."""
+    import textwrap
+
+    lines = []
+    for cls, section in _SECTION_NAMES.items():
+        lines.append(f"[{section}]" if section != "experiment" else "top level (before any [section])")
+        for para in (cls.__doc__ or "").strip().split("\n\n"):
+            lines += textwrap.wrap(" ".join(para.split()), 100, initial_indent="  ", subsequent_indent="  ")
+        hints = typing.get_type_hints(cls)
+        notes = _key_comments(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shown = json.dumps(default) if isinstance(default, str) else json.dumps(config_to_dict(default))
+            note = f"  # {notes[f.name]}" if f.name in notes else ""
+            lines.append(f"    {f.name} = {shown}  ({_type_name(hints[f.name])}){note}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     """Build an `ExperimentConfig` from nested mappings (TOML tables / JSON objects)."""
     return _from_dict(ExperimentConfig, d)
@@ -321,7 +367,8 @@ def _deep_merge(base: dict, delta: Mapping, where: str) -> dict:
     for k, v in delta.items():
         if k not in base:
             raise ConfigError(f"unknown key {k!r} in section [{where}]; known keys: {sorted(base)}")
-        if isinstance(v, Mapping) and isinstance(base[k], dict) and k not in ("state_shift", "fixed", "weights", "scales"):
+        if isinstance(v, Mapping) and isinstance(base[k], dict) and k not in ("state_shift", "fixed", "weights", "scales",
+                                                                                        "options"):
             out[k] = _deep_merge(base[k], v, f"{where}.{k}" if where != "experiment" else k)
         else:
             out[k] = v

@@ -234,7 +234,9 @@ def score_sites(
         data["group_sites"] = (("variable", "group"), group_sites)
         coords["group"] = groups
         coords[group] = ("site", labels)
-    return xr.Dataset(data, coords=coords, attrs={
+    from kgml.metrics import add_metric_units
+
+    return add_metric_units(xr.Dataset(data, coords=coords), units).assign_attrs({
         "resolution": resolution, "group": group or "", "metrics": ", ".join(metrics),
         "comment": "rmse, bias (prediction - observation) in the variable's units; r2 = squared Pearson "
                    "correlation; nse = Nash-Sutcliffe efficiency; kge = Kling-Gupta efficiency (kgml.metrics)",

@@ -8,9 +8,11 @@ The pieces (`load_data`, `site_split`, `prepare`, `train_run`, `load_run`, `pred
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 META_FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,17 +97,26 @@ def corpus_spec(cfg):
 
 
 def load_data(config: ExperimentConfig, *, progress: bool = False) -> xr.Dataset:
-    """The run's dataset: a synthetic corpus, or a (site, time) netCDF file; restricted to the configured
+    """The run's dataset: a synthetic corpus, a real-data builder of `kgml.data.assemble.BUILDERS` (read from
+    ``[data] data_dir`` with ``[data] options``), or a (site, time) netCDF file; restricted to the configured
     vegetation (when the dataset has a ``vegetation`` coordinate) and regions."""
+    from kgml.data.assemble import BUILDERS, build, builder_name
+
     data = config.data
     if data.source == "synthetic":
         from kgml.synthetic import make_corpus
 
         ds = make_corpus(corpus_spec(data.corpus), progress=progress)
+    elif builder_name(data.source):
+        ds = build(data.source, data.data_dir or None, **dict(data.options))
     else:
+        if data.options or data.data_dir:
+            raise ConfigError(f"[data] options and data_dir apply to a dataset builder source "
+                              f"({', '.join(sorted(BUILDERS))}), not to the file {data.source!r}")
         path = Path(data.source)
         if not path.exists():
-            raise FileNotFoundError(f"[data] source {path} does not exist (a netCDF file or 'synthetic')")
+            raise FileNotFoundError(f"[data] source {path} does not exist (a netCDF file, 'synthetic' or a "
+                                    f"dataset builder: {', '.join(sorted(BUILDERS))})")
         with xr.open_dataset(path) as f:
             ds = f.load()
     return select_sites(ds, config)
@@ -419,7 +431,7 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     out = predictions_to_dataset(pred, data, tuple(run.model.specs.values()))
     for c in ("lat", "lon", "state", "vegetation", run.config.data.region):
         if c in ds.coords and "site" in ds[c].dims:
-            out = out.assign_coords({c: ("site", ds[c].values)})
+            out = out.assign_coords({c: ("site", ds[c].values, dict(ds[c].attrs))})
     from kgml import __version__
 
     out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",
@@ -435,7 +447,8 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
 
 def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentConfig) -> list[dict]:
     """Score rows (`kgml.metrics.score_table`) of the daily targets against observations, against the
-    noise-free truth (``true_*``) where the dataset has it, and of yields; grouped by ``data.region``."""
+    noise-free truth (``true_*``) where the dataset has it, of the monthly targets (monthly means of the daily
+    predictions against ``<target>_monthly``) and of yields; grouped by ``data.region``."""
     from kgml.metrics import score_table
 
     region = config.data.region if config.data.region in obs.coords else None
@@ -445,6 +458,16 @@ def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentCo
             if ref in obs:
                 for r in score_table(pred, obs, {target: ref}, group=region):
                     rows.append({**r, "reference": label})
+    monthly = [t for t in config.data.monthly_targets if t in pred and f"{t}_monthly" in obs and "month" in obs.dims]
+    if monthly:  # daily predictions → monthly means, paired with the monthly targets by month code
+        from kgml.evaluation import to_monthly
+
+        pm = to_monthly(pred, monthly)
+        for target in monthly:
+            for ref, label in ((f"{target}_monthly", "obs"), (f"true_{target}_monthly", "truth")):
+                if ref in obs:
+                    rows += [{**r, "reference": label}
+                             for r in score_table(pm, obs, {f"{target}_monthly": ref}, group=region)]
     if config.data.yield_target and "crop_yield" in obs and "year" in obs.dims:
         common = np.intersect1d(pred.year.values, obs.year.values)
         p, o = pred.sel(year=common), obs.sel(year=common)
@@ -486,20 +509,35 @@ def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory:
     sites = [s for s in pred.site.values if s in set(obs.site.values)]
     ref = f"true_{target}" if f"true_{target}" in obs else target
     if target in pred and ref in obs and sites:
-        p = pred[target].sel(site=sites).values
-        o = obs[ref].sel(site=sites).values
+        from kgml.metrics import align_labels
+
+        # Pair by calendar date (predictions drop 29 February, observations keep it), never by position.
+        pa, oa = align_labels(pred[target].sel(site=sites).transpose("site", ...), obs[ref].sel(site=sites))
+        p, o = pa.values, oa.values
+        units = pred[target].attrs.get("units", "")
+        unit = f" ({units})" if units else ""
         fig, ax = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
         ok = np.isfinite(p) & np.isfinite(o)
         ax[0].scatter(o[ok], p[ok], s=2, alpha=0.3)
         lim = [np.nanmin(o[ok]) if ok.any() else 0, np.nanmax(o[ok]) if ok.any() else 1]
         ax[0].plot(lim, lim, "k-", lw=0.7)
-        ax[0].set(xlabel=f"{ref} (gC m-2 d-1)", ylabel=f"predicted {target}", title=f"{target}: held-out sites")
-        doy = np.arange(p.shape[1]) % 365
-        for arr, lab in ((o, ref), (p, "predicted")):
-            cyc = [np.nanmean(np.where(doy == d, arr, np.nan)) if np.isfinite(np.where(doy == d, arr, np.nan)).any()
-                   else np.nan for d in range(365)]
-            ax[1].plot(np.arange(1, 366), cyc, label=lab)
-        ax[1].set(xlabel="day of year", ylabel=f"{target} (gC m-2 d-1)", title="mean seasonal cycle")
+        ax[0].set(xlabel=f"observed {ref}{unit}", ylabel=f"predicted {target}{unit}",
+                  title=f"{target}: held-out sites")
+        if "time" in pa.dims:  # day of a 365-day year: 29 February counts as 28 February
+            t = pa.time.dt
+            doy = np.asarray(t.dayofyear.values) - (np.asarray(t.is_leap_year.values)
+                                                    & (np.asarray(t.dayofyear.values) > 59))
+        else:
+            doy = np.arange(p.shape[1]) % 365 + 1
+        days = np.arange(1, 366)
+        for arr, lab in ((o, f"observed {ref}"), (p, f"predicted {target}")):
+            cyc = np.full(days.size, np.nan)
+            for i, d in enumerate(days):
+                v = arr[:, doy == d]
+                if np.isfinite(v).any():
+                    cyc[i] = np.nanmean(v)
+            ax[1].plot(days, cyc, label=lab)
+        ax[1].set(xlabel="day of year", ylabel=f"{target}{unit}", title="mean seasonal cycle")
         ax[1].legend()
         path = directory / f"{target}_heldout.png"
         with atomic_path(path) as tmp:
@@ -527,6 +565,41 @@ def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory:
 # ---------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def run_log(workdir: Path):
+    """Log the ``kgml`` loggers at INFO level to ``workdir/run.log`` (appended) while the block runs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(workdir / "run.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger = logging.getLogger("kgml")
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+
+
+def write_history_csv(history: list[dict] | None, path: Path) -> Path | None:
+    """The loss history (one row per evaluation: step, train_*, val_*) as CSV, atomically."""
+    import csv
+    import io
+
+    if not history:
+        return None
+    columns = list(dict.fromkeys(k for h in history for k in h))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for h in history:
+        writer.writerow({k: h.get(k, "") for k in columns})
+    return write_text_atomic(buf.getvalue(), path)
+
+
 def run_experiment(
     config: ExperimentConfig,
     workdir: str | os.PathLike,
@@ -537,13 +610,23 @@ def run_experiment(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration; write into ``workdir``: config.json, splits.json, checkpoint/
-    (model + meta.json), predictions.nc, metrics.json, metrics.md and figures. ``grouping = "per_region"``
-    trains one model per value of ``data.region`` (sub-directories) and pools their test metrics.
-    Returns paths, the score rows and the run(s)."""
+    (model + meta.json), predictions.nc, metrics.json, metrics.md, history.csv (loss per evaluation),
+    run.log (what was done, `logging`) and figures. ``grouping = "per_region"`` trains one model per value of
+    ``data.region`` (sub-directories) and pools their test metrics. Returns paths, the score rows and the run(s)."""
     workdir = Path(workdir)
+    with run_log(workdir):
+        _log.info("run %s (config %s) in %s", config.name, config_hash(config), workdir)
+        out = _run_experiment(config, workdir, dataset=dataset, progress=progress, figures=figures, resume=resume)
+        _log.info("wrote %s", ", ".join(sorted(p.name for p in workdir.iterdir())))
+    return out
+
+
+def _run_experiment(config, workdir, *, dataset, progress, figures, resume) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.json")
     ds = select_sites(dataset, config) if dataset is not None else load_data(config, progress=progress)
+    _log.info("data: %s, %d sites, %s", config.data.source, ds.sizes["site"],
+              ", ".join(f"{k} {v}" for k, v in ds.sizes.items() if k != "site"))
     init = load_run(config.init_from) if config.init_from else None
     if config.grouping == "per_region":
         labels = sorted(set(ds[config.data.region].values.astype(str)))
@@ -559,8 +642,14 @@ def run_experiment(
         return _write_outputs(workdir, config, preds, rows, None, ds, figures, {"runs": results})
     split = site_split(ds, config)
     save_splits(split, workdir / "splits.json")
+    _log.info("split %s: train %s; val %s; test %s", split.name, list(split.train.units), list(split.val.units),
+              list(split.test.units))
     run = train_run(config, ds, workdir, init=init, split=split, progress=progress, resume=resume,
                     description=config.name)
+    for h in run.history or []:
+        _log.info("step %s: %s", h.get("step"), ", ".join(f"{k} {v:.4g}" for k, v in h.items()
+                                                        if k != "step" and isinstance(v, float)))
+    write_history_csv(run.history, workdir / "history.csv")
     preds = predict_dataset(run, ds)
     preds = preds.assign_coords(part=("site", _parts(split, preds.site.values.astype(str))))
     test = list(split.test.units)
@@ -587,6 +676,10 @@ def _write_outputs(workdir, config, preds, rows, history, ds, figures, extra,
                                  default=float) + "\n", workdir / "metrics.json")
     md = metrics_markdown(rows, f"{config.name}: {label}")
     write_text_atomic(md, workdir / "metrics.md")
+    for r in rows:
+        if r["scope"] == "all":
+            _log.info("held-out %s vs %s: n %d, RMSE %.4g, R2 %.4g, NSE %.4g", r["variable"], r["reference"], r["n"],
+                      r["rmse"], r["r2"], r["nse"])
     figs = []
     if figures:
         test = [s for s in preds.site.values if "part" not in preds.coords or preds.part.sel(site=s) == "test"]

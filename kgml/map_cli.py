@@ -213,10 +213,19 @@ def _scenario(args) -> int:
     forcing = _forcing(args)
     scen = Scenario(args.name, warming=args.warming, precip_change=args.precip_change, co2=args.co2,
                     co2_change=args.co2_change, shift_years=args.shift_years)
+    import sys
+    import warnings
+
+    from kgml.scenarios import ScenarioWarning, scenario_warnings
+
+    for note in scenario_warnings(runs, scen):  # before the (long) mapping, not after it
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     sched, cluster = _scheduler(args.scheduler)
     try:
-        res = run_scenario(runs, forcing, scen, assumptions=_assumptions(args.assume), path=args.path,
-                           scheduler=sched)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ScenarioWarning)  # printed above
+            res = run_scenario(runs, forcing, scen, assumptions=_assumptions(args.assume), path=args.path,
+                               scheduler=sched)
     finally:
         if cluster is not None:
             sched.close()
@@ -233,6 +242,8 @@ def _scenario(args) -> int:
     table.to_csv(out / "budget_changes.csv", index=False)
     cols = [c for c in table.columns if c.endswith("_change") or c in ("group", "label", "cells")]
     md = budget_markdown_changes(table[cols], f"{scen.name}: {scen.describe()}")
+    if res["warnings"]:
+        md += "\n" + "\n".join(f"Warning: {w}." for w in res["warnings"]) + "\n"
     write_text_atomic(md, out / "budget_changes.md")
     print(md)
     print(f"wrote {out}/baseline.nc, scenario.nc, difference.nc, budget_changes.md/.csv" + (f", {fig}" if fig else ""))
@@ -244,6 +255,6 @@ def budget_markdown_changes(table, title: str) -> str:
     lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    lines += ["", "Changes scenario − baseline: mean rates in gC m-2 d-1 (area-weighted over mapped cells and "
+    lines += ["", "Changes scenario − baseline over the same cells (mapped in both): mean rates in gC m-2 d-1 (area-weighted over cells and "
               "months), totals in TgC over the mapped months. NEE > 0 is a source."]
     return "\n".join(lines) + "\n"

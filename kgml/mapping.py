@@ -1035,10 +1035,12 @@ def _token(ds: xr.Dataset) -> str:
 
 
 def write_map(ds: xr.Dataset, path) -> Path:
-    """Write a `map_run` result as CF netCDF (compressed) atomically."""
-    from kgml.io import atomic_path
+    """Write a `map_run` result as CF netCDF (compressed) atomically (CF units, Conventions, history:
+    `kgml.io.cf_encode`)."""
+    from kgml.io import atomic_path, cf_encode
 
     path = Path(path)
+    ds = cf_encode(ds)
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
     for v in ("time", "time_bnds"):
         if v in ds.variables:

@@ -9,7 +9,49 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["METRICS", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+__all__ = ["METRICS", "add_metric_units", "align_labels", "bias", "kge", "nse", "r2", "rmse", "score_table", "scores"]
+
+
+_SAME_UNITS = ("rmse", "bias", "mae")  #: metrics in the scored variable's units
+_DIMENSIONLESS = ("r2", "nse", "kge", "share", "fraction", "positive")
+_COUNTS = ("n", "n_sites", "n_folds", "n_parameters", "group_sites", "sites")
+
+
+def add_metric_units(ds: xr.Dataset, variable_units: str | list[str]) -> xr.Dataset:
+    """Set ``units`` on the metric variables of a score dataset (by name: ``rmse``, ``site_rmse``,
+    ``rmse_p90``, ``pooled_bias``, …): RMSE and bias in the scored variable's units (when every scored
+    variable has the same units; otherwise the ``units`` coordinate says them and the attribute is left
+    unset with a comment), R², NSE, KGE, shares and counts "1", ``*_seconds`` "s"."""
+    units = sorted({u for u in np.atleast_1d(variable_units).astype(str) if u}) if len(
+        np.atleast_1d(variable_units)) else []
+    for name in ds.data_vars:
+        tokens = str(name).split("_")
+        if any(t in _SAME_UNITS for t in tokens):
+            if len(units) == 1:
+                ds[name].attrs["units"] = units[0]
+            else:
+                ds[name].attrs["comment"] = "in the units of each scored variable (coordinate units)"
+        elif str(name).endswith("_seconds"):
+            ds[name].attrs["units"] = "s"
+        elif any(t in _DIMENSIONLESS for t in tokens) or str(name) in _COUNTS or tokens[-1] == "n":
+            ds[name].attrs["units"] = "1"
+    return ds
+
+
+def align_labels(pred: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """``pred`` and ``obs`` on the coordinate labels they share (site, time, year, …; inner join), in the
+    same order: pairs by calendar date, never by position (predictions drop 29 February; observations
+    keep it). Non-dimension coordinates are dropped so that they cannot block the join."""
+    p = pred.reset_coords(drop=True)
+    o = obs.reset_coords(drop=True)
+    missing = [d for d in p.dims if d not in o.dims]
+    if missing:
+        raise ValueError(f"observation {obs.name!r} lacks the dimension(s) {missing} of prediction {pred.name!r}")
+    p, o = xr.align(p, o, join="inner")
+    extra = [d for d in o.dims if d not in p.dims]
+    if extra:
+        raise ValueError(f"observation {obs.name!r} has dimension(s) {extra} that prediction {pred.name!r} lacks")
+    return p, o.transpose(*p.dims)
 
 
 def _pair(pred, obs) -> tuple[np.ndarray, np.ndarray]:
@@ -85,18 +127,16 @@ def score_table(
     for pname, oname in pairs.items():
         if pname not in pred or oname not in obs:
             continue
-        p = pred[pname].sel(site=sites)
-        o = obs[oname].sel(site=sites)
-        common = [d for d in p.dims if d != "site"]
-        if common:
-            o = o.sel({d: p[d].values for d in common}) if all(d in o.dims for d in common) else o
+        p, o = align_labels(pred[pname].sel(site=sites).transpose("site", ...),
+                            obs[oname].sel(site=sites))
+        kept = p.site.values
         rows.append({"variable": pname, "scope": "all", "key": "all", **scores(p.values, o.values, metrics)})
         if group is not None and group in obs.coords:
-            labels = obs[group].sel(site=sites).values.astype(str)
+            labels = obs[group].sel(site=kept).values.astype(str)
             for g in sorted(set(labels)):
                 sel = labels == g
                 rows.append({"variable": pname, "scope": "group", "key": g,
                              **scores(p.values[sel], o.values[sel], metrics)})
-        for i, s in enumerate(sites):
+        for i, s in enumerate(kept):
             rows.append({"variable": pname, "scope": "site", "key": str(s), **scores(p.values[i], o.values[i], metrics)})
     return rows

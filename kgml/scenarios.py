@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["Scenario", "apply_scenario", "budget_changes", "difference_maps", "run_scenario"]
+__all__ = ["Scenario", "ScenarioWarning", "apply_scenario", "budget_changes", "difference_maps", "physics_response",
+           "run_scenario", "scenario_warnings"]
+
+
+class ScenarioWarning(UserWarning):
+    """A scenario delta that cannot change what the chosen run computes (e.g. CO2 on a physics layer without
+    a CO2 response and without CO2 among the network's inputs)."""
 
 
 @dataclass(frozen=True)
@@ -122,11 +128,29 @@ def difference_maps(base: xr.Dataset, scen: xr.Dataset, variables: Sequence[str]
 
 def budget_changes(base: xr.Dataset, scen: xr.Dataset, groups=None):
     """`kgml.mapping.budget_table` of baseline and scenario side by side with the changes (scenario −
-    baseline) of the mean rates (gC m-2 d-1) and totals (TgC)."""
+    baseline) of the mean rates (gC m-2 d-1) and totals (TgC), over identical cell sets: a cell counts only
+    where it is mapped in both, a (month, cell) value only where both are finite, and every group label
+    (including ``training_climate``, which warming would move) is the baseline's."""
     from kgml.mapping import FLUXES, budget_table
 
-    b = budget_table(base, groups).set_index(["group", "label"])
-    s = budget_table(scen, groups).set_index(["group", "label"])
+    if base[FLUXES[0]].shape != scen[FLUXES[0]].shape:
+        raise ValueError(f"baseline and scenario maps differ in shape: {base[FLUXES[0]].shape} vs "
+                         f"{scen[FLUXES[0]].shape}; map both over the same grid and record")
+    ok = base["mapped"].values.astype(bool) & scen["mapped"].values.astype(bool)
+    groups = dict(groups or {})
+    if "static_max_abs_z" in base:
+        groups.setdefault("training_climate", xr.DataArray(np.where(
+            base["static_max_abs_z"].values > 3, "extrapolated (z-score above 3)", "within 3 sd"), dims=("lat", "lon")))
+    both = {v: np.isfinite(base[v].values) & np.isfinite(scen[v].values) for v in FLUXES}
+
+    def common(ds):
+        ds = ds.assign(mapped=ds["mapped"].copy(data=ok.astype(ds["mapped"].dtype)))
+        return ds.assign({v: ds[v].copy(data=np.where(both[v], ds[v].values, np.nan)) for v in FLUXES})
+
+    b = budget_table(common(base), groups).set_index(["group", "label"])
+    s = budget_table(common(scen), groups).set_index(["group", "label"])
+    if not b.index.equals(s.index) or not (b["cells"] == s["cells"]).all():
+        raise AssertionError("baseline and scenario budgets cover different cells")  # cannot happen: same masks
     out = b[["cells", "area_km2"]].copy()
     for v in FLUXES:
         for k in ("mean_gc_m2_d", "total_tgc"):
@@ -137,13 +161,71 @@ def budget_changes(base: xr.Dataset, scen: xr.Dataset, groups=None):
     return out.reset_index()
 
 
+def physics_response(model, driver: str, low: float, high: float) -> float:
+    """Largest change of daily GPP, Reco or NEE (gC m-2 d-1) of the process ``model`` at its default
+    parameters over one idealised mid-latitude year (41° N; tair 10 ± 12 °C seasonal, tmin/tmax ∓ 5 °C,
+    sw_in 60–300 W m-2, 2 mm d-1 rain, 400 ppm CO2, swc 0.25) when ``driver`` goes from ``low`` to ``high``:
+    zero when the physics does not read the driver."""
+    import jax.numpy as jnp
+
+    from process_models.forcing import make_met
+    from process_models.simulate import simulate
+
+    doy = jnp.arange(1, 366, dtype=jnp.float32)
+    season = jnp.sin(2 * jnp.pi * (doy - 105) / 365)
+    tair = 10 + 12 * season
+    base = dict(tmin=tair - 5, tmax=tair + 5, tair=tair, sw_in=180 + 120 * season, precip=jnp.full_like(doy, 2.0),
+                doy=doy, lat=41.0, co2=400.0, swc=jnp.full_like(doy, 0.25))
+    outs = []
+    for value in (low, high):
+        met = make_met(**{**base, driver: jnp.full_like(doy, value)})
+        outs.append(simulate(model, model.default_parameters(), met).outputs)
+    return float(max(np.nanmax(np.abs(np.asarray(getattr(outs[1], v)) - np.asarray(getattr(outs[0], v))))
+                     for v in ("gpp", "reco", "nee") if hasattr(outs[0], v)))
+
+
+def scenario_warnings(runs, scenario: Scenario) -> list[str]:
+    """Messages for the scenario deltas that cannot act on a run: CO2 (``co2``/``co2_change``) or
+    precipitation (``precip_change``) where the run's physics layer does not respond to that driver
+    (`physics_response` is zero) and the driver is not among the network's inputs (``[data] features``)."""
+    from kgml.experiment import process_model
+
+    checks = []
+    if scenario.co2 is not None or scenario.co2_change:
+        checks.append(("co2", "--co2/--co2-change", 400.0, 800.0))
+    if scenario.precip_change:
+        checks.append(("precip", "--precip-change", 1.0, 4.0))
+    out = []
+    for run in runs if isinstance(runs, list | tuple) else [runs]:
+        for driver, flag, low, high in checks:
+            if driver in run.config.data.features:
+                continue
+            model = process_model(run.config)
+            if physics_response(model, driver, low, high) == 0.0:
+                out.append(f"{flag} cannot act on run {run.config.name!r}: its physics layer "
+                           f"({type(model).__name__}, vegetation {run.config.data.vegetation!r}) does not read "
+                           f"{driver} and {driver!r} is not among its features, so this change has no effect")
+    return out
+
+
 def run_scenario(runs, forcing: xr.Dataset, scenario: Scenario, **map_kwargs) -> dict:
-    """Map the baseline and the scenario; returns {"baseline", "scenario", "difference", "budget"}."""
+    """Map the baseline and the scenario; returns {"baseline", "scenario", "difference", "budget",
+    "warnings"}. Each of `scenario_warnings` is also issued as a `ScenarioWarning` and recorded in the
+    difference's ``scenario_warnings`` attribute."""
+    import warnings
+
     from kgml.mapping import map_run
+
+    notes = scenario_warnings(runs, scenario)
+    for note in notes:
+        warnings.warn(note, ScenarioWarning, stacklevel=2)
 
     assumptions = map_kwargs.get("assumptions")
     base = map_run(runs, forcing, **map_kwargs)
     scen = map_run(runs, apply_scenario(forcing, scenario, assumptions=assumptions), **map_kwargs)
     scen.attrs.update(scenario=scenario.name, scenario_description=scenario.describe())
-    return {"baseline": base, "scenario": scen, "difference": difference_maps(base, scen),
-            "budget": budget_changes(base, scen)}
+    diff = difference_maps(base, scen)
+    if notes:
+        diff.attrs["scenario_warnings"] = "; ".join(notes)
+    return {"baseline": base, "scenario": scen, "difference": diff, "budget": budget_changes(base, scen),
+            "warnings": notes}

@@ -781,7 +781,9 @@ def _fig_scatter(spec: StudySpec, preds: dict, obs: xr.Dataset, models: Sequence
                 if ok.any():
                     lim = [min(ov[ok].min(), pv[ok].min()), max(ov[ok].max(), pv[ok].max())]
                     ax.plot(lim, lim, "k-", lw=0.6)
-                ax.set(title=f"{m}: {var}", xlabel="observed", ylabel="predicted")
+                from kgml.variables import units_label
+
+                ax.set(title=f"{m}: {var}", xlabel=f"observed{units_label(var)}", ylabel=f"predicted{units_label(var)}")
         out.append(_save(fig, directory / f"observed_vs_predicted_{kind}.png"))
     return out
 

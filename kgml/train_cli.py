@@ -13,9 +13,19 @@ VEGETATION_IGBP = {"maize": ("CRO",), "soybean": ("CRO",), "grassland": ("GRA",)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a hybrid model from a TOML config",
-                              description="Train and evaluate one configuration (kgml.experiment.run_experiment).")
-    p.add_argument("config", help="TOML config (see kgml.config)")
+    from kgml.config import config_reference
+
+    p = subparsers.add_parser(
+        "train", help="train a hybrid model from a TOML config",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate one configuration (kgml.experiment.run_experiment): build the data, split "
+        "whole sites, train, and write RUN/config.json, splits.json, checkpoint/, predictions.nc, metrics.json, "
+        "metrics.md and figures. Shipped real-data configs: configs/tower_warmwinter.toml (daily towers), "
+        "configs/chamber_cosore.toml (soil chambers), configs/yield_il_corn.toml (county yields); then "
+        "`kgml evaluate RUN` reproduces the held-out scores. Unknown keys are errors.",
+        epilog="CONFIG KEYS (TOML; every key is optional, shown with its default):\n\n" + config_reference())
+    p.add_argument("config", help="TOML config: keys below; [data] source names the data (synthetic, a dataset "
+                   "builder such as fluxnet_daily, or a netCDF file)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
@@ -30,14 +40,19 @@ def register(subparsers) -> None:
     p.add_argument("--no-figures", action="store_true")
     p.set_defaults(handler=_finetune)
 
-    p = subparsers.add_parser("evaluate", help="evaluate a trained run on every site found under a data directory",
-                              description="Reads netCDF datasets (site, time) and FLUXNET-style daily tower folders "
-                              "under DIR (same layout as ../shared/data), keeps the sites of the run's vegetation "
-                              "(IGBP), predicts and scores them.")
+    p = subparsers.add_parser("evaluate", help="score a trained run: its own held-out sites, or every site under a "
+                              "data directory",
+                              description="Without --data-dir: rebuild the run's own dataset exactly as training did "
+                              "(the same [data] source, builder options and statics) and score every site, reporting "
+                              "the held-out (test) sites — the scores of RUN/metrics.md — and, marked apart, the "
+                              "validation and training sites. With --data-dir DIR: a run trained on a dataset builder "
+                              "is rebuilt from DIR the same way; any other run is scored on every (site, time) netCDF "
+                              "and FLUXNET-style daily tower folder under DIR (sites of the run's vegetation by IGBP), "
+                              "with the sites the run was trained on reported separately.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data-dir", required=True, help="directory to search for datasets")
+    p.add_argument("--data-dir", default=None, help="directory to read the data from (default: the run's own source)")
     p.add_argument("--out", default=None, help="where to write metrics (default: RUN/evaluate)")
-    p.add_argument("--all-sites", action="store_true", help="do not filter sites by IGBP class")
+    p.add_argument("--all-sites", action="store_true", help="do not filter sites by IGBP class (survey of --data-dir)")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("predict", help="predict with a trained run",
@@ -105,35 +120,124 @@ def find_datasets(directory: Path) -> list[tuple[str, object]]:
     return found
 
 
+PART_TITLES = {"test": "held-out (test) sites", "val": "validation sites (early stopping; not held out)",
+               "train": "training sites (not held out)", "unseen": "sites not used in training"}
+
+
+def score_by_part(run, pred, ds, parts=("test", "val", "train")) -> list[dict]:
+    """Score rows (`kgml.experiment.evaluate_predictions`) of ``pred`` against ``ds`` for the sites of each
+    part of the run's split, each row with ``part``; ``"unseen"`` collects the sites that are in no part."""
+    from kgml.experiment import evaluate_predictions
+
+    split = run.split
+    have = set(pred.site.values.astype(str)) & set(ds.site.values.astype(str))
+    members = {p: [] for p in (*parts, "unseen")}
+    for site in sorted(have):
+        part = next((p for p in ("test", "val", "train") if split is not None and site in split.part(p).units),
+                    "unseen")
+        if part in members:
+            members[part].append(site)
+    rows = []
+    for part, sites in members.items():
+        if sites:
+            got = evaluate_predictions(pred.sel(site=sites), ds.sel(site=sites), run.config)
+            rows += [{**r, "part": part} for r in got]
+    return rows
+
+
+def builder_datasets(directory: Path, config) -> list[tuple[str, object]]:
+    """(name, dataset) of the `kgml.data.assemble` builders that hold the run's targets and whose folders are
+    under ``directory`` — the layouts the benchmark suites read: FLUXNET monthly towers for NEE/GPP/Reco,
+    COSORE chambers for Rsoil, county and state yields for crop yield. A builder that cannot read its folder
+    is reported and skipped."""
+    from kgml.data.assemble import build
+    from kgml.paths import DataNotFoundError
+
+    targets = set(config.data.daily_targets) | set(config.data.monthly_targets)
+    wanted = (["fluxnet_monthly"] if targets & {"nee", "gpp", "reco"} else []) + \
+        (["cosore_daily"] if "rsoil" in targets else []) + (["il_corn", "state_yield"] if config.data.yield_target else [])
+    found = []
+    for name in wanted:
+        try:
+            found.append((name, build(name, directory)))
+        except DataNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError) as err:
+            print(f"skipped builder {name}: {type(err).__name__}: {err}")
+    return found
+
+
+def _score_config(config, ds):
+    """The run's config with monthly targets wherever ``ds`` has ``<t>_monthly`` but no daily ``<t>``."""
+    import dataclasses
+
+    monthly = tuple(t for t in config.data.daily_targets if t not in ds and f"{t}_monthly" in ds)
+    if not monthly:
+        return config
+    data = dataclasses.replace(config.data, monthly_targets=tuple(dict.fromkeys(config.data.monthly_targets + monthly)))
+    return dataclasses.replace(config, data=data)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import numpy as np
 
-    from kgml.experiment import evaluate_predictions, load_run, metrics_markdown, predict_dataset
+    from kgml.config import ConfigError
+    from kgml.data.assemble import builder_name
+    from kgml.experiment import load_data, load_run, metrics_markdown, predict_dataset
     from kgml.io import write_text_atomic
     from kgml.paths import data_dir
 
     run = load_run(args.run)
-    directory = data_dir(args.data_dir)
-    veg = run.config.data.vegetation
     out = Path(args.out or Path(args.run) / "evaluate")
     rows, text = [], []
-    for name, ds in find_datasets(directory):
-        if not args.all_sites and "igbp" in ds.coords:
-            keep = np.isin(ds.igbp.values.astype(str), VEGETATION_IGBP.get(veg, ()))
-            ds = ds.isel(site=np.flatnonzero(keep))
-        if not ds.sizes.get("site", 0):
-            continue
-        try:
-            pred = predict_dataset(run, ds, missing_static="zero")
-        except (KeyError, ValueError) as err:
-            print(f"{name}: cannot evaluate ({err})")
-            continue
-        got = evaluate_predictions(pred, ds, run.config)
-        rows += [{**r, "dataset": name} for r in got]
-        text.append(metrics_markdown(got, f"{name} ({ds.sizes['site']} sites)"))
-    if not rows:
-        print(f"no {veg} sites with usable drivers found under {directory}")
-        return 1
+    if args.data_dir is None or builder_name(run.config.data.source):
+        # The run's own pipeline: same source, builder options, statics and site selection as training.
+        config = run.config
+        if args.data_dir is not None:
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=str(args.data_dir)))
+        if run.split is None:
+            raise ConfigError(f"{args.run}: the run records no site split; pass --data-dir to score it on other data")
+        ds = load_data(config)
+        pred = predict_dataset(run, ds)
+        got = score_by_part(run, pred, ds)
+        rows += [{**r, "dataset": config.data.source} for r in got]
+        held_out = "test" if run.split.test.units else "val"  # as run_experiment scores
+        for part in dict.fromkeys((held_out, "test", "val", "train", "unseen")):
+            sel = [r for r in got if r["part"] == part]
+            if sel:
+                text.append(metrics_markdown(sel, f"{config.name}: {PART_TITLES[part]}"
+                                                  f" ({len({r['key'] for r in sel if r['scope'] == 'site'})} sites)"))
+    else:
+        directory = data_dir(args.data_dir)
+        veg = run.config.data.vegetation
+        for name, ds in find_datasets(directory) + builder_datasets(directory, run.config):
+            if not args.all_sites and "vegetation" in ds.coords:
+                labels = ds.vegetation.values.astype(str)
+                ds = ds.isel(site=np.flatnonzero(labels == veg))
+                if not ds.sizes["site"]:
+                    print(f"{name}: no {veg} sites (its sites are {sorted(set(labels))}; --all-sites scores them all)")
+            elif not args.all_sites and "igbp" in ds.coords:
+                keep = np.isin(ds.igbp.values.astype(str), VEGETATION_IGBP.get(veg, ()))
+                ds = ds.isel(site=np.flatnonzero(keep))
+            if not ds.sizes.get("site", 0):
+                continue
+            try:
+                pred = predict_dataset(run, ds, missing_static="zero")
+            except (KeyError, ValueError) as err:
+                print(f"{name}: cannot evaluate ({err})")
+                continue
+            got = score_by_part(dataclasses.replace(run, config=_score_config(run.config, ds)), pred, ds)
+            rows += [{**r, "dataset": name} for r in got]
+            for part in ("unseen", "test", "val", "train"):
+                sel = [r for r in got if r["part"] == part]
+                if sel:
+                    text.append(metrics_markdown(sel, f"{name}: {PART_TITLES[part]}"
+                                                      f" ({len({r['key'] for r in sel if r['scope'] == 'site'})} sites)"))
+        if not rows:
+            print(f"no {veg} sites with usable drivers found under {directory}")
+            return 1
     write_text_atomic(json.dumps(rows, indent=1, default=float) + "\n", out / "metrics.json")
     write_text_atomic("\n".join(text), out / "metrics.md")
     print("\n".join(text))

@@ -11,6 +11,7 @@ as its mean daily rate. Sign convention (FLUXNET): NEE > 0 is a source to the at
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +39,7 @@ __all__ = [
     "normalise_units",
     "register_variable",
     "units_equal",
+    "units_label",
 ]
 
 #: 1 µmol CO2 m-2 s-1 expressed in gC m-2 d-1 = M_C × 1e-6 × 86400 = 1.03772... (molar mass of C, IUPAC).
@@ -74,16 +76,32 @@ _UNIT_ALIASES: dict[str, str] = {
     "gc m-2 d-1": "gC m-2 d-1", "g c m-2 d-1": "gC m-2 d-1", "gc m-2 day-1": "gC m-2 d-1", "gc/m2/d": "gC m-2 d-1",
     "gc m-2 y-1": "gC m-2 yr-1", "gc m-2 yr-1": "gC m-2 yr-1", "g c m-2 yr-1": "gC m-2 yr-1",
     "gc m-2 h-1": "gC m-2 h-1", "gc m-2 s-1": "gC m-2 s-1", "kg c m-2 s-1": "kgC m-2 s-1", "kgc m-2 s-1": "kgC m-2 s-1",
-    "t ha-1": "t ha-1", "mg ha-1": "t ha-1", "t/ha": "t ha-1", "kg ha-1": "kg ha-1", "kg/ha": "kg ha-1",
+    "t ha-1": "t ha-1", "t/ha": "t ha-1", "kg ha-1": "kg ha-1", "kg/ha": "kg ha-1",
     "g m-2": "g m-2",
     "m2 m-2": "m2 m-2", "m2/m2": "m2 m-2",
     "mm": "mm", "m": "m",
 }
 
 
+#: Spellings where case matters (SI prefixes: M mega vs m milli), looked up before the case-free aliases.
+_EXACT_UNITS: dict[str, str] = {
+    "Mg ha-1": "t ha-1", "Mg/ha": "t ha-1", "mg ha-1": "mg ha-1", "mg/ha": "mg ha-1",
+    # The CF / UDUNITS-2 spelling kgml writes (grams of carbon, said in the variable's comment).
+    "g m-2 d-1": "gC m-2 d-1", "g m-2 day-1": "gC m-2 d-1", "g m-2 h-1": "gC m-2 h-1",
+    "g m-2 s-1": "gC m-2 s-1", "g m-2 yr-1": "gC m-2 yr-1",
+}
+#: Prefix letters whose case changes the unit (mega/milli, peta/pico, giga, tera…): no case-free lookup.
+_CASE_SENSITIVE = re.compile(r"(?<![A-Za-z])[MPGTmp][a-z]*g(?![a-z])")
+
+
 def normalise_units(units: str) -> str:
-    """The canonical spelling of a unit string (``"deg C"`` → ``"degC"``); unknown strings are returned stripped."""
+    """The canonical spelling of a unit string (``"deg C"`` → ``"degC"``); unknown strings are returned stripped.
+    Case is kept where it carries meaning (``"Mg ha-1"`` megagram = t ha-1, ``"mg ha-1"`` milligram)."""
     text = " ".join(str(units).strip().split())
+    if text in _EXACT_UNITS:
+        return _EXACT_UNITS[text]
+    if _CASE_SENSITIVE.search(text):
+        return text
     return _UNIT_ALIASES.get(text.lower(), text)
 
 
@@ -106,7 +124,7 @@ _LINEAR_GROUPS: tuple[dict[str, float], ...] = (
     },
     {"mm d-1": 1.0, "mm h-1": HOURS_PER_DAY, "kg m-2 s-1": SECONDS_PER_DAY},
     {"W m-2": 1.0, "MJ m-2 d-1": 1.0e6 / SECONDS_PER_DAY},
-    {"t ha-1": 1.0, "kg ha-1": 1.0e-3, "g m-2": T_HA_PER_G_M2},
+    {"t ha-1": 1.0, "kg ha-1": 1.0e-3, "g m-2": T_HA_PER_G_M2, "mg ha-1": 1.0e-9},
     {"mm": 1.0, "m": 1.0e3},
     {"m s-1": 1.0},
     {"m2 m-2": 1.0},
@@ -250,6 +268,14 @@ def _fraction_not_percent(name: str) -> UnitMistake:
 
 
 _REGISTRY: dict[str, Variable] = {}
+
+
+def units_label(name: str) -> str:
+    """`` (units)`` of a registered variable for plot axis labels (``nee``, ``nee_monthly``, ``true_nee`` →
+    " (gC m-2 d-1)"); empty for unknown names."""
+    base = str(name).removeprefix("true_").removesuffix("_monthly")
+    var = _REGISTRY.get(base)
+    return f" ({var.units})" if var is not None else ""
 
 
 def register_variable(variable: Variable, *, overwrite: bool = False) -> Variable:

@@ -82,8 +82,10 @@ def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory
                 lim = [min(ov[ok].min(), pv[ok].min()), max(ov[ok].max(), pv[ok].max())]
                 ax.plot(lim, lim, "k-", lw=0.7)
             ax.set_title(m, fontsize=9)
-            ax.set_xlabel(f"observed {ref}", fontsize=8)
-            ax.set_ylabel(f"predicted {var}", fontsize=8)
+            from kgml.variables import units_label
+
+            ax.set_xlabel(f"observed {ref}{units_label(ref)}", fontsize=8)
+            ax.set_ylabel(f"predicted {var}{units_label(var)}", fontsize=8)
         for ax in axes.ravel()[n:]:
             ax.set_visible(False)
         fig.suptitle(f"{suite.name} {kind}: held-out {var} ({suite.resolution})")

@@ -69,63 +69,43 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / x.std(axis=0)
 
 
+def _sklearn():
+    try:
+        import sklearn.cluster
+        import sklearn.metrics
+    except ImportError as err:  # pragma: no cover - scikit-learn is in the test, ml and bench set-ups
+        raise ImportError("region detection needs scikit-learn: pip install 'kgml[ml]'") from err
+    return sklearn
+
+
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), best of ``n_init`` starts by
-    inertia. Returns (labels (n,), centroids (k, d), inertia). Deterministic for ``seed``."""
+    inertia (`sklearn.cluster.KMeans`). Returns (labels (n,), centroids (k, d), inertia). Deterministic for
+    ``seed``; clusters are numbered by their first member."""
     x = np.asarray(x, np.float64)
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the number of points ({n}), got {k}")
-    rng = np.random.default_rng(seed)
-    best = (None, None, np.inf)
-    for _ in range(n_init):
-        centres = [x[rng.integers(n)]]
-        for _ in range(1, k):
-            d2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-            p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
-            centres.append(x[rng.choice(n, p=p)])
-        c = np.asarray(centres)
-        labels = np.zeros(n, np.int64)
-        for it in range(max_iter):
-            d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
-            new = d2.argmin(axis=1)
-            if it and np.array_equal(new, labels):
-                break
-            labels = new
-            for j in range(k):
-                members = x[labels == j]
-                # An empty cluster restarts at the point farthest from its centre.
-                c[j] = members.mean(axis=0) if len(members) else x[d2.min(axis=1).argmax()]
-        inertia = float(((x - c[labels]) ** 2).sum())
-        if inertia < best[2] - 1e-12:
-            best = (labels.copy(), c.copy(), inertia)
-    labels, c, inertia = best
+    fit = _sklearn().cluster.KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter,
+                                    random_state=seed).fit(x)
+    labels, c = fit.labels_.astype(np.int64), np.asarray(fit.cluster_centers_, np.float64)
     # Canonical order: clusters numbered by their first member, so labels do not depend on the start.
     order = {old: new for new, old in enumerate(dict.fromkeys(labels.tolist()))}
     labels = np.array([order[v] for v in labels])
     c = c[[old for old, _ in sorted(order.items(), key=lambda t: t[1])]]
-    return labels, c, inertia
+    return labels, c, float(fit.inertia_)
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette width s = (b − a)/max(a, b) over points (a: mean distance within the own cluster,
-    b: smallest mean distance to another cluster; s = 0 for a point alone in its cluster). NaN for one
-    cluster."""
+    b: smallest mean distance to another cluster; s = 0 for a point alone in its cluster;
+    `sklearn.metrics.silhouette_score`). NaN for one cluster or one cluster per point."""
     x = np.asarray(x, np.float64)
     labels = np.asarray(labels)
     ks = np.unique(labels)
-    if ks.size < 2:
+    if ks.size < 2 or ks.size >= x.shape[0]:
         return float("nan")
-    d = np.sqrt(((x[:, None, :] - x[None]) ** 2).sum(-1))
-    s = np.zeros(x.shape[0])
-    for i in range(x.shape[0]):
-        own = labels == labels[i]
-        if own.sum() <= 1:
-            continue
-        a = d[i, own].sum() / (own.sum() - 1)
-        b = min(d[i, labels == k].mean() for k in ks if k != labels[i])
-        s[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
-    return float(s.mean())
+    return float(_sklearn().metrics.silhouette_score(x, labels, metric="euclidean"))
 
 
 def choose_k(x: np.ndarray, *, k_max: int = 8, seed: int = 0, min_silhouette: float = 0.15) -> dict:
@@ -147,26 +127,12 @@ def choose_k(x: np.ndarray, *, k_max: int = 8, seed: int = 0, min_silhouette: fl
 
 
 def adjusted_rand_index(a: Sequence, b: Sequence) -> float:
-    """Adjusted Rand index of two labellings of the same items (1: identical partitions; ≈ 0: chance)."""
+    """Adjusted Rand index of two labellings of the same items (1: identical partitions; ≈ 0: chance;
+    `sklearn.metrics.adjusted_rand_score`)."""
     a, b = np.asarray(a).astype(str), np.asarray(b).astype(str)
     if a.shape != b.shape:
         raise ValueError(f"labellings differ in length: {a.shape} vs {b.shape}")
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    table = np.zeros((ai.max() + 1, bi.max() + 1))
-    np.add.at(table, (ai, bi), 1)
-
-    def pairs(v):
-        return (v * (v - 1) / 2).sum()
-
-    index = pairs(table)
-    rows, cols = pairs(table.sum(1)), pairs(table.sum(0))
-    total = pairs(np.array([a.size]))
-    expected = rows * cols / total if total else 0.0
-    maximum = (rows + cols) / 2
-    if maximum == expected:
-        return 1.0
-    return float((index - expected) / (maximum - expected))
+    return float(_sklearn().metrics.adjusted_rand_score(a, b))
 
 
 # ---------------------------------------------------------------------------------------------------------

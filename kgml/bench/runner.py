@@ -889,6 +889,11 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
                            "source": f"kgml {__version__} kgml.bench", "resolution": suite.resolution,
                            "status": json.dumps(status), "detected_regions": json.dumps(detected, default=float),
                            "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} kgml bench shift"})
+    from kgml.metrics import add_metric_units
+    from kgml.variables import VARIABLES
+
+    add_metric_units(ds, [VARIABLES[v].units if v in VARIABLES else "" for v in variables])
+    ds["carbon_balance_residual"].attrs["units"] = "gC m-2 d-1"
     ds["r2_median"].attrs["long_name"] = "median over held-out sites of the squared Pearson correlation"
     ds["rmse_p90"].attrs["long_name"] = "90th percentile over held-out sites of the RMSE (bad tail)"
     return ds

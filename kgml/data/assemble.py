@@ -36,11 +36,14 @@ from kgml.paths import dataset_path
 from kgml.variables import get_variable
 
 __all__ = [
+    "BUILDERS",
     "DEFAULT_MAX_GAP_DAYS",
     "DEFAULT_MAX_GAP_MONTHS",
     "DEFAULT_QC_MIN",
     "DIURNAL_RANGE",
     "REQUIRED_DRIVERS",
+    "build",
+    "builder_name",
     "cosore_daily",
     "fluxnet_daily",
     "fluxnet_monthly",
@@ -767,7 +770,10 @@ def cosore_daily(
     }
     for name in ("dataset", "network_site_id", "tsoil_depth", "swc_depth", "primary_pub", "treatment"):
         if name in sel.coords:
-            coords[name] = ("site", sel[name].values, dict(sel[name].attrs))
+            attrs = dict(sel[name].attrs)
+            if name.endswith("_depth"):
+                attrs.setdefault("units", "cm")  # sensor depth below the surface (kgml.data.soil_respiration)
+            coords[name] = ("site", sel[name].values, attrs)
     ds = xr.Dataset(data_vars, coords=coords)
     ds = _add_site_labels(ds, "soil")
     return _finish(ds, title="COSORE daily soil respiration (kgml site dataset)",
@@ -988,3 +994,51 @@ def state_yield(data_dir: str | os.PathLike | None = None, *, crop: str = "corn"
                    extra={"driver_method": "Thompson growing-season months held daily; other months, sw_in and vpd "
                                            "from the nearest FLUXNET2015 tower's monthly climatology",
                           "references": raw.attrs.get("references", "")})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# builders by name: `kgml data build NAME`, `[data] source = "NAME"` in a train config
+# ---------------------------------------------------------------------------------------------------------
+
+#: The dataset builders, by the name a config's ``[data] source`` or ``kgml data build NAME`` uses.
+BUILDERS = {
+    "fluxnet_daily": fluxnet_daily,
+    "fluxnet_monthly": fluxnet_monthly,
+    "cosore_daily": cosore_daily,
+    "il_corn": il_corn,
+    "state_yield": state_yield,
+}
+_PREFIX = "kgml.data.assemble."
+
+
+def builder_name(source: str) -> str | None:
+    """The `BUILDERS` name that ``source`` names (``"fluxnet_daily"`` or ``"kgml.data.assemble.fluxnet_daily"``),
+    or None when ``source`` is not a builder name (a netCDF path, ``"synthetic"``)."""
+    name = source.removeprefix(_PREFIX)
+    if name in BUILDERS:
+        return name
+    if source.startswith(_PREFIX):
+        raise ValueError(f"unknown dataset builder {source!r}; builders are {sorted(BUILDERS)}")
+    return None
+
+
+def builder_options(name: str) -> list[str]:
+    """Keyword options a builder accepts (besides ``data_dir``)."""
+    import inspect
+
+    params = inspect.signature(BUILDERS[name]).parameters
+    return [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
+
+
+def build(name: str, data_dir: str | os.PathLike | None = None, **options) -> xr.Dataset:
+    """The dataset of builder ``name`` (a `BUILDERS` key, optionally with the ``kgml.data.assemble.`` prefix)
+    read from ``data_dir`` (default: ``$KGML_DATA`` or ../shared/data) with the builder's keyword ``options``
+    (e.g. ``sites``, ``datasets``, ``counties``, ``years``); unknown names and options are errors."""
+    key = builder_name(name)
+    if key is None:
+        raise ValueError(f"unknown dataset builder {name!r}; builders are {sorted(BUILDERS)}")
+    allowed = builder_options(key)
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise ValueError(f"dataset builder {key!r} has no option {bad[0]!r}; its options are {allowed}")
+    return BUILDERS[key](data_dir, **options)

@@ -1,4 +1,4 @@
-"""``kgml data …`` subcommands: ``kgml data summary --data-dir DIR``.
+"""``kgml data …`` subcommands: ``kgml data summary --data-dir DIR``, ``kgml data build NAME --out FILE.nc``.
 
 Heavy imports (xarray, pandas) happen inside the handler so ``kgml --help`` stays fast.
 """
@@ -25,6 +25,23 @@ def register(subparsers) -> None:
         "(in DIR, else $KGML_CACHE or ~/.cache/kgml)",
     )
     summary.set_defaults(handler=_summary)
+    from kgml.data.assemble import BUILDERS
+
+    build = sub.add_parser(
+        "build",
+        help="write a real-data builder's dataset as a kgml-layout (site, time) netCDF for `kgml train`",
+        description="Run a dataset builder of kgml.data.assemble on the real data under DIR and write the "
+        "(site, time) netCDF that a train config's [data] source can name. Builders: "
+        + ", ".join(sorted(BUILDERS)) + ". A train config can also name the builder itself "
+        "([data] source = NAME, data_dir, options).",
+    )
+    build.add_argument("name", choices=sorted(BUILDERS), metavar="NAME", help="builder: " + ", ".join(sorted(BUILDERS)))
+    build.add_argument("--out", required=True, help="netCDF file to write")
+    build.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
+    build.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a builder keyword option, VALUE a TOML value, e.g. --option 'sites=[\"US-Ne1\"]' "
+                       "--option min_days=90 (repeatable)")
+    build.set_defaults(handler=_build)
     data.set_defaults(handler=lambda args: _help(data))
 
 
@@ -59,3 +76,32 @@ def _summary(args) -> int:
         print(format_summary(name, kind, result, seconds), flush=True)
         print()
     return 1 if failures else 0
+
+
+def parse_options(items) -> dict:
+    """``KEY=VALUE`` strings → dict; VALUE is read as a TOML value (numbers, booleans, ["lists"]), else a string."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _build(args) -> int:
+    from kgml.data.assemble import build
+    from kgml.io import write_netcdf_atomic
+
+    options = parse_options(args.option)
+    ds = build(args.name, args.data_dir, **options)
+    path = write_netcdf_atomic(ds, args.out)
+    dims = ", ".join(f"{k} {v}" for k, v in ds.sizes.items())
+    targets = [v for v in ("nee", "gpp", "reco", "rsoil", "crop_yield", "nee_monthly") if v in ds]
+    print(f"wrote {path}: {args.name} ({dims}); targets {targets}")
+    return 0

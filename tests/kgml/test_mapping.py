@@ -202,6 +202,11 @@ def test_commands_map_explain_scenario_on_a_real_grid(runs, dataset_dir, tmp_pat
     with xr.open_dataset(tmp_path / "sc" / "scenario.nc") as sc, xr.open_dataset(tmp_path / "sc" / "difference.nc") as d:
         assert str(sc.time.values[0])[:4] == "2030" and "d_nee" in d
     assert "reco_total_tgc_change" in (tmp_path / "sc" / "budget_changes.md").read_text()
+    from tests.kgml.cf_check import assert_cf_units, flux_unit_spellings
+
+    for nc in ("m.nc", "ex/sensitivity.nc", "sc/baseline.nc", "sc/scenario.nc", "sc/difference.nc"):
+        assert_cf_units(tmp_path / nc)
+    assert flux_unit_spellings(tmp_path / "m.nc") == {"g m-2 d-1"}
 
 
 def test_runs_of_other_model_kinds_are_refused_by_name(runs):

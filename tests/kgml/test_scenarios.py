@@ -49,3 +49,40 @@ def test_null_and_co2_scenarios_change_nothing_warming_raises_respiration():
     table = warm["budget"]
     np.testing.assert_allclose(table.reco_total_tgc_change, table.reco_total_tgc_scenario - table.reco_total_tgc_base)
     assert budget_changes(warm["baseline"], warm["baseline"]).gpp_total_tgc_change.abs().max() == 0.0
+
+
+def test_a_driver_delta_the_physics_cannot_feel_is_warned_about():
+    from kgml.scenarios import ScenarioWarning, physics_response, scenario_warnings
+    from kgml.synthetic import build_model
+
+    assert physics_response(build_model("grassland"), "co2", 400.0, 800.0) == 0.0  # light-use efficiency
+    assert physics_response(build_model("soybean"), "co2", 400.0, 800.0) > 0.1  # C3 photosynthesis
+    run = demo_run()  # a grassland run without co2 among its features
+    assert "co2" not in run.config.data.features
+    with pytest.warns(ScenarioWarning, match="--co2/--co2-change cannot act on run"):
+        res = run_scenario(run, forcing(), Scenario("co2", co2=550.0), scheduler="sync", path="fast")
+    assert res["warnings"] and "scenario_warnings" in res["difference"].attrs
+    assert scenario_warnings(run, Scenario("warm", warming=2.0)) == []
+
+
+def test_budget_changes_cover_identical_cells():
+    """A cell mapped only in the baseline, and warming that moves cells out of the training climate, must
+    not change which cells a group's baseline and scenario budgets cover (issue 17: 765 vs 447 cells)."""
+    run = demo_run()
+    base = run_scenario(run, forcing(), Scenario("none"), scheduler="sync", path="fast")["baseline"]
+    scen = base.copy(deep=True)
+    scen["mapped"][0, 0] = 0
+    for v in ("gpp", "reco", "nee"):
+        scen[v][:, 0, 0] = np.nan
+    scen["gpp"] = scen["gpp"] + np.float32(1.0)
+    if "static_max_abs_z" in scen:
+        scen["static_max_abs_z"][:] = 10.0  # every cell "extrapolated" under the scenario
+    table = budget_changes(base, scen)
+    dom = table[table.group == "domain"].iloc[0]
+    assert dom.cells == int(base.mapped.sum()) - 1
+    np.testing.assert_allclose(dom.gpp_mean_gc_m2_d_change, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(table.reco_total_tgc_change, 0.0, atol=1e-9)
+    if "static_max_abs_z" in base:
+        labels = set(table[table.group == "training_climate"].label)
+        assert labels <= {"within 3 sd", "extrapolated (z-score above 3)"}
+        np.testing.assert_allclose(table[table.group == "training_climate"].gpp_mean_gc_m2_d_change, 1.0, rtol=1e-5)
