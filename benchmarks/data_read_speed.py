@@ -103,6 +103,7 @@ def bench_cosore(folder: Path, repeats: int, cache: Path) -> dict:
 
 def main() -> None:
     args = _parse()
+    load0 = [round(x, 2) for x in os.getloadavg()]
     from kgml.paths import data_dir
 
     root = data_dir(args.data_dir)
@@ -129,6 +130,11 @@ def main() -> None:
         "results": results,
     }
     print(json.dumps(out))
+    from record import append_result
+
+    figures = {f"{r['dataset']}_{k}": v for r in results for k, v in r.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    append_result("data_read_speed", figures, load_start=load0)
 
 
 if __name__ == "__main__":

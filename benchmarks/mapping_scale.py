@@ -222,6 +222,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-model-path", action="store_true", help="skip the model-path measurement")
     p.add_argument("--run", default=None, help="a trained run directory (default: a demonstration run)")
     args = p.parse_args(argv)
+    load0 = [round(x, 2) for x in os.getloadavg()]
 
     from kgml.experiment import load_run
     from kgml.mapping import fast_path_reason, train_demo_run
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
                 graph = build_graph(run, grid, args.chunk, blocks, args.batch)
                 warm = build_graph(run, grid, args.chunk, warm_blocks[:w], args.batch)
                 rows.append(measure(f"distributed LocalCluster, {w} worker(s)", graph, client, warm, land))
+                rows[-1]["workers"] = w
     best = max(rows, key=lambda r: r["cell_months_per_s"])
     result = {"cell_months_per_s": best["cell_months_per_s"], "peak_memory_gb": best["peak_memory_gb"],
               "projected_full_grid_s": best["projected_full_grid_s"], "best_config": best["config"],
@@ -261,6 +263,11 @@ def main(argv=None) -> int:
               "peak_memory_by_config_gb": {r["config"]: r["peak_memory_gb"] for r in rows},
               "cell_months_per_cpu_s": {r["config"]: r["cell_months_per_cpu_s"] for r in rows},
               "load_average_1min": os.getloadavg()[0]}
+    # per-worker throughput of the distributed runs: with proportional scaling, T(N workers) = cells / (N · this)
+    per_worker = {r["config"]: round(r["cell_months_per_s"] / r["workers"]) for r in rows if "workers" in r}
+    if per_worker:
+        result["per_worker_cell_months_per_s"] = per_worker
+        print("per-worker throughput (distributed): " + ", ".join(f"{k}: {v:,}" for k, v in per_worker.items()))
     if not args.no_model_path:
         print("model path (encoder + heads + physics per cell-year window):", flush=True)
         mp = model_path(run, 16, 2)
@@ -272,7 +279,16 @@ def main(argv=None) -> int:
               flush=True)
         result["model_path"] = mp
     result["benchmark_wall_s"] = round(time.perf_counter() - t_start, 1)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
+    from record import append_result
+
+    figures = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for config, rate in result["scaling"].items():
+        figures[config.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + "_cell_months_per_s"] = rate
+    for k, v in result.get("model_path", {}).items():
+        figures[f"model_path_{k}"] = v
+    append_result("mapping_scale", figures, load_start=load0)
     return 0
 
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from record import append_result, load_average
 
 N_FEATURES, N_TARGETS = 7, 4
 
@@ -185,6 +186,7 @@ def hybrid_step_time(args) -> float:
 
 def main(argv=None) -> dict:
     args = _parse(argv)
+    load0 = load_average()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
           f"python {sys.version.split()[0]}, jax {jax.__version__} ({jax.default_backend()})")
     print(f"batch {args.batch} windows × {args.days} days, {N_FEATURES} features, hidden {args.hidden}")
@@ -211,6 +213,9 @@ def main(argv=None) -> dict:
         result["hybrid_samples_per_s"] = b / t_hybrid
         result["hybrid_vs_jax_gru"] = (b / t_hybrid) / (args.batch / t_jax)
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}))
+    print(f"load average: start {load0}, end {load_average()}")
+    if argv is None:  # a command-line run: record it
+        append_result("train_speed", {k: v for k, v in result.items() if v is not None}, load_start=load0)
     return result
 
 

@@ -581,37 +581,33 @@ def _theta_of(model, lat, lon, static, region):
 
 def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh, angstrom, rh):
     """Monthly means (cell, 12, [gpp, reco]) of one 365-day year per cell from monthly drivers laid out
-    (12, len(_MET_ORDER), cell); each day reads its month's values. All cells advance together day by day
-    (`Ecosystem.step` on (cell,) arrays, as `process_models.simulate.simulate_sites` in its time-major
-    layout), so each day's inputs are one contiguous slice."""
+    (12, len(_MET_ORDER), cell); each day reads its month's values. The year's daily drivers are built for all
+    (day, cell) at once and run through `process_models.simulate.simulate_sites` in its time-major layout: every
+    state-independent term (sun geometry, net radiation, PET, light and temperature responses) in one vectorised
+    pass before the time loop, the loop over the sequential part only (issue 18)."""
     import jax
     import jax.numpy as jnp
 
     from process_models import constants as C
     from process_models.forcing import Met, saturation_vapour_pressure
     from process_models.radiation import extraterrestrial_radiation
+    from process_models.simulate import simulate_sites
 
     n = lat.shape[0]
     month_of_day = jnp.asarray(np.repeat(np.arange(12), DAYS_IN_MONTH), jnp.int32)
-    doy = jnp.arange(1, DAYS_PER_YEAR + 1, dtype=jnp.float32)
-    patm = jnp.full((n,), C.P_STANDARD, jnp.float32)
-    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,)), process.init_state(theta))
-
-    def body(carry, xs):
-        mi, d = xs
-        v = monthly[mi]  # (n_fields, cell)
-        d = jnp.full((n,), d)
-        sw = angstrom * extraterrestrial_radiation(lat, d) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
-        vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
-        met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32), vpd=vpd.astype(jnp.float32),
-                  precip=v[5], tsoil=v[6], co2=v[7], patm=patm, doy=d, lat=lat)
-        new, out = process.step(theta, carry, met)
-        new = jax.tree_util.tree_map(lambda a, b: jnp.broadcast_to(a, b.shape).astype(b.dtype), new, carry)
-        return new, jnp.stack([jnp.broadcast_to(out.gpp, (n,)), jnp.broadcast_to(out.reco, (n,))])
-
-    _, daily = jax.lax.scan(body, state, (month_of_day, doy))  # (365, 2, cell)
+    doy = jnp.broadcast_to(jnp.arange(1, DAYS_PER_YEAR + 1, dtype=jnp.float32)[:, None], (DAYS_PER_YEAR, n))
+    lat_d = jnp.broadcast_to(lat[None, :], (DAYS_PER_YEAR, n))
+    daily = monthly[month_of_day]  # (day, field, cell): each day its month's values
+    v = [daily[:, i] for i in range(len(_MET_ORDER))]
+    sw = angstrom * extraterrestrial_radiation(lat_d, doy) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
+    vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
+    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32), vpd=vpd.astype(jnp.float32),
+              precip=v[5], tsoil=v[6], co2=v[7], patm=jnp.full((DAYS_PER_YEAR, n), C.P_STANDARD, jnp.float32),
+              doy=doy, lat=lat_d)
+    out = simulate_sites(process, theta, met, time_major=True).outputs
+    flux = jnp.stack([jnp.broadcast_to(out.gpp, (DAYS_PER_YEAR, n)), jnp.broadcast_to(out.reco, (DAYS_PER_YEAR, n))], 1)
     weights = jax.nn.one_hot(month_of_day, 12, dtype=jnp.float32) / jnp.asarray(DAYS_IN_MONTH, jnp.float32)
-    return jnp.einsum("dkc,dm->cmk", daily, weights)
+    return jnp.einsum("dkc,dm->cmk", flux, weights)
 
 
 _JITS: dict = {}

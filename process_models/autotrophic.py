@@ -120,7 +120,14 @@ class AutotrophicRespiration(eqx.Module):
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (RM_REF_SPEC, Q10_RA_SPEC, GROWTH_RESP_FRAC_SPEC)
 
-    def __call__(self, theta: Mapping[str, Array], gpp: Array, biomass: Array, tair: Array) -> RaStep:
-        rm = maintenance_respiration(biomass, tair, theta["rm_ref"], theta["q10_ra"])
+    def drivers(self, theta: Mapping[str, Array], tair: Array) -> Array:
+        """Maintenance respiration per unit live biomass, m_20 · Q10^((T − 20)/10) (gC gC-1 d-1): the part that
+        depends on air temperature and parameters only (computed for every day before the time loop)."""
+        return maintenance_respiration(1.0, tair, theta["rm_ref"], theta["q10_ra"])
+
+    def __call__(self, theta: Mapping[str, Array], gpp: Array, biomass: Array, tair: Array, drivers=None) -> RaStep:
+        per_biomass = self.drivers(theta, tair) if drivers is None else drivers
+        biomass = jnp.asarray(biomass)
+        rm = per_biomass * jnp.where(biomass > 0.0, biomass, 0.0)
         rg = growth_respiration(gpp, rm, theta["growth_resp_frac"])
         return RaStep(ra=rm + rg, rm=rm, rg=rg)

@@ -30,6 +30,27 @@ class EcosystemState(NamedTuple):
     vegetation: PyTree
 
 
+class EcosystemDrivers(NamedTuple):
+    """The terms of a site-day that depend on the drivers and parameters only, never on the carried state, one per
+    component (`Ecosystem.drivers`); `process_models.simulate` computes them for every day in one vectorised pass
+    before the time loop, so the loop carries only what is truly sequential."""
+
+    photosynthesis: PyTree  #: `Photosynthesis.drivers` (e.g. MOD17 GPP per unit fAPAR, gC m-2 d-1)
+    water: Array  #: `Bucket.drivers`: Priestley–Taylor PET (mm d-1), sun geometry and net radiation inside
+    autotrophic: Array  #: `AutotrophicRespiration.drivers`: maintenance respiration per unit biomass (gC gC-1 d-1)
+    soil_respiration: PyTree  #: `SoilRespiration.drivers` (e.g. Rh at optimal moisture, gC m-2 d-1) or None
+    vegetation: PyTree  #: the phenology's drivers (prescribed LAI, daily iGSI) or None (crops)
+
+
+class NaturalDay(NamedTuple):
+    """What the time loop of `NaturalEcosystem` carries out of each day; every flux follows from it elementwise."""
+
+    lai: Array  #: green LAI of the day (m2 m-2)
+    w: Array  #: plant-available water after the day (mm)
+    et: Array  #: evapotranspiration (mm d-1)
+    drainage: Array  #: drainage and runoff (mm d-1)
+
+
 class DailyOutput(NamedTuple):
     """One day's fluxes and states. Carbon fluxes gC m-2 d-1 (FLUXNET sign: NEE > 0 is a source)."""
 
@@ -102,6 +123,11 @@ class Ecosystem(eqx.Module):
     evaporative demand → GPP under the bucket's water stress → Ra (maintenance ∝ biomass, growth share of
     the rest) → Rh from soil temperature and moisture → Reco = Ra + Rh, NEE = Reco − GPP → NPP feeds
     growth (crops).
+
+    A day is computed in three parts so that a simulation loops over as little as possible: `drivers` (every
+    state-independent term: sun geometry, net radiation and PET, light and temperature responses; elementwise,
+    for all days at once before the loop), `advance` (the sequential part, inside the loop) and `finish`
+    (elementwise, for all days at once after the loop). `step` = the three in a row, for one day.
     """
 
     photosynthesis: eqx.AbstractVar[Photosynthesis]
@@ -130,13 +156,42 @@ class Ecosystem(eqx.Module):
         """Full bucket and the vegetation's initial state."""
         return EcosystemState(w=self.water.initial_water(theta), vegetation=self._init_vegetation())
 
-    def step(self, theta, state: EcosystemState, met: Met) -> tuple[EcosystemState, DailyOutput]:
-        """Advance one site by one day. ``theta``: physical parameters; ``met``: that day's drivers."""
-        veg, lai, biomass = self._leaf_area(theta, state.vegetation, met)
-        hydro = self.water(theta, state.w, met, lai)
-        gpp = self.photosynthesis(theta, met, lai, hydro.water_stress)
-        resp = self.autotrophic(theta, gpp, biomass, met.tair)
-        rh = self.soil_respiration(theta, met.tsoil, hydro.swc)
+    def drivers(self, theta, met: Met) -> EcosystemDrivers:
+        """Every state-independent term of the day(s): elementwise, so ``met`` may hold one day or all of them."""
+        return EcosystemDrivers(
+            photosynthesis=self.photosynthesis.drivers(theta, met),
+            water=self.water.drivers(theta, met),
+            autotrophic=self.autotrophic.drivers(theta, met.tair),
+            soil_respiration=self.soil_respiration.drivers(theta, met.tsoil),
+            vegetation=self._vegetation_drivers(theta, met),
+        )
+
+    def step(
+        self, theta, state: EcosystemState, met: Met, drivers: EcosystemDrivers | None = None
+    ) -> tuple[EcosystemState, DailyOutput]:
+        """Advance one site by one day. ``theta``: physical parameters; ``met``: that day's drivers; ``drivers``:
+        the day's `EcosystemDrivers` when already computed (None: computed here). Equals `advance` then `finish`."""
+        drivers = self.drivers(theta, met) if drivers is None else drivers
+        state, carried = self.advance(theta, state, met, drivers)
+        return state, self.finish(theta, met, drivers, carried)
+
+    def advance(self, theta, state: EcosystemState, met: Met, drivers: EcosystemDrivers) -> tuple[EcosystemState, PyTree]:
+        """The sequential part of a day: the new state and what `finish` needs. Here the whole coupled day
+        (crops: growth depends on the day's NPP, so everything is sequential); `NaturalEcosystem` keeps only the
+        phenology and the bucket in the loop."""
+        veg, lai, biomass = self._leaf_area(theta, state.vegetation, met, drivers.vegetation)
+        hydro = self.water(theta, state.w, met, lai, drivers.water)
+        veg, out = self._fluxes(theta, met, drivers, veg, lai, biomass, hydro)
+        return EcosystemState(w=hydro.w, vegetation=veg), out
+
+    def finish(self, theta, met: Met, drivers: EcosystemDrivers, carried: PyTree) -> DailyOutput:
+        """The day's outputs from what `advance` carried out (elementwise; after the loop, for all days at once)."""
+        return carried
+
+    def _fluxes(self, theta, met, drivers, veg, lai, biomass, hydro) -> tuple[PyTree, DailyOutput]:
+        gpp = self.photosynthesis(theta, met, lai, hydro.water_stress, drivers.photosynthesis)
+        resp = self.autotrophic(theta, gpp, biomass, met.tair, drivers.autotrophic)
+        rh = self.soil_respiration(theta, met.tsoil, hydro.swc, drivers.soil_respiration)
         npp = gpp - resp.ra
         veg, crop_yield, belowground = self._grow(theta, veg, met, npp, resp.ra)
         reco = resp.ra + rh
@@ -159,7 +214,7 @@ class Ecosystem(eqx.Module):
             biomass=biomass,
             crop_yield=crop_yield,
         )
-        return EcosystemState(w=hydro.w, vegetation=veg), out
+        return veg, out
 
     # --- what differs between natural vegetation and crops -------------------------------------
     @abc.abstractmethod
@@ -169,7 +224,11 @@ class Ecosystem(eqx.Module):
     def _init_vegetation(self) -> PyTree: ...
 
     @abc.abstractmethod
-    def _leaf_area(self, theta, veg: PyTree, met: Met) -> tuple[PyTree, Array, Array]:
+    def _vegetation_drivers(self, theta, met: Met) -> PyTree:
+        """The vegetation's state-independent terms (see `drivers`), or None."""
+
+    @abc.abstractmethod
+    def _leaf_area(self, theta, veg: PyTree, met: Met, drivers: PyTree) -> tuple[PyTree, Array, Array]:
         """(vegetation state, green LAI m2 m-2, live respiring biomass gC m-2) for the day."""
 
     @abc.abstractmethod
@@ -195,10 +254,27 @@ class NaturalEcosystem(Ecosystem):
     def _init_vegetation(self) -> PyTree:
         return self.phenology.init_state()
 
-    def _leaf_area(self, theta, veg, met):
-        veg, lai = self.phenology(theta, veg, met)
-        biomass = lai * theta["leaf_c_per_lai"] * theta["live_to_leaf_c"]
-        return veg, lai, biomass
+    def _vegetation_drivers(self, theta, met):
+        return self.phenology.drivers(theta, met)
+
+    def _leaf_area(self, theta, veg, met, drivers):
+        veg, lai = self.phenology(theta, veg, met, drivers)
+        return veg, lai, self._biomass(theta, lai)
+
+    def _biomass(self, theta, lai):
+        return lai * theta["leaf_c_per_lai"] * theta["live_to_leaf_c"]
+
+    def advance(self, theta, state, met, drivers) -> tuple[EcosystemState, NaturalDay]:
+        """Only the phenology and the bucket are sequential here: LAI does not depend on carbon or water, and the
+        carbon fluxes do not feed back, so `finish` computes them for all days at once after the loop."""
+        veg, lai = self.phenology(theta, state.vegetation, met, drivers.vegetation)
+        w, et, drainage = self.water.balance(theta, state.w, met, lai, drivers.water)
+        return EcosystemState(w=w, vegetation=veg), NaturalDay(lai=lai, w=w, et=et, drainage=drainage)
+
+    def finish(self, theta, met, drivers, carried: NaturalDay) -> DailyOutput:
+        hydro = self.water.state_of(theta, carried.w, carried.et, carried.drainage)
+        _, out = self._fluxes(theta, met, drivers, None, carried.lai, self._biomass(theta, carried.lai), hydro)
+        return out
 
     def _grow(self, theta, veg, met, npp, ra):
         return veg, jnp.zeros_like(npp), theta["ra_belowground_frac"] * ra
@@ -236,7 +312,10 @@ class CropEcosystem(Ecosystem):
     def _init_vegetation(self) -> CropState:
         return self.crop.init_state()
 
-    def _leaf_area(self, theta, veg, met):
+    def _vegetation_drivers(self, theta, met):
+        return None
+
+    def _leaf_area(self, theta, veg, met, drivers):
         return veg, self.crop.lai(veg), self.crop.live_biomass(veg)
 
     def _grow(self, theta, veg, met, npp, ra):
@@ -270,18 +349,31 @@ class SoilChamber(eqx.Module):
     def init_state(self, theta) -> EcosystemState:
         return EcosystemState(w=jnp.zeros(()), vegetation=())
 
-    def step(self, theta, state: EcosystemState, met: Met) -> tuple[EcosystemState, DailyOutput]:
+    def drivers(self, theta, met: Met) -> EcosystemDrivers:
         if met.swc is None:
             raise ValueError("SoilChamber needs the measured soil water content met.swc (m3 m-3); build the "
                              "forcing with make_met(..., swc=...) or give the dataset an 'swc' variable (%)")
-        rs = self.soil_respiration(theta, met.tsoil, met.swc)
+        return EcosystemDrivers(photosynthesis=None, water=None, autotrophic=None,
+                                soil_respiration=self.soil_respiration.drivers(theta, met.tsoil), vegetation=None)
+
+    def step(self, theta, state: EcosystemState, met: Met, drivers: EcosystemDrivers | None = None
+             ) -> tuple[EcosystemState, DailyOutput]:
+        drivers = self.drivers(theta, met) if drivers is None else drivers
+        state, carried = self.advance(theta, state, met, drivers)
+        return state, self.finish(theta, met, drivers, carried)
+
+    def advance(self, theta, state: EcosystemState, met: Met, drivers: EcosystemDrivers) -> tuple[EcosystemState, tuple]:
+        """Nothing is sequential: the efflux follows from the measured drivers day by day."""
+        return state, ()
+
+    def finish(self, theta, met: Met, drivers: EcosystemDrivers, carried: tuple) -> DailyOutput:
+        rs = self.soil_respiration(theta, met.tsoil, met.swc, drivers.soil_respiration)
         zero = jnp.zeros_like(rs)
         nan = jnp.full_like(rs, jnp.nan)
-        out = DailyOutput(
+        return DailyOutput(
             gpp=zero, ra=zero, rm=zero, rg=zero, rh=rs, reco=rs, nee=rs, npp=zero, rsoil=rs, et=nan,
             drainage=nan, w=nan, swc=met.swc, water_stress=nan, lai=nan, biomass=nan, crop_yield=zero,
         )
-        return state, out
 
 
 def maize() -> CropEcosystem:

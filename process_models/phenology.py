@@ -101,7 +101,12 @@ class Phenology(eqx.Module):
         """The state before the first day: a pytree of float scalars."""
 
     @abc.abstractmethod
-    def __call__(self, theta, state: PyTree, met: Met) -> tuple[PyTree, Array]:
+    def drivers(self, theta, met: Met) -> PyTree:
+        """The state-independent terms of the day (computed for every day before the time loop by
+        `process_models.simulate`); ``__call__`` takes them as ``drivers`` (None: computed on the spot)."""
+
+    @abc.abstractmethod
+    def __call__(self, theta, state: PyTree, met: Met, drivers=None) -> tuple[PyTree, Array]:
         """Advance one day. ``theta``: physical parameters; returns (new state, LAI m2 m-2)."""
 
 
@@ -116,13 +121,17 @@ class PrescribedLAI(Phenology):
     def init_state(self) -> Array:
         return jnp.zeros(())
 
-    def __call__(self, theta, state: Array, met: Met) -> tuple[Array, Array]:
+    def drivers(self, theta, met: Met) -> Array:
+        """The day's LAI, max(met.lai, 0) (m2 m-2)."""
         if met.lai is None:
             raise ValueError(
                 "PrescribedLAI needs met.lai (m2 m-2); build the forcing with make_met(..., lai=...) or "
                 "use GrowingSeasonIndex"
             )
-        return state, jnp.maximum(met.lai, 0.0)
+        return jnp.maximum(met.lai, 0.0)
+
+    def __call__(self, theta, state: Array, met: Met, drivers=None) -> tuple[Array, Array]:
+        return state, self.drivers(theta, met) if drivers is None else drivers
 
 
 # Specs of the growing-season index. Defaults are Jolly et al. (2005)'s global thresholds; the bounds
@@ -270,9 +279,13 @@ class GrowingSeasonIndex(Phenology):
         ok = state.weight > 0
         return jnp.where(ok, state.ema / jnp.where(ok, state.weight, 1.0), 0.0)
 
-    def __call__(self, theta, state: GSIState, met: Met) -> tuple[GSIState, Array]:
+    def drivers(self, theta, met: Met) -> Array:
+        """The day's iGSI (`daily_index`), which depends on the drivers only."""
+        return self.daily_index(theta, met)
+
+    def __call__(self, theta, state: GSIState, met: Met, drivers=None) -> tuple[GSIState, Array]:
         alpha = ema_weight(self.window_days)
-        igsi = self.daily_index(theta, met)
+        igsi = self.daily_index(theta, met) if drivers is None else drivers
         state = GSIState(
             ema=(1.0 - alpha) * state.ema + alpha * igsi,
             weight=(1.0 - alpha) * state.weight + alpha,

@@ -257,10 +257,27 @@ def mod17_gpp(
         fapar: fraction of absorbed PAR (–). lue_max: ε_max (gC MJ-1 of APAR).
         tmin_close, tmin_open: °C. vpd_open, vpd_close: hPa (the BPLUT lists Pa: 1 hPa = 100 Pa).
     """
+    return mod17_gpp_per_fapar(sw_in, tmin, vpd, lue_max, tmin_close, tmin_open, vpd_open, vpd_close) * fapar
+
+
+def mod17_gpp_per_fapar(
+    sw_in: ArrayLike,
+    tmin: ArrayLike,
+    vpd: ArrayLike,
+    lue_max: ArrayLike,
+    tmin_close: ArrayLike,
+    tmin_open: ArrayLike,
+    vpd_open: ArrayLike,
+    vpd_close: ArrayLike,
+) -> Array:
+    """MOD17 GPP per unit fAPAR, ε_max · f(Tmin) · f(VPD) · PAR (gC m-2 d-1): the part of `mod17_gpp` that depends
+    on the drivers and parameters only (not on the canopy), so that a simulation computes it for every day at once
+    before the time loop. Arguments and references as `mod17_gpp`.
+    """
     par_mj = jnp.asarray(sw_in) * C.PAR_FRACTION_OF_SW * radiation.MJ_PER_DAY_PER_W
     f_tmin = linear_ramp(tmin, tmin_close, tmin_open)
     f_vpd = linear_ramp(vpd, vpd_close, vpd_open)
-    return lue_max * f_tmin * f_vpd * fapar * jnp.maximum(par_mj, 0.0)
+    return lue_max * f_tmin * f_vpd * jnp.maximum(par_mj, 0.0)
 
 
 # =============================================================================================
@@ -352,6 +369,39 @@ def farquhar_c3_rate(
     return colimitation(w_c, w_j, THETA_C3_COLIMITATION)
 
 
+class C3Climate(NamedTuple):
+    """The drivers-only terms of the big-leaf C3 model for one day (`farquhar_c3_climate`)."""
+
+    vcmax_response: Array  #: Vcmax(T)/Vcmax(25 °C) (–), `kattge_knorr_vcmax_response`
+    jmax_response: Array  #: Jmax(T)/Jmax(25 °C) (–), `kattge_knorr_jmax_response`
+    ppfd_day: Array  #: mean PPFD over daylight hours (µmol m-2 s-1), `daytime_ppfd`
+    ca: Array  #: ambient CO2 partial pressure co2 · 1e-6 · p (Pa)
+    gamma_star: Array  #: Γ* (Pa), `bernacchi_gamma_star`
+    kc: Array  #: K_c (Pa), `bernacchi_kc`
+    ko: Array  #: K_o (Pa), `bernacchi_ko`
+    o2: Array  #: O2 partial pressure 0.209476 · p (Pa)
+    daylight_s: Array  #: daylength in seconds (s)
+
+
+def farquhar_c3_climate(
+    tair: ArrayLike, ppfd_24h: ArrayLike, daylength_h: ArrayLike, co2: ArrayLike, patm: ArrayLike
+) -> C3Climate:
+    """Every term of `farquhar_c3_canopy_gpp` that depends on the drivers alone (temperature responses, Rubisco
+    kinetics, daytime light, partial pressures), vectorised over any common shape; arguments as there."""
+    patm = jnp.asarray(patm)
+    return C3Climate(
+        vcmax_response=kattge_knorr_vcmax_response(tair),
+        jmax_response=kattge_knorr_jmax_response(tair),
+        ppfd_day=daytime_ppfd(ppfd_24h, daylength_h),
+        ca=jnp.asarray(co2) * C.MOL_PER_UMOL * patm,
+        gamma_star=bernacchi_gamma_star(tair, patm),
+        kc=bernacchi_kc(tair, patm),
+        ko=bernacchi_ko(tair, patm),
+        o2=C.O2_MOLE_FRACTION * patm,
+        daylight_s=jnp.asarray(daylength_h) * C.SECONDS_PER_HOUR,
+    )
+
+
 def farquhar_c3_canopy_gpp(
     tair: ArrayLike,
     ppfd_24h: ArrayLike,
@@ -376,24 +426,28 @@ def farquhar_c3_canopy_gpp(
         lai: m2 m-2. k_ext: –. vcmax25: top-leaf Vcmax at 25 °C (µmol m-2 s-1). jmax_vcmax_ratio: Jmax25/Vcmax25 (–).
         ci_ratio: χ = ci/ca (–).
     """
+    climate = farquhar_c3_climate(tair, ppfd_24h, daylength_h, co2, patm)
+    return farquhar_c3_canopy_gpp_of_climate(climate, lai, k_ext, vcmax25, jmax_vcmax_ratio, ci_ratio)
+
+
+def farquhar_c3_canopy_gpp_of_climate(
+    climate: C3Climate,
+    lai: ArrayLike,
+    k_ext: ArrayLike,
+    vcmax25: ArrayLike,
+    jmax_vcmax_ratio: ArrayLike,
+    ci_ratio: ArrayLike,
+) -> Array:
+    """`farquhar_c3_canopy_gpp` from the day's precomputed `C3Climate` (gC m-2 d-1); the canopy and parameter
+    arguments as there."""
     scaling = big_leaf_scaling(lai, k_ext)
     fapar = radiation.fapar_from_lai(lai, k_ext)
-    vcmax = scaling * vcmax25 * kattge_knorr_vcmax_response(tair)
-    jmax = scaling * jmax_vcmax_ratio * vcmax25 * kattge_knorr_jmax_response(tair)
-    apar = fapar * daytime_ppfd(ppfd_24h, daylength_h)
-    patm = jnp.asarray(patm)
-    ci = ci_ratio * jnp.asarray(co2) * C.MOL_PER_UMOL * patm
-    rate = farquhar_c3_rate(
-        vcmax,
-        jmax,
-        apar,
-        ci,
-        bernacchi_gamma_star(tair, patm),
-        bernacchi_kc(tair, patm),
-        bernacchi_ko(tair, patm),
-        C.O2_MOLE_FRACTION * patm,
-    )
-    return umol_per_m2_s_to_gc_per_m2(rate, jnp.asarray(daylength_h) * C.SECONDS_PER_HOUR)
+    vcmax = scaling * vcmax25 * climate.vcmax_response
+    jmax = scaling * jmax_vcmax_ratio * vcmax25 * climate.jmax_response
+    apar = fapar * climate.ppfd_day
+    ci = ci_ratio * climate.ca
+    rate = farquhar_c3_rate(vcmax, jmax, apar, ci, climate.gamma_star, climate.kc, climate.ko, climate.o2)
+    return umol_per_m2_s_to_gc_per_m2(rate, climate.daylight_s)
 
 
 # =============================================================================================
@@ -441,6 +495,28 @@ def collatz_c4_rate(
     return colimitation(m, v_co2, COLLATZ_BETA)
 
 
+class C4Climate(NamedTuple):
+    """The drivers-only terms of the big-leaf C4 model for one day (`collatz_c4_climate`)."""
+
+    vmax_response: Array  #: `collatz_vmax_response` (–)
+    k_response: Array  #: `collatz_q10_response` (–)
+    ppfd_day: Array  #: mean PPFD over daylight hours (µmol m-2 s-1), `daytime_ppfd`
+    ca_mole_fraction: Array  #: co2 · 1e-6 (mol mol-1)
+    daylight_s: Array  #: daylength in seconds (s)
+
+
+def collatz_c4_climate(tair: ArrayLike, ppfd_24h: ArrayLike, daylength_h: ArrayLike, co2: ArrayLike) -> C4Climate:
+    """Every term of `collatz_c4_canopy_gpp` that depends on the drivers alone, vectorised over any common shape;
+    arguments as there."""
+    return C4Climate(
+        vmax_response=collatz_vmax_response(tair),
+        k_response=collatz_q10_response(tair),
+        ppfd_day=daytime_ppfd(ppfd_24h, daylength_h),
+        ca_mole_fraction=jnp.asarray(co2) * C.MOL_PER_UMOL,
+        daylight_s=jnp.asarray(daylength_h) * C.SECONDS_PER_HOUR,
+    )
+
+
 def collatz_c4_canopy_gpp(
     tair: ArrayLike,
     ppfd_24h: ArrayLike,
@@ -463,14 +539,28 @@ def collatz_c4_canopy_gpp(
         tair: °C. ppfd_24h: µmol m-2 s-1. daylength_h: h. co2: ppm. lai: m2 m-2. k_ext: –.
         vmax25: µmol m-2 s-1 (leaf). alpha: mol mol-1. k25: mol m-2 s-1 (leaf). ci_ratio: ci/ca (–).
     """
+    climate = collatz_c4_climate(tair, ppfd_24h, daylength_h, co2)
+    return collatz_c4_canopy_gpp_of_climate(climate, lai, k_ext, vmax25, alpha, k25, ci_ratio)
+
+
+def collatz_c4_canopy_gpp_of_climate(
+    climate: C4Climate,
+    lai: ArrayLike,
+    k_ext: ArrayLike,
+    vmax25: ArrayLike,
+    alpha: ArrayLike,
+    k25: ArrayLike,
+    ci_ratio: ArrayLike,
+) -> Array:
+    """`collatz_c4_canopy_gpp` from the day's precomputed `C4Climate` (gC m-2 d-1); the other arguments as there."""
     scaling = big_leaf_scaling(lai, k_ext)
     fapar = radiation.fapar_from_lai(lai, k_ext)
-    vmax = scaling * vmax25 * collatz_vmax_response(tair)
-    k = scaling * k25 * collatz_q10_response(tair)
-    apar = fapar * daytime_ppfd(ppfd_24h, daylength_h)
-    ci = ci_ratio * jnp.asarray(co2) * C.MOL_PER_UMOL
+    vmax = scaling * vmax25 * climate.vmax_response
+    k = scaling * k25 * climate.k_response
+    apar = fapar * climate.ppfd_day
+    ci = ci_ratio * climate.ca_mole_fraction
     rate = collatz_c4_rate(vmax, alpha, k, apar, ci)
-    return umol_per_m2_s_to_gc_per_m2(rate, jnp.asarray(daylength_h) * C.SECONDS_PER_HOUR)
+    return umol_per_m2_s_to_gc_per_m2(rate, climate.daylight_s)
 
 
 # =============================================================================================
@@ -626,6 +716,15 @@ def pmodel_gpp(
     lue = pmodel_state(tair, vpd, co2, patm, kphio).lue
     absorbed = jnp.asarray(fapar) * jnp.maximum(jnp.asarray(ppfd), 0.0)
     return lue * absorbed * C.SECONDS_PER_DAY * C.MOL_PER_UMOL
+
+
+def pmodel_gpp_per_fapar(
+    tair: ArrayLike, vpd: ArrayLike, co2: ArrayLike, patm: ArrayLike, ppfd: ArrayLike, kphio: ArrayLike
+) -> Array:
+    """P-model GPP per unit fAPAR, LUE · PPFD · 86 400 s · 1e-6 (gC m-2 d-1): `pmodel_gpp` is linear in fAPAR, so
+    this drivers-only part is computed for every day before the time loop. Arguments as `pmodel_gpp`."""
+    lue = pmodel_state(tair, vpd, co2, patm, kphio).lue
+    return lue * jnp.maximum(jnp.asarray(ppfd), 0.0) * C.SECONDS_PER_DAY * C.MOL_PER_UMOL
 
 
 # =============================================================================================
@@ -784,12 +883,20 @@ class Photosynthesis(eqx.Module):
 
     Every variant multiplies its unstressed GPP by ``water_stress`` (β ∈ [0, 1], clipped), i.e. soil-water limitation
     scales GPP linearly (as MOD17's scalars and Stocker et al. 2020's β(θ) do) rather than entering Vcmax or χ.
+
+    ``drivers(theta, met)`` returns the terms that depend on the drivers and parameters only (never on LAI or soil
+    water), so that `process_models.simulate` computes them for every day in one vectorised pass before the time
+    loop; ``__call__`` takes them as ``drivers`` (None: computed on the spot, the same numbers).
     """
 
     parameter_specs: eqx.AbstractClassVar[tuple[ParameterSpec, ...]]
 
     @abc.abstractmethod
-    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array) -> Array:
+    def drivers(self, theta: Mapping[str, Array], met: Met):
+        """The state-independent terms of the day (a pytree of arrays shaped like the drivers)."""
+
+    @abc.abstractmethod
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
         """Daily gross primary production GPP (gC m-2 d-1), >= 0. water_stress in [0, 1] (1 = no stress)."""
 
 
@@ -798,6 +905,7 @@ class LightUseEfficiency(Photosynthesis):
 
     The thresholds are four parameters with non-overlapping bounds (tmin_close < −1 °C < 1 °C < tmin_open;
     vpd_open ≤ 15 hPa < 20 hPa ≤ vpd_close), so no draw inside the bounds can swap "open" and "close".
+    Drivers: `mod17_gpp_per_fapar`.
     """
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (
@@ -809,25 +917,26 @@ class LightUseEfficiency(Photosynthesis):
         radiation.K_EXT_SPEC,
     )
 
-    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array) -> Array:
-        fapar = radiation.fapar_from_lai(lai, theta["k_ext"])
-        gpp = mod17_gpp(
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> Array:
+        return mod17_gpp_per_fapar(
             met.sw_in,
             met.tmin,
             met.vpd,
-            fapar,
             theta["lue_max"],
             theta["tmin_close"],
             theta["tmin_open"],
             theta["vpd_open"],
             theta["vpd_close"],
         )
-        return _water_limited(gpp, water_stress)
+
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
+        per_fapar = self.drivers(theta, met) if drivers is None else drivers
+        return _water_limited(per_fapar * radiation.fapar_from_lai(lai, theta["k_ext"]), water_stress)
 
 
 class FarquharC3(Photosynthesis):
     """Big-leaf Farquhar–von Caemmerer–Berry C3 GPP (`farquhar_c3_canopy_gpp`) with a fixed ci/ca; reads
-    met.tair, sw_in, co2, patm, lat, doy (daylength)."""
+    met.tair, sw_in, co2, patm, lat, doy (daylength). Drivers: `farquhar_c3_climate`."""
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (
         VCMAX25_SPEC,
@@ -836,13 +945,14 @@ class FarquharC3(Photosynthesis):
         radiation.K_EXT_SPEC,
     )
 
-    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array) -> Array:
-        gpp = farquhar_c3_canopy_gpp(
-            met.tair,
-            radiation.par_from_sw(met.sw_in),
-            radiation.daylength(met.lat, met.doy),
-            met.co2,
-            met.patm,
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> C3Climate:
+        return farquhar_c3_climate(
+            met.tair, radiation.par_from_sw(met.sw_in), radiation.daylength(met.lat, met.doy), met.co2, met.patm
+        )
+
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
+        gpp = farquhar_c3_canopy_gpp_of_climate(
+            self.drivers(theta, met) if drivers is None else drivers,
             lai,
             theta["k_ext"],
             theta["vcmax25"],
@@ -853,7 +963,8 @@ class FarquharC3(Photosynthesis):
 
 
 class CollatzC4(Photosynthesis):
-    """Big-leaf Collatz et al. (1992) C4 GPP (`collatz_c4_canopy_gpp`); reads met.tair, sw_in, co2, lat, doy."""
+    """Big-leaf Collatz et al. (1992) C4 GPP (`collatz_c4_canopy_gpp`); reads met.tair, sw_in, co2, lat, doy.
+    Drivers: `collatz_c4_climate`."""
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (
         VMAX25_C4_SPEC,
@@ -863,12 +974,14 @@ class CollatzC4(Photosynthesis):
         radiation.K_EXT_SPEC,
     )
 
-    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array) -> Array:
-        gpp = collatz_c4_canopy_gpp(
-            met.tair,
-            radiation.par_from_sw(met.sw_in),
-            radiation.daylength(met.lat, met.doy),
-            met.co2,
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> C4Climate:
+        return collatz_c4_climate(
+            met.tair, radiation.par_from_sw(met.sw_in), radiation.daylength(met.lat, met.doy), met.co2
+        )
+
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
+        gpp = collatz_c4_canopy_gpp_of_climate(
+            self.drivers(theta, met) if drivers is None else drivers,
             lai,
             theta["k_ext"],
             theta["vmax25_c4"],
@@ -881,18 +994,15 @@ class CollatzC4(Photosynthesis):
 
 class PModel(Photosynthesis):
     """P-model (C3, `pmodel_gpp`) with fAPAR from LAI and the 24-h mean PPFD; reads met.tair, vpd, co2, patm,
-    sw_in. Acclimated to the day's conditions (no sub-daily or lagged acclimation)."""
+    sw_in. Acclimated to the day's conditions (no sub-daily or lagged acclimation). Drivers: `pmodel_gpp_per_fapar`."""
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (KPHIO_SPEC, radiation.K_EXT_SPEC)
 
-    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array) -> Array:
-        gpp = pmodel_gpp(
-            met.tair,
-            met.vpd,
-            met.co2,
-            met.patm,
-            radiation.par_from_sw(met.sw_in),
-            radiation.fapar_from_lai(lai, theta["k_ext"]),
-            theta["kphio"],
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> Array:
+        return pmodel_gpp_per_fapar(
+            met.tair, met.vpd, met.co2, met.patm, radiation.par_from_sw(met.sw_in), theta["kphio"]
         )
-        return _water_limited(gpp, water_stress)
+
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
+        per_fapar = self.drivers(theta, met) if drivers is None else drivers
+        return _water_limited(per_fapar * radiation.fapar_from_lai(lai, theta["k_ext"]), water_stress)

@@ -1,10 +1,12 @@
-"""Run an `Ecosystem` through time with `lax.scan` (one site) and over many sites with `vmap`.
+"""Run an `Ecosystem` through time with `lax.scan` (one site) and over many sites with `vmap`: the
+state-independent terms of every day first, in one vectorised pass, then the loop over the sequential part only.
 
 No I/O: forcing arrives as a `Met` of arrays, outputs leave as a `DailyOutput` of arrays with a time axis.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -52,17 +54,34 @@ def simulate(
     return _simulate(model, theta, met, state, dict(theta_daily or {}))
 
 
+#: Rematerialisation of the time loop's body in the reverse pass (`jax.checkpoint` policy). The loop holds only
+#: the sequential part of a day (`Ecosystem.advance`; everything state-independent is computed before it by
+#: `Ecosystem.drivers`, everything else after it by `Ecosystem.finish`), so recomputing it is cheap while
+#: storing its residuals would cost memory traffic per day: nothing inside the body is saved.
+BODY_REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
+
+
+def _broadcast_leaves(tree, shape):
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), tree)
+
+
 def _run(model, theta, met, state, theta_daily) -> Simulation:
     if state is None:
         state = model.init_state(theta)
+    theta_all = {**theta, **theta_daily}
+    # One vectorised pass over all days for every state-independent term, before the loop.
+    drivers = model.drivers(theta_all, met)
+    n_days = met.tair.shape[0]
 
-    @jax.checkpoint  # recompute each day in the backward pass instead of storing it: less memory, faster
+    @functools.partial(jax.checkpoint, policy=BODY_REMAT_POLICY)
     def body(carry, inputs):
-        met_t, theta_t = inputs
-        carry, out = model.step({**theta, **theta_t}, carry, met_t)
-        return carry, out
+        met_t, drivers_t, theta_t = inputs
+        new, carried = model.advance({**theta, **theta_t}, carry, met_t, drivers_t)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.broadcast_to(a, b.shape).astype(b.dtype), new, carry)
+        return new, carried
 
-    final, outputs = jax.lax.scan(body, state, (met, theta_daily))
+    final, carried = jax.lax.scan(body, state, (met, drivers, theta_daily), length=n_days)
+    outputs = _broadcast_leaves(model.finish(theta_all, met, drivers, carried), met.tair.shape)
     return Simulation(outputs=outputs, final_state=final)
 
 
@@ -105,16 +124,21 @@ def _run_sites(model, theta, met, state, time_major: bool = False) -> Simulation
         state = model.init_state(theta)
     # Every component's state is one scalar per site (the component contract).
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_sites,)), state)
+    # One vectorised pass over all (day, site) for every state-independent term, before the loop; per-site
+    # parameters (site,) broadcast against the time-major (time, site) drivers.
+    drivers = model.drivers(theta, met_tm)
 
-    @jax.checkpoint
-    def body(carry, met_t):
-        new, out = model.step(theta, carry, met_t)
+    @functools.partial(jax.checkpoint, policy=BODY_REMAT_POLICY)
+    def body(carry, inputs):
+        met_t, drivers_t = inputs
+        new, carried = model.advance(theta, carry, met_t, drivers_t)
         # Components whose state does not depend on the site return scalars; keep the carry's shape.
         new = jax.tree_util.tree_map(lambda a, b: jnp.broadcast_to(a, b.shape).astype(b.dtype), new, carry)
-        out = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_sites,)), out)
-        return new, out
+        return new, _broadcast_leaves(carried, (n_sites,))
 
-    final, outputs = jax.lax.scan(body, state, met_tm)
+    final, carried = jax.lax.scan(body, state, (met_tm, drivers))
+    # Everything downstream of the sequential part, for all (day, site) at once.
+    outputs = _broadcast_leaves(model.finish(theta, met_tm, drivers, carried), met_tm.tair.shape)
     if not time_major:
         outputs = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), outputs)
     return Simulation(outputs=outputs, final_state=final)

@@ -205,12 +205,21 @@ KM_O2_DAMM_SPEC = ParameterSpec(
 
 
 class SoilRespiration(eqx.Module):
-    """Heterotrophic respiration of one site-day (scalars, or arrays that broadcast elementwise)."""
+    """Heterotrophic respiration of one site-day (scalars, or arrays that broadcast elementwise).
+
+    ``drivers(theta, tsoil)`` is the part that depends on soil temperature and parameters only (computed for every
+    day before the time loop by `process_models.simulate`; None where a variant has no separable part);
+    ``__call__`` takes it as ``drivers`` (None: computed on the spot, the same numbers).
+    """
 
     parameter_specs: eqx.AbstractClassVar[tuple[ParameterSpec, ...]]
 
     @abc.abstractmethod
-    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array) -> Array:
+    def drivers(self, theta: Mapping[str, Array], tsoil: Array):
+        """The soil-water-independent terms of the day (an array or pytree shaped like ``tsoil``, or None)."""
+
+    @abc.abstractmethod
+    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array, drivers=None) -> Array:
         """Rh (gC m-2 d-1), >= 0, from soil temperature ``tsoil`` (°C) and soil water ``swc`` (m3 m-3)."""
 
 
@@ -222,9 +231,13 @@ class Q10Respiration(SoilRespiration):
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (RREF_RH_SPEC, Q10_RH_SPEC, POROSITY_SPEC)
 
-    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array) -> Array:
-        temperature = q10_response(tsoil, theta["q10_rh"], LLOYD_TAYLOR_TREF_C)
-        return theta["rref_rh"] * temperature * rh_moisture_response(swc, theta["porosity"])
+    def drivers(self, theta: Mapping[str, Array], tsoil: Array) -> Array:
+        """rref_rh · Q10^((T − 10)/10): Rh at optimal moisture (gC m-2 d-1)."""
+        return theta["rref_rh"] * q10_response(tsoil, theta["q10_rh"], LLOYD_TAYLOR_TREF_C)
+
+    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array, drivers=None) -> Array:
+        at_optimal_moisture = self.drivers(theta, tsoil) if drivers is None else drivers
+        return at_optimal_moisture * rh_moisture_response(swc, theta["porosity"])
 
 
 class LloydTaylor(SoilRespiration):
@@ -236,9 +249,13 @@ class LloydTaylor(SoilRespiration):
 
     parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (RREF_RH_SPEC, E0_RH_SPEC, POROSITY_SPEC)
 
-    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array) -> Array:
-        temperature = lloyd_taylor_response(tsoil, theta["e0_rh"])
-        return theta["rref_rh"] * temperature * rh_moisture_response(swc, theta["porosity"])
+    def drivers(self, theta: Mapping[str, Array], tsoil: Array) -> Array:
+        """rref_rh · f_LT(T): Rh at optimal moisture (gC m-2 d-1)."""
+        return theta["rref_rh"] * lloyd_taylor_response(tsoil, theta["e0_rh"])
+
+    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array, drivers=None) -> Array:
+        at_optimal_moisture = self.drivers(theta, tsoil) if drivers is None else drivers
+        return at_optimal_moisture * rh_moisture_response(swc, theta["porosity"])
 
 
 class DAMM(SoilRespiration):
@@ -265,7 +282,11 @@ class DAMM(SoilRespiration):
         POROSITY_SPEC,
     )
 
-    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array) -> Array:
+    def drivers(self, theta: Mapping[str, Array], tsoil: Array) -> None:
+        """None: DAMM's temperature and moisture terms are evaluated together in `damm_volumetric_rate`."""
+        return None
+
+    def __call__(self, theta: Mapping[str, Array], tsoil: Array, swc: Array, drivers=None) -> Array:
         rate = damm_volumetric_rate(
             tsoil,
             swc,

@@ -201,14 +201,22 @@ class Bucket(eqx.Module):
         rn = radiation.net_radiation(met.sw_in, met.tmin, met.tmax, ea, met.lat, met.doy, theta["albedo"])
         return priestley_taylor_pet(met.tair, rn, met.patm, theta["pt_alpha"])
 
-    def __call__(self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array) -> WaterStep:
-        """Advance the bucket by one day. w: plant-available water at the start (mm); lai: m2 m-2."""
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> Array:
+        """The state-independent part of the day: PET (mm d-1), with the sun's geometry and net radiation in it.
+        `process_models.simulate` computes it for every day in one vectorised pass before the time loop."""
+        return self.pet(theta, met)
+
+    def balance(
+        self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array, drivers=None
+    ) -> tuple[Array, Array, Array]:
+        """Steps 1–5 of the day, the only part that needs yesterday's water: (w after the day (mm), ET (mm d-1),
+        drainage (mm d-1)). ``drivers``: the day's PET from `drivers` (None: computed here)."""
         whc = water_holding_capacity(theta)
         precip = jnp.asarray(met.precip)
         w_in = jnp.asarray(w) + jnp.where(precip > 0.0, precip, 0.0)
         wrel_in = relative_water(w_in, whc)
 
-        pet = self.pet(theta, met)
+        pet = self.pet(theta, met) if drivers is None else drivers
         cover = radiation.fapar_from_lai(lai, theta["k_ext"])
         transpiration = _smaller(cover * pet, theta["et_supply_max"] * wrel_in)
         soil_evaporation = (1.0 - cover) * pet * soil_evaporation_efficiency(wrel_in)
@@ -216,16 +224,23 @@ class Bucket(eqx.Module):
 
         w_after = w_in - et
         w_new = _smaller(w_after, whc)
-        drainage = w_after - w_new
-        wrel = relative_water(w_new, whc)
+        return w_new, et, w_after - w_new
+
+    def state_of(self, theta: Mapping[str, Array], w: Array, et: Array, drainage: Array) -> WaterStep:
+        """The day's `WaterStep` from its water balance: swc, w_rel and water stress follow from w alone."""
+        wrel = relative_water(w, water_holding_capacity(theta))
         return WaterStep(
-            w=w_new,
+            w=w,
             et=et,
             drainage=drainage,
-            swc=volumetric_water(w_new, theta),
+            swc=volumetric_water(w, theta),
             wrel=wrel,
             water_stress=fao56_water_stress(wrel, theta["depletion_frac"]),
         )
+
+    def __call__(self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array, drivers=None) -> WaterStep:
+        """Advance the bucket by one day. w: plant-available water at the start (mm); lai: m2 m-2."""
+        return self.state_of(theta, *self.balance(theta, w, met, lai, drivers))
 
     def initial_water(self, theta: Mapping[str, Array]) -> Array:
         """A full bucket: w = whc (mm)."""

@@ -108,3 +108,16 @@ def test_make_met_derives_documented_drivers():
     es = (saturation_vapour_pressure(20.0) + saturation_vapour_pressure(10.0)) / 2
     assert float(met.vpd[0]) == pytest.approx(10 * float(es - saturation_vapour_pressure(10.0)), rel=1e-5)
     assert met.lai is None
+
+
+def test_arccos_polynomial_equals_arccos_to_float32_precision():
+    """Abramowitz & Stegun 4.4.46 (|ε| ≤ 2e-8) against float64 arccos over [−1, 1], with a finite gradient."""
+    from process_models.radiation import arccos_polynomial
+
+    x = np.linspace(-1.0, 1.0, 200_001).astype(np.float32)
+    err = np.abs(np.asarray(arccos_polynomial(x), np.float64) - np.arccos(x.astype(np.float64)))
+    assert err.max() < 1e-6
+    assert float(arccos_polynomial(np.float32(-1.0))) == pytest.approx(np.pi, abs=1e-6)
+    g = jax.vmap(jax.grad(arccos_polynomial))(jnp.asarray([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(np.asarray(g)[1:4], -1 / np.sqrt(1 - np.array([0.25, 0.0, 0.25])), rtol=1e-4)
