@@ -1161,12 +1161,16 @@ def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Seque
     return "\n".join(lines)
 
 
+def _f3(x) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+
 def _spread(values: Sequence[float]) -> str:
     """``min–max`` of the finite per-seed values (``–`` with fewer than two)."""
     v = [x for x in values if isinstance(x, float | int) and math.isfinite(x)]
     if len(v) < 2:
         return "–"
-    return f"{min(v):.3g}–{max(v):.3g}"
+    return f"{min(v):.3f}…{max(v):.3f}"
 
 
 def decomposition_markdown(suite: Suite, rows: list[dict], models: Sequence[str], folds: dict,
@@ -1193,10 +1197,10 @@ def decomposition_markdown(suite: Suite, rows: list[dict], models: Sequence[str]
                 sv = r.get("seed_values", {})
 
                 def cell(key, r=r, sv=sv):
-                    return f"{_f(r.get(key, math.nan))} [{_spread(sv.get(key, []))}]"
+                    return f"{_f3(r.get(key, math.nan))} [{_spread(sv.get(key, []))}]"
 
                 def pair(comp, r=r):
-                    return f"{_f(r.get(f'{comp}_r2', math.nan))} / {_f(r.get(f'{comp}_nse', math.nan))}"
+                    return f"{_f3(r.get(f'{comp}_r2', math.nan))} / {_f3(r.get(f'{comp}_nse', math.nan))}"
 
                 body.append("| " + " | ".join([
                     m, f"{r.get('n_seeds', 1)}/{len(seeds)}", cell(f"{lead}_median"), cell(f"{other}_median"),
