@@ -45,7 +45,14 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
     s.add_argument("--signature", default=None,
                    help="region-detection signature: theta, cycle, response or joined by + (default per suite)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    s.add_argument("--seeds", type=int, default=1,
+                   help="run every model slot with this many seeds (--seed, --seed+1, ...); tables score the "
+                        "ensemble mean and show the min-max over seeds; each (fold, model, seed) resumes alone")
+    s.add_argument("--ablate", action="store_true",
+                   help="ablation table of the global hybrid: also run (without --models: only) the slots that "
+                        "remove or add one knowledge component (physics layer, learned parameters, location "
+                        "encoding, static attributes, site attention, residual heads, synthetic pretraining)")
     s.add_argument("--freeze-folds", action="store_true",
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
     s.add_argument("--folds-dir", default=None, help="where the frozen folds are (default: benchmarks/folds)")
@@ -63,6 +70,9 @@ def _shift(args: argparse.Namespace) -> int:
     from kgml.bench.runner import RESULTS_MD, command_line, run_suite
     from kgml.bench.suites import SuiteUnavailable
 
+    if args.seeds < 1:
+        print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
     results = None
     if not args.no_results:
         results = args.results or (None if args.quick else RESULTS_MD)
@@ -74,7 +84,7 @@ def _shift(args: argparse.Namespace) -> int:
             freeze=args.freeze_folds, max_folds=args.max_folds,
             fold_kinds=[k.strip() for k in args.fold_kinds.split(",")] if args.fold_kinds else None,
             signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
-            figures=not args.no_figures, score_only=args.score_only,
+            figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,
         )
     except SuiteUnavailable as err:
         print(f"suite {args.suite!r} cannot run here: {err}", file=sys.stderr)

@@ -159,12 +159,21 @@ class FoldContext:
     def suite_directory(self) -> Path:
         return self.directory.parents[2]  # <out>/<suite>/folds/<kind>/<split>
 
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+    def seeded(self, stem: str) -> str:
+        """``stem`` for seed 0 (the layout of single-seed runs), ``stem_seed<k>`` for seed k (`seed_suffix`)."""
+        return f"{stem}{seed_suffix(self.seed)}"
+
     def pretrained_run(self):
-        """The suite's synthetic pretraining (`pretrained_run`), shared by every fold."""
-        if "pretrained" not in self.shared:
-            self.shared["pretrained"] = pretrained_run(self.suite, self.ds, self.config,
-                                                       self.suite_directory / "pretrained", quick=self.quick)
-        return self.shared["pretrained"]
+        """The suite's synthetic pretraining (`pretrained_run`) of this seed, shared by every fold."""
+        key = self.seeded("pretrained")
+        if key not in self.shared:
+            self.shared[key] = pretrained_run(self.suite, self.ds, self.config, self.suite_directory / key,
+                                              quick=self.quick)
+        return self.shared[key]
 
     @property
     def heldout(self) -> str:
@@ -211,7 +220,7 @@ class FoldContext:
             return self._global
         from kgml.experiment import load_run
 
-        where = self.directory / "hybrid_global_run"
+        where = self.directory / self.seeded("hybrid_global_run")
         done = where / "done"
         if done.exists():
             self._global = load_run(where)
@@ -367,7 +376,7 @@ def detect_fold_regions(ctx: FoldContext):
     ``detected_regions.json`` in the fold directory."""
     from kgml.bench import regions_detect as rd
 
-    path = ctx.directory / "detected_regions.json"
+    path = ctx.directory / f"{ctx.seeded('detected_regions')}.json"
     if path.exists():
         return rd.DetectedRegions.from_dict(json.loads(path.read_text()))
     s = ctx.suite
@@ -548,8 +557,56 @@ def _hybrid_pretrained(ctx: FoldContext) -> xr.Dataset:
     cfg = _replace(ctx.config, name=f"{ctx.config.name}-pretrained")  # same budget as hybrid_global
     run = ctx.train(cfg, init=pretrained_init(pre, cfg, ctx.part("train")))
     pred = ctx.predict(run, ctx.heldout_ds())
-    pred.attrs["init"] = f"pretrained on synthetic data ({ctx.suite_directory / 'pretrained'})"
+    pred.attrs["init"] = f"pretrained on synthetic data ({ctx.suite_directory / ctx.seeded('pretrained')})"
     return pred
+
+
+# --- ablations of the global hybrid (`kgml bench shift --ablate`) ----------------------------------------
+
+
+def _ablation_slot(suffix: str, what: str, **sections):
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{suffix}", **sections)
+        pred = ctx.predict(ctx.train(cfg), ctx.heldout_ds())
+        pred.attrs["ablation"] = what
+        return pred
+
+    return slot
+
+
+def _hybrid_no_static(ctx: FoldContext) -> xr.Dataset:
+    if not ctx.suite.static:
+        raise NotAvailable("the suite has no static attributes to remove")
+    return _ablation_slot("no-static", "hybrid_global without static site attributes", data={"static": ()})(ctx)
+
+
+def _hybrid_residual(ctx: FoldContext) -> xr.Dataset:
+    if ctx.suite.resolution == "annual":
+        raise NotAvailable("residual flux heads correct daily fluxes; the yield suites score annual yields")
+    fluxes = ("rsoil",) if ctx.suite.vegetation == "soil" else ("gpp", "reco")
+    return _ablation_slot("residual", f"hybrid_global + bounded residual heads on {', '.join(fluxes)}",
+                          model={"residual": fluxes})(ctx)
+
+
+#: Context sites per site of the site-attention variant (`kgml.nn.site_attention`).
+ABLATION_CONTEXT_SITES = 8
+
+#: Model slots that exist only for the ablations: the global hybrid with one component changed.
+ABLATION_MODELS = ("hybrid_no_location", "hybrid_no_static", "hybrid_site_attention", "hybrid_residual")
+
+#: The knowledge components of the global hybrid, each as (with, without, note): Δ = skill(with) −
+#: skill(without), paired seed by seed. Components the benchmark's hybrid_global does not use (site attention,
+#: residual heads, synthetic pretraining) are measured the other way round: the variant *adds* them.
+ABLATIONS = {
+    "physics layer": ("hybrid_global", "neural", "same-size network in place of parameters → process model"),
+    "learned parameters": ("hybrid_global", "process_global", "process model with one calibrated parameter set"),
+    "location encoding": ("hybrid_global", "hybrid_no_location", "no multi-scale lat/lon encoding"),
+    "static attributes": ("hybrid_global", "hybrid_no_static", "no static site attributes"),
+    "site attention": ("hybrid_site_attention", "hybrid_global",
+                       f"added: attention over {ABLATION_CONTEXT_SITES} training context sites"),
+    "residual head": ("hybrid_residual", "hybrid_global", "added: bounded residual corrections of GPP and Reco"),
+    "synthetic pretraining": ("hybrid_pretrained", "hybrid_global", "added: pretrained on the synthetic corpus"),
+}
 
 
 SLOTS = {
@@ -558,6 +615,37 @@ SLOTS = {
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
 }
+SLOTS.update({
+    "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
+                                         model={"location": False}),
+    "hybrid_no_static": _hybrid_no_static,
+    "hybrid_site_attention": _ablation_slot(
+        "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
+        model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES}),
+    "hybrid_residual": _hybrid_residual,
+})
+MODEL_LABELS.update({
+    "hybrid_no_location": "hybrid, global, without location encoding (ablation)",
+    "hybrid_no_static": "hybrid, global, without static attributes (ablation)",
+    "hybrid_site_attention": "hybrid, global, with site attention (ablation)",
+    "hybrid_residual": "hybrid, global, with residual heads (ablation)",
+})
+
+
+def ablation_models() -> tuple[str, ...]:
+    """Every slot the ablation table needs (`ABLATIONS`), in run order."""
+    return tuple(dict.fromkeys(m for w, wo, _ in ABLATIONS.values() for m in (w, wo)))
+
+
+def seed_suffix(seed: int) -> str:
+    """File-name suffix of a seed's outputs: none for seed 0 (single-seed runs keep their layout), else
+    ``_seed<k>``."""
+    return "" if int(seed) == 0 else f"_seed{int(seed)}"
+
+
+def prediction_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
+    """Held-out predictions of (fold, model, seed): ``<fold_dir>/<model>[_seed<k>].nc``."""
+    return Path(fold_dir) / f"{model}{seed_suffix(seed)}.nc"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -680,42 +768,56 @@ def run_suite(
     command: str | None = None,
     figures: bool = True,
     score_only: bool = False,
+    seeds: int = 1,
+    ablate: bool = False,
 ) -> SuiteResult:
     """Run (or resume) suite ``name``: every model of ``models`` (default `MODELS`) on every frozen fold,
     writing ``<out>/<suite>/folds/<kind>/<split>/<model>.nc`` (held-out predictions; present ones are
     skipped), then ``metrics.nc``, ``metrics.md``, PNG figures and, with ``results_md``, a dated block in
-    that markdown file. ``score_only``: score what is there, train nothing. Returns a `SuiteResult`."""
+    that markdown file. ``score_only``: score what is there, train nothing. ``seeds``: run every slot with
+    the seeds ``seed … seed+seeds−1`` (seed k > 0 writes ``<model>_seed<k>.nc``; each (fold, model, seed)
+    resumes on its own); the tables score the ensemble mean and show the spread over seeds. ``ablate``: add
+    the slots of the ablation table (`ABLATIONS`; without ``models`` only those). Returns a `SuiteResult`."""
     from tqdm.auto import tqdm
 
     suite = get_suite(name)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if ablate:
+        models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    unknown = sorted(set(models) - set(MODELS))
+    known = (*MODELS, *ABLATION_MODELS)
+    unknown = sorted(set(models) - set(known))
     if unknown:
-        raise KeyError(f"unknown models {unknown}; choose from {list(MODELS)}")
+        raise KeyError(f"unknown models {unknown}; choose from {list(known)}")
+    seed_list = [seed + k for k in range(seeds)]
     directory = Path(out) / suite.name
     directory.mkdir(parents=True, exist_ok=True)
     ds, folds = prepare_suite(suite, data_dir=data_dir, quick=quick, folds_dir=folds_dir, freeze=freeze,
                               max_folds=max_folds, fold_kinds=fold_kinds)
-    cfg = base_config(suite, quick=quick, seed=seed, scales=loss_scales(suite, ds))
+    scales = loss_scales(suite, ds)
+    cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature
     status: dict[str, str] = {}
-    jobs = [(kind, split, m) for kind, splits in folds.items() for split in splits for m in models]
+    jobs = [(kind, split, s, m) for kind, splits in folds.items() for split in splits for s in seed_list
+            for m in models]
     bar = tqdm(jobs, desc=f"bench {suite.name}", unit="fit", disable=not progress)
-    contexts: dict[str, FoldContext] = {}
+    contexts: dict[tuple[str, int], FoldContext] = {}
     shared: dict = {}
-    for kind, split, m in bar:
+    for kind, split, s, m in bar:
         fold_dir = directory / "folds" / kind / split.name
-        path = fold_dir / f"{m}.nc"
-        bar.set_postfix_str(f"{kind} {split.name[:24]} {m}")
+        path = prediction_path(fold_dir, m, s)
+        bar.set_postfix_str(f"{kind} {split.name[:24]} {m} seed {s}")
         if path.exists() or score_only:
             continue
         if status.get(m, "").startswith("not available"):
             continue
-        ctx = contexts.get(split.name)
+        ctx = contexts.get((split.name, s))
         if ctx is None:
-            # One context per split (its global hybrid is shared by the scopes); earlier splits are released.
-            contexts = {split.name: FoldContext(suite, ds, split, fold_dir, cfg, quick, signature, shared=shared)}
-            ctx = contexts[split.name]
+            # One context per (split, seed) (its global hybrid is shared by the scopes); earlier ones are released.
+            contexts = {(split.name, s): FoldContext(suite, ds, split, fold_dir, cfgs[s], quick, signature,
+                                                     shared=shared)}
+            ctx = contexts[(split.name, s)]
         started = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -725,11 +827,12 @@ def run_suite(
             status[m] = f"not available: {err}"
             continue
         pred = scored_predictions(pred, suite)
-        pred.attrs.update(model=m, fold_kind=kind, split=split.name, fit_seconds=round(time.perf_counter() - started, 2))
+        pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
+                          fit_seconds=round(time.perf_counter() - started, 2))
         write_netcdf_atomic(pred, path)
     bar.close()
     return score_suite(suite, ds, folds, directory, models, status, results_md=results_md, quick=quick,
-                       command=command, figures=figures, signature=signature)
+                       command=command, figures=figures, signature=signature, seeds=seed_list)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -800,46 +903,124 @@ def _detected_summary(suite: Suite, ds: xr.Dataset, directory: Path) -> dict:
     return out
 
 
+#: The FLUXCOM scale components scored in every suite (`kgml.evaluation.decompose`), pooled over sites.
+DECOMPOSITION = ("site_mean", "seasonal", "anomaly", "iav")
+DECOMPOSITION_STATS = tuple(f"{c}_{m}" for c in DECOMPOSITION for m in ("r2", "nse"))
+#: Statistics kept per seed (their spread over seeds is reported beside the ensemble mean's).
+SEED_STATS = ("r2_median", "nse_median", "kge_median", "rmse_median", "pooled_r2", "pooled_nse",
+              *DECOMPOSITION_STATS)
+
+
+def decomposition_stats(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str,
+                        resolution: str) -> dict[str, float]:
+    """Pooled R² and NSE of each scale component (`DECOMPOSITION`) of ``variable``
+    (`kgml.evaluation.decomposition_scores`): across-site means, mean seasonal cycles, monthly (daily)
+    anomalies and inter-annual variability. NaN for a component without pairs (no seasonal cycle at annual
+    resolution, no IAV without two well-covered years)."""
+    from kgml import evaluation as ev
+
+    out = {k: math.nan for k in DECOMPOSITION_STATS}
+    try:
+        sc = ev.decomposition_scores(pred, obs, variable, obs_variable, resolution=resolution, metrics=("r2", "nse"))
+    except (KeyError, ValueError):
+        return out
+    for comp in DECOMPOSITION:
+        for metric in ("r2", "nse"):
+            out[f"{comp}_{metric}"] = float(sc.get(comp, {}).get(metric, math.nan))
+    return out
+
+
+def _load(path: Path) -> xr.Dataset | None:
+    if not path.exists():
+        return None
+    with xr.open_dataset(path) as f:
+        return f.load()
+
+
+def seed_mean(preds: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Ensemble mean of one fold's predictions by several seeds (attributes of the first)."""
+    if len(preds) == 1:
+        return preds[0]
+    out = xr.concat(list(preds), dim="seed", coords="minimal", compat="override", join="outer",
+                    combine_attrs="override").mean("seed", keep_attrs=True)
+    out.attrs["n_seeds"] = len(preds)
+    return out
+
+
+def _scored_row(suite: Suite, pred: xr.Dataset, obs: xr.Dataset, variables: dict[str, str], group) -> tuple:
+    from kgml import evaluation as ev
+
+    sc = ev.score_sites(pred, obs, variables, resolution=suite.resolution, group=group)
+    stats = {}
+    for var, e in ev.summarise(sc)["variables"].items():
+        stats[var] = {"n_sites": e["n_sites"], **{f"{k}_median": v for k, v in e["median"].items()}, **e["tail"],
+                      **{f"pooled_{k}": v for k, v in e["pooled"].items()},
+                      **decomposition_stats(pred, obs, var, variables[var], suite.resolution)}
+    return sc, stats
+
+
 def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path,
                 models: Sequence[str], status: dict[str, str] | None = None, *, results_md=None,
                 quick: bool = False, command: str | None = None, figures: bool = True,
-                signature: str = "") -> SuiteResult:
-    """Score the saved held-out predictions of every (model, fold kind) and write the outputs."""
-    from kgml import evaluation as ev
-
+                signature: str = "", seeds: Sequence[int] = (0,)) -> SuiteResult:
+    """Score the saved held-out predictions of every (model, fold kind) and write the outputs. With several
+    ``seeds`` a fold's prediction is the mean over the seeds present for it (the ensemble mean: the rows);
+    each seed complete on every fold of the kind is also scored alone (``seed_values``: its spread)."""
     status = dict(status or {})
+    seeds = [int(x) for x in seeds]
     obs = _observations(suite, ds)
     variables = {t: suite.observed_name(t) for t in suite.targets}
     group = suite.region if suite.region in ds.coords else None
     rows, site_scores = [], {}
     for kind, splits in folds.items():
         for m in models:
-            paths = [directory / "folds" / kind / s.name / f"{m}.nc" for s in splits]
-            have = [p for p in paths if p.exists()]
-            if not have:
+            by_seed = {sd: [_load(prediction_path(directory / "folds" / kind / s.name, m, sd)) for s in splits]
+                       for sd in seeds}
+            ens, first, n_have = [], [], 0
+            for j in range(len(splits)):
+                present = [by_seed[sd][j] for sd in seeds if by_seed[sd][j] is not None]
+                if present:
+                    ens.append(seed_mean(present))
+                    first.append(present[0])
+                    n_have += 1
+            if not ens:
                 status.setdefault(m, "not run")
                 continue
-            preds = []
-            for p in have:
-                with xr.open_dataset(p) as f:
-                    preds.append(f.load())
-            pred = _combine(preds)
-            pred.attrs["learned"] = preds[0].attrs.get("learned", "")
-            sc = ev.score_sites(pred, obs, variables, resolution=suite.resolution, group=group)
-            summ = ev.summarise(sc)
-            phys = _physical(suite, pred, obs)
-            status.setdefault(m, "ok" if len(have) == len(paths) else f"partial: {len(have)}/{len(paths)} folds")
+            complete = [sd for sd in seeds if all(p is not None for p in by_seed[sd])]
+            files = [p for sd in seeds for p in by_seed[sd] if p is not None]
+            pred = _combine(ens)
+            pred.attrs["learned"] = ens[0].attrs.get("learned", "")
+            sc, stats = _scored_row(suite, pred, obs, variables, group)
+            one = _combine(first)  # physical consistency of single models (θ averaged over seeds drifts inwards)
+            one.attrs["learned"] = pred.attrs["learned"]
+            phys = _physical(suite, one, obs)
+            per_seed = {}
+            for sd in complete:
+                per_seed[sd] = stats if len(seeds) == 1 else _scored_row(suite, _combine(by_seed[sd]), obs,
+                                                                         variables, group)[1]
+            done = f"{len(complete)}/{len(seeds)} seeds complete" if len(seeds) > 1 else ""
+            if n_have == len(splits) and len(complete) == len(seeds):
+                status.setdefault(m, "ok")
+            else:
+                status.setdefault(m, f"partial: {n_have}/{len(splits)} folds" + (f", {done}" if done else ""))
             site_scores[(m, kind)] = sc
-            fit_s = float(np.nansum([p.attrs.get("fit_seconds", np.nan) for p in preds]))
-            for var, e in summ["variables"].items():
-                rows.append({"model": m, "fold_kind": kind, "variable": var, "n_sites": e["n_sites"],
-                             "n_folds": len(have), **{f"{k}_median": v for k, v in e["median"].items()},
-                             **e["tail"], **{f"pooled_{k}": v for k, v in e["pooled"].items()}, **phys,
-                             "fit_seconds": fit_s, "n_parameters": int(preds[0].attrs.get("n_parameters", -1))})
+            n_seeds_run = max(1, sum(any(p is not None for p in by_seed[sd]) for sd in seeds))
+            fit_s = float(np.nansum([p.attrs.get("fit_seconds", np.nan) for p in files])) / n_seeds_run
+            for var, st in stats.items():
+                seed_values = {k: [per_seed[sd][var][k] if sd in per_seed else math.nan for sd in seeds]
+                               for k in SEED_STATS}
+                rows.append({"model": m, "fold_kind": kind, "variable": var, "n_folds": n_have, **st, **phys,
+                             "n_seeds": len(complete) or 1, "seeds": list(seeds), "seed_values": seed_values,
+                             "fit_seconds": fit_s, "n_parameters": int(ens[0].attrs.get("n_parameters", -1))})
     detected = _detected_summary(suite, ds, directory)
     md = metrics_markdown(suite, rows, status, models, folds, detected, quick=quick, command=command)
+    ablation = ablation_rows(suite, rows, folds)
+    md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds)
+    if ablation:
+        md = md.rstrip() + "\n\n" + ablation_markdown(suite, ablation, seeds)
     write_text_atomic(md, directory / "metrics.md")
-    write_netcdf_atomic(metrics_dataset(suite, rows, site_scores, status, detected), directory / "metrics.nc")
+    write_netcdf_atomic(metrics_dataset(suite, rows, site_scores, status, detected, seeds=seeds, ablation=ablation),
+                        directory / "metrics.nc")
     figs = []
     if figures:
         from kgml.bench import figures as fg
@@ -856,18 +1037,40 @@ _STATS = ("n_sites", "n_folds", "rmse_median", "bias_median", "r2_median", "nse_
           "n_parameters")
 
 
-def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: dict, detected: dict) -> xr.Dataset:
-    """The summary rows on (model, fold_kind, variable) and the per-site scores on (..., site)."""
+def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: dict, detected: dict, *,
+                    seeds: Sequence[int] = (0,), ablation: list[dict] | None = None) -> xr.Dataset:
+    """The summary rows on (model, fold_kind, variable) (the ensemble mean over ``seeds``), the scale
+    decomposition (``<component>_r2``/``_nse``), the per-seed statistics on (..., seed) (``seed_<stat>``),
+    the per-site scores on (..., site) and the ablation deltas on (component, fold_kind, quantity)."""
     models = list(dict.fromkeys(r["model"] for r in rows)) or ["none"]
     kinds = list(dict.fromkeys(r["fold_kind"] for r in rows)) or ["none"]
     variables = list(suite.targets)
     shape = (len(models), len(kinds), len(variables))
-    data = {s: np.full(shape, np.nan) for s in _STATS}
+    stats = (*_STATS, *DECOMPOSITION_STATS, "n_seeds")
+    data = {s: np.full(shape, np.nan) for s in stats}
+    seeds = [int(x) for x in seeds]
+    per_seed = {s: np.full((*shape, len(seeds)), np.nan) for s in SEED_STATS}
     for r in rows:
         i, j, k = models.index(r["model"]), kinds.index(r["fold_kind"]), variables.index(r["variable"])
-        for s in _STATS:
+        for s in stats:
             data[s][i, j, k] = r.get(s, np.nan)
+        for s, vals in r.get("seed_values", {}).items():
+            per_seed[s][i, j, k, :] = vals
     dv = {s: (("model", "fold_kind", "variable"), v) for s, v in data.items()}
+    dv.update({f"seed_{s}": (("model", "fold_kind", "variable", "seed"), v) for s, v in per_seed.items()})
+    if ablation:
+        comps = list(dict.fromkeys(a["component"] for a in ablation))
+        akinds = list(dict.fromkeys(a["fold_kind"] for a in ablation))
+        qty = list(ABLATION_QUANTITIES)
+        arrs = {n: np.full((len(comps), len(akinds), len(qty)), np.nan)
+                for n in ("ablation_delta", "ablation_delta_min", "ablation_delta_max", "ablation_delta_ensemble")}
+        for a in ablation:
+            i, j, k = comps.index(a["component"]), akinds.index(a["fold_kind"]), qty.index(a["quantity"])
+            for n, key in (("ablation_delta", "mean"), ("ablation_delta_min", "min"), ("ablation_delta_max", "max"),
+                           ("ablation_delta_ensemble", "ensemble")):
+                arrs[n][i, j, k] = a[key]
+        for n, v in arrs.items():
+            dv[n] = (("component", "ablation_fold_kind", "quantity"), v)
     sites = sorted({str(s) for sc in site_scores.values() for s in sc.site.values})
     if sites:
         for metric in ("r2", "rmse", "nse", "kge", "bias"):
@@ -884,7 +1087,13 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
             dv[f"site_{metric}"] = (("model", "fold_kind", "variable", "site"), arr)
     from kgml import __version__
 
-    ds = xr.Dataset(dv, coords={"model": models, "fold_kind": kinds, "variable": variables, **({"site": sites} if sites else {})},
+    extra: dict[str, Any] = {"seed": seeds}
+    if ablation:
+        extra.update(component=comps, ablation_fold_kind=akinds, quantity=qty,
+                     ablation_with=("component", [ABLATIONS[c][0] for c in comps]),
+                     ablation_without=("component", [ABLATIONS[c][1] for c in comps]))
+    ds = xr.Dataset(dv, coords={"model": models, "fold_kind": kinds, "variable": variables, **extra,
+                                **({"site": sites} if sites else {})},
                     attrs={"Conventions": "CF-1.8", "title": f"kgml distribution-shift benchmark: {suite.name}",
                            "source": f"kgml {__version__} kgml.bench", "resolution": suite.resolution,
                            "status": json.dumps(status), "detected_regions": json.dumps(detected, default=float),
@@ -896,6 +1105,14 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
     ds["carbon_balance_residual"].attrs["units"] = "gC m-2 d-1"
     ds["r2_median"].attrs["long_name"] = "median over held-out sites of the squared Pearson correlation"
     ds["rmse_p90"].attrs["long_name"] = "90th percentile over held-out sites of the RMSE (bad tail)"
+    for c in DECOMPOSITION:
+        for m in ("r2", "nse"):
+            ds[f"{c}_{m}"].attrs["long_name"] = f"pooled {m.upper()} of the {c.replace('_', ' ')} component over the " \
+                                               "held-out sites (kgml.evaluation.decompose)"
+    ds["n_seeds"].attrs["long_name"] = "seeds complete on every fold (the rows score the mean over seeds)"
+    if ablation:
+        ds["ablation_delta"].attrs["long_name"] = "mean over seeds of skill(with component) - skill(without), " \
+                                                  "paired by seed"
     return ds
 
 
@@ -952,6 +1169,117 @@ def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Seque
             lines.append(f"| {fold} | {e['signature']} | {e['k']} | {e.get('reference', '–')} | {ari} |")
         lines.append("")
     lines += ["Models: " + "; ".join(f"`{m}` {MODEL_LABELS[m]}" for m in models), ""]
+    return "\n".join(lines)
+
+
+def _f3(x) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    """``min–max`` of the finite per-seed values (``–`` with fewer than two)."""
+    v = [x for x in values if isinstance(x, float | int) and math.isfinite(x)]
+    if len(v) < 2:
+        return "–"
+    return f"{min(v):.3f}…{max(v):.3f}"
+
+
+def decomposition_markdown(suite: Suite, rows: list[dict], models: Sequence[str], folds: dict,
+                           seeds: Sequence[int]) -> str:
+    """Per fold kind and target: the skill of the ensemble mean (over ``seeds``) with the min–max of the
+    per-seed values, and the pooled R² / NSE of the four FLUXCOM scale components."""
+    lines = ["### Scale decomposition and seed spread", "",
+             f"Seeds {', '.join(map(str, seeds))}: each cell is the skill of the ensemble-mean prediction "
+             "(mean over the seeds), [min–max over the single seeds] beside it where more than one seed is "
+             "complete. Components (pooled over held-out sites, `kgml.evaluation.decompose`; Jung et al. 2020): "
+             "site mean (across sites), mean seasonal cycle, anomalies (value − the site's mean seasonal cycle) "
+             "and IAV (annual means of the anomalies). Cells: R² / NSE.", ""]
+    for kind, splits in folds.items():
+        for var in suite.targets:
+            lead = "r2" if var.startswith("nee") else "nse"
+            head = ["model", "seeds", f"{_NAME[lead]} med [seeds]", "NSE med [seeds]" if lead == "r2" else
+                    "R² med [seeds]", "site mean", "seasonal", "anomaly [R² seeds]", "IAV [R² seeds]"]
+            other = "nse" if lead == "r2" else "r2"
+            body = []
+            for m in models:
+                r = next((r for r in rows if r["model"] == m and r["fold_kind"] == kind and r["variable"] == var), None)
+                if r is None:
+                    continue
+                sv = r.get("seed_values", {})
+
+                def cell(key, r=r, sv=sv):
+                    return f"{_f3(r.get(key, math.nan))} [{_spread(sv.get(key, []))}]"
+
+                def pair(comp, r=r):
+                    return f"{_f3(r.get(f'{comp}_r2', math.nan))} / {_f3(r.get(f'{comp}_nse', math.nan))}"
+
+                body.append("| " + " | ".join([
+                    m, f"{r.get('n_seeds', 1)}/{len(seeds)}", cell(f"{lead}_median"), cell(f"{other}_median"),
+                    pair("site_mean"), pair("seasonal"), f"{pair('anomaly')} [{_spread(sv.get('anomaly_r2', []))}]",
+                    f"{pair('iav')} [{_spread(sv.get('iav_r2', []))}]"]) + " |")
+            if not body:
+                continue
+            lines += [f"### {kind} ({len(splits)} folds) — {var} ({suite.resolution}): decomposition", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *body, ""]
+    return "\n".join(lines)
+
+
+#: What the ablation table compares: (row key, label).
+ABLATION_QUANTITIES = {"r2_median": "median R²", "nse_median": "median NSE", "anomaly_r2": "anomaly R²",
+                       "iav_r2": "IAV R²"}
+
+
+def ablation_rows(suite: Suite, rows: list[dict], folds: dict) -> list[dict]:
+    """Δ = skill(with) − skill(without) of every `ABLATIONS` component whose two models were scored, on
+    the suite's lead target (NEE where scored), per fold kind and quantity: mean, min and max over the seeds
+    both ran (paired by seed), and the Δ of the ensemble means."""
+    var = "nee" if "nee" in suite.targets else suite.targets[0]
+    out = []
+    for comp, (with_m, without_m, _) in ABLATIONS.items():
+        for kind in folds:
+            a = next((r for r in rows if r["model"] == with_m and r["fold_kind"] == kind and r["variable"] == var), None)
+            b = next((r for r in rows if r["model"] == without_m and r["fold_kind"] == kind and r["variable"] == var),
+                     None)
+            if a is None or b is None:
+                continue
+            for q in ABLATION_QUANTITIES:
+                d = np.asarray(a["seed_values"][q], np.float64) - np.asarray(b["seed_values"][q], np.float64)
+                d = d[np.isfinite(d)]
+                out.append({"component": comp, "fold_kind": kind, "variable": var, "quantity": q,
+                            "n_seeds": int(d.size), "mean": float(d.mean()) if d.size else math.nan,
+                            "min": float(d.min()) if d.size else math.nan,
+                            "max": float(d.max()) if d.size else math.nan,
+                            "ensemble": float(a[q] - b[q]) if math.isfinite(a[q] - b[q]) else math.nan,
+                            "folds": f"{a['n_folds']}/{b['n_folds']}"})
+    return out
+
+
+def ablation_markdown(suite: Suite, ablation: list[dict], seeds: Sequence[int]) -> str:
+    """One table per fold kind: each component's Δ of median R², median NSE, anomaly and IAV R² — mean over
+    the paired seeds [min–max], and of the ensemble means."""
+    lines = ["### Ablations of the global hybrid", "",
+             "Δ = skill(with the component) − skill(without), paired seed by seed: mean over seeds [min–max]; "
+             "ens = Δ of the ensemble means. Positive: the component helps. Components hybrid_global does not "
+             "use (site attention, residual heads, synthetic pretraining) are measured by adding them.", ""]
+    for kind in dict.fromkeys(a["fold_kind"] for a in ablation):
+        mine = [a for a in ablation if a["fold_kind"] == kind]
+        var = mine[0]["variable"]
+        head = ["component", "with → without", "seeds", "folds"] + [f"Δ {lab}" for lab in ABLATION_QUANTITIES.values()]
+        lines += [f"### {kind} — {var}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for comp in dict.fromkeys(a["component"] for a in mine):
+            cells = {a["quantity"]: a for a in mine if a["component"] == comp}
+            w, wo, note = ABLATIONS[comp]
+            first = next(iter(cells.values()))
+            vals = []
+            for q in ABLATION_QUANTITIES:
+                a = cells[q]
+                rng = f" [{a['min']:+.3f}…{a['max']:+.3f}]" if a["n_seeds"] > 1 else ""
+                mean = "–" if not math.isfinite(a["mean"]) else f"{a['mean']:+.3f}"
+                ens = "" if not math.isfinite(a["ensemble"]) or a["n_seeds"] < 2 else f"; ens {a['ensemble']:+.3f}"
+                vals.append(mean + rng + ens)
+            lines.append("| " + " | ".join([f"{comp} ({note})", f"{w} → {wo}", f"{first['n_seeds']}/{len(seeds)}",
+                                            first["folds"], *vals]) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["lead_metric", "suite_summary", "summary_markdown"]
+__all__ = ["decomposition_table", "lead_metric", "suite_summary", "summary_markdown"]
 
 
 def lead_metric(variable: str) -> str:
@@ -77,6 +77,38 @@ def _table(summary: dict) -> list[str]:
     return lines
 
 
+_COMPONENTS = (("site_mean", "site mean"), ("seasonal", "seasonal"), ("anomaly", "anomaly"), ("iav", "IAV"))
+
+
+def decomposition_table(metrics: xr.Dataset, kind: str) -> list[str]:
+    """Rows per model of the pooled R² / NSE of each scale component (site mean, seasonal cycle, anomalies,
+    IAV; `kgml.evaluation.decompose`) of every target, for fold kind ``kind``, with the number of seeds and the
+    min–max over seeds of the median lead metric; empty when ``metrics`` predates the decomposition."""
+    if "anomaly_r2" not in metrics:
+        return []
+    variables = [str(v) for v in metrics.variable.values]
+    head = ["model", "seeds"] + [f"{v} {_NAME[lead_metric(v)]} med over seeds" for v in variables] + \
+           [f"{v} {label} R² / NSE" for v in variables for _, label in _COMPONENTS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model in metrics.model.values:
+        sel = dict(model=model, fold_kind=kind)
+        if not np.isfinite(metrics["r2_median"].sel(sel).values).any():
+            continue
+        n = metrics["n_seeds"].sel(sel).values
+        cells = [str(model), str(int(np.nanmax(n))) if np.isfinite(n).any() else "–"]
+        for v in variables:
+            key = f"seed_{lead_metric(v)}_median"
+            vals = metrics[key].sel(sel, variable=v).values if key in metrics else np.array([])
+            vals = vals[np.isfinite(vals)]
+            cells.append(f"{_num(vals.min())}–{_num(vals.max())}" if vals.size > 1 else "–")
+        for v in variables:
+            for comp, _ in _COMPONENTS:
+                cells.append(f"{_num(metrics[f'{comp}_r2'].sel(sel, variable=v))} / "
+                             f"{_num(metrics[f'{comp}_nse'].sel(sel, variable=v))}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(out: str | os.PathLike = "runs/bench", suites: Sequence[str] | None = None, *,
                      metrics_by_variable: dict[str, Sequence[str]] | None = None) -> str:
     """Markdown with one table per suite found under ``out`` (or the named ``suites``; a named suite
@@ -98,7 +130,13 @@ def summary_markdown(out: str | os.PathLike = "runs/bench", suites: Sequence[str
         with xr.open_dataset(path) as m:
             if "fold_kind" not in m.dims or "r2_median" not in m:
                 raise ValueError(f"{path}: not a kgml bench metrics file (no fold_kind dimension or r2_median)")
-            summary = suite_summary(m.load(), metrics_by_variable=metrics_by_variable)
+            loaded = m.load()
+            summary = suite_summary(loaded, metrics_by_variable=metrics_by_variable)
             title = str(m.attrs.get("title", name))
         lines += [f"### {name}", "", f"{title}; source `{path}`", ""] + _table(summary) + [""]
+        for kind in loaded.fold_kind.values:
+            table = decomposition_table(loaded, str(kind))
+            if table:
+                lines += [f"Scale decomposition, {kind} (pooled over held-out sites; ensemble mean over seeds):", "",
+                          *table, ""]
     return "\n".join(lines)
