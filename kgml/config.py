@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "merge_config",
     "save_config",
+    "table_from_dict",
 ]
 
 
@@ -255,8 +256,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _from_dict(cls, d: Mapping[str, Any]):
-    section = _SECTION_NAMES.get(cls, cls.__name__)
+def _from_dict(cls, d: Mapping[str, Any], section: str | None = None):
+    section = section or _SECTION_NAMES.get(cls, cls.__name__)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
@@ -268,6 +269,13 @@ def _from_dict(cls, d: Mapping[str, Any]):
         )
     kwargs = {k: _convert(v, hints[k], f"[{section}] {k}") for k, v in d.items()}
     return cls(**kwargs)
+
+
+def table_from_dict(cls, d: Mapping[str, Any], section: str):
+    """The frozen dataclass ``cls`` from one TOML table ``[section]``: the parser of every kgml config
+    (experiment, study, demo sizes). Values are checked against the field types; an unknown key is a
+    `ConfigError` naming the key and the section."""
+    return _from_dict(cls, d, section)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
