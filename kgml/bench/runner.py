@@ -15,6 +15,9 @@ hybrid_global's budget.
 
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
+
+The engine (`run_folds`, `FoldContext`, `SLOTS`, `score_suite`) also runs the studies of ``experiments/``
+(`kgml.studies`), whose suites are built from their configs and whose folds are their own.
 """
 
 from __future__ import annotations
