@@ -226,7 +226,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table (section), got {value!r}")
-        return _from_dict(tp, value)
+        # a table of a registered section keeps its name; any other is named by its key ("[model]")
+        return _from_dict(tp, value, _SECTION_NAMES.get(tp) or where.rsplit(" ", 1)[-1])
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -139,3 +139,27 @@ def test_study_config_unknown_key_named(tmp_path):
     slots = studies.study_slots()
     assert slots["hybrid"] is runner.SLOTS["hybrid_global"] and slots["process"] is runner.SLOTS["process_global"]
     assert slots["hybrid_per_region"] is runner.SLOTS["hybrid_per_region"]
+
+
+def test_demo_skill_is_the_benchmark_scorer(tiny_corpus):
+    """The demo's table cells (`kgml.demo._skill`, from `kgml.evaluation.score_sites`) equal the pooled metrics
+    over all held-out site-days (and within each state) that the demo computed by hand before."""
+    from kgml import metrics
+    from kgml.demo import _skill
+
+    ds = tiny_corpus
+    rng = np.random.default_rng(0)
+    pred = xr.Dataset({"nee": ds.true_nee + rng.normal(0, 0.5, ds.true_nee.shape),
+                       "crop_yield": ds.true_crop_yield * 1.1,
+                       "theta_rref_rh": ds.theta_rref_rh * 1.2})
+    out = _skill(pred, ds)
+    assert set(out) == {"all", *ds.state.values.astype(str)}
+    for state, sc in out.items():
+        sel = np.ones(ds.sizes["site"], bool) if state == "all" else ds.state.values == state
+        p, t = pred.nee.values[sel], ds.true_nee.values[sel]
+        assert sc["nee_rmse"] == pytest.approx(metrics.rmse(p, t), rel=1e-9)
+        assert sc["nee_r2"] == pytest.approx(metrics.r2(p, t), rel=1e-9)
+        assert sc["nee_nse"] == pytest.approx(metrics.nse(p, t), rel=1e-9)
+        assert sc["yield_rmse"] == pytest.approx(
+            metrics.rmse(pred.crop_yield.values[sel], ds.true_crop_yield.values[sel]), rel=1e-9)
+        assert sc["rref_err"] == pytest.approx(0.2, rel=1e-5)
