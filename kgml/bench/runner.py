@@ -572,8 +572,9 @@ def scored_predictions(pred: xr.Dataset, suite: Suite, keep: Sequence[str] = ())
     """The variables a suite scores, at its resolution (daily predictions averaged to months for monthly
     suites), the flux triple for the carbon balance, learned parameters, and the variables ``keep`` where
     predicted (e.g. ``crop_yield`` of a flux study); site coordinates dropped (the observations carry them)."""
-    extra = [v for v in keep if v in pred]
     from kgml.evaluation import to_monthly
+
+    extra = [v for v in keep if v in pred]
 
     triple = ("nee", "gpp", "reco") if "nee" in suite.targets else ()
     fluxes = list(dict.fromkeys((*suite.targets, *triple)))
