@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "merge_config",
     "save_config",
+    "table_from_dict",
 ]
 
 
@@ -231,7 +232,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table (section), got {value!r}")
-        return _from_dict(tp, value)
+        # a table of a registered section keeps its name; any other is named by its key ("[model]")
+        return _from_dict(tp, value, _SECTION_NAMES.get(tp) or where.rsplit(" ", 1)[-1])
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -261,8 +263,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _from_dict(cls, d: Mapping[str, Any]):
-    section = _SECTION_NAMES.get(cls, cls.__name__)
+def _from_dict(cls, d: Mapping[str, Any], section: str | None = None):
+    section = section or _SECTION_NAMES.get(cls, cls.__name__)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
@@ -314,6 +316,13 @@ def config_reference() -> str:
             lines.append(f"    {f.name} = {shown}  ({_type_name(hints[f.name])}){note}")
         lines.append("")
     return "\n".join(lines)
+
+
+def table_from_dict(cls, d: Mapping[str, Any], section: str):
+    """The frozen dataclass ``cls`` from one TOML table ``[section]``: the parser of every kgml config
+    (experiment, study, demo sizes). Values are checked against the field types; an unknown key is a
+    `ConfigError` naming the key and the section."""
+    return _from_dict(cls, d, section)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:

@@ -254,35 +254,43 @@ def _world_split(ds, states, towers: int, name: str):
 
 
 def _scores(run, ds_test):
-    """Held-out skill of one model: daily NEE against the noise-free truth, yields, rref_rh."""
+    """Held-out skill of one model (`_skill` of its predictions on ``ds_test``) and the predictions."""
+    from kgml.experiment import predict_dataset
+
+    pred = predict_dataset(run, ds_test, batch_size=12)
+    return _skill(pred, ds_test), pred
+
+
+def _skill(pred, ds_test) -> dict:
+    """Skill of ``pred`` on the held-out sites of ``ds_test``, for all sites and per state, from the benchmark
+    scorer (`kgml.evaluation.score_sites`: pooled over all site-steps, and pooled within each state): daily
+    NEE against the noise-free truth (RMSE, R², NSE), yields (RMSE), and the median relative error of the
+    learned base respiration ``rref_rh`` (a model without physical parameters, kind "neural", has none)."""
     import math
 
     import numpy as np
 
-    from kgml import metrics
-    from kgml.experiment import predict_dataset
-    from kgml.synthetic import STATES
+    from kgml import evaluation as ev
 
-    pred = predict_dataset(run, ds_test, batch_size=12)
+    nee = ev.score_sites(pred, ds_test, {"nee": "true_nee"}, resolution="daily", group="state",
+                         metrics=("rmse", "r2", "nse")).sel(variable="nee")
+    yld = ev.score_sites(pred, ds_test, {"crop_yield": "true_crop_yield"}, resolution="annual", group="state",
+                         metrics=("rmse",)).sel(variable="crop_yield")
+    sites = nee.site.values
+    states = ds_test.state.sel(site=sites).values.astype(str)
     out = {}
-    for state in ("all", *[s.name for s in STATES]):
-        sel = np.ones(ds_test.sizes["site"], bool) if state == "all" else ds_test.state.values == state
-        if not sel.any():
-            continue
-        p, t = pred.nee.values[sel], ds_test.true_nee.values[sel]
-        years = np.intersect1d(pred.year.values, ds_test.year.values)
-        py = pred.crop_yield.sel(year=years).values[sel]
-        ty = ds_test.true_crop_yield.sel(year=years).values[sel]
-        rref_err = math.nan  # a model without physical parameters (kind "neural") has no rref_rh
+    for state in ("all", *nee.group.values.astype(str).tolist()):
+        def get(sc, m, state=state):
+            return float(sc[f"pooled_{m}"] if state == "all" else sc[f"group_{m}"].sel(group=state))
+
+        rref_err = math.nan
         if "theta_rref_rh" in pred:
-            rref_err = float(np.nanmedian(np.abs(pred.theta_rref_rh.values[sel] / ds_test.theta_rref_rh.values[sel]
-                                                 - 1.0)))
-        out[state] = {
-            "nee_rmse": metrics.rmse(p, t), "nee_r2": metrics.r2(p, t), "nee_nse": metrics.nse(p, t),
-            "yield_rmse": metrics.rmse(py, ty),
-            "rref_err": rref_err,
-        }
-    return out, pred
+            sel = sites if state == "all" else sites[states == state]
+            rref_err = float(np.nanmedian(np.abs(pred.theta_rref_rh.sel(site=sel).values
+                                                 / ds_test.theta_rref_rh.sel(site=sel).values - 1.0)))
+        out[state] = {"nee_rmse": get(nee, "rmse"), "nee_r2": get(nee, "r2"), "nee_nse": get(nee, "nse"),
+                      "yield_rmse": get(yld, "rmse"), "rref_err": rref_err}
+    return out
 
 
 def hybrid_comparison(out_dir: Path, seed: int = 0, sizes: DemoSizes = DemoSizes(), figure: bool = True,
@@ -291,6 +299,7 @@ def hybrid_comparison(out_dir: Path, seed: int = 0, sizes: DemoSizes = DemoSizes
     import json
 
     import numpy as np
+    import xarray as xr
 
     from kgml.experiment import Run, count_parameters, new_model, train_run
     from kgml.io import write_text_atomic
@@ -338,17 +347,17 @@ def hybrid_comparison(out_dir: Path, seed: int = 0, sizes: DemoSizes = DemoSizes
                              description="train neural from scratch")
     for name in ("process model", PROCESS_CALIBRATED, "global, pretrained", "global, no pretraining", NEURAL):
         scores[name], preds[name] = _scores(runs[name], test_ds)
-    per_state_scores, per_state_preds = {}, []
+    per_state_preds = []
     for state in states:
         sub = world.isel(site=np.flatnonzero(world.state.values == state))
         split = _world_split(sub, [state], sizes.towers_per_state, f"world-{state}")
         run = train_run(ft_cfg, sub, out_dir / f"state-{state}", init=pretrained, split=split, progress=progress,
                         description=f"fine-tune {state}")
-        sc, pr = _scores(run, sub.sel(site=list(split.test.units)))
-        per_state_scores[state] = sc[state]
-        per_state_preds.append(pr)
+        per_state_preds.append(_scores(run, sub.sel(site=list(split.test.units)))[1])
     timings["fine-tuning"] = time.perf_counter() - t0
-    scores["per-state, pretrained"] = _pool_per_state(per_state_preds, test_ds, per_state_scores)
+    # each held-out site predicted by its state's model, scored as one prediction of all held-out sites
+    pooled = xr.concat(per_state_preds, dim="site").sel(site=test_ds.site.values)
+    scores["per-state, pretrained"] = _skill(pooled, test_ds)
     preds["per-state, pretrained"] = None
     order = ("process model", PROCESS_CALIBRATED, "global, pretrained", "global, no pretraining",
              "per-state, pretrained", NEURAL)
@@ -413,25 +422,9 @@ class CurveSizes:
     def from_dict(cls, d) -> CurveSizes:
         """From a TOML-like mapping: the keys above, with the `DemoSizes` keys in a ``[model]`` table; lists
         become tuples; an unknown key is a `kgml.config.ConfigError` naming it."""
-        from kgml.config import ConfigError
+        from kgml.config import table_from_dict
 
-        def build(klass, values, section):
-            names = {f.name: f for f in dataclasses.fields(klass)}
-            unknown = sorted(set(values) - set(names))
-            if unknown:
-                raise ConfigError(f"unknown key {unknown[0]!r} in section [{section}]; known keys: {sorted(names)}")
-            kwargs = {}
-            for k, v in values.items():
-                if k == "model" and klass is cls:
-                    v = build(DemoSizes, v, "model")
-                elif isinstance(v, list):
-                    v = tuple(v)
-                elif isinstance(v, int) and not isinstance(v, bool) and isinstance(getattr(klass(), k), float):
-                    v = float(v)
-                kwargs[k] = v
-            return klass(**kwargs)
-
-        return build(cls, dict(d), "curve")
+        return table_from_dict(cls, dict(d), "curve")
 
     @classmethod
     def quick(cls) -> CurveSizes:
@@ -627,27 +620,6 @@ def _curve_figure(summary, sizes: CurveSizes, path: Path) -> Path | None:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
-
-
-def _pool_per_state(preds, test_ds, per_state_scores):
-    """Scores of the per-state models over all held-out sites (each site predicted by its state's model)."""
-    import numpy as np
-    import xarray as xr
-
-    from kgml import metrics
-
-    pred = xr.concat(preds, dim="site").sel(site=test_ds.site.values)
-    years = np.intersect1d(pred.year.values, test_ds.year.values)
-    out = {"all": {
-        "nee_rmse": metrics.rmse(pred.nee.values, test_ds.true_nee.values),
-        "nee_r2": metrics.r2(pred.nee.values, test_ds.true_nee.values),
-        "nee_nse": metrics.nse(pred.nee.values, test_ds.true_nee.values),
-        "yield_rmse": metrics.rmse(pred.crop_yield.sel(year=years).values,
-                                   test_ds.true_crop_yield.sel(year=years).values),
-        "rref_err": float(np.nanmedian(np.abs(pred.theta_rref_rh.values / test_ds.theta_rref_rh.values - 1.0))),
-    }}
-    out.update(per_state_scores)
-    return out
 
 
 def _comparison_table(scores, curve, sizes, n_parameters=None) -> str:

@@ -1,8 +1,15 @@
-"""The shared logic of the studies in ``experiments/``: each ``experiments/NAME/run.py`` is a thin script that
-calls `run_study(NAME, ...)` with its TOML config; this module loads the real data (`kgml.data.assemble`),
-makes whole-unit splits (held-out sites, counties, states or years — never random days), trains the hybrid
-and its comparisons (`kgml.experiment`, `kgml.baselines`), scores them on the held-out units
-(`kgml.evaluation`: median and bad tail over units) and writes metrics, predictions (CF netCDF) and figures.
+"""The studies in ``experiments/`` are configs of the engine that runs ``kgml bench shift``
+(`kgml.bench.runner`): each ``experiments/NAME/run.py`` is a thin script that calls `run_study(NAME, ...)` with
+its TOML config; this module loads the real data (`kgml.data.assemble`) and makes whole-unit splits (held-out
+sites, counties, states or years — never random days); the engine trains every model slot on every split
+(`kgml.bench.runner.run_folds`: one `~kgml.bench.runner.FoldContext`, one slot registry, per-region models with
+held-out sites of a region without training sites predicted by the nearest region's model, one failure
+policy), scores them on the held-out units (`kgml.bench.runner.score_suite`, `kgml.evaluation`: median and bad
+tail over units) and writes its run directory; the study adds its extra analyses (IAV, failures, yield,
+attribution) on the engine's predictions.
+
+Study model names are the engine's slot names (`kgml.bench.runner.MODELS`), with ``hybrid`` and ``process``
+the aliases of ``hybrid_global`` and ``process_global`` (`ENGINE_NAMES`), and the study-only ``hybrid_damm``.
 
 A study config is an `ExperimentConfig` TOML (the hybrid's ``[data]``/``[model]``/``[train]``/``[loss]``) plus a
 ``[study]`` table (`StudySettings`: which models, which folds, how much data) and a ``[quick]`` delta of both
@@ -16,23 +23,31 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import time
-import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from kgml.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from kgml.bench.runner import MODEL_LABELS as ENGINE_LABELS
+from kgml.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    table_from_dict,
+)
 from kgml.data.splits import Part, Split, kfold_by_site, save_splits
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
 
 __all__ = [
+    "ENGINE_NAMES",
     "MODEL_LABELS",
     "STUDIES",
     "StudyResult",
@@ -41,25 +56,21 @@ __all__ = [
     "main",
     "run_study",
     "study_config_path",
+    "study_slots",
+    "study_suite",
 ]
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
+#: Study model name → the engine slot it is (`kgml.bench.runner.SLOTS`), where the names differ.
+ENGINE_NAMES = {"hybrid": "hybrid_global", "process": "process_global"}
 MODEL_LABELS = {
-    "hybrid": "hybrid, one global model",
-    "hybrid_per_region": "hybrid, one model per region",
-    "hybrid_region_aware": "hybrid, one model with region embeddings",
-    "hybrid_pretrained": "hybrid pretrained on synthetic data, fine-tuned",
+    **ENGINE_LABELS, **{name: ENGINE_LABELS[engine] for name, engine in ENGINE_NAMES.items()},
+    "rf": "random forest ([study] rf_trees trees)", "gbm": "gradient boosting ([study] rf_trees iterations)",
     "hybrid_damm": "hybrid with the DAMM soil-respiration layer",
-    "process": "process model, one global calibration",
-    "process_per_region": "process model, calibrated per region",
-    "neural": "neural network, same size, no physics",
-    "rf": "random forest",
-    "gbm": "gradient boosting",
-    "lstm": "LSTM on daily drivers",
 }
-_HYBRID_LIKE = ("hybrid", "hybrid_per_region", "hybrid_region_aware", "hybrid_pretrained", "hybrid_damm",
-                "process", "process_per_region", "neural")
+_HYBRID_LIKE = ("hybrid", "hybrid_global", "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware",
+                "hybrid_pretrained", "hybrid_damm", "process", "process_global", "process_per_region", "neural")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,12 +82,14 @@ _HYBRID_LIKE = ("hybrid", "hybrid_per_region", "hybrid_region_aware", "hybrid_pr
 class StudySettings:
     """The ``[study]`` table of a study config.
 
-    ``models``: model slots (keys of `MODEL_LABELS`); ``folds``: fold kinds — ``"unit_kfold"`` (k-fold over whole
+    ``models``: engine slots (keys of `MODEL_LABELS`, `study_slots`); ``folds``: fold kinds — ``"unit_kfold"`` (k-fold over whole
     sites/counties/states, ``k`` folds, at most ``max_folds`` run) and ``"years_out"`` (the last ``test_years``
     years of every unit held out, the ``val_years`` before them for early stopping); ``units``/``n_units``:
     which sites to load (explicit list, or that many spread over the sorted list; empty/0: all);
-    ``first_year``/``last_year``: restrict the years (0: all); ``rf_trees``, ``lstm_steps``: baseline sizes;
-    ``pretrain_*``: the synthetic pretraining of ``hybrid_pretrained`` (`pretrain_synthetic`; ``pretrain_weather``
+    ``first_year``/``last_year``: restrict the years (0: all); ``rf_trees`` (trees of ``rf``, iterations of
+    ``gbm``), ``lstm_steps``, ``lstm_hidden``: baseline sizes (`kgml.bench.runner.FoldContext.options`);
+    ``pretrain_*``: the synthetic pretraining corpus of ``hybrid_pretrained`` (`pretrain_synthetic`; the engine's
+    slot fine-tunes it per fold with the global hybrid's budget; ``pretrain_weather``
     = ``"generator"`` | ``"stations"`` (real site-years, every source required) | ``"available_stations"`` (real
     site-years of whichever ``pretrain_weather_sources`` — default all — are present, the used ones recorded));
     ``towers``: flux towers joined to the
@@ -103,7 +116,6 @@ class StudySettings:
     pretrain_years: int = 2
     pretrain_weather: str = "generator"
     pretrain_weather_sources: tuple[str, ...] = ()
-    finetune_fraction: float = 0.5
     towers: tuple[str, ...] = ()
     attribution: bool = False
     group: str = ""
@@ -111,24 +123,9 @@ class StudySettings:
 
 
 def _settings_from_dict(d: Mapping[str, Any]) -> StudySettings:
-    hints = typing.get_type_hints(StudySettings)
-    names = {f.name for f in dataclasses.fields(StudySettings)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in section [study]; known keys: {sorted(names)}")
-    out = {}
-    for k, v in d.items():
-        tp = hints[k]
-        if typing.get_origin(tp) is tuple:
-            if not isinstance(v, list | tuple):
-                raise ConfigError(f"[study] {k}: expected a list, got {v!r}")
-            v = tuple(str(x) for x in v)
-        elif tp is float:
-            v = float(v)
-        elif tp is int and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"[study] {k}: expected an integer, got {v!r}")
-        out[k] = v
-    s = StudySettings(**out)
+    """The ``[study]`` table, parsed as every kgml config table is (`kgml.config.table_from_dict`: typed values,
+    an unknown key is an error naming it), then checked against the slot registry and the fold kinds."""
+    s = table_from_dict(StudySettings, d, "study")
     bad = sorted(set(s.models) - set(MODEL_LABELS))
     if bad:
         raise ConfigError(f"[study] models: unknown {bad}; choose from {sorted(MODEL_LABELS)}")
@@ -367,178 +364,38 @@ def make_folds(ds: xr.Dataset, spec: StudySpec, s: StudySettings) -> dict[str, l
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One fold: the model slots
+# The engine (kgml.bench.runner): a study is a suite of it
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FoldContext:
-    """One split of a study: data, split, hybrid config, settings; caches the global hybrid run."""
+def study_suite(spec: StudySpec, config: ExperimentConfig, s: StudySettings, ds: xr.Dataset):
+    """The `kgml.bench.suites.Suite` of a study: its targets and resolution, the hybrid config's vegetation,
+    features, static attributes (those the data have) and ``data.region`` (the regions of the per-region
+    slots). Its folds are the study's own (`make_folds`), not frozen ones."""
+    from kgml.bench.suites import Suite
 
-    spec: StudySpec
-    ds: xr.Dataset
-    split: Split
-    config: ExperimentConfig
-    settings: StudySettings
-    quick: bool
-    pretrained: Any = None
-    runs: dict = field(default_factory=dict)
+    d = config.data
 
-    @property
-    def predict_batch(self) -> int:
-        return 4 if self.quick else 16
+    def load(data_dir, quick, sites):
+        return spec.load(Path(data_dir), s)
 
-    def part(self, name: str) -> xr.Dataset:
-        return self.split.select(self.ds, name)
-
-    def heldout(self) -> xr.Dataset:
-        return self.part("test")
-
-    def fit_ds(self) -> xr.Dataset:
-        """Training ∪ validation part (for baselines without early stopping)."""
-        tr, va = self.split.train, self.split.val
-        if not va.units:
-            return self.part("train")
-        if tr.years is None:
-            merged = Part(sorted(set(tr.units) | set(va.units)))
-        else:
-            merged = Part(sorted(set(tr.units) | set(va.units)), sorted(set(tr.years) | set(va.years or ())))
-        return dataclasses.replace(self.split, train=merged, val=Part()).select(self.ds, "train")
-
-    def train(self, cfg: ExperimentConfig, split: Split | None = None, *, init=None, ds=None):
-        from kgml.experiment import train_run
-
-        return train_run(cfg, self.ds if ds is None else ds, None, init=init, split=split or self.split,
-                         progress=False, description=cfg.name)
-
-    def predict(self, run, ds: xr.Dataset) -> xr.Dataset:
-        from kgml.experiment import count_parameters, predict_dataset
-
-        pred = predict_dataset(run, ds, batch_size=self.predict_batch, missing_static="zero")
-        pred.attrs["n_parameters"] = count_parameters(run.model)
-        return pred
-
-    def global_run(self):
-        if "hybrid" not in self.runs:
-            self.runs["hybrid"] = self.train(self.config)
-        return self.runs["hybrid"]
-
-    def per_region(self, cfg: ExperimentConfig) -> xr.Dataset:
-        """One model per value of ``data.region`` (its training units only); held-out units of a region without
-        training units use the global model of ``cfg``'s kind."""
-        coord = cfg.data.region
-        labels = dict(zip(self.ds.site.values.astype(str), self.ds[coord].values.astype(str), strict=True))
-        heldout = self.heldout()
-        sites = heldout.site.values.astype(str).tolist()
-        regions = sorted({labels[u] for u in self.split.train.units})
-        preds, notes = [], []
-        for r in sorted({labels[s] for s in sites}):
-            mine = [s for s in sites if labels[s] == r]
-            sub = dataclasses.replace(
-                self.split, name=f"{self.split.name}_{r}",
-                train=Part([u for u in self.split.train.units if labels[u] == r], self.split.train.years),
-                val=Part([u for u in self.split.val.units if labels[u] == r], self.split.val.years
-                         if [u for u in self.split.val.units if labels[u] == r] else None),
-                test=Part(), ood=Part())
-            run = None
-            if r in regions:
-                try:
-                    run = self.train(_replace(cfg, name=f"{cfg.name}-{r}"), sub)
-                except ValueError as err:  # e.g. no observed window in a small region
-                    notes.append(f"{r}: {err}")
-            if run is None:
-                notes.append(f"{r}: no training {self.spec.unit} in this region; the global model predicts it")
-                key = f"global-{cfg.model.kind}"
-                if key not in self.runs:
-                    self.runs[key] = self.train(_replace(cfg, name=f"{cfg.name}-global"))
-                run = self.runs[key]
-            preds.append(self.predict(run, heldout.sel(site=mine)))
-        out = concat_sites(preds)
-        out.attrs["region_models"] = ", ".join(regions)
-        if notes:
-            out.attrs["notes"] = "; ".join(notes)
-        return out
+    return Suite(name=spec.name, description=spec.title, load=load, vegetation=d.vegetation, targets=spec.targets,
+                 resolution=spec.resolution, region=d.region, folds=(), features=tuple(d.features),
+                 static=tuple(a for a in d.static if a in ds.coords))
 
 
-def _slot_hybrid(ctx: FoldContext) -> xr.Dataset:
-    return ctx.predict(ctx.global_run(), ctx.heldout())
-
-
-def _slot_kind(kind: str, per_region: bool = False):
-    def slot(ctx: FoldContext) -> xr.Dataset:
-        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}", model={"kind": kind})
-        if per_region:
-            return ctx.per_region(cfg)
-        return ctx.predict(ctx.train(cfg), ctx.heldout())
-
-    return slot
-
-
-def _slot_hybrid_per_region(ctx: FoldContext) -> xr.Dataset:
-    return ctx.per_region(ctx.config)
-
-
-def _slot_region_aware(ctx: FoldContext) -> xr.Dataset:
-    cfg = _replace(ctx.config, name=f"{ctx.config.name}-region-aware", model={"region_embedding": True})
-    return ctx.predict(ctx.train(cfg), ctx.heldout())
-
-
-def _slot_damm(ctx: FoldContext) -> xr.Dataset:
+def _slot_damm(ctx) -> xr.Dataset:
+    """The global hybrid with the DAMM soil-respiration layer (Davidson et al. 2012) in place of Lloyd–Taylor."""
     cfg = _replace(ctx.config, name=f"{ctx.config.name}-damm", model={"soil_respiration": "damm"})
-    return ctx.predict(ctx.train(cfg), ctx.heldout())
+    return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
 
 
-def _slot_pretrained(ctx: FoldContext) -> xr.Dataset:
-    if ctx.pretrained is None:
-        raise RuntimeError("hybrid_pretrained needs a pretrained run (run_study makes it)")
-    t = ctx.config.train
-    cfg = _replace(ctx.config, name=f"{ctx.config.name}-finetuned",
-                   train={"steps": max(1, int(t.steps * ctx.settings.finetune_fraction)),
-                          "learning_rate": t.learning_rate / 3, "warmup_steps": min(t.warmup_steps, 5)})
-    cfg = _replace(cfg, data={"static": ctx.pretrained.config.data.static,
-                              "daily_targets": ctx.pretrained.config.data.daily_targets})
-    return ctx.predict(ctx.train(cfg, init=ctx.pretrained), ctx.heldout())
+def study_slots() -> dict[str, Callable]:
+    """The engine's slot registry (`kgml.bench.runner.SLOTS`) under the studies' names: every engine slot,
+    the aliases of `ENGINE_NAMES` (the same slot functions) and the study-only ``hybrid_damm``."""
+    from kgml.bench.runner import SLOTS
 
-
-def _slot_feature(kind: str):
-    def slot(ctx: FoldContext) -> xr.Dataset:
-        from kgml.baselines import FeatureBaseline
-
-        cfg = ctx.config
-        model = FeatureBaseline(kind, n_estimators=ctx.settings.rf_trees, seed=cfg.seed,
-                                static=tuple(s for s in cfg.data.static if s in ctx.ds.coords), n_jobs=2)
-        model.fit(ctx.fit_ds(), targets=ctx.spec.targets, features=cfg.data.features, resolution=ctx.spec.resolution)
-        pred = model.predict(ctx.heldout(), missing="nan")
-        pred.attrs["n_parameters"] = -1
-        return pred
-
-    return slot
-
-
-def _slot_lstm(ctx: FoldContext) -> xr.Dataset:
-    from kgml.baselines import LSTMBaseline
-    from kgml.experiment import count_parameters
-
-    cfg = ctx.config
-    s = ctx.settings
-    if ctx.spec.resolution == "annual":
-        raise ValueError("the LSTM baseline predicts daily fluxes; annual yields use the feature baselines")
-    model = LSTMBaseline(hidden=s.lstm_hidden, steps=s.lstm_steps, batch_size=cfg.train.batch_size,
-                         eval_every=max(1, min(50, s.lstm_steps)), seed=cfg.seed,
-                         static=tuple(x for x in cfg.data.static if x in ctx.ds.coords))
-    model.fit(ctx.part("train"), targets=ctx.spec.targets, features=cfg.data.features,
-              resolution=ctx.spec.resolution, val_ds=ctx.part("val") if ctx.split.val.units else None)
-    pred = model.predict(ctx.heldout(), missing="nan")
-    pred.attrs["n_parameters"] = count_parameters(model.model_)
-    return pred
-
-
-SLOTS: dict[str, Callable[[FoldContext], xr.Dataset]] = {
-    "hybrid": _slot_hybrid, "hybrid_per_region": _slot_hybrid_per_region,
-    "hybrid_region_aware": _slot_region_aware, "hybrid_pretrained": _slot_pretrained, "hybrid_damm": _slot_damm,
-    "process": _slot_kind("process"), "process_per_region": _slot_kind("process", per_region=True),
-    "neural": _slot_kind("neural"), "rf": _slot_feature("rf"), "gbm": _slot_feature("gbm"), "lstm": _slot_lstm,
-}
+    return {**SLOTS, **{name: SLOTS[engine] for name, engine in ENGINE_NAMES.items()}, "hybrid_damm": _slot_damm}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -547,14 +404,15 @@ SLOTS: dict[str, Callable[[FoldContext], xr.Dataset]] = {
 
 
 def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int = 0,
-                       data_dir: str | os.PathLike | None = None):
+                       data_dir: str | os.PathLike | None = None, directory: str | os.PathLike | None = None):
     """A hybrid pretrained on a synthetic maize corpus of the process model (`kgml.synthetic.make_corpus`, states
     IA/IL/NE, ``s.pretrain_sites`` sites × ``s.pretrain_years`` years each), with daily NEE/GPP/Reco and yields as
     targets and the study's drivers as features. The corpus weather is ``s.pretrain_weather``: real site-years
     of the state's stations and counties read from ``data_dir`` (``"stations"``: every source of
     ``s.pretrain_weather_sources`` must be present; ``"available_stations"``: whichever are), or — only when
-    configured — the weather generator fitted on Ames, IA (``"generator"``). Returns (run, corpus); the corpus
-    attrs record the weather sources and site-years used."""
+    configured — the weather generator fitted on Ames, IA (``"generator"``). Trained into ``directory`` when
+    given. Returns (run, corpus attrs); the attrs record the weather sources and site-years used. The engine's
+    ``hybrid_pretrained`` slot fine-tunes it per fold (`kgml.bench.runner.pretrained_init`)."""
     from kgml.experiment import train_run
     from kgml.synthetic import REAL_WEATHER_SOURCES, STATES, CorpusSpec, make_corpus
 
@@ -571,61 +429,29 @@ def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int 
                    model={"region_embedding": False},
                    loss={"scales": {}},
                    train={"steps": s.pretrain_steps})
-    return train_run(cfg, corpus, None, progress=False, description="pretrain (synthetic)"), corpus
+    run = train_run(cfg, corpus, None if directory is None else Path(directory), progress=False,
+                    description="pretrain (synthetic)")
+    return run, dict(corpus.attrs)
+
+
+def _pretrained(config: ExperimentConfig, s: StudySettings, root: Path, directory: Path):
+    """`pretrain_synthetic` trained once into ``directory`` (reloaded when its ``done`` marker is there, as the
+    engine's suite pretraining is) and the weather its corpus used."""
+    from kgml.experiment import load_run
+
+    done = directory / "done"
+    if done.exists():
+        return load_run(directory), json.loads((directory / "corpus.json").read_text())
+    run, attrs = pretrain_synthetic(config, s, seed=s.seed, data_dir=root, directory=directory)
+    weather = {k: v for k, v in attrs.items() if k.startswith("weather")}
+    write_text_atomic(json.dumps(weather, indent=1, default=_json_default) + "\n", directory / "corpus.json")
+    write_text_atomic("trained\n", done)
+    return run, weather
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Scoring
+# Outputs of the study beyond the engine's
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _obs(spec: StudySpec, ds: xr.Dataset) -> xr.Dataset:
-    names = []
-    for t in spec.targets:
-        names += [f"{t}_monthly"] if spec.resolution == "monthly" else [t]
-    return ds[[n for n in names if n in ds]]
-
-
-def _scored(pred: xr.Dataset, spec: StudySpec) -> xr.Dataset:
-    """The study's targets (daily predictions averaged to months for monthly studies) + flux triple + θ."""
-    from kgml.evaluation import to_monthly
-
-    keep = {}
-    fluxes = list(dict.fromkeys((*spec.targets, "nee", "gpp", "reco")))
-    if spec.resolution == "monthly":
-        daily = [v for v in fluxes if v in pred and "time" in pred[v].dims and f"{v}_monthly" not in pred]
-        if daily:
-            pred = pred.merge(to_monthly(pred[daily], daily), compat="override")
-        keep.update({f"{v}_monthly": pred[f"{v}_monthly"] for v in fluxes if f"{v}_monthly" in pred})
-    else:
-        keep.update({v: pred[v] for v in fluxes if v in pred and "time" in pred[v].dims})
-    if "crop_yield" in pred:
-        keep["crop_yield"] = pred["crop_yield"]
-    for v in pred.data_vars:
-        if str(v).startswith("theta_") and pred[v].dims == ("site",):
-            keep[str(v)] = pred[v]
-    out = xr.Dataset(keep)
-    drop = [c for c in out.coords if c not in ("site", "time", "month", "year") and out[c].dims != ("site",)]
-    out = out.reset_coords(drop, drop=True)
-    out.attrs = {k: v for k, v in pred.attrs.items() if isinstance(v, str | int | float)}
-    return out
-
-
-def _combine(preds: list[xr.Dataset]) -> xr.Dataset:
-    out = None
-    for p in preds:
-        out = p if out is None else out.combine_first(p)
-    return out
-
-
-def _variables(spec: StudySpec) -> dict[str, str]:
-    return {t: t for t in spec.targets}
-
-
-def _lead(var: str) -> str:
-    from kgml.evaluation import metric_order
-
-    return metric_order(var)[0]
 
 
 @dataclass
@@ -647,144 +473,28 @@ def _fmt(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-_TAIL = {"r2": "r2_p10", "rmse": "rmse_p90", "nse": "nse_p10", "kge": "kge_p10", "bias": "abs_bias_p90"}
-_NAME = {"r2": "R²", "rmse": "RMSE", "nse": "NSE", "kge": "KGE", "bias": "bias"}
-
-
-def metrics_markdown(spec: StudySpec, rows: list[dict], status: dict, models: Sequence[str],
-                     folds: dict[str, list[Split]], *, quick: bool, command: str = "") -> str:
+def _lead(var: str) -> str:
     from kgml.evaluation import metric_order
 
-    lines = [f"# {spec.name}{' (quick)' if quick else ''}", "", spec.title, ""]
-    if command:
-        lines += [f"Command: `{command}`", ""]
-    for kind, splits in folds.items():
-        for var in spec.targets:
-            order = [m for m in metric_order(var) if m != "bias"][:3] + ["bias"]
-            head = ["model", spec.units] + [f"{_NAME[m]} median / {_TAIL[m].rsplit('_', 1)[-1]}" for m in order] \
-                + [f"pooled {_NAME[order[0]]}", "fit s"]
-            lines += [f"## {kind} ({len(splits)} fold{'s' if len(splits) > 1 else ''}) — {var} ({spec.resolution})", "",
-                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for m in models:
-                r = next((r for r in rows if r["model"] == m and r["fold_kind"] == kind and r["variable"] == var),
-                         None)
-                if r is None:
-                    lines.append(f"| {m} | {status.get(m, 'not run')} |" + " |" * (len(head) - 2))
-                    continue
-                cells = [m, str(r["n_sites"])] + [f"{_fmt(r[f'{k}_median'])} / {_fmt(r[_TAIL[k]])}" for k in order] \
-                    + [_fmt(r[f"pooled_{order[0]}"]), _fmt(round(r["fit_seconds"], 1))]
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-    lines += [f"Held-out whole {spec.units} (unit_kfold) or whole years of every {spec.unit} (years_out); "
-              "median and bad tail over held-out units (p10 of R², NSE, KGE; p90 of RMSE and |bias|); pooled = all "
-              "held-out unit-steps together.", "",
-              "Models: " + "; ".join(f"`{m}` {MODEL_LABELS[m]}" for m in models), ""]
-    problems = {m: v for m, v in status.items() if v != "ok"}
-    if problems:
-        lines += ["Status: " + "; ".join(f"`{m}`: {v}" for m, v in problems.items()), ""]
-    return "\n".join(lines)
+    return metric_order(var)[0]
 
 
-def _score(spec: StudySpec, preds: dict[tuple[str, str], xr.Dataset], obs: xr.Dataset, group: str | None,
-           fit_seconds: dict) -> tuple[list[dict], dict]:
-    from kgml import evaluation as ev
-
-    rows, site_scores = [], {}
-    for (kind, m), pred in preds.items():
-        sc = ev.score_sites(pred, obs, _variables(spec), resolution=spec.resolution, group=group)
-        site_scores[(kind, m)] = sc
-        summ = ev.summarise(sc)
-        for var, e in summ["variables"].items():
-            rows.append({"model": m, "fold_kind": kind, "variable": var, "n_sites": e["n_sites"], "n": e["n"],
-                         **{f"{k}_median": v for k, v in e["median"].items()}, **e["tail"],
-                         **{f"pooled_{k}": v for k, v in e["pooled"].items()},
-                         "worst_group": {k: w for k, w in e.get("worst_group", {}).items()},
-                         "fit_seconds": float(fit_seconds.get((kind, m), math.nan)),
-                         "n_parameters": int(pred.attrs.get("n_parameters", -1))})
-    return rows, site_scores
+_TAIL = {"r2": "r2_p10", "rmse": "rmse_p90", "nse": "nse_p10", "kge": "kge_p10", "bias": "abs_bias_p90"}
 
 
-def _site_scores_dataset(site_scores: dict, kind: str, models: Sequence[str]) -> xr.Dataset | None:
-    parts = [(m, site_scores[(kind, m)]) for m in models if (kind, m) in site_scores]
-    if not parts:
+def _held_out(directory: Path, kind: str, splits: Sequence[Split], model: str) -> xr.Dataset | None:
+    """The engine's held-out predictions of ``model`` on every split of ``kind``, as one dataset."""
+    preds = []
+    for sp in splits:
+        path = directory / "folds" / kind / sp.name / f"{model}.nc"
+        if path.exists():
+            with xr.open_dataset(path) as f:
+                preds.append(f.load())
+    if not preds:
         return None
-    keep = ["rmse", "bias", "r2", "nse", "kge", "n"]
-    ds = xr.concat([sc[keep].reset_coords(drop=True).expand_dims(model=[m]) for m, sc in parts], dim="model",
-                   join="outer")
-    ds.attrs.update(Conventions="CF-1.8", title=f"per-site held-out scores ({kind})",
-                    comment=parts[0][1].attrs.get("comment", ""))
-    return ds
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _plt():
-    from kgml.io import pyplot
-
-    return pyplot()
-
-
-def _save(fig, path: Path) -> Path:
-    from kgml.io import write_png_atomic
-
-    return write_png_atomic(fig, path, dpi=100)
-
-
-def _fig_skill(spec: StudySpec, rows: list[dict], models: Sequence[str], directory: Path) -> list[Path]:
-    plt = _plt()
-    out = []
-    kinds = list(dict.fromkeys(r["fold_kind"] for r in rows))
-    for kind in kinds:
-        fig, axes = plt.subplots(1, len(spec.targets), figsize=(4 * len(spec.targets), 3.6), squeeze=False,
-                                 constrained_layout=True)
-        for ax, var in zip(axes[0], spec.targets, strict=True):
-            lead = _lead(var)
-            ms = [m for m in models if any(r["model"] == m and r["fold_kind"] == kind and r["variable"] == var
-                                           for r in rows)]
-            med = [next(r for r in rows if r["model"] == m and r["fold_kind"] == kind and r["variable"] == var)
-                   for m in ms]
-            x = np.arange(len(ms))
-            ax.bar(x, [r[f"{lead}_median"] for r in med], color="tab:blue", label="median")
-            ax.scatter(x, [r[_TAIL[lead]] for r in med], color="tab:red", zorder=3, label=_TAIL[lead])
-            ax.set_xticks(x, ms, rotation=45, ha="right", fontsize=8)
-            ax.set(title=f"{var}: {_NAME[lead]} over held-out {spec.units}", ylabel=_NAME[lead])
-            ax.axhline(0, color="k", lw=0.5)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{spec.name} — {kind}")
-        out.append(_save(fig, directory / f"skill_{kind}.png"))
-    return out
-
-
-def _fig_scatter(spec: StudySpec, preds: dict, obs: xr.Dataset, models: Sequence[str], directory: Path) -> list[Path]:
-    from kgml.evaluation import paired
-
-    plt = _plt()
-    out = []
-    for kind in dict.fromkeys(k for k, _ in preds):
-        ms = [m for m in models if (kind, m) in preds][:4]
-        fig, axes = plt.subplots(len(spec.targets), len(ms), figsize=(3.2 * len(ms), 3.0 * len(spec.targets)),
-                                 squeeze=False, constrained_layout=True)
-        for i, var in enumerate(spec.targets):
-            for j, m in enumerate(ms):
-                ax = axes[i, j]
-                try:
-                    p, o = paired(preds[(kind, m)], obs, var, resolution=spec.resolution)
-                except (KeyError, ValueError):
-                    ax.set_visible(False)
-                    continue
-                pv, ov = p.values.ravel(), o.values.ravel()
-                ok = np.isfinite(pv) & np.isfinite(ov)
-                ax.scatter(ov[ok], pv[ok], s=4, alpha=0.4)
-                if ok.any():
-                    lim = [min(ov[ok].min(), pv[ok].min()), max(ov[ok].max(), pv[ok].max())]
-                    ax.plot(lim, lim, "k-", lw=0.6)
-                from kgml.variables import units_label
-
-                ax.set(title=f"{m}: {var}", xlabel=f"observed{units_label(var)}", ylabel=f"predicted{units_label(var)}")
-        out.append(_save(fig, directory / f"observed_vs_predicted_{kind}.png"))
+    out = preds[0]
+    for p in preds[1:]:
+        out = out.combine_first(p)
     return out
 
 
@@ -820,7 +530,7 @@ def _extra_failures(spec: StudySpec, site_scores: dict, ds: xr.Dataset, models: 
     """Which held-out sites fail (lowest NSE) and what they share: climate zone, IGBP class, climate, fills."""
     lines = ["## Where soil respiration fails (held-out sites)", ""]
     out = {}
-    for (kind, m), sc in site_scores.items():
+    for (m, kind), sc in site_scores.items():
         if m not in models:
             continue
         nse = sc["nse"].sel(variable=spec.targets[0]).to_series().dropna()
@@ -876,18 +586,13 @@ def _extra_yield(spec: StudySpec, preds: dict, models: Sequence[str]) -> tuple[s
 
 def _extra_attribution(ctx_runs: list[tuple[Any, xr.Dataset]], ds: xr.Dataset, directory: Path) -> tuple[str, dict]:
     """Driver sensitivities of NEE (∂NEE/∂driver through the physics) at the held-out towers, by IGBP group."""
-    try:
-        from kgml.attribution import driver_sensitivities
-    except ImportError as err:
-        return f"attribution not available: {err}\n", {}
+    from kgml.attribution import driver_sensitivities
+
     parts = []
     for run, held in ctx_runs:
-        try:
-            # 29 February dropped here as the windows drop it (the day mask is on the window days).
-            leap = (held.time.dt.month.values == 2) & (held.time.dt.day.values == 29)
-            parts.append(driver_sensitivities(run, held.isel(time=~leap), drivers=("tair", "sw_in", "vpd", "precip")))
-        except Exception as err:  # noqa: BLE001 - an optional analysis; its failure is reported, not fatal
-            return f"attribution failed: {type(err).__name__}: {err}\n", {}
+        # 29 February dropped here as the windows drop it (the day mask is on the window days).
+        leap = (held.time.dt.month.values == 2) & (held.time.dt.day.values == 29)
+        parts.append(driver_sensitivities(run, held.isel(time=~leap), drivers=("tair", "sw_in", "vpd", "precip")))
     sens = concat_sites(parts)
     write_netcdf_atomic(sens, directory / "attribution.nc")
     names = [v for v in sens.data_vars if sens[v].dims == ("site",) and "nee" in str(v) and "theta" not in str(v)]
@@ -918,6 +623,7 @@ def _extra_attribution(ctx_runs: list[tuple[Any, xr.Dataset]], ds: xr.Dataset, d
 
 
 # ---------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------
 # The study
 # ---------------------------------------------------------------------------------------------------------
 
@@ -933,6 +639,12 @@ def _fixed_scales(config: ExperimentConfig, ds: xr.Dataset) -> ExperimentConfig:
     return _replace(config, loss={"scales": scales})
 
 
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def run_study(
     name: str,
     *,
@@ -943,12 +655,16 @@ def run_study(
     progress: bool = True,
     command: str = "",
 ) -> StudyResult:
-    """Run study ``name`` (a key of `STUDIES`) with its config (default ``experiments/NAME/config.toml``):
-    every model of ``[study] models`` on every fold, then write into ``<out>/<name>/``: ``config.json``,
-    ``study.json``, ``splits.json``, ``predictions/<fold_kind>_<model>.nc`` (held-out predictions, CF),
-    ``site_scores_<fold_kind>.nc``, ``metrics.json``, ``metrics.md``, ``summary.json`` and PNG figures."""
-    from tqdm.auto import tqdm
-
+    """Run study ``name`` (a key of `STUDIES`) with its config (default ``experiments/NAME/config.toml``) on the
+    engine of ``kgml bench shift`` (`kgml.bench.runner.run_folds`, `~kgml.bench.runner.score_suite`): every model
+    of ``[study] models`` on every fold, in the engine's run directory ``<out>/<name>/``:
+    ``folds/<fold_kind>/<split>/<model>.nc`` (held-out predictions of each fold), ``metrics.nc``, ``metrics.md``
+    and PNG figures; and the study's own ``config.json``, ``study.json``, ``splits.json``,
+    ``predictions/<fold_kind>_<model>.nc`` (the folds' held-out predictions of a kind together, CF),
+    ``metrics.json`` (rows, status, extra analyses) and ``summary.json``. A rerun with the same config, settings
+    and splits resumes (finished (model, fold) pairs are kept); any other rerun starts afresh."""
+    from kgml.bench import runner
+    from kgml.experiment import load_run, select_sites
     from kgml.paths import data_dir as resolve_data_dir
 
     if name not in STUDIES:
@@ -958,71 +674,61 @@ def run_study(
     config, s = load_study_config(config_path or study_config_path(name), quick=quick)
     root = Path(data_dir) if data_dir is not None else resolve_data_dir()
     directory = Path(out) / name
-    (directory / "predictions").mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = spec.load(root, s)
-    from kgml.experiment import select_sites
-
+    directory.mkdir(parents=True, exist_ok=True)
+    ds = spec.load(root, s)
     ds = select_sites(ds, config)  # the configured vegetation (process model) and regions only
     config = _fixed_scales(config, ds)
     folds = make_folds(ds, spec, s)
+    inputs = json.dumps({"config": config_to_dict(config), "study": dataclasses.asdict(s), "quick": quick,
+                         "data_dir": str(root), "units": ds.site.values.astype(str).tolist(),
+                         "splits": [sp.to_dict() for v in folds.values() for sp in v]}, indent=1,
+                        default=_json_default) + "\n"
+    stamp = directory / "engine_inputs.json"
+    if not (stamp.exists() and stamp.read_text() == inputs):
+        for sub in ("folds", "pretrained", "predictions"):  # another config: nothing of the last run is reused
+            shutil.rmtree(directory / sub, ignore_errors=True)
+    (directory / "predictions").mkdir(exist_ok=True)
+    write_text_atomic(inputs, stamp)
     write_text_atomic(json.dumps(config_to_dict(config), indent=1) + "\n", directory / "config.json")
     write_text_atomic(json.dumps({**dataclasses.asdict(s), "quick": quick, "data_dir": str(root)}, indent=1) + "\n",
                       directory / "study.json")
     save_splits([sp for v in folds.values() for sp in v], directory / "splits.json")
 
-    pretrained, pretrain_weather = None, {}
+    suite = study_suite(spec, config, s, ds)
+    shared: dict[str, Any] = {}
+    pretrain_weather: dict = {}
     if "hybrid_pretrained" in s.models:
-        pretrained, corpus = pretrain_synthetic(config, s, seed=s.seed, data_dir=root)
-        pretrain_weather = {k: v for k, v in corpus.attrs.items() if k.startswith("weather")}
+        shared["pretrained"], pretrain_weather = _pretrained(config, s, root, directory / "pretrained")
+    options = {"rf_trees": s.rf_trees, "lstm_steps": s.lstm_steps, "lstm_hidden": s.lstm_hidden}
+    keep = ("crop_yield",) if "yield" in spec.extras else ()
+    status = runner.run_folds(suite, ds, folds, directory, config, s.models, quick=quick, progress=progress,
+                              slots=study_slots(), keep=keep, options=options, shared=shared, desc=name)
+    group = s.group or (config.data.region if config.data.region in ds.coords else None)
+    res = runner.score_suite(suite, ds, folds, directory, s.models, status, quick=quick, command=command,
+                             figures=_has_matplotlib(), group=group, labels=MODEL_LABELS)
+    if not _has_matplotlib():
+        warnings.warn("matplotlib not installed: no figures written", stacklevel=2)
+    files = [directory / "metrics.nc", *res.figures]
 
-    status: dict[str, str] = {}
-    preds: dict[tuple[str, str], list[xr.Dataset]] = {}
-    fit_seconds: dict[tuple[str, str], float] = {}
-    attribution_runs = []
-    jobs = [(kind, sp) for kind, v in folds.items() for sp in v]
-    bar = tqdm(total=len(jobs) * len(s.models), desc=name, unit="fit", disable=not progress)
-    for kind, split in jobs:
-        ctx = FoldContext(spec, ds, split, config, s, quick, pretrained)
-        for m in s.models:
-            bar.set_postfix_str(f"{kind} {split.name[:20]} {m}")
-            t0 = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    pred = SLOTS[m](ctx)
-            except (ValueError, KeyError, NotImplementedError) as err:
-                status[m] = f"failed: {type(err).__name__}: {err}"[:300]
-                bar.update()
-                continue
-            status.setdefault(m, "ok")
-            preds.setdefault((kind, m), []).append(_scored(pred, spec))
-            fit_seconds[(kind, m)] = fit_seconds.get((kind, m), 0.0) + time.perf_counter() - t0
-            bar.update()
-        if s.attribution and "hybrid" in ctx.runs and kind == "unit_kfold":
-            attribution_runs.append((ctx.runs["hybrid"], ctx.heldout()))
-    bar.close()
-
-    combined = {k: _combine(v) for k, v in preds.items()}
-    files = []
     from kgml import __version__
 
-    for (kind, m), pred in combined.items():
-        pred.attrs.update(Conventions="CF-1.8", title=f"kgml study {name}: held-out predictions of {m} ({kind})",
-                          source=f"kgml {__version__} kgml.studies; data: {ds.attrs.get('source', '')}"[:2000],
-                          history=f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {command or 'run_study'}",
-                          model=m, model_label=MODEL_LABELS[m], fold_kind=kind, study=name,
-                          quick=int(quick))
-        files.append(write_netcdf_atomic(pred, directory / "predictions" / f"{kind}_{m}.nc"))
-    obs = _obs(spec, ds)
-    group = s.group or (config.data.region if config.data.region in ds.coords else None)
-    rows, site_scores = _score(spec, combined, obs, group, fit_seconds)
-    for kind in folds:
-        sc = _site_scores_dataset(site_scores, kind, s.models)
-        if sc is not None:
-            files.append(write_netcdf_atomic(sc, directory / f"site_scores_{kind}.nc"))
-    md = metrics_markdown(spec, rows, status, s.models, folds, quick=quick, command=command)
+    combined = {}
+    for kind, splits in folds.items():
+        for m in s.models:
+            pred = _held_out(directory, kind, splits, m)
+            if pred is None:
+                continue
+            pred.attrs.update(Conventions="CF-1.8", title=f"kgml study {name}: held-out predictions of {m} ({kind})",
+                              source=f"kgml {__version__} kgml.studies (engine kgml.bench.runner); data: "
+                                     f"{ds.attrs.get('source', '')}"[:2000],
+                              history=f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
+                                      f"{command or 'run_study'}",
+                              model=m, model_label=MODEL_LABELS[m], fold_kind=kind, study=name, quick=int(quick))
+            pred.attrs.pop("split", None)
+            combined[(kind, m)] = pred
+            files.append(write_netcdf_atomic(pred, directory / "predictions" / f"{kind}_{m}.nc"))
+    obs = runner._observations(suite, ds)
+    md = res.markdown
     extras: dict[str, Any] = {}
     if pretrain_weather:
         extras["pretrain_weather"] = pretrain_weather
@@ -1033,21 +739,25 @@ def run_study(
         text, extras["iav"] = _extra_iav(spec, combined, obs, s.models)
         md += "\n" + text
     if "failures" in spec.extras:
-        text, extras["failures"] = _extra_failures(spec, site_scores, ds, [m for m in s.models if m in
-                                                                          ("hybrid", "hybrid_damm", "lstm")])
+        text, extras["failures"] = _extra_failures(spec, res.site_scores, ds, [m for m in s.models if m in
+                                                                              ("hybrid", "hybrid_damm", "lstm")])
         md += "\n" + text
     if "yield" in spec.extras:
         # Models with the crop layer only: the neural model's yield head has no yield observation to learn from.
         text, extras["yield"] = _extra_yield(spec, combined, [m for m in s.models if m in _HYBRID_LIKE
                                                               and m != "neural"])
         md += "\n" + text
-    if "attribution" in spec.extras and s.attribution and attribution_runs:
-        text, extras["attribution"] = _extra_attribution(attribution_runs, ds, directory)
+    if "attribution" in spec.extras and s.attribution and "hybrid" in s.models and "unit_kfold" in folds:
+        # the global hybrid of each fold, as the engine checkpointed it (FoldContext.global_run)
+        runs = [(load_run(directory / "folds" / "unit_kfold" / sp.name / "hybrid_global_run"),
+                 runner.select_part(ds, sp, "test")) for sp in folds["unit_kfold"]]
+        text, extras["attribution"] = _extra_attribution(runs, ds, directory)
         md += "\n" + text
     elapsed = time.perf_counter() - started
     md += f"\nWall time {elapsed:.0f} s on {machine_line()}; {ds.sizes['site']} {spec.units} loaded.\n"
     files.append(write_text_atomic(md, directory / "metrics.md"))
-    files.append(write_text_atomic(json.dumps({"study": name, "quick": quick, "rows": rows, "status": status,
+    rows = res.rows
+    files.append(write_text_atomic(json.dumps({"study": name, "quick": quick, "rows": rows, "status": res.status,
                                                "extras": extras, "wall_seconds": elapsed,
                                                "units": ds.site.values.astype(str).tolist()},
                                               indent=1, default=_json_default) + "\n", directory / "metrics.json"))
@@ -1056,12 +766,7 @@ def run_study(
         "tail": r[_TAIL[_lead(r["variable"])]], "n_units": r["n_sites"]} for r in rows}
     files.append(write_text_atomic(json.dumps(summary, indent=1, default=_json_default) + "\n",
                                    directory / "summary.json"))
-    try:
-        files += _fig_skill(spec, rows, s.models, directory)
-        files += _fig_scatter(spec, combined, obs, s.models, directory)
-    except ImportError:
-        warnings.warn("matplotlib not installed: no figures written", stacklevel=2)
-    return StudyResult(name, directory, rows, status, md, files, folds)
+    return StudyResult(name, directory, rows, res.status, md, files, folds)
 
 
 def _json_default(x):

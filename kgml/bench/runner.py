@@ -15,6 +15,9 @@ hybrid_global's budget.
 
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
+
+The engine (`run_folds`, `FoldContext`, `SLOTS`, `score_suite`) also runs the studies of ``experiments/``
+(`kgml.studies`), whose suites are built from their configs and whose folds are their own.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from kgml.bench.suites import (
     Suite,
@@ -154,6 +158,8 @@ class FoldContext:
     signature: str
     _global: Any = field(default=None, repr=False)
     shared: dict = field(default_factory=dict, repr=False)  #: suite-wide cache (the pretrained run)
+    #: sizes of the baseline slots (``rf_trees``, ``lstm_steps``, ``lstm_hidden``); absent: the bench defaults
+    options: dict = field(default_factory=dict, repr=False)
 
     @property
     def suite_directory(self) -> Path:
@@ -206,9 +212,10 @@ class FoldContext:
                          progress=False, description=cfg.name)
 
     def predict(self, run, ds: xr.Dataset) -> xr.Dataset:
-        from kgml.experiment import predict_dataset
+        from kgml.experiment import count_parameters, predict_dataset
 
         pred = predict_dataset(run, ds, batch_size=self.predict_batch)
+        pred.attrs["n_parameters"] = count_parameters(run.model)
         learned = tuple(run.model.learned) + tuple(run.model.global_unconstrained)
         pred.attrs["learned"] = ", ".join(learned)
         return pred
@@ -291,7 +298,8 @@ def _feature_baseline(kind: str):
         from kgml.baselines import FeatureBaseline
 
         s = ctx.suite
-        model = FeatureBaseline(kind, n_estimators=10 if ctx.quick else None, seed=ctx.config.seed,
+        trees = ctx.options.get("rf_trees") or (10 if ctx.quick else None)
+        model = FeatureBaseline(kind, n_estimators=trees, seed=ctx.config.seed,
                                 static=s.static, n_jobs=2)
         model.fit(ctx.fit_ds(), targets=s.targets, features=s.features, resolution=s.resolution)
         pred = model.predict(ctx.heldout_ds(), missing="nan")
@@ -308,8 +316,10 @@ def _lstm(ctx: FoldContext) -> xr.Dataset:
     if s.resolution == "annual":
         raise NotAvailable("the LSTM baseline predicts daily fluxes; annual yields are left to the feature baselines")
     cfg = ctx.config
-    model = LSTMBaseline(hidden=cfg.model.hidden, steps=3 if ctx.quick else 2000, batch_size=cfg.train.batch_size,
-                         eval_every=3 if ctx.quick else 50, seed=cfg.seed, static=s.static)
+    steps = ctx.options.get("lstm_steps") or (3 if ctx.quick else 2000)
+    model = LSTMBaseline(hidden=ctx.options.get("lstm_hidden") or cfg.model.hidden, steps=steps,
+                         batch_size=cfg.train.batch_size, eval_every=max(1, min(50, steps)), seed=cfg.seed,
+                         static=s.static)
     model.fit(ctx.part("train"), targets=s.targets, features=s.features, resolution=s.resolution,
               val_ds=ctx.val_ds())
     pred = model.predict(ctx.heldout_ds(), missing="nan")
@@ -653,15 +663,17 @@ def prediction_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def scored_predictions(pred: xr.Dataset, suite: Suite) -> xr.Dataset:
+def scored_predictions(pred: xr.Dataset, suite: Suite, keep: Sequence[str] = ()) -> xr.Dataset:
     """The variables a suite scores, at its resolution (daily predictions averaged to months for monthly
-    suites), the flux triple for the carbon balance, learned parameters; site coordinates dropped (the
-    observations carry them)."""
+    suites), the flux triple for the carbon balance, learned parameters, and the variables ``keep`` where
+    predicted (e.g. ``crop_yield`` of a flux study); site coordinates dropped (the observations carry them)."""
     from kgml.evaluation import to_monthly
+
+    extra = [v for v in keep if v in pred]
 
     triple = ("nee", "gpp", "reco") if "nee" in suite.targets else ()
     fluxes = list(dict.fromkeys((*suite.targets, *triple)))
-    keep: dict[str, xr.DataArray] = {}
+    keep: dict[str, xr.DataArray] = {v: pred[v] for v in extra}
     if suite.resolution == "monthly":
         daily = [v for v in fluxes if v in pred and "time" in pred[v].dims and f"{v}_monthly" not in pred]
         if daily:
@@ -700,6 +712,7 @@ class SuiteResult:
     markdown: str
     figures: list[Path]
     detected: dict
+    site_scores: dict = field(default_factory=dict)  #: (model, fold kind) → `kgml.evaluation.score_sites`
 
 
 def _choose_sites(units: Sequence[str], n: int) -> list[str]:
@@ -750,6 +763,61 @@ def prepare_suite(suite: Suite, *, data_dir=None, quick: bool = False, folds_dir
     return ds, by_kind
 
 
+def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path, cfg,
+              models: Sequence[str], *, quick: bool = False, signature: str | None = None, progress: bool = True,
+              score_only: bool = False, slots=None, keep: Sequence[str] = (), options: dict | None = None,
+              shared: dict | None = None, desc: str | None = None,
+              cfgs: Mapping[int, Any] | None = None) -> dict[str, str]:
+    """The engine: every slot of ``models`` on every split of ``folds`` and every seed, one `FoldContext` per
+    (split, seed), held-out predictions (`scored_predictions`, plus the variables ``keep``) written to
+    `prediction_path` (``<directory>/folds/<kind>/<split>/<model>[_seed<k>].nc``) and skipped when present.
+    ``cfgs``: seed → config (default ``{cfg.seed: cfg}``: one seed). ``slots``: the registry (name → slot;
+    default `SLOTS`); ``options``: slot sizes (`FoldContext.options`); ``shared``: the run-wide cache (e.g. a
+    ready pretrained run under ``"pretrained"``). Failure policy: a slot that does not apply raises
+    `NotAvailable`, recorded in the returned status (model → message) and not retried; any other exception
+    propagates, with a note naming the model, the fold and the seed."""
+    slots = SLOTS if slots is None else slots
+    signature = signature or suite.signature
+    shared = {} if shared is None else shared
+    cfgs = {cfg.seed: cfg} if cfgs is None else dict(cfgs)
+    status: dict[str, str] = {}
+    jobs = [(kind, split, s, m) for kind, splits in folds.items() for split in splits for s in cfgs for m in models]
+    bar = tqdm(jobs, desc=desc or f"bench {suite.name}", unit="fit", disable=not progress)
+    contexts: dict[tuple[str, int], FoldContext] = {}
+    for kind, split, s, m in bar:
+        fold_dir = directory / "folds" / kind / split.name
+        path = prediction_path(fold_dir, m, s)
+        bar.set_postfix_str(f"{kind} {split.name[:24]} {m} seed {s}")
+        if path.exists() or score_only:
+            continue
+        if status.get(m, "").startswith("not available"):
+            continue
+        ctx = contexts.get((split.name, s))
+        if ctx is None:
+            # One context per (split, seed) (its global hybrid is shared by the scopes); earlier ones are released.
+            contexts = {(split.name, s): FoldContext(suite, ds, split, fold_dir, cfgs[s], quick, signature,
+                                                     shared=shared, options=dict(options or {}))}
+            ctx = contexts[(split.name, s)]
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                pred = slots[m](ctx)
+        except NotAvailable as err:
+            status[m] = f"not available: {err}"
+            continue
+        except Exception as err:
+            err.add_note(f"kgml engine: model slot {m!r} failed on fold {kind}/{split.name} of {suite.name}, "
+                         f"seed {s}")
+            raise
+        pred = scored_predictions(pred, suite, keep=keep)
+        pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
+                          fit_seconds=round(time.perf_counter() - started, 2))
+        write_netcdf_atomic(pred, path)
+    bar.close()
+    return status
+
+
 def run_suite(
     name: str,
     *,
@@ -778,8 +846,6 @@ def run_suite(
     the seeds ``seed … seed+seeds−1`` (seed k > 0 writes ``<model>_seed<k>.nc``; each (fold, model, seed)
     resumes on its own); the tables score the ensemble mean and show the spread over seeds. ``ablate``: add
     the slots of the ablation table (`ABLATIONS`; without ``models`` only those). Returns a `SuiteResult`."""
-    from tqdm.auto import tqdm
-
     suite = get_suite(name)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -798,39 +864,8 @@ def run_suite(
     scales = loss_scales(suite, ds)
     cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature
-    status: dict[str, str] = {}
-    jobs = [(kind, split, s, m) for kind, splits in folds.items() for split in splits for s in seed_list
-            for m in models]
-    bar = tqdm(jobs, desc=f"bench {suite.name}", unit="fit", disable=not progress)
-    contexts: dict[tuple[str, int], FoldContext] = {}
-    shared: dict = {}
-    for kind, split, s, m in bar:
-        fold_dir = directory / "folds" / kind / split.name
-        path = prediction_path(fold_dir, m, s)
-        bar.set_postfix_str(f"{kind} {split.name[:24]} {m} seed {s}")
-        if path.exists() or score_only:
-            continue
-        if status.get(m, "").startswith("not available"):
-            continue
-        ctx = contexts.get((split.name, s))
-        if ctx is None:
-            # One context per (split, seed) (its global hybrid is shared by the scopes); earlier ones are released.
-            contexts = {(split.name, s): FoldContext(suite, ds, split, fold_dir, cfgs[s], quick, signature,
-                                                     shared=shared)}
-            ctx = contexts[(split.name, s)]
-        started = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                pred = SLOTS[m](ctx)
-        except NotAvailable as err:
-            status[m] = f"not available: {err}"
-            continue
-        pred = scored_predictions(pred, suite)
-        pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
-                          fit_seconds=round(time.perf_counter() - started, 2))
-        write_netcdf_atomic(pred, path)
-    bar.close()
+    status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], models, quick=quick, signature=signature,
+                       progress=progress, score_only=score_only, cfgs=cfgs)
     return score_suite(suite, ds, folds, directory, models, status, results_md=results_md, quick=quick,
                        command=command, figures=figures, signature=signature, seeds=seed_list)
 
@@ -953,7 +988,8 @@ def _scored_row(suite: Suite, pred: xr.Dataset, obs: xr.Dataset, variables: dict
     sc = ev.score_sites(pred, obs, variables, resolution=suite.resolution, group=group)
     stats = {}
     for var, e in ev.summarise(sc)["variables"].items():
-        stats[var] = {"n_sites": e["n_sites"], **{f"{k}_median": v for k, v in e["median"].items()}, **e["tail"],
+        stats[var] = {"n_sites": e["n_sites"], "n": e["n"], "worst_group": e.get("worst_group", {}),
+                      **{f"{k}_median": v for k, v in e["median"].items()}, **e["tail"],
                       **{f"pooled_{k}": v for k, v in e["pooled"].items()},
                       **decomposition_stats(pred, obs, var, variables[var], suite.resolution)}
     return sc, stats
@@ -962,15 +998,19 @@ def _scored_row(suite: Suite, pred: xr.Dataset, obs: xr.Dataset, variables: dict
 def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path,
                 models: Sequence[str], status: dict[str, str] | None = None, *, results_md=None,
                 quick: bool = False, command: str | None = None, figures: bool = True,
-                signature: str = "", seeds: Sequence[int] = (0,)) -> SuiteResult:
+                signature: str = "", seeds: Sequence[int] = (0,), group: str | None = None,
+                labels: dict | None = None) -> SuiteResult:
     """Score the saved held-out predictions of every (model, fold kind) and write the outputs. With several
     ``seeds`` a fold's prediction is the mean over the seeds present for it (the ensemble mean: the rows);
-    each seed complete on every fold of the kind is also scored alone (``seed_values``: its spread)."""
+    each seed complete on every fold of the kind is also scored alone (``seed_values``: its spread).
+    ``group``: site coordinate of the worst-group scores (default ``suite.region``); ``labels``: model → label
+    for the table (default `MODEL_LABELS`)."""
     status = dict(status or {})
     seeds = [int(x) for x in seeds]
     obs = _observations(suite, ds)
     variables = {t: suite.observed_name(t) for t in suite.targets}
-    group = suite.region if suite.region in ds.coords else None
+    group = group or suite.region
+    group = group if group in ds.coords else None
     rows, site_scores = [], {}
     for kind, splits in folds.items():
         for m in models:
@@ -1013,7 +1053,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
                              "n_seeds": len(complete) or 1, "seeds": list(seeds), "seed_values": seed_values,
                              "fit_seconds": fit_s, "n_parameters": int(ens[0].attrs.get("n_parameters", -1))})
     detected = _detected_summary(suite, ds, directory)
-    md = metrics_markdown(suite, rows, status, models, folds, detected, quick=quick, command=command)
+    md = metrics_markdown(suite, rows, status, models, folds, detected, quick=quick, command=command, labels=labels)
     ablation = ablation_rows(suite, rows, folds)
     md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds)
     if ablation:
@@ -1028,7 +1068,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
         figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores)
     if results_md is not None:
         append_results(results_md, suite, md, command=command)
-    return SuiteResult(suite.name, directory, rows, status, md, figs, detected)
+    return SuiteResult(suite.name, directory, rows, status, md, figs, detected, site_scores)
 
 
 _STATS = ("n_sites", "n_folds", "rmse_median", "bias_median", "r2_median", "nse_median", "kge_median", "rmse_p90",
@@ -1127,7 +1167,8 @@ _NAME = {"r2": "R²", "rmse": "RMSE", "nse": "NSE", "kge": "KGE", "bias": "bias"
 
 
 def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Sequence[str], folds: dict,
-                     detected: dict, *, quick: bool = False, command: str | None = None) -> str:
+                     detected: dict, *, quick: bool = False, command: str | None = None,
+                     labels: dict | None = None) -> str:
     """One table per fold kind and target: every model (also those not available), median and bad tail
     over held-out sites in the variable's metric order (NEE leads with R² and RMSE), the pooled lead
     metric, and physical-consistency columns."""
@@ -1168,7 +1209,8 @@ def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Seque
             ari = f"{_f(e.get('ari_all'))} / {_f(e.get('ari_train'))}" if "ari_all" in e else "–"
             lines.append(f"| {fold} | {e['signature']} | {e['k']} | {e.get('reference', '–')} | {ari} |")
         lines.append("")
-    lines += ["Models: " + "; ".join(f"`{m}` {MODEL_LABELS[m]}" for m in models), ""]
+    labels = MODEL_LABELS if labels is None else labels
+    lines += ["Models: " + "; ".join(f"`{m}` {labels[m]}" for m in models), ""]
     return "\n".join(lines)
 
 
