@@ -140,15 +140,22 @@ class TechnologyTrend(eqx.Module):
     reference year. The physics makes each year's weather-driven yield; the trend scales it, so a drought
     year stays a drought year of the physics, and the forecast trend levels off instead of running away."""
 
-    unconstrained: dict[str, Array]
+    raw: dict[str, Array]
     reference_year: float = eqx.field(static=True)
     specs: ClassVar[dict[str, ParameterSpec]] = {s.name: s for s in TECHNOLOGY_SPECS}
+    #: unconstrained value = GAIN × raw: Adam moves each raw value by ≈ the learning rate per step, and the
+    #: two trend values (shared by every site-year) must cross their range in a few hundred steps.
+    GAIN: ClassVar[float] = 10.0
 
     @classmethod
     def create(cls, reference_year: float) -> TechnologyTrend:
         """At the specs' defaults."""
-        return cls({n: jnp.asarray(s.default_unconstrained, jnp.float32) for n, s in cls.specs.items()},
+        return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
                    float(reference_year))
+
+    @property
+    def unconstrained(self) -> dict[str, Array]:
+        return {n: self.GAIN * v for n, v in self.raw.items()}
 
     def theta(self) -> dict[str, Array]:
         """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–)."""
