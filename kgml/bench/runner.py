@@ -13,6 +13,12 @@ with region embeddings of regions *detected* from the training sites' fluxes,
 of its physics layer (`pretrained_run`, cached in ``<out>/<suite>/pretrained``), fine-tuned per fold with
 hybrid_global's budget.
 
+Yield suites add ``hybrid_trend`` / ``process_trend`` (hybrid_global / process_global with the bounded
+technology trend on yield potential, `kgml.hybrid.TechnologyTrend`) and the naive baselines of
+`kgml.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
+``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
+kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
+
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
 """

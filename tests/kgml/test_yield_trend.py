@@ -208,9 +208,8 @@ def test_hybrid_trend_starts_as_process_times_factor_and_learns_the_rate(planted
     """The hybrid with the trend: untrained it is the untrained hybrid × τ(default); trained on the planted
     series (physics parameters fixed) it moves the rate to the planted one."""
     from kgml.data.splits import Part, Split
-    from kgml.experiment import predict_dataset, prepare, train_run
+    from kgml.experiment import Run, predict_dataset, prepare, train_run
     from kgml.experiment import new_model as make
-    from kgml.experiment import Run
 
     ds, physics, tau = planted
     cfg = _trend_config("hybrid")
