@@ -233,3 +233,22 @@ def dataclasses_replace_model(cfg, **changes):
     import dataclasses
 
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
+
+
+def test_il_corn_quick_bench_runs_naive_baselines_per_fold_kind(dataset_dir, tmp_path):
+    """`kgml bench shift` on a few real counties: the per-unit trend runs on the forecasting folds and is
+    reported not available (for that kind only) where whole counties are held out; the region trend runs on
+    both."""
+    from kgml.cli import main
+
+    suite = get_suite("il_corn_yield")
+    root = dataset_dir(suite.dataset_folder).parent
+    argv = ["bench", "shift", "--suite", "il_corn_yield", "--quick", "--data-dir", str(root), "--out", str(tmp_path),
+            "--models", "yield_unit_trend,yield_region_trend", "--fold-kinds", "forecast,leave_county_out",
+            "--no-progress", "--no-figures", "--no-results"]
+    assert main(argv) == 0
+    have = {(p.parent.parent.name, p.stem) for p in (tmp_path / "il_corn_yield" / "folds").glob("*/*/*.nc")}
+    assert have == {("forecast", "yield_unit_trend"), ("forecast", "yield_region_trend"),
+                    ("leave_county_out", "yield_region_trend")}
+    md = (tmp_path / "il_corn_yield" / "metrics.md").read_text()
+    assert "| yield_unit_trend | – | not available" in md
