@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     write_text_atomic(md, out / "yield_forecast.md")
     if "forecast" in folds:
         fig = forecast_figure(ds, folds["forecast"], out, args.figure_models.split(","),
-                              out / "yield_forecast.png", title=suite.description[:90])
+                              out / "yield_forecast.png", title=f"{suite.name}: forecast folds (mean over units)")
         print(f"wrote {fig}")
     print(md)
     return 0
