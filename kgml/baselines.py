@@ -24,6 +24,8 @@ __all__ = [
     "DRIVER_FEATURES",
     "FeatureBaseline",
     "LSTMBaseline",
+    "YIELD_BASELINES",
+    "YieldBaseline",
     "LSTMRegressor",
     "default_features",
     "default_static",
@@ -105,7 +107,7 @@ class _Table:
     """Rows of one dataset at one resolution: features (site, step, feature) and the map day → step."""
 
     def __init__(self, ds: xr.Dataset, resolution: str, features: Sequence[str], static: Sequence[str],
-                 static_fill: dict[str, float], season: Sequence[int]):
+                 static_fill: dict[str, float], season: Sequence[int], year_feature: bool = False):
         missing = [f for f in features if f not in ds]
         if missing:
             raise KeyError(f"driver(s) {missing} not in the dataset (has {sorted(map(str, ds.data_vars))})")
@@ -147,6 +149,10 @@ class _Table:
             x = means.reshape(n_sites, len(have), len(season) * len(features))
             self.step_of_day = np.where(code >= 0, code // len(season), -1)
             self.names = tuple(f"{f}_m{m:02d}" for m in season for f in features)
+            if year_feature:  # the calendar year: the technology trend of yields
+                yr = np.broadcast_to(self.steps.astype(np.float64)[None, :, None], (n_sites, len(have), 1))
+                x = np.concatenate([x, yr], axis=-1)
+                self.names = (*self.names, "year")
         st = []
         for name in static:
             if name not in ds.variables:
@@ -217,7 +223,9 @@ class FeatureBaseline:
     - monthly targets: one row per site-month — monthly means of the daily drivers, sin/cos of the month,
       static attributes (like the FLUXNET RF baseline on TA, SW_IN, VPD, P and month);
     - annual ``crop_yield``: one row per site-year — the monthly means of each driver in ``season_months``
-      (default May–September), static attributes.
+      (default May–September), static attributes, and with ``year_feature`` the calendar year (the
+      technology trend; trees cannot extrapolate it: a forecast year gets the level of the latest
+      training years).
 
     Drivers default to `default_features` (tair, sw_in, vpd, precip, + tsoil, swc where present); static
     attributes to `default_static` (missing values filled with the training mean). Rows without the target
@@ -232,7 +240,7 @@ class FeatureBaseline:
     def __init__(self, kind: str = "rf", *, n_estimators: int | None = None, seed: int = 0,
                  min_samples_leaf: int = 5, max_features: float = 1 / 3, learning_rate: float = 0.05,
                  static: Sequence[str] | None = None, season_months: Sequence[int] = SEASON_MONTHS,
-                 n_jobs: int | None = -1):
+                 n_jobs: int | None = -1, year_feature: bool = False):
         if kind not in ("rf", "gbm"):
             raise ValueError(f"FeatureBaseline kind must be 'rf' or 'gbm', got {kind!r}")
         self.kind = kind
@@ -244,10 +252,12 @@ class FeatureBaseline:
         self.static = None if static is None else tuple(static)
         self.season_months = tuple(int(m) for m in season_months)
         self.n_jobs = n_jobs
+        self.year_feature = bool(year_feature)
         self.models_: dict = {}
 
     def __repr__(self) -> str:
-        return f"FeatureBaseline(kind={self.kind!r}, n_estimators={self.n_estimators}, seed={self.seed})"
+        year = ", year_feature=True" if self.year_feature else ""
+        return f"FeatureBaseline(kind={self.kind!r}, n_estimators={self.n_estimators}, seed={self.seed}{year})"
 
     def _estimator(self):
         try:
@@ -265,6 +275,8 @@ class FeatureBaseline:
             features: Sequence[str] | None = None, resolution: str = "daily") -> FeatureBaseline:
         """Fit one regressor per target on the rows of ``train_ds`` where it is observed."""
         _check_resolution(resolution)
+        if self.year_feature and resolution != "annual":
+            raise ValueError("year_feature is for annual (yield) targets; daily and monthly rows have none")
         self.resolution_ = resolution
         self.targets_, self.names_ = _target_names(targets, resolution)
         self.features_ = tuple(features) if features is not None else default_features(train_ds)
@@ -277,7 +289,8 @@ class FeatureBaseline:
                 raise KeyError(f"static attribute {name!r} not in the training dataset")
             v = np.asarray(train_ds[name].values, np.float64)
             self.static_fill_[name] = float(np.nanmean(v)) if np.isfinite(v).any() else 0.0
-        table = _Table(train_ds, resolution, self.features_, self.static_, self.static_fill_, self.season_months)
+        table = _Table(train_ds, resolution, self.features_, self.static_, self.static_fill_, self.season_months,
+                       self.year_feature)
         self.feature_names_ = table.names
         self.units_ = {}
         self.models_ = {}
@@ -306,7 +319,8 @@ class FeatureBaseline:
             raise RuntimeError("FeatureBaseline.predict before fit")
         if missing not in ("raise", "nan"):
             raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
-        table = _Table(ds, self.resolution_, self.features_, self.static_, self.static_fill_, self.season_months)
+        table = _Table(ds, self.resolution_, self.features_, self.static_, self.static_fill_, self.season_months,
+                       self.year_feature)
         if missing == "raise":
             _check_drivers(ds, self.features_, table.days_of(np.ones(table.x.shape[:2], bool)), "prediction")
         gaps = np.zeros(table.x.shape[:2], bool)
@@ -328,6 +342,132 @@ class FeatureBaseline:
             "Conventions": "CF-1.8", "title": f"kgml feature baseline predictions ({self.kind})",
             "source": f"kgml {__version__} {self!r}", "features": ", ".join(self.feature_names_),
             "time_resolution": self.resolution_})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Naive yield baselines (training-year mean, linear trends, trend + random forest on the residual)
+# ---------------------------------------------------------------------------------------------------------
+
+#: The naive yield baselines of `YieldBaseline` (CY-Bench, Paudel et al. 2025/2026 ESSD: average yield,
+#: linear trend, and machine learning on the detrended yield).
+YIELD_BASELINES = ("unit_mean", "unit_trend", "region_trend", "trend_rf")
+
+
+def _linear_fit(years: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """(intercept at year 0, slope per year) of the ordinary least-squares line through (years, values)."""
+    x = years.astype(np.float64)
+    xm, ym = x.mean(), values.mean()
+    sxx = float(((x - xm) ** 2).sum())
+    slope = float(((x - xm) * (values - ym)).sum() / sxx)
+    return float(ym - slope * xm), slope
+
+
+class YieldBaseline:
+    """Naive baselines for annual ``crop_yield`` on (site, year), fitted on the training years only:
+
+    - ``unit_mean``: each unit's (county's, state's) mean yield of its training years;
+    - ``unit_trend``: each unit's ordinary least-squares line yield = a + b·year through its training years,
+      extrapolated linearly (the usual yield-trend model, e.g. Lobell & Field 2007 Environ. Res. Lett.
+      2:014002; CY-Bench's linear-trend baseline);
+    - ``region_trend``: one line through all training site-years of all units;
+    - ``trend_rf``: ``unit_trend`` plus a random forest (`FeatureBaseline`, growing-season monthly drivers,
+      no year) fitted on the training residuals y − trend: CY-Bench's "RF on the residual" (Paudel et al.
+      2026 ESSD, CY-Bench: a comprehensive benchmark dataset for sub-national crop yield forecasting).
+
+    Per-unit baselines need the unit's own training years: predicting a unit without at least
+    ``min_years`` observed training years raises `ValueError` naming it (leave-unit-out folds hold whole
+    units out; use ``region_trend`` there).
+    """
+
+    def __init__(self, kind: str, *, min_years: int = 3, seed: int = 0, n_estimators: int = 500,
+                 features: Sequence[str] | None = None, static: Sequence[str] = (),
+                 season_months: Sequence[int] = SEASON_MONTHS, n_jobs: int | None = -1):
+        if kind not in YIELD_BASELINES:
+            raise ValueError(f"YieldBaseline kind must be one of {YIELD_BASELINES}, got {kind!r}")
+        if min_years < 2:
+            raise ValueError(f"min_years must be ≥ 2 (a line needs two years), got {min_years}")
+        self.kind = kind
+        self.min_years = int(min_years)
+        self.seed = seed
+        self.n_estimators = n_estimators
+        self.features = None if features is None else tuple(features)
+        self.static = tuple(static)
+        self.season_months = tuple(season_months)
+        self.n_jobs = n_jobs
+        self.fitted_: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"YieldBaseline(kind={self.kind!r})"
+
+    @staticmethod
+    def _observed(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if "crop_yield" not in ds or set(ds["crop_yield"].dims) != {"site", "year"}:
+            raise KeyError("YieldBaseline needs 'crop_yield' on (site, year) in the dataset")
+        y = np.asarray(ds["crop_yield"].transpose("site", "year").values, np.float64)
+        return ds.site.values.astype(str), np.asarray(ds.year.values, np.int64), y
+
+    def fit(self, train_ds: xr.Dataset) -> YieldBaseline:
+        """Fit on the observed (finite) training site-years of ``train_ds``."""
+        sites, years, y = self._observed(train_ds)
+        ok = np.isfinite(y)
+        if ok.sum() < 2 or np.unique(np.broadcast_to(years, y.shape)[ok]).size < 2:
+            raise ValueError("YieldBaseline.fit: fewer than two observed training years")
+        self.units_ = {}
+        for i, s in enumerate(sites):
+            if ok[i].sum() >= self.min_years:
+                yy, vv = years[ok[i]], y[i, ok[i]]
+                self.units_[s] = {"mean": float(vv.mean()), "line": _linear_fit(yy, vv), "n_years": int(yy.size)}
+        yrs = np.broadcast_to(years, y.shape)[ok]
+        self.region_line_ = _linear_fit(yrs, y[ok])
+        self.training_years_ = (int(yrs.min()), int(yrs.max()))
+        self.units_attr_ = _units(train_ds, "crop_yield", "t ha-1")
+        self.rf_ = None
+        if self.kind == "trend_rf":
+            resid = y - self._level(sites, years)
+            rds = train_ds.copy()
+            rds["crop_yield"] = (("site", "year"), resid.astype(np.float32), dict(train_ds["crop_yield"].attrs))
+            self.rf_ = FeatureBaseline("rf", n_estimators=self.n_estimators, seed=self.seed, static=self.static,
+                                       season_months=self.season_months, n_jobs=self.n_jobs)
+            self.rf_.fit(rds.transpose("site", "year", ...), targets=("crop_yield",), features=self.features,
+                         resolution="annual")
+        self.fitted_ = {"kind": self.kind}
+        return self
+
+    def _level(self, sites: np.ndarray, years: np.ndarray) -> np.ndarray:
+        """(site, year) prediction of the mean/trend part."""
+        yrs = years.astype(np.float64)[None, :]
+        if self.kind == "region_trend":
+            a, b = self.region_line_
+            return np.broadcast_to(a + b * yrs, (sites.size, years.size)).copy()
+        missing = [s for s in sites if s not in self.units_]
+        if missing:
+            raise ValueError(f"{self!r}: unit(s) {missing[:5]} have fewer than {self.min_years} observed training "
+                             "years (per-unit baselines need the unit's own years; use 'region_trend' for "
+                             "held-out units)")
+        if self.kind == "unit_mean":
+            return np.stack([np.full(years.size, self.units_[s]["mean"]) for s in sites])
+        return np.stack([self.units_[s]["line"][0] + self.units_[s]["line"][1] * yrs[0] for s in sites])
+
+    def predict(self, ds: xr.Dataset, *, missing: str = "nan") -> xr.Dataset:
+        """``crop_yield`` (site, year) for every site and year of ``ds`` (``trend_rf``: years whose season
+        drivers are incomplete are NaN with ``missing="nan"``)."""
+        if self.fitted_ is None:
+            raise RuntimeError("YieldBaseline.predict before fit")
+        sites = ds.site.values.astype(str)
+        years = np.asarray(ds.year.values, np.int64)
+        level = self._level(sites, years)
+        if self.rf_ is not None:
+            resid = self.rf_.predict(ds, missing=missing)["crop_yield"].reindex(year=years)
+            level = level + np.asarray(resid.transpose("site", "year").values, np.float64)
+        from kgml import __version__
+
+        coords = {"site": ds.site.values, "year": years, **_site_coords(ds)}
+        return xr.Dataset(
+            {"crop_yield": (("site", "year"), level.astype(np.float32),
+                            {"units": self.units_attr_, "long_name": f"crop_yield predicted by {self!r}"})},
+            coords=coords, attrs={"Conventions": "CF-1.8", "title": f"kgml naive yield baseline ({self.kind})",
+                                  "source": f"kgml {__version__} {self!r}",
+                                  "training_years": f"{self.training_years_[0]}-{self.training_years_[1]}"})
 
 
 # ---------------------------------------------------------------------------------------------------------

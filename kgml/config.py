@@ -133,6 +133,9 @@ class ModelConfig:
     residual: tuple[str, ...] = ()  #: residual corrections of these fluxes (gpp, reco, rsoil)
     residual_scale: float = 1.0  #: bound of the residual (gC m-2 d-1)
     soil_respiration: str = "lloyd_taylor"
+    #: bounded technology trend on the crop's yield potential (`kgml.hybrid.TechnologyTrend`; yield targets)
+    technology_trend: bool = False
+    technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,8 @@ def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> eqx.Mod
     key = jax.random.PRNGKey(config.seed) if key is None else key
     if m.kind == "process":
         return build_process_model(process_model(config), learned=m.learned, global_params=m.global_params,
-                                   fixed=dict(m.fixed))
+                                   fixed=dict(m.fixed), technology_trend=m.technology_trend,
+                                   technology_reference_year=m.technology_reference_year)
     if m.kind == "neural":
         return _new_neural(config, prepared, key)
     if m.kind != "hybrid":
@@ -295,7 +296,8 @@ def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridMode
     return build_hybrid(
         process_model(config), key=key, **_shared_sizes(config, prepared), head_hidden=m.head_hidden,
         learned=m.learned, global_params=m.global_params, time_varying=m.time_varying, fixed=dict(m.fixed),
-        residual=m.residual, residual_scale=m.residual_scale,
+        residual=m.residual, residual_scale=m.residual_scale, technology_trend=m.technology_trend,
+        technology_reference_year=m.technology_reference_year,
     )
 
 

@@ -30,6 +30,7 @@ from kgml.nn.encoders import TemporalEncoder
 from kgml.nn.heads import ParameterHead, ResidualHead
 from kgml.nn.location import LocationEncoder, haversine_km
 from kgml.nn.site_attention import SiteAttention
+from process_models.crop import TECHNOLOGY_SPECS, technology_factor
 from process_models.ecosystem import CropEcosystem, Ecosystem
 from process_models.forcing import Met
 from process_models.parameters import ParameterSpec
@@ -45,6 +46,7 @@ __all__ = [
     "SiteWindow",
     "Targets",
     "TaskSpec",
+    "TechnologyTrend",
     "WindowData",
     "build_hybrid",
     "build_process_model",
@@ -85,6 +87,7 @@ class SiteWindow(NamedTuple):
     context_summary: Float[Array, "n_ctx n_summary"]  # noqa: F722
     context_mask: Bool[Array, " n_ctx"]  # noqa: F722
     context_distance_km: Float[Array, " n_ctx"]  # noqa: F722
+    year: Float[Array, ""] | None = None  # noqa: F722  #: calendar year of the window's first day
 
 
 class Targets(NamedTuple):
@@ -135,6 +138,49 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------------------
+
+
+class TechnologyTrend(eqx.Module):
+    """The bounded technology trend on yield potential (`process_models.crop.technology_factor`): one learned
+    regional rate and plateau (`process_models.crop.TECHNOLOGY_SPECS`, bounded by their transforms), a fixed
+    reference year. The physics makes each year's weather-driven yield; the trend scales it, so a drought
+    year stays a drought year of the physics, and the forecast trend levels off instead of running away."""
+
+    raw: dict[str, Array]
+    reference_year: float = eqx.field(static=True)
+    specs: ClassVar[dict[str, ParameterSpec]] = {s.name: s for s in TECHNOLOGY_SPECS}
+    #: unconstrained value = GAIN × raw: Adam moves each raw value by ≈ the learning rate per step, and the
+    #: two trend values (shared by every site-year) must cross their range in a few hundred steps.
+    GAIN: ClassVar[float] = 10.0
+
+    @classmethod
+    def create(cls, reference_year: float) -> TechnologyTrend:
+        """At the specs' defaults."""
+        return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
+                   float(reference_year))
+
+    @property
+    def unconstrained(self) -> dict[str, Array]:
+        return {n: self.GAIN * v for n, v in self.raw.items()}
+
+    def theta(self) -> dict[str, Array]:
+        """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–)."""
+        return {n: self.specs[n].to_physical(u) for n, u in self.unconstrained.items()}
+
+    def __call__(self, years: Array) -> Array:
+        th = self.theta()
+        return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year)
+
+
+def _annual_yield(technology: TechnologyTrend | None, annual: Array, w: SiteWindow) -> Array:
+    """Year-end yields of a window, times the technology factor of each year when the model has one."""
+    if technology is None:
+        return annual
+    if w.year is None:
+        raise ValueError("the technology trend needs the windows' calendar year (SiteWindow.year); build the "
+                         "windows with kgml.hybrid.prepare_windows")
+    years = w.year + jnp.arange(annual.shape[-1], dtype=jnp.float32)
+    return annual * technology(years)
 
 
 def _locate(location: LocationEncoder, lat, lon, static, region):
@@ -189,6 +235,7 @@ class HybridModel(AbstractNetworkModel):
     time_varying: tuple[str, ...] = eqx.field(static=True)
     residual_targets: tuple[str, ...] = eqx.field(static=True)
     use_summary: bool = eqx.field(static=True, default=True)
+    technology: TechnologyTrend | None = None
 
     @property
     def specs(self) -> dict[str, ParameterSpec]:
@@ -228,9 +275,11 @@ class HybridModel(AbstractNetworkModel):
             reco = constraints.nonnegative_correction(reco, residual["reco"])
         if "rsoil" in residual:
             rsoil = constraints.nonnegative_correction(rsoil, residual["rsoil"])
+        if self.technology is not None:
+            theta = {**theta, **self.technology.theta()}
         return Predictions(
             gpp=gpp, reco=reco, nee=reco - gpp, rsoil=rsoil, et=out.et, lai=out.lai,
-            crop_yield=losses.annual_values(out.crop_yield, DAYS_PER_YEAR),
+            crop_yield=_annual_yield(self.technology, losses.annual_values(out.crop_yield, DAYS_PER_YEAR), w),
             gpp_physics=out.gpp, reco_physics=out.reco, rsoil_physics=out.rsoil,
             residual=residual, theta=theta, theta_daily=theta_daily, unconstrained=unconstrained,
         )
@@ -262,14 +311,17 @@ def build_hybrid(
     residual: Sequence[str] = (),
     residual_scale: float | Mapping[str, float] = 1.0,
     use_summary: bool = True,
+    technology_trend: bool = False,
+    technology_reference_year: float = 2000.0,
 ) -> HybridModel:
     """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
     site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
     are fixed at ``fixed`` or their defaults. ``use_summary=False`` keeps the encoder's window summary out
     of the site embedding: static parameters then depend on the site's location, attributes and context
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
-    time-varying parameters). Untrained, the model equals the process model at the defaults (the heads
-    start at the specs' default unconstrained values, the residual at 0)."""
+    time-varying parameters). ``technology_trend``: the yields are scaled by a learned, bounded
+    `TechnologyTrend` (factor 1 at ``technology_reference_year``). Untrained, the model equals the process
+    model at the defaults (the heads start at the specs' default unconstrained values, the residual at 0)."""
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
     names = list(specs) if learned is None else list(learned)
@@ -316,6 +368,7 @@ def build_hybrid(
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
         fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
         use_summary=use_summary,
+        technology=TechnologyTrend.create(technology_reference_year) if technology_trend else None,
     )
 
 
@@ -330,6 +383,7 @@ class ProcessModel(AbstractSiteModel):
     process: Ecosystem
     global_unconstrained: dict[str, Array]
     fixed: tuple[tuple[str, float], ...] = eqx.field(static=True)
+    technology: TechnologyTrend | None = None
     #: No per-site, time-varying or residual parts.
     learned: ClassVar[tuple[str, ...]] = ()
     time_varying: ClassVar[tuple[str, ...]] = ()
@@ -349,9 +403,11 @@ class ProcessModel(AbstractSiteModel):
     def __call__(self, w: SiteWindow) -> Predictions:
         theta = self.parameters()
         out = simulate(self.process, theta, w.met).outputs
+        if self.technology is not None:
+            theta = {**theta, **self.technology.theta()}
         return Predictions(
             gpp=out.gpp, reco=out.reco, nee=out.reco - out.gpp, rsoil=out.rsoil, et=out.et, lai=out.lai,
-            crop_yield=losses.annual_values(out.crop_yield, DAYS_PER_YEAR),
+            crop_yield=_annual_yield(self.technology, losses.annual_values(out.crop_yield, DAYS_PER_YEAR), w),
             gpp_physics=out.gpp, reco_physics=out.reco, rsoil_physics=out.rsoil,
             residual={}, theta=theta, theta_daily={}, unconstrained=dict(self.global_unconstrained),
         )
@@ -363,6 +419,8 @@ def build_process_model(
     learned: Sequence[str] | None = None,
     global_params: Sequence[str] = (),
     fixed: Mapping[str, float] | None = None,
+    technology_trend: bool = False,
+    technology_reference_year: float = 2000.0,
 ) -> ProcessModel:
     """A `ProcessModel` calibrating ``learned`` (default: every parameter not in ``fixed``) and
     ``global_params`` as one global set, starting at the specs' defaults; the others stay at ``fixed`` or
@@ -384,6 +442,7 @@ def build_process_model(
         process=process,
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in calibrated},
         fixed=tuple((n, float(fixed.get(n, specs[n].default))) for n in specs if n not in set(calibrated)),
+        technology=TechnologyTrend.create(technology_reference_year) if technology_trend else None,
     )
 
 
@@ -736,7 +795,7 @@ def prepare_windows(
         lat=lat[wsite_a], lon=lon[wsite_a],
         region=reg[wsite_a], context_lat=c_lat[wsite_a], context_lon=c_lon[wsite_a],
         context_static=c_static[wsite_a], context_summary=c_summary[wsite_a], context_mask=c_mask[wsite_a],
-        context_distance_km=c_dist[wsite_a],
+        context_distance_km=c_dist[wsite_a], year=np.asarray(wyear, np.float32),
     )
     targets = Targets(
         daily=np.nan_to_num(dy_a).astype(np.float32), daily_mask=np.isfinite(dy_a),

@@ -620,3 +620,54 @@ class Soybean(Crop):
             met,
             npp,
         )
+
+
+# --- technology trend -------------------------------------------------------------------------------
+
+
+def technology_factor(year: ArrayLike, rate: ArrayLike, max_gain: ArrayLike, reference_year: ArrayLike) -> Array:
+    """Multiplicative technology factor on the crop's yield potential (–), bounded and saturating:
+
+        τ(year) = exp(g · tanh(r · (year − year_ref) / g))
+
+    with r the relative yield gain per year near the reference year (yr-1) and g the largest log-gain
+    (–): τ ≈ 1 + r (year − year_ref) for |year − year_ref| ≪ g / r, and τ → exp(±g) far from it — a smooth
+    "linear with a plateau" trend (Grassini, Eskridge & Cassman 2013 Nat. Commun. 4:2918: linear and
+    linear-plateau models of historical yield trends), never an unbounded polynomial. τ > 0 always; τ = 1
+    at the reference year. Technology (breeding, plant density, nitrogen) raised US maize yields by
+    ≈ 1–2 % per year since the 1940s (Duvick 2005 Adv. Agron. 86:83; Egli 2008 Agron. J. 100:S79), the
+    weather leaves its year-to-year marks on top (Lobell & Field 2007 Environ. Res. Lett. 2:014002).
+
+    Args:
+        year: calendar year (yr). rate: r (yr-1), ≥ 0. max_gain: g (–), > 0. reference_year: year_ref (yr).
+    """
+    dt = jnp.asarray(year, jnp.float32) - reference_year
+    return jnp.exp(max_gain * jnp.tanh(rate * dt / max_gain))
+
+
+#: Learnable parameters of `technology_factor` (shared by all sites of a model: one regional trend).
+TECHNOLOGY_SPECS: Specs = (
+    ParameterSpec(
+        name="tech_rate",
+        default=0.012,
+        lower=0.0,
+        upper=0.04,
+        units="yr-1",
+        reference="US maize yield gains ≈ 1–2 % per year from the 1940s to the 2000s (Duvick 2005 Adv. Agron. "
+        "86:83; Egli 2008 Agron. J. 100:S79: ≈ 110 kg ha-1 yr-1 on ≈ 8–9 t ha-1); 0.04 bounds the fastest "
+        "sustained regional gain",
+        transform="logit",
+        description="relative gain of yield potential per year near the reference year",
+    ),
+    ParameterSpec(
+        name="tech_max_gain",
+        default=0.4,
+        lower=0.05,
+        upper=0.8,
+        units="-",
+        reference="largest log-gain of yield potential from the reference year: yield plateaus (Grassini et "
+        "al. 2013 Nat. Commun. 4:2918); exp(0.8) = 2.2× bounds the factor over a few decades",
+        transform="logit",
+        description="plateau of the technology factor: τ stays within exp(±tech_max_gain)",
+    ),
+)

@@ -40,7 +40,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="comma-separated model slots (default: all): rf, gbm, lstm, process_global, "
                         "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
                         "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
-                        "physics once per suite, fine-tuned per fold)")
+                        "physics once per suite, fine-tuned per fold), hybrid_trend and process_trend (with the "
+                        "technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
+                        "yield_trend_rf (naive yield baselines)")
     s.add_argument("--fold-kinds", default=None, help="comma-separated fold kinds to run (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
     s.add_argument("--signature", default=None,
@@ -55,6 +57,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "encoding, static attributes, site attention, residual heads, synthetic pretraining)")
     s.add_argument("--freeze-folds", action="store_true",
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
+    s.add_argument("--add-fold-kinds", action="store_true",
+                   help="append the suite's fold kinds missing from its frozen folds (existing folds unchanged)")
     s.add_argument("--folds-dir", default=None, help="where the frozen folds are (default: benchmarks/folds)")
     s.add_argument("--results", default=None,
                    help="markdown file to append the dated block to (default: benchmarks/RESULTS.md; "
@@ -81,7 +85,7 @@ def _shift(args: argparse.Namespace) -> int:
             args.suite, data_dir=args.data_dir, out=args.out, quick=args.quick,
             models=[m.strip() for m in args.models.split(",")] if args.models else None,
             progress=not args.no_progress, results_md=results, folds_dir=args.folds_dir,
-            freeze=args.freeze_folds, max_folds=args.max_folds,
+            freeze=args.freeze_folds, add_fold_kinds=args.add_fold_kinds, max_folds=args.max_folds,
             fold_kinds=[k.strip() for k in args.fold_kinds.split(",")] if args.fold_kinds else None,
             signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
             figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,

@@ -13,6 +13,12 @@ with region embeddings of regions *detected* from the training sites' fluxes,
 of its physics layer (`pretrained_run`, cached in ``<out>/<suite>/pretrained``), fine-tuned per fold with
 hybrid_global's budget.
 
+Yield suites add ``hybrid_trend`` / ``process_trend`` (hybrid_global / process_global with the bounded
+technology trend on yield potential, `kgml.hybrid.TechnologyTrend`) and the naive baselines of
+`kgml.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
+``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
+kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
+
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
 
@@ -45,6 +51,7 @@ from kgml.bench.suites import (
     check_folds,
     fold_units,
     freeze_folds,
+    freeze_new_fold_kinds,
     get_suite,
     load_folds,
     restrict_split,
@@ -58,7 +65,11 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
            "score_suite"]
 
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
-          "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained")
+          "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
+          "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf")
+#: The naive yield baselines (`kgml.baselines.YieldBaseline`): slot → kind.
+YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
+               "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
 MODEL_LABELS = {
     "rf": "random forest (500 trees)", "gbm": "gradient boosting", "lstm": "LSTM (global, daily drivers)",
     "process_global": "process model, one global calibration", "process_per_region": "process model, calibrated per region",
@@ -66,6 +77,12 @@ MODEL_LABELS = {
     "hybrid_per_region": "hybrid, one model per region", "hybrid_finetune": "hybrid, global + regional fine-tuning",
     "hybrid_region_aware": "hybrid, region-aware (detected regions)",
     "hybrid_pretrained": "hybrid, pretrained on synthetic data, fine-tuned",
+    "hybrid_trend": "hybrid, one global model + bounded technology trend on yield potential",
+    "process_trend": "process model, one global calibration + bounded technology trend",
+    "yield_unit_mean": "naive: per-unit mean of the training years",
+    "yield_unit_trend": "naive: per-unit linear trend of the training years",
+    "yield_region_trend": "naive: one linear trend over all training units",
+    "yield_trend_rf": "naive: per-unit linear trend + random forest on the weather residual (CY-Bench)",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -300,9 +317,32 @@ def _feature_baseline(kind: str):
         s = ctx.suite
         trees = ctx.options.get("rf_trees") or (10 if ctx.quick else None)
         model = FeatureBaseline(kind, n_estimators=trees, seed=ctx.config.seed,
-                                static=s.static, n_jobs=2)
+                                static=s.static, n_jobs=2, year_feature=s.resolution == "annual")
         model.fit(ctx.fit_ds(), targets=s.targets, features=s.features, resolution=s.resolution)
         pred = model.predict(ctx.heldout_ds(), missing="nan")
+        pred.attrs["n_parameters"] = -1
+        return pred
+
+    return slot
+
+
+def _yield_baseline(kind: str):
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        from kgml.baselines import YieldBaseline
+
+        s = ctx.suite
+        if s.resolution != "annual" or "crop_yield" not in s.targets:
+            raise NotAvailable("naive yield baselines are for annual crop_yield suites")
+        fit = ctx.fit_ds()
+        heldout = ctx.heldout_ds()
+        if kind != "region_trend":
+            unseen = sorted(set(heldout.site.values.astype(str)) - set(fit.site.values.astype(str)))
+            if unseen:
+                raise NotAvailable(f"per-unit baselines need the unit's own training years; fold kind "
+                                   f"{ctx.split.info.get('fold_kind', '?')!r} holds whole units out")
+        model = YieldBaseline(kind, seed=ctx.config.seed, n_estimators=10 if ctx.quick else 500, features=s.features,
+                              static=s.static, n_jobs=2)
+        pred = model.fit(fit).predict(heldout)
         pred.attrs["n_parameters"] = -1
         return pred
 
@@ -359,6 +399,27 @@ def _neural(ctx: FoldContext) -> xr.Dataset:
 
 def _hybrid_global(ctx: FoldContext) -> xr.Dataset:
     return ctx.predict(ctx.global_run(), ctx.heldout_ds())
+
+
+def trend_config(cfg, suite: Suite):
+    """``cfg`` with the bounded technology trend on yield potential (`kgml.hybrid.TechnologyTrend`), its
+    reference year the suite's (fixed per suite, so every fold shares one compiled step)."""
+    if suite.resolution != "annual" or not suite.trend_reference_year:
+        raise NotAvailable("the technology trend is for annual yield suites with a trend_reference_year")
+    return _replace(cfg, name=f"{cfg.name}-trend",
+                    model={"technology_trend": True, "technology_reference_year": float(suite.trend_reference_year)})
+
+
+def _hybrid_trend(ctx: FoldContext) -> xr.Dataset:
+    run = ctx.train(trend_config(ctx.config, ctx.suite))
+    return ctx.predict(run, ctx.heldout_ds())
+
+
+def _process_trend(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("process")
+    run = ctx.train(trend_config(_replace(ctx.config, name=f"{ctx.config.name}-process", model={"kind": "process"}),
+                                 ctx.suite))
+    return ctx.predict(run, ctx.heldout_ds())
 
 
 def _hybrid_per_region(ctx: FoldContext) -> xr.Dataset:
@@ -624,6 +685,8 @@ SLOTS = {
     "process_global": _process_global, "process_per_region": _process_per_region, "neural": _neural,
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
+    "hybrid_trend": _hybrid_trend, "process_trend": _process_trend,
+    **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
@@ -724,7 +787,7 @@ def _choose_sites(units: Sequence[str], n: int) -> list[str]:
 
 
 def prepare_suite(suite: Suite, *, data_dir=None, quick: bool = False, folds_dir=None, freeze: bool = False,
-                  max_folds: int | None = None, fold_kinds: Sequence[str] | None = None,
+                  add_fold_kinds: bool = False, max_folds: int | None = None, fold_kinds: Sequence[str] | None = None,
                   sites: Sequence[str] | None = None) -> tuple[xr.Dataset, dict[str, list[Split]]]:
     """The suite's dataset and its frozen folds by kind. Quick runs load a few sites (spread over the
     frozen site list) and keep the first fold of the first two kinds."""
@@ -741,6 +804,11 @@ def prepare_suite(suite: Suite, *, data_dir=None, quick: bool = False, folds_dir
         if quick:
             raise ValueError("--freeze-folds needs the full dataset (not --quick)")
         freeze_folds(suite, ds, folds_dir)
+        frozen = load_folds(suite, folds_dir)
+    elif add_fold_kinds:
+        if quick:
+            raise ValueError("--add-fold-kinds needs the full dataset (not --quick)")
+        freeze_new_fold_kinds(suite, ds, folds_dir)
         frozen = load_folds(suite, folds_dir)
     if not quick and sites is None:
         check_folds(frozen, ds)
@@ -774,13 +842,15 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
     ``cfgs``: seed → config (default ``{cfg.seed: cfg}``: one seed). ``slots``: the registry (name → slot;
     default `SLOTS`); ``options``: slot sizes (`FoldContext.options`); ``shared``: the run-wide cache (e.g. a
     ready pretrained run under ``"pretrained"``). Failure policy: a slot that does not apply raises
-    `NotAvailable`, recorded in the returned status (model → message) and not retried; any other exception
+    `NotAvailable`, recorded in the returned status (model → message) and not retried for that fold kind; any
+    other exception
     propagates, with a note naming the model, the fold and the seed."""
     slots = SLOTS if slots is None else slots
     signature = signature or suite.signature
     shared = {} if shared is None else shared
     cfgs = {cfg.seed: cfg} if cfgs is None else dict(cfgs)
     status: dict[str, str] = {}
+    unavailable: set[tuple[str, str]] = set()  # (model, fold kind): e.g. per-unit baselines on held-out units
     jobs = [(kind, split, s, m) for kind, splits in folds.items() for split in splits for s in cfgs for m in models]
     bar = tqdm(jobs, desc=desc or f"bench {suite.name}", unit="fit", disable=not progress)
     contexts: dict[tuple[str, int], FoldContext] = {}
@@ -790,7 +860,7 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
         bar.set_postfix_str(f"{kind} {split.name[:24]} {m} seed {s}")
         if path.exists() or score_only:
             continue
-        if status.get(m, "").startswith("not available"):
+        if (m, kind) in unavailable:
             continue
         ctx = contexts.get((split.name, s))
         if ctx is None:
@@ -803,8 +873,9 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 pred = slots[m](ctx)
-        except NotAvailable as err:
+        except NotAvailable as err:  # not applicable to this fold kind
             status[m] = f"not available: {err}"
+            unavailable.add((m, kind))
             continue
         except Exception as err:
             err.add_note(f"kgml engine: model slot {m!r} failed on fold {kind}/{split.name} of {suite.name}, "
@@ -829,6 +900,7 @@ def run_suite(
     results_md: str | os.PathLike | None = None,
     folds_dir: str | os.PathLike | None = None,
     freeze: bool = False,
+    add_fold_kinds: bool = False,
     max_folds: int | None = None,
     fold_kinds: Sequence[str] | None = None,
     signature: str | None = None,
@@ -860,7 +932,7 @@ def run_suite(
     directory = Path(out) / suite.name
     directory.mkdir(parents=True, exist_ok=True)
     ds, folds = prepare_suite(suite, data_dir=data_dir, quick=quick, folds_dir=folds_dir, freeze=freeze,
-                              max_folds=max_folds, fold_kinds=fold_kinds)
+                              add_fold_kinds=add_fold_kinds, max_folds=max_folds, fold_kinds=fold_kinds)
     scales = loss_scales(suite, ds)
     cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature

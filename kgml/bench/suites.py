@@ -33,7 +33,9 @@ __all__ = [
     "check_folds",
     "fold_units",
     "folds_path",
+    "forecast_origins",
     "freeze_folds",
+    "freeze_new_fold_kinds",
     "get_suite",
     "load_folds",
     "make_folds",
@@ -80,6 +82,36 @@ def year_blocks(ds: xr.Dataset, k: int = 5, *, seed: int = 0, val_fraction: floa
     return out
 
 
+def forecast_origins(ds: xr.Dataset, origins: Sequence[int], horizon: int, *, seed: int = 0,
+                     val_years: int = 2) -> list[Split]:
+    """Forecasting: for each origin Y, every unit's years ≤ Y are known and the next ``horizon`` years
+    Y+1 … Y+horizon are ``test`` (all units) — yields are forecast forward in time, as in Khaki et al. (2020,
+    Front. Plant Sci. 10:1750: train to 2015, test 2016–2018) and CY-Bench (Paudel et al. 2026 ESSD). The last
+    ``val_years`` known years (Y − val_years + 1 … Y) are ``val`` (early stopping; models without it train on
+    them too), the earlier known years ``train``. No test year is ever in ``train`` or ``val``."""
+    if "year" in ds.dims:
+        years = sorted(int(y) for y in ds.year.values)
+    else:
+        years = sorted(set(ds.time.dt.year.values.tolist()))
+    if horizon < 1 or val_years < 0:
+        raise ValueError(f"forecast_origins: horizon must be ≥ 1 and val_years ≥ 0, got {horizon}, {val_years}")
+    units = sorted(ds.site.values.astype(str).tolist())
+    out = []
+    for origin in origins:
+        known = [y for y in years if y <= origin]
+        test = [y for y in years if origin < y <= origin + horizon]
+        if len(known) < val_years + 3 or len(test) < horizon:
+            raise ValueError(f"forecast origin {origin}: {len(known)} known years (need ≥ {val_years + 3}) and "
+                             f"{len(test)} of {horizon} test years in {years[0]}–{years[-1]}")
+        val = known[len(known) - val_years:] if val_years else []
+        train = known[:len(known) - val_years]
+        out.append(Split(f"forecast{horizon}_from{origin}", "forecast_origins", seed, "site", Part(units, train),
+                         Part(units if val else (), val or None), Part(units, test), Part(),
+                         {"origin": int(origin), "horizon": int(horizon), "years": [test[0], test[-1]],
+                          "train_years": [train[0], train[-1]]}))
+    return out
+
+
 @dataclass(frozen=True)
 class FoldKind:
     """A family of splits: ``make(ds, seed) -> [Split]``; the held-out sites are part ``heldout``
@@ -108,6 +140,13 @@ def _lro(coord: str, min_units: int = 1) -> Callable[[xr.Dataset, int], list[Spl
 def _years(k: int) -> Callable[[xr.Dataset, int], list[Split]]:
     def make(ds, seed):
         return year_blocks(ds, k, seed=seed)
+
+    return make
+
+
+def _forecast(origins: Sequence[int], horizon: int) -> Callable[[xr.Dataset, int], list[Split]]:
+    def make(ds, seed):
+        return forecast_origins(ds, origins, horizon, seed=seed)
 
     return make
 
@@ -151,6 +190,8 @@ class Suite:
     #: models that can only reach a flux by being trained on it (RF, GBM, LSTM, same-size network) are
     #: trained on every target: the "told" reference.
     train_targets: tuple[str, ...] = ()
+    #: Reference year of the technology trend of yield suites (`kgml.hybrid.TechnologyTrend`); 0: none.
+    trend_reference_year: int = 0
 
     def observed_name(self, target: str) -> str:
         return self.observed.get(target, target)
@@ -336,8 +377,10 @@ _register(Suite(
     description="Illinois county corn yield, 40 counties (Khaki et al. 2020; weekly Daymet → daily drivers)",
     load=_load_il_corn, vegetation="maize", targets=("crop_yield",), resolution="annual", region="district",
     folds=(FoldKind("leave_county_out", "10-fold grouped by county", _kfold(10)),
-           FoldKind("leave_years_out", "5 blocks of consecutive years", _years(5))),
-    static=(), dataset_folder="khaki2020_corn_il40_weekly_daymet", quick_sites=4,
+           FoldKind("leave_years_out", "5 blocks of consecutive years", _years(5)),
+           FoldKind("forecast", "train on years ≤ Y, forecast Y+1…Y+5 (Y = 1998, 2003, 2008)",
+                    _forecast((1998, 2003, 2008), 5))),
+    static=(), dataset_folder="khaki2020_corn_il40_weekly_daymet", quick_sites=4, trend_reference_year=1996,
 ))
 _register(Suite(
     name="state_yield",
@@ -345,8 +388,10 @@ _register(Suite(
                 "per-state vs global",
     load=_load_state_yield, vegetation="maize", targets=("crop_yield",), resolution="annual", region="state",
     folds=(FoldKind("leave_years_out", "5 blocks of consecutive years", _years(5)),
-           FoldKind("leave_state_out", "each state held out", _kfold(5))),
-    static=(), dataset_folder="agridat_us_corn_soy_state", quick_sites=5,
+           FoldKind("leave_state_out", "each state held out", _kfold(5)),
+           FoldKind("forecast", "train on years ≤ Y, forecast Y+1…Y+6 (Y = 1944, 1950, 1956)",
+                    _forecast((1944, 1950, 1956), 6))),
+    static=(), dataset_folder="agridat_us_corn_soy_state", quick_sites=5, trend_reference_year=1946,
 ))
 
 
@@ -385,6 +430,25 @@ def load_folds(suite: Suite, folds_dir: str | os.PathLike | None = None) -> list
 
 def freeze_folds(suite: Suite, ds: xr.Dataset, folds_dir: str | os.PathLike | None = None) -> Path:
     return save_splits(make_folds(suite, ds), folds_path(suite, folds_dir))
+
+
+def freeze_new_fold_kinds(suite: Suite, ds: xr.Dataset, folds_dir: str | os.PathLike | None = None,
+                          *, seed: int = FOLD_SEED) -> list[str]:
+    """Add the fold kinds of ``suite`` that its frozen folds lack, leaving every frozen split as it is (the
+    JSON format and the order of existing entries unchanged; new kinds appended). Returns the added kinds."""
+    path = folds_path(suite, folds_dir)
+    frozen = load_folds(suite, folds_dir)
+    have = {s.info.get("fold_kind") for s in frozen}
+    added, new = [], []
+    for kind in suite.folds:
+        if kind.name in have:
+            continue
+        added.append(kind.name)
+        new += [dataclasses.replace(split, info={**split.info, "fold_kind": kind.name, "heldout": kind.heldout})
+                for split in kind.make(ds, seed)]
+    if new:
+        save_splits([*frozen, *new], path)
+    return added
 
 
 def fold_units(splits: Sequence[Split]) -> list[str]:

@@ -1,0 +1,40 @@
+"""Yields in unseen years (issue 14): pooled RMSE, % of mean yield, ratio to the per-unit linear trend and
+median NSE of every model a yield suite ran, over the seeds' output directories, and the forecast figure.
+
+    python benchmarks/yield_forecast.py --suite il_corn_yield --out runs/bench [--seed-out runs/bench_seed1 ...]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from kgml.bench.runner import MODELS, prepare_suite
+from kgml.bench.suites import get_suite
+from kgml.bench.yields import forecast_figure, yield_markdown, yield_rows
+from kgml.io import write_text_atomic
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, choices=["il_corn_yield", "state_yield"])
+    p.add_argument("--out", default="runs/bench", help="output directory of seed 0 (baselines and models)")
+    p.add_argument("--seed-out", action="append", default=[], help="output directories of further seeds")
+    p.add_argument("--fold-kinds", default="forecast,leave_years_out")
+    p.add_argument("--figure-models", default="yield_unit_trend,yield_trend_rf,gbm,hybrid_trend")
+    args = p.parse_args(argv)
+    suite = get_suite(args.suite)
+    ds, folds = prepare_suite(suite, fold_kinds=args.fold_kinds.split(","))
+    rows = yield_rows(ds, folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
+    md = yield_markdown(rows, suite.name)
+    out = Path(args.out) / suite.name
+    write_text_atomic(md, out / "yield_forecast.md")
+    if "forecast" in folds:
+        fig = forecast_figure(ds, folds["forecast"], out, args.figure_models.split(","),
+                              out / "yield_forecast.png", title=f"{suite.name}: forecast folds (mean over units)")
+        print(f"wrote {fig}")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

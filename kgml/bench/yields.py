@@ -1,0 +1,132 @@
+"""Yields in unseen years: the issue-14 report of a yield suite's held-out predictions — pooled RMSE (and as
+a share of the mean observed yield), its ratio to the per-unit linear trend, median per-unit NSE, spread
+over seeds — and the figure of predicted vs observed yield over the years with training and forecast years
+marked. Reads what `kgml bench shift` wrote (``<out>/<suite>/folds/<kind>/<split>/<model>.nc``), one
+output directory per seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from kgml.data.splits import Split
+
+__all__ = ["forecast_figure", "yield_markdown", "yield_rows"]
+
+#: The per-unit linear trend every model is compared with (issue 14 target: ≤ 0.75 × its pooled RMSE).
+REFERENCE = "yield_unit_trend"
+
+
+def _load(directory: Path, kind: str, splits: Sequence[Split], model: str) -> xr.Dataset | None:
+    paths = [directory / "folds" / kind / s.name / f"{model}.nc" for s in splits]
+    if not all(p.exists() for p in paths):
+        return None
+    acc = None
+    for p in paths:
+        with xr.open_dataset(p) as f:
+            d = f[["crop_yield"]].load()
+        acc = d if acc is None else acc.combine_first(d)
+    return acc
+
+
+def _scores(pred: xr.Dataset, obs: xr.Dataset) -> dict[str, float]:
+    from kgml import evaluation as ev
+
+    o = obs["crop_yield"].reindex_like(pred["crop_yield"])
+    both = np.isfinite(pred["crop_yield"].values) & np.isfinite(o.values)
+    summ = ev.summarise(ev.score_sites(pred, obs, {"crop_yield": "crop_yield"}, resolution="annual"))
+    e = summ["variables"]["crop_yield"]
+    return {"pooled_rmse": float(e["pooled"]["rmse"]), "nse_median": float(e["median"]["nse"]),
+            "pooled_nse": float(e["pooled"]["nse"]), "mean_obs": float(o.values[both].mean()),
+            "n": int(both.sum()), "n_sites": int(e["n_sites"])}
+
+
+def yield_rows(ds: xr.Dataset, folds: dict[str, list[Split]], directories: Sequence[Path], models: Sequence[str],
+               suite: str) -> list[dict]:
+    """One row per (fold kind, model): mean and spread over the seeds (``directories``) that have every fold
+    of the kind for the model."""
+    obs = ds[["crop_yield"]]
+    rows = []
+    for kind, splits in folds.items():
+        for m in models:
+            per_seed = []
+            for d in directories:
+                pred = _load(Path(d) / suite, kind, splits, m)
+                if pred is not None:
+                    per_seed.append(_scores(pred, obs))
+            if not per_seed:
+                continue
+            row = {"fold_kind": kind, "model": m, "n_seeds": len(per_seed), "n_sites": per_seed[0]["n_sites"],
+                   "mean_obs": per_seed[0]["mean_obs"]}
+            for k in ("pooled_rmse", "nse_median", "pooled_nse"):
+                v = np.array([s[k] for s in per_seed])
+                row[k], row[f"{k}_sd"] = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+            rows.append(row)
+    for r in rows:
+        ref = next((q for q in rows if q["fold_kind"] == r["fold_kind"] and q["model"] == REFERENCE), None)
+        r["rmse_pct_mean"] = 100 * r["pooled_rmse"] / r["mean_obs"]
+        r["ratio_to_unit_trend"] = r["pooled_rmse"] / ref["pooled_rmse"] if ref else math.nan
+    return rows
+
+
+def _f(x, fmt=".3g") -> str:
+    return "–" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def yield_markdown(rows: list[dict], suite: str, units: str = "t ha-1") -> str:
+    """Tables per fold kind: pooled RMSE (± sd over seeds), % of the mean observed yield, × per-unit trend,
+    median and pooled NSE."""
+    lines = []
+    for kind in dict.fromkeys(r["fold_kind"] for r in rows):
+        lines += [f"#### {suite} — {kind}", "",
+                  f"| model | seeds | units | pooled RMSE ({units}) | % of mean yield | × per-unit trend | "
+                  "NSE median | pooled NSE |", "|---|---|---|---|---|---|---|---|"]
+        for r in [r for r in rows if r["fold_kind"] == kind]:
+            sd = f" ± {_f(r['pooled_rmse_sd'], '.2f')}" if r["n_seeds"] > 1 else ""
+            nsd = f" ± {_f(r['nse_median_sd'], '.2f')}" if r["n_seeds"] > 1 else ""
+            lines.append(f"| {r['model']} | {r['n_seeds']} | {r['n_sites']} | {_f(r['pooled_rmse'], '.3f')}{sd} | "
+                         f"{_f(r['rmse_pct_mean'], '.1f')} | {_f(r['ratio_to_unit_trend'], '.2f')} | "
+                         f"{_f(r['nse_median'], '.3f')}{nsd} | {_f(r['pooled_nse'], '.3f')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def forecast_figure(ds: xr.Dataset, splits: Sequence[Split], directory: Path, models: Sequence[str], path: Path,
+                    *, title: str = "") -> Path:
+    """Mean over units of observed and predicted yield per year, one panel per forecast origin: training
+    years shaded grey, validation years light grey, forecast years white with each model's forecast."""
+    from kgml.io import pyplot, write_png_atomic
+
+    plt = pyplot()
+    obs = ds["crop_yield"]
+    years = obs.year.values
+    fig, axes = plt.subplots(len(splits), 1, figsize=(8, 2.6 * len(splits)), sharex=True, squeeze=False)
+    for ax, split in zip(axes[:, 0], splits, strict=True):
+        tr, va, te = split.train.years, split.val.years or (), split.test.years
+        ax.axvspan(min(tr) - 0.5, max(tr) + 0.5, color="0.85", lw=0, label="training years")
+        if va:
+            ax.axvspan(min(va) - 0.5, max(va) + 0.5, color="0.93", lw=0, label="validation years")
+        ax.plot(years, obs.mean("site").values, "k.-", lw=1, label="observed (mean of units)")
+        for m in models:
+            p = Path(directory) / "folds" / "forecast" / split.name / f"{m}.nc"
+            if not p.exists():
+                continue
+            with xr.open_dataset(p) as f:
+                pr = f["crop_yield"].load()
+            pr = pr.sel(year=[y for y in pr.year.values if int(y) in set(te)])
+            o = obs.sel(site=pr.site.values, year=pr.year.values)
+            mean_pr = pr.where(np.isfinite(o)).mean("site")
+            ax.plot(pr.year.values, mean_pr.values, "o-", ms=3, lw=1.2, label=m)
+        ax.set_ylabel(f"yield ({obs.attrs.get('units', 't ha-1')})")
+        ax.set_title(f"train ≤ {split.info.get('origin')}, forecast {te[0]}–{te[-1]}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left")
+    axes[-1, 0].set_xlabel("year")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return write_png_atomic(fig, path)

@@ -1,0 +1,254 @@
+"""Yields in unseen years (issue 14): the bounded technology factor, the forecasting fold kind (no test year
+in training on any axis), the naive yield baselines, and the trend term of the process model / hybrid
+recovering a planted trend while the physics keeps a planted drought year."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+from kgml.baselines import FeatureBaseline, YieldBaseline
+from kgml.bench.suites import FOLDS_DIR, forecast_origins, get_suite, select_part
+from process_models.crop import TECHNOLOGY_SPECS, technology_factor
+
+# --- the technology factor ----------------------------------------------------------------------------
+
+
+def test_technology_factor_is_one_at_reference_rises_and_levels_off():
+    years = jnp.arange(1900.0, 2101.0)
+    rate, gain, ref = 0.015, 0.4, 1996.0
+    tau = np.asarray(technology_factor(years, rate, gain, ref))
+    assert tau[years.tolist().index(ref)] == pytest.approx(1.0)
+    assert np.all(np.diff(tau) > 0)  # grows with the year
+    assert np.all(tau > np.exp(-gain)) and np.all(tau < np.exp(gain))  # bounded, never negative
+    # near the reference year: 1 + rate per year; a century away: at the plateau
+    slope = float(jax.grad(lambda y: technology_factor(y, rate, gain, ref))(ref))
+    assert slope == pytest.approx(rate, rel=1e-4)
+    assert tau[-1] == pytest.approx(np.exp(gain), rel=1e-3)
+    # no unbounded growth: 50 more years beyond 2100 add less than 0.5 %
+    assert technology_factor(2150.0, rate, gain, ref) / technology_factor(2100.0, rate, gain, ref) < 1.005
+
+
+def test_technology_factor_gradients_finite_at_the_bounds():
+    specs = {s.name: s for s in TECHNOLOGY_SPECS}
+
+    def f(u):
+        return technology_factor(2013.0, specs["tech_rate"].to_physical(u[0]),
+                                 specs["tech_max_gain"].to_physical(u[1]), 1996.0)
+
+    for u in ([-30.0, -30.0], [30.0, 30.0], [0.0, 0.0]):
+        g = jax.grad(f)(jnp.asarray(u))
+        assert np.all(np.isfinite(np.asarray(g)))
+
+
+# --- the forecasting fold kind ------------------------------------------------------------------------
+
+
+def _panel(years=range(1980, 2000), n_sites=3) -> xr.Dataset:
+    years = np.asarray(list(years), np.int32)
+    time = xr.date_range(f"{years[0]}-01-01", f"{years[-1]}-12-31", freq="D", calendar="noleap", use_cftime=True)
+    months = np.asarray([y * 12 + m for y in years for m in range(12)])
+    rng = np.random.default_rng(0)
+    sites = [f"S{i}" for i in range(n_sites)]
+    return xr.Dataset(
+        {"tair": (("site", "time"), rng.normal(size=(n_sites, time.size)).astype(np.float32)),
+         "crop_yield": (("site", "year"), rng.normal(8, 1, (n_sites, years.size)).astype(np.float32)),
+         "nee_monthly": (("site", "month"), rng.normal(size=(n_sites, months.size)).astype(np.float32))},
+        coords={"site": sites, "time": time, "year": years, "month": months})
+
+
+def _years_on_every_axis(ds: xr.Dataset) -> dict[str, set[int]]:
+    return {"time": set(ds.time.dt.year.values.tolist()), "year": set(int(y) for y in ds.year.values),
+            "month": set(int(m) // 12 for m in ds.month.values)}
+
+
+def test_forecast_folds_never_train_on_a_test_year():
+    ds = _panel()
+    splits = forecast_origins(ds, (1988, 1993), 4, val_years=2)
+    assert [s.info["years"] for s in splits] == [[1989, 1992], [1994, 1997]]
+    for split in splits:
+        test = _years_on_every_axis(select_part(ds, split, "test"))
+        assert test["time"] == test["year"] == test["month"] == set(split.test.years)
+        for part in ("train", "val"):
+            seen = _years_on_every_axis(select_part(ds, split, part))
+            for axis in ("time", "year", "month"):
+                assert not seen[axis] & test[axis], (split.name, part, axis)
+                assert max(seen[axis]) <= split.info["origin"] < min(test[axis])
+    with pytest.raises(ValueError, match="forecast origin 1998"):
+        forecast_origins(ds, (1998,), 4)
+
+
+@pytest.mark.parametrize("suite", ["il_corn_yield", "state_yield"])
+def test_frozen_forecast_folds_look_only_backwards(suite):
+    """The frozen forecasting folds (benchmarks/folds): every unit in train and test, every known year
+    before every test year, several origins; the kind is declared by the suite."""
+    assert "forecast" in [k.name for k in get_suite(suite).folds]
+    data = json.loads((FOLDS_DIR / f"{suite}.json").read_text())
+    fc = [s for s in data["splits"] if s["info"].get("fold_kind") == "forecast"]
+    assert len(fc) >= 2
+    for s in fc:
+        known = s["train"]["years"] + (s["val"]["years"] or [])
+        assert max(known) == s["info"]["origin"] < min(s["test"]["years"])
+        assert s["train"]["units"] == s["test"]["units"]
+    assert len({s["info"]["origin"] for s in fc}) == len(fc)
+
+
+# --- naive yield baselines ----------------------------------------------------------------------------
+
+
+def _trend_panel() -> xr.Dataset:
+    ds = _panel(range(1990, 2006), n_sites=3).drop_vars(["nee_monthly", "month"])
+    yrs = ds.year.values.astype(np.float64)
+    lines = np.stack([5 + 0.1 * (yrs - 1990), 7 + 0.2 * (yrs - 1990), 6 - 0.05 * (yrs - 1990)])
+    ds["crop_yield"] = (("site", "year"), lines.astype(np.float32), {"units": "t ha-1"})
+    ds["precip"] = ds["tair"] ** 2
+    return ds
+
+
+def test_yield_baselines_recover_lines_and_refuse_unseen_units():
+    ds = _trend_panel()
+    train, test = ds.sel(year=ds.year <= 2000), ds.sel(year=ds.year > 2000)
+    truth = test.crop_yield.values
+    unit = YieldBaseline("unit_trend").fit(train).predict(test)
+    np.testing.assert_allclose(unit.crop_yield.values, truth, rtol=1e-5)
+    mean = YieldBaseline("unit_mean").fit(train).predict(test)
+    np.testing.assert_allclose(mean.crop_yield.values[:, 0], train.crop_yield.mean("year").values, rtol=1e-5)
+    region = YieldBaseline("region_trend").fit(train).predict(test)
+    slope = np.polyfit(np.tile(train.year.values, 3), train.crop_yield.values.ravel(), 1)[0]
+    np.testing.assert_allclose(np.diff(region.crop_yield.values[0]), slope, rtol=1e-4)
+    assert np.all(region.crop_yield.values[0] == region.crop_yield.values[1])  # one line for all units
+    rf = YieldBaseline("trend_rf", n_estimators=20, n_jobs=1, features=("tair", "precip")).fit(train).predict(test)
+    assert np.isfinite(rf.crop_yield.values).all() and rf.crop_yield.dims == ("site", "year")
+    with pytest.raises(ValueError, match="S2"):
+        YieldBaseline("unit_trend").fit(train.isel(site=[0, 1])).predict(test)
+    with pytest.raises(ValueError, match="kind must be"):
+        YieldBaseline("quadratic")
+
+
+def test_feature_baseline_reads_the_year_for_yields_only():
+    ds = _trend_panel()
+    fb = FeatureBaseline("rf", n_estimators=5, n_jobs=1, year_feature=True).fit(
+        ds, targets=("crop_yield",), features=("tair",), resolution="annual")
+    assert fb.feature_names_[-1] == "year"
+    with pytest.raises(ValueError, match="year_feature"):
+        FeatureBaseline("rf", year_feature=True).fit(ds, targets=("nee",), features=("tair",), resolution="daily")
+
+
+# --- the trend term: a planted trend and a planted drought year, both recovered ----------------------
+
+PLANTED_RATE = 0.022
+REFERENCE_YEAR = 1995.0
+DROUGHT_YEAR = 1997
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """One synthetic maize site, 1990–2001 (generator weather), a rain-free July–August in 1997, yields =
+    physics at the default parameters × a planted technology factor (rate 2.2 % per year, plateau 0.4)."""
+    from kgml.synthetic import STATES, build_model, corpus_block, generate_forcing
+
+    years = 12
+    met = generate_forcing(STATES[1], 1, years, jax.random.PRNGKey(3))
+    precip = np.asarray(met.precip).copy()
+    day = np.arange(precip.shape[1])
+    drought = (day // 365 == DROUGHT_YEAR - 1990) & (day % 365 + 1 >= 182) & (day % 365 + 1 <= 243)
+    precip[:, drought] = 0.0
+    met = met._replace(precip=jnp.asarray(precip))
+    model = build_model("maize")
+    theta = {s.name: jnp.full((1,), s.default) for s in model.parameter_specs}
+    ds = corpus_block(model, theta, met, site_ids=["P1"], lat=np.array([40.0]), lon=np.array([-89.0]), state="IL",
+                      vegetation="maize", rng=np.random.default_rng(0), start_year=1990)
+    physics = ds["true_crop_yield"].values[0].astype(np.float64)
+    tau = np.asarray(technology_factor(ds.year.values.astype(np.float32), PLANTED_RATE, 0.4, REFERENCE_YEAR))
+    ds["crop_yield"] = (("site", "year"), (physics * tau)[None].astype(np.float32), {"units": "t ha-1"})
+    return ds, physics, tau
+
+
+def _trend_config(kind: str):
+    from kgml.config import config_from_dict
+
+    model = {"kind": kind, "technology_trend": True, "technology_reference_year": REFERENCE_YEAR, "learned": []}
+    if kind == "hybrid":
+        model.update(hidden=8, embed_dim=8, head_hidden=8, location_dim=8, n_scales=2, use_summary=False)
+    return config_from_dict({
+        "name": f"trend-{kind}", "seed": 0,
+        "data": {"source": "(test)", "vegetation": "maize", "features": ["tair", "sw_in", "vpd", "precip"],
+                 "static": [], "daily_targets": [], "yield_target": True, "window_days": 365},
+        "model": model,
+        "train": {"steps": 150, "batch_size": 12, "eval_every": 1000, "warmup_steps": 5, "checkpoint_every": 10_000,
+                  "learning_rate": 3e-3},
+    })
+
+
+def test_process_model_trend_recovers_planted_trend_and_keeps_the_drought(planted):
+    from kgml.data.splits import Part, Split
+    from kgml.experiment import predict_dataset, train_run
+
+    ds, physics, tau = planted
+    split = Split("all", "test", 0, "site", Part(["P1"]), Part(), Part(), Part())
+    run = train_run(_trend_config("process"), ds, split=split, progress=False)
+    th = run.model.technology.theta()
+    assert float(th["tech_rate"]) == pytest.approx(PLANTED_RATE, rel=0.1)
+    pred = predict_dataset(run, ds, batch_size=12).crop_yield.values[0]
+    obs = ds.crop_yield.values[0]
+    np.testing.assert_allclose(pred, obs, rtol=0.05)
+    # the drought year: observed far below its neighbours, and so is the prediction (the physics, not the
+    # trend, explains it)
+    i = DROUGHT_YEAR - 1990
+    assert physics[i] < 0.75 * np.median(physics)
+    assert pred[i] / np.median(pred) == pytest.approx(obs[i] / np.median(obs), rel=0.05)
+
+
+def test_hybrid_trend_starts_as_process_times_factor_and_learns_the_rate(planted):
+    """The hybrid with the trend: untrained it is the untrained hybrid × τ(default); trained on the planted
+    series (physics parameters fixed) it moves the rate to the planted one."""
+    from kgml.data.splits import Part, Split
+    from kgml.experiment import Run, predict_dataset, prepare, train_run
+    from kgml.experiment import new_model as make
+
+    ds, physics, tau = planted
+    cfg = _trend_config("hybrid")
+    prepared = prepare(ds, cfg)
+    trended = make(cfg, prepared)
+    assert trended.technology is not None
+    plain = make(dataclasses_replace_model(cfg, technology_trend=False), prepared)
+    a = predict_dataset(Run(trended, cfg, prepared), ds, batch_size=12).crop_yield.values[0]
+    b = predict_dataset(Run(plain, dataclasses_replace_model(cfg, technology_trend=False), prepared), ds,
+                        batch_size=12).crop_yield.values[0]
+    default = {s.name: s.default for s in TECHNOLOGY_SPECS}
+    factor = np.asarray(technology_factor(ds.year.values.astype(np.float32), default["tech_rate"],
+                                          default["tech_max_gain"], REFERENCE_YEAR))
+    np.testing.assert_allclose(a, b * factor, rtol=1e-5)
+    split = Split("all", "test", 0, "site", Part(["P1"]), Part(), Part(), Part())
+    run = train_run(cfg, ds, split=split, progress=False)
+    assert float(run.model.technology.theta()["tech_rate"]) == pytest.approx(PLANTED_RATE, rel=0.15)
+
+
+def dataclasses_replace_model(cfg, **changes):
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
+
+
+def test_il_corn_quick_bench_runs_naive_baselines_per_fold_kind(dataset_dir, tmp_path):
+    """`kgml bench shift` on a few real counties: the per-unit trend runs on the forecasting folds and is
+    reported not available (for that kind only) where whole counties are held out; the region trend runs on
+    both."""
+    from kgml.cli import main
+
+    suite = get_suite("il_corn_yield")
+    root = dataset_dir(suite.dataset_folder).parent
+    argv = ["bench", "shift", "--suite", "il_corn_yield", "--quick", "--data-dir", str(root), "--out", str(tmp_path),
+            "--models", "yield_unit_trend,yield_region_trend", "--fold-kinds", "forecast,leave_county_out",
+            "--no-progress", "--no-figures", "--no-results"]
+    assert main(argv) == 0
+    have = {(p.parent.parent.name, p.stem) for p in (tmp_path / "il_corn_yield" / "folds").glob("*/*/*.nc")}
+    assert have == {("forecast", "yield_unit_trend"), ("forecast", "yield_region_trend"),
+                    ("leave_county_out", "yield_region_trend")}
+    md = (tmp_path / "il_corn_yield" / "metrics.md").read_text()
+    assert "| yield_unit_trend | – | not available" in md
