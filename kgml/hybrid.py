@@ -527,7 +527,8 @@ class WindowData:
 
 
 def _fill_gaps(values: np.ndarray) -> np.ndarray:
-    """Fill NaN in a (site, time) driver by linear interpolation in time, then the site's mean (then 0)."""
+    """Fill NaN in a (site, time) driver by linear interpolation in time (a single value: that value). A site
+    without any value stays NaN, so its outputs are NaN, never those of a zero driver (`kgml.drivers`)."""
     out = values.astype(np.float64).copy()
     t = np.arange(out.shape[1])
     for s in range(out.shape[0]):
@@ -537,7 +538,7 @@ def _fill_gaps(values: np.ndarray) -> np.ndarray:
         if ok.sum() >= 2:
             out[s] = np.interp(t, t[ok], out[s, ok])
         else:
-            out[s] = np.nan_to_num(out[s], nan=float(np.nanmean(out[s])) if ok.any() else 0.0)
+            out[s] = np.nan_to_num(out[s], nan=float(np.nanmean(out[s]))) if ok.any() else np.nan
     return out.astype(np.float32)
 
 

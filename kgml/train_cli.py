@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("config", help="TOML config (see kgml.config)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though CONFIG differs from the run's (both are recorded)")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
     p.set_defaults(handler=_train)
 
@@ -49,13 +51,29 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_predict)
 
 
+def run_outputs(workdir: Path) -> list[Path]:
+    """The paths a training run writes in ``workdir`` (for `kgml.io.guard_outputs`)."""
+    from kgml.io import RUN_FILES
+
+    return [workdir, workdir / "checkpoint", *(workdir / n for n in RUN_FILES), workdir / "nee_heldout.png",
+            workdir / "training.png"]
+
+
+def _train_inputs(cfg, config_path) -> tuple[list, list]:
+    inputs = [config_path] + ([cfg.data.source] if cfg.data.source != "synthetic" else [])
+    return inputs, [cfg.init_from] if cfg.init_from else []
+
+
 def _train(args: argparse.Namespace) -> int:
     from kgml.config import load_config
     from kgml.experiment import run_experiment
+    from kgml.io import guard_outputs
 
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / cfg.name)
-    result = run_experiment(cfg, out, figures=not args.no_figures, resume=args.resume)
+    inputs, runs = _train_inputs(cfg, args.config)
+    guard_outputs(run_outputs(out), inputs, runs)
+    result = run_experiment(cfg, out, figures=not args.no_figures, resume=args.resume, force=args.force)
     print(result["markdown"])
     print(f"wrote {out}")
     return 0
@@ -71,6 +89,10 @@ def _finetune(args: argparse.Namespace) -> int:
     cfg = merge_config(base.config, load_delta(args.config))
     cfg = dataclasses.replace(cfg, init_from=str(Path(args.run).resolve()))
     out = Path(args.out or f"{str(args.run).rstrip('/')}-finetune")
+    from kgml.io import guard_outputs
+
+    inputs, runs = _train_inputs(cfg, args.config)
+    guard_outputs(run_outputs(out), inputs, [*runs, args.run])
     result = run_experiment(cfg, out, figures=not args.no_figures)
     print(result["markdown"])
     print(f"wrote {out}")
@@ -112,10 +134,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kgml.io import write_text_atomic
     from kgml.paths import data_dir
 
-    run = load_run(args.run)
+    from kgml.io import guard_outputs
+
     directory = data_dir(args.data_dir)
-    veg = run.config.data.vegetation
     out = Path(args.out or Path(args.run) / "evaluate")
+    guard_outputs([out / "metrics.json", out / "metrics.md"], [directory], [args.run])
+    run = load_run(args.run)
+    veg = run.config.data.vegetation
     rows, text = [], []
     for name, ds in find_datasets(directory):
         if not args.all_sites and "igbp" in ds.coords:
@@ -145,15 +170,29 @@ def _predict(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from kgml.experiment import load_data, load_run, predict_dataset
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
 
+    guard_outputs([args.out], [args.data], [args.run])
     run = load_run(args.run)
     if args.data:
-        with xr.open_dataset(args.data) as f:
-            ds = f.load()
+        from kgml.data.schema import DataValidationError
+
+        try:
+            with xr.open_dataset(args.data) as f:
+                ds = f.load()
+        except (OSError, ValueError) as err:
+            raise DataValidationError(args.data, None, f"cannot open as netCDF: {err}") from None
+        ds.attrs.setdefault("source", str(args.data))
     else:
         ds = load_data(run.config)
+        guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])
     pred = predict_dataset(run, ds, missing_static="zero" if args.data else "raise")
     write_netcdf_atomic(pred, args.out)
-    print(f"wrote {args.out} ({pred.sizes['site']} sites)")
+    cov = pred.get("driver_coverage")
+    note = ""
+    if cov is not None:
+        partial = int((cov.values < 1.0).sum())
+        note = f"; {partial} site(s) with missing drivers: their outputs are NaN on those days (driver_coverage)" \
+            if partial else ""
+    print(f"wrote {args.out} ({pred.sizes['site']} sites{note})")
     return 0
