@@ -338,9 +338,8 @@ def train_run(
     """Split ``ds`` by site, prepare (or reuse the preprocessing of ``init``, a pretrained run whose
     weights it starts from — fine-tuning), and `kgml.training.fit`. With ``directory``, checkpoints go to
     ``directory/checkpoint`` (model, optimiser, trainer state, meta.json with config, normaliser, region map)."""
-    from kgml.training import fit
-
     from kgml.drivers import check_drivers, model_drivers, require_driver_values
+    from kgml.training import fit
 
     check_drivers(ds, model_drivers(ds, config.data.features))
     split = split or site_split(ds, config)

@@ -131,10 +131,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from kgml.experiment import evaluate_predictions, load_run, metrics_markdown, predict_dataset
-    from kgml.io import write_text_atomic
+    from kgml.io import guard_outputs, write_text_atomic
     from kgml.paths import data_dir
-
-    from kgml.io import guard_outputs
 
     directory = data_dir(args.data_dir)
     out = Path(args.out or Path(args.run) / "evaluate")
