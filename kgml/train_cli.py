@@ -180,7 +180,9 @@ def _predict(args: argparse.Namespace) -> int:
                 ds = f.load()
         except (OSError, ValueError) as err:
             raise DataValidationError(args.data, None, f"cannot open as netCDF: {err}") from None
-        ds.attrs.setdefault("source", str(args.data))
+        from kgml.drivers import check_drivers, model_drivers
+
+        check_drivers(ds, model_drivers(ds, run.config.data.features), args.data)  # errors name this file
     else:
         ds = load_data(run.config)
         guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])

@@ -211,7 +211,8 @@ def validate_variable(
             src,
             name,
             f"{int(mask.sum())} value(s) outside the valid range [{var.valid_min}, {var.valid_max}] {var.units} "
-            f"(found min {finite.min():.4g}, max {finite.max():.4g}; first at {_example_location(da, mask)})"
+            f"(found min {values[~np.isnan(values)].min():.4g}, max {values[~np.isnan(values)].max():.4g}; first at "
+            f"{_example_location(da, mask)})"
             + (f". Likely unit mistake: {hint}" if hint else ""),
         )
     certain = var.diagnose(finite, certain_only=True)

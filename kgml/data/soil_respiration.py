@@ -15,6 +15,7 @@ import datetime as dt
 import gzip
 import re
 import warnings
+import zlib
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -104,7 +105,7 @@ def _read_text(path: Path) -> str:
             with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
                 return fh.read()
         return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
+    except (OSError, EOFError, zlib.error) as err:  # damaged gzip streams too
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
 
 
@@ -365,7 +366,7 @@ def read_cosore_dataset(
         raise DataValidationError(path, None, "no data.csv.gz (flux table) in the COSORE dataset folder")
     try:
         df = pd.read_csv(data_file, low_memory=False)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         raise DataValidationError(data_file, None, f"cannot parse the flux table: {err}") from err
     for column in _REQUIRED_DATA_COLUMNS:
         if column not in df.columns:
@@ -758,7 +759,7 @@ def read_srdb(
         raise DataValidationError(file, None, "SRDB data file not found")
     try:
         df = pd.read_csv(file, low_memory=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         raise DataValidationError(file, None, f"cannot parse: {err}") from err
     for column in _SRDB_REQUIRED:
         if column not in df.columns:

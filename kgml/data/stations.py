@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -365,7 +366,7 @@ def read_biocro_hourly_weather(
         raise ValueError(f"min_valid_hours must be in 1..24, got {min_valid_hours}")
     try:
         df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, zlib.error) as err:
         raise StationDataError(f"{path}: cannot parse as CSV: {err}") from None
     missing = [c for c in _HOURLY_REQUIRED if c not in df.columns]
     if missing:

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -166,7 +167,7 @@ def _read_text(path: Path) -> str:
                 raw = fh.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as err:  # truncated gzip streams end up here
+    except (OSError, EOFError, zlib.error) as err:  # truncated or damaged gzip streams end up here
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
     return raw.decode("utf-8-sig", errors="replace")
 

@@ -10,6 +10,7 @@ two-letter postal code; weekly weather is (county, year, week).
 from __future__ import annotations
 
 import calendar
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def _read_table(path: Path, sep: str = ",", required: Sequence[str] = ()) -> pd.
         raise DataValidationError(path, None, "file not found")
     try:
         df = pd.read_csv(path, sep=sep, low_memory=False)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         raise DataValidationError(path, None, f"cannot parse: {err}") from err
     df.columns = [str(c).strip().strip('"') for c in df.columns]
     for column in required:
