@@ -95,14 +95,34 @@ def _check_range(
     values: np.ndarray, path: Path, column: str, lower: float, upper: float, units: str, hint: str = ""
 ) -> None:
     """Raise naming the file, the column, the first offending value and the likely mistake."""
-    finite = np.isfinite(values)
-    bad = finite & ((values < lower) | (values > upper))
+    bad = ~np.isnan(values) & ((values < lower) | (values > upper))  # ±inf (inf, Infinity, 1e999) included
     if bad.any():
         i = int(np.argmax(bad))
         raise StationDataError(
             f"{path}: column {column!r} has {int(bad.sum())} value(s) outside the plausible range "
             f"[{lower}, {upper}] {units} (first: {values[i]:g} at data row {i + 1}){hint}"
         )
+
+
+#: Fraction of days with tmin > tmax above which the two columns are taken as swapped (an error); fewer such
+#: days are kept, with a warning recorded in the dataset's ``warnings`` attribute.
+SWAPPED_TMIN_TMAX_FRACTION = 0.5
+
+
+def _check_tmin_tmax(tmin: np.ndarray, tmax: np.ndarray, path: Path, min_col: str, max_col: str) -> str:
+    both = np.isfinite(tmin) & np.isfinite(tmax)
+    above = both & (tmin > tmax)
+    if not above.any():
+        return ""
+    text = f"column {min_col!r} exceeds {max_col!r} on {int(above.sum())} of {int(both.sum())} days"
+    if above.sum() > SWAPPED_TMIN_TMAX_FRACTION * both.sum():
+        raise StationDataError(f"{path}: {text}: are the {max_col} and {min_col} columns swapped?")
+    import warnings
+
+    from kgml.data.schema import DataWarning
+
+    warnings.warn(f"{path}: {text} (first at data row {int(np.argmax(above)) + 1}); kept", DataWarning, stacklevel=3)
+    return text
 
 
 def _check_not_all_missing(values: np.ndarray, path: Path, column: str, what: str = "") -> None:
@@ -282,6 +302,7 @@ def read_apsim_met(
                  " — looks like W m-2 or kJ m-2 d-1; give MJ m-2 d-1" if np.nanmax(radn) > 50 else "")
     _check_range(rain, path, "rain", 0.0, 1000.0, "mm d-1",
                  " — negative rain is often a missing-value code; use NaN" if np.nanmin(rain) < 0 else "")
+    notes = _check_tmin_tmax(mint, maxt, path, "mint", "maxt")
 
     if lat is None:
         if "latitude" not in header:
@@ -319,11 +340,14 @@ def read_apsim_met(
         "vpd": {"derivation": "e_s(mean of e°(tmax), e°(tmin)) - e°(tmin): dew point ≈ tmin, FAO-56 eqs. 12, 48 "
                               "(no humidity in the file)"},
     }
-    return _daily_dataset(
+    ds = _daily_dataset(
         time, values, extra, site=site, lat=float(lat), lon=float(lon), path=path,
         title=f"daily weather from APSIM .met file {path.name}",
         comment="gaps in the file's dates are kept as gaps",
     )
+    if notes:
+        ds.attrs["warnings"] = notes
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -410,6 +410,10 @@ def _build_site_dataset(
     attrs: Mapping[str, object],
 ) -> xr.Dataset:
     """One site: ``mapping`` canonical name → (column, source units); QC masks; drop all-NaN optional variables."""
+    absent = [n for n in require if n not in mapping]
+    if absent:
+        raise DataValidationError(path, absent[0], f"required column for {absent[0]} is missing (the file has "
+                                  f"{list(frame.columns)[:16]})")
     data_vars = {}
     for name, (column, units) in mapping.items():
         raw = frame[column].to_numpy(dtype=float)
