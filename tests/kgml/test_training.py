@@ -230,10 +230,11 @@ def test_model_file_of_another_shape(problem, tmp_path):
 
 def test_early_stopping(problem):
     model, train, val = problem
-    cfg = TrainConfig(steps=200, batch_size=8, learning_rate=0.0, eval_every=5, patience=2, warmup_steps=0,
+    # a learning rate too small to move float32 weights of order 0.1 (0 itself is refused by TrainConfig)
+    cfg = TrainConfig(steps=200, batch_size=8, learning_rate=1e-12, eval_every=5, patience=2, warmup_steps=0,
                       schedule="constant")
     result = fit(model, train, val, loss_fn, cfg, progress=False)
-    # learning rate 0: no improvement on the initial model (evaluated at step 0) → stop after `patience` evals
+    # learning rate ~0: no improvement on the initial model (evaluated at step 0) → stop after `patience` evals
     assert result.stopped_early and result.step == 10 and result.best_step == 0
     assert result.history[0]["step"] == 0
 
