@@ -246,3 +246,26 @@ def test_outputs_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(c.stat().st_mode) == 0o600
+
+
+def test_resume_with_another_config_is_refused_before_config_json_is_rewritten(run_and_data, tmp_path):
+    import dataclasses
+    import json
+
+    from kgml.experiment import run_experiment
+    from kgml.mapping import demo_run_config
+    from kgml.training import CheckpointError
+
+    _, ds, _ = run_and_data
+    cfg = demo_run_config(0, 2, 2)
+    run_experiment(cfg, tmp_path, dataset=ds, progress=False, figures=False)
+    saved = (tmp_path / "config.json").read_text()
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=0.5, steps=4))
+    with pytest.raises(CheckpointError, match=r"differs .*train\.learning_rate, train\.steps"):
+        run_experiment(other, tmp_path, dataset=ds, progress=False, figures=False, resume=True)
+    assert (tmp_path / "config.json").read_text() == saved
+    run_experiment(other, tmp_path, dataset=ds, progress=False, figures=False, resume=True, force=True)
+    assert json.loads((tmp_path / "config.before_resume.json").read_text()) == json.loads(saved)
+    meta = json.loads((tmp_path / "checkpoint" / "meta.json").read_text())
+    assert meta["config"]["train"]["learning_rate"] == 0.5
+    assert meta["resumed_with"][0]["changed"] == ["train.learning_rate", "train.steps"]
