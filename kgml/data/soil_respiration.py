@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import io
 import re
 import warnings
 import zlib
@@ -27,6 +28,7 @@ import xarray as xr
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
+    check_field_counts,
     register_layout,
     skip_or_raise,
     validate_dataset,
@@ -375,8 +377,12 @@ def read_cosore_dataset(
     if data_file is None:
         raise DataValidationError(path, None, "no data.csv.gz (flux table) in the COSORE dataset folder")
     try:
-        df = pd.read_csv(data_file, low_memory=False)
+        raw = gzip.decompress(data_file.read_bytes()) if data_file.suffix == ".gz" else data_file.read_bytes()
+        check_field_counts(data_file, raw)
+        df = pd.read_csv(io.BytesIO(raw), low_memory=False)
     except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
+        if isinstance(err, DataValidationError):
+            raise
         raise DataValidationError(data_file, None, f"cannot parse the flux table: {err}") from err
     for column in _REQUIRED_DATA_COLUMNS:
         if column not in df.columns:

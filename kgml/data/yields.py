@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, DataWarning, register_layout, validate_dataset
+from kgml.data.schema import (
+    DataValidationError,
+    DataWarning,
+    check_field_counts,
+    register_layout,
+    validate_dataset,
+)
 from kgml.variables import get_variable
 from process_models.constants import HOURS_PER_DAY, PA_PER_HPA
 
@@ -173,12 +179,20 @@ def _check_last_row(path: Path, n_columns: int, sep: str) -> list[str]:
 def _read_table(path: Path, sep: str = ",", required: Sequence[str] = ()) -> pd.DataFrame:
     if not path.exists():
         raise DataValidationError(path, None, "file not found")
+    notes = []
     try:
+        if path.suffix != ".gz":
+            raw = path.read_bytes()
+            header = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            notes = _check_last_row(path, len(header.split(sep)), sep)
+            check_field_counts(path, raw, sep)
         df = pd.read_csv(path, sep=sep, low_memory=False)
     except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
+        if isinstance(err, DataValidationError):
+            raise
         raise DataValidationError(path, None, f"cannot parse: {err}") from err
     df.columns = [str(c).strip().strip('"') for c in df.columns]
-    df.attrs["warnings"] = _check_last_row(path, len(df.columns), sep)
+    df.attrs["warnings"] = notes
     for column in required:
         if column not in df.columns:
             raise DataValidationError(path, column, f"required column missing; found {list(df.columns)[:12]}")
