@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import hashlib
 import json
 import math
@@ -487,11 +488,38 @@ def read_ames_ia(data_dir: str | os.PathLike | None = None) -> xr.Dataset:
     return read_apsim_met(dataset_path(AMES_DATASET, data_dir) / AMES_FILE, site="Ames_IA", lon=AMES_LON)
 
 
+def is_biocro_hourly_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (CSV, optionally gzipped) has the BioCro hourly weather columns (`_HOURLY_REQUIRED`) in
+    its header: the file is recognised by its content, whatever it is called."""
+    path = Path(path)
+    if not path.is_file() or not path.name.lower().endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+        return False
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline()
+    except (OSError, EOFError, zlib.error):
+        return False
+    names = {c.strip().strip('"').lower() for c in header.split(",")}
+    return set(_HOURLY_REQUIRED) <= names
+
+
+def biocro_hourly_files(folder: str | os.PathLike) -> list[Path]:
+    """The BioCro hourly weather files of ``folder``, recognised by content (`is_biocro_hourly_file`)."""
+    return sorted(p for p in Path(folder).iterdir() if is_biocro_hourly_file(p))
+
+
 def read_champaign_il(data_dir: str | os.PathLike | None = None, min_valid_hours: int = MIN_VALID_HOURS) -> xr.Dataset:
-    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV."""
+    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV of the
+    dataset folder (the one file with the hourly columns, whatever its name)."""
+    folder = dataset_path(CHAMPAIGN_DATASET, data_dir)
+    files = biocro_hourly_files(folder)
+    if len(files) != 1:
+        found = [p.name for p in files]
+        raise StationDataError(f"{folder}: expected one hourly weather CSV with columns {list(_HOURLY_REQUIRED)}, "
+                               f"found {found or 'none'}")
     return read_biocro_hourly_weather(
-        dataset_path(CHAMPAIGN_DATASET, data_dir) / CHAMPAIGN_FILE,
-        site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
+        files[0], site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
     )
 
 

@@ -166,3 +166,43 @@ def test_swapped_apsim_tmax_tmin(tmp_path):
         ds = S.read_apsim_met(path)
     assert "2 of 30 days" in ds.attrs["warnings"]
     np.testing.assert_array_equal(ds.tmax.values[:2], [-5.0, -5.0])  # kept as given, not altered
+
+
+# --- formats recognised by content -------------------------------------------------------------------------
+
+
+def test_fluxnet_daily_table_under_another_name_is_recognised(tmp_path):
+    from kgml.data.summary import find_kind, load_folder
+
+    from .fluxfiles import write_frame
+
+    write_frame(fluxnet_frame("DD", 30), tmp_path / "US-Xyz tower export.csv")
+    write_frame(fluxnet_frame("DD", 30, seed=1), tmp_path / "second_copy_US-Abc.csv.gz")
+    assert find_kind(tmp_path).name == "FLUXNET-column daily tables"
+    _, [(_, ds)] = load_folder(tmp_path)
+    assert sorted(ds.site.values) == ["US-Abc", "US-Xyz"] and ds.sizes["time"] == 30
+
+
+def test_table_without_a_site_in_its_name_asks_for_it(tmp_path):
+    from kgml.data.summary import load_folder
+
+    from .fluxfiles import write_frame
+
+    write_frame(fluxnet_frame("DD", 30), tmp_path / "tower.csv")
+    with pytest.raises(DataValidationError, match=r"tower\.csv.*cannot tell the site .*pass site="):
+        load_folder(tmp_path)
+    pd.DataFrame({"site": ["US-Tow"], "lat": [40.0], "lon": [-90.0]}).to_csv(tmp_path / "sites.csv", index=False)
+    _, [(_, ds)] = load_folder(tmp_path)  # the folder's site table names the one site
+    assert list(ds.site.values) == ["US-Tow"] and float(ds.lat[0]) == 40.0
+
+
+def test_biocro_hourly_weather_is_found_by_its_columns(tmp_path):
+    from .. import test_stations as T
+
+    folder = tmp_path / S.CHAMPAIGN_DATASET
+    folder.mkdir()
+    T.hourly_frame().to_csv(folder / "my station export.csv", index=False)
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    assert [p.name for p in S.biocro_hourly_files(folder)] == ["my station export.csv"]
+    ds = S.read_champaign_il(tmp_path)
+    assert ds.sizes["time"] == 2
