@@ -587,10 +587,9 @@ def fit_default_generator(
         "params": params_to_dict(params),
     }
     out = Path(out_path) if out_path is not None else _RESOURCE_DIR / DEFAULT_GENERATOR_RESOURCE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    from kgml.io import write_text_atomic
+
+    write_text_atomic(json.dumps(document, indent=1) + "\n", out)
     return document
 
 
