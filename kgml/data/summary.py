@@ -129,7 +129,7 @@ def _load_fluxnet_tables(folder: Path) -> Loaded:
         raise DataValidationError(folder, None, f"no FLUXNET-column table could be read ({'; '.join(skipped[:3])})")
     ds = combine_sites(parts, source=folder)
     ds.attrs["skipped_files"] = "\n".join(skipped)
-    return [("tables", ds)]
+    return [(str(parts[0].attrs.get("time_resolution", "tables")), ds)]
 
 
 def _load_qca(folder: Path) -> Loaded:
