@@ -108,6 +108,11 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kgml.io import guard_outputs
+    from kgml.paths import find_data_dir
+
+    # the demo reads the real weather station files: its outputs must not land on them
+    guard_outputs([Path(args.out)], [find_data_dir()])
     t0 = time.perf_counter()
     result = run_demo(
         out_dir=Path(args.out),

@@ -110,7 +110,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 def guard_outputs(outputs: Iterable, inputs: Iterable = (), runs: Iterable = ()) -> None:
     """Refuse (`UnsafeOutputError`, one line) any of ``outputs`` that resolves — through symbolic links
     (``realpath``) or as a hard link (same device and inode) — to one of ``inputs`` (files, or folders: then
-    to any file inside them, or to the folder itself) or to the files of the run directories ``runs``
+    to anything inside them, existing or not, or to the folder itself) or to the files of the run directories ``runs``
     (`run_files`). Call it before reading anything, with every path the command will write."""
     files: dict[str, str] = {}  # realpath -> how the user named it
     folders: dict[str, str] = {}
@@ -118,12 +118,12 @@ def guard_outputs(outputs: Iterable, inputs: Iterable = (), runs: Iterable = ())
         if p is None:
             continue
         real = os.path.realpath(p)
-        (folders if os.path.isdir(real) else files)[real] = str(p)
+        (folders if os.path.isdir(real) else files)[real] = f"the input {p}"
     for run in runs:
         if run is None:
             continue
         for f in run_files(run):
-            files[os.path.realpath(f)] = f"{f} (a file of run {run})"
+            files[os.path.realpath(f)] = f"{f}, a file of run {run}"
     ids = {}
     for real, label in files.items():
         ident = _identity(real)
@@ -134,21 +134,23 @@ def guard_outputs(outputs: Iterable, inputs: Iterable = (), runs: Iterable = ())
             continue
         real = os.path.realpath(out)
         ident = _identity(real)
-        hit = files.get(real) or (ids.get(ident) if ident else None)
+        hit = files.get(real)
+        if hit is None and ident is not None and ident in ids:
+            hit = f"a hard link to {ids[ident]}"
         if hit is None:
             for folder, label in folders.items():
                 if real == folder:
-                    hit = f"the input folder {label}"
-                elif real.startswith(folder.rstrip(os.sep) + os.sep) and os.path.exists(real):
-                    hit = f"{real} inside the input folder {label}"
+                    hit = f"{label} (a folder)"
+                elif real.startswith(folder.rstrip(os.sep) + os.sep):
+                    # new files count too: a folder reader would take them for inputs on the next run
+                    hit = f"inside the input folder {label.removeprefix('the input ')}"
                 if hit:
                     break
         if hit is None and ident is not None and folders and os.stat(real).st_nlink > 1:
-            hit = _hard_link_in(ident, folders)
+            found = _hard_link_in(ident, folders)
+            hit = f"a hard link to the input {found}" if found else None
         if hit is not None:
-            same = "" if hit == str(out) else f" (it is {hit})"
-            raise UnsafeOutputError(f"refusing to write {out}: it would overwrite an input{same}; choose another "
-                                    "output path")
+            raise UnsafeOutputError(f"refusing to write {out}: it is {hit}; choose another output path")
 
 
 def _hard_link_in(ident: tuple[int, int], folders: dict[str, str]) -> str | None:

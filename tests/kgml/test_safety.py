@@ -51,12 +51,17 @@ def test_guard_refuses_inputs_by_name_symlink_hard_link_and_folder(tmp_path):
     (tmp_path / "link.nc").symlink_to(data)
     os.link(data, tmp_path / "hard.nc")
     os.link(folder / "a.nc", tmp_path / "hard_a.nc")
-    for out, inputs in ((data, [data]), (tmp_path / "link.nc", [data]), (tmp_path / "hard.nc", [data]),
-                        (folder / "a.nc", [folder]), (folder, [folder]), (tmp_path / "hard_a.nc", [folder]),
-                        (tmp_path / "x" / ".." / "in.nc", [data])):
-        with pytest.raises(UnsafeOutputError, match="refusing to write .* overwrite an input"):
+    for out, inputs, why in ((data, [data], "the input"), (tmp_path / "link.nc", [data], "the input"),
+                             (tmp_path / "hard.nc", [data], "a hard link to the input"),
+                             (folder / "a.nc", [folder], "inside the input folder"),
+                             (folder, [folder], "the input .* \\(a folder\\)"),
+                             (tmp_path / "hard_a.nc", [folder], "a hard link to the input .*a.nc"),
+                             (tmp_path / "x" / ".." / "in.nc", [data], "the input")):
+        with pytest.raises(UnsafeOutputError, match=f"refusing to write .*: it is {why}"):
             guard_outputs([out], inputs)
-    guard_outputs([tmp_path / "new.nc", folder / "new.nc"], [data, folder])  # new files are fine
+    guard_outputs([tmp_path / "new.nc"], [data, folder])  # a new file elsewhere is fine
+    with pytest.raises(UnsafeOutputError, match="inside the input folder"):  # inside an input folder it is not
+        guard_outputs([folder / "new.nc"], [folder])
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
     (run / "checkpoint" / "best.eqx").write_bytes(b"w")
