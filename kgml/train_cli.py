@@ -111,7 +111,9 @@ def find_datasets(directory: Path) -> list[tuple[str, object]]:
         try:
             with xr.open_dataset(path) as f:
                 if {"site", "time"} <= set(f.dims):
-                    found.append((str(path.relative_to(directory)), f.load()))
+                    ds = f.load()
+                    ds.attrs["source"] = str(path)  # driver errors name this file
+                    found.append((str(path.relative_to(directory)), ds))
         except Exception as err:  # a broken file must not stop the survey
             print(f"skipped {path}: {type(err).__name__}: {err}")
     folders = [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]
