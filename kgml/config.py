@@ -40,6 +40,25 @@ class ConfigError(ValueError):
     """A configuration key or value that is not accepted; the message names the section and the key."""
 
 
+def _check(section: str, obj, rules: Mapping[str, str]) -> None:
+    """Value checks of a config section; ``rules``: key → ``"positive"`` (finite, > 0), ``"non_negative"``
+    (finite, >= 0), ``"fraction"`` ([0, 1)), ``"unit_interval"`` ([0, 1]). The error names the key."""
+    import math
+
+    wants = {"positive": "a finite number > 0", "non_negative": "a finite number >= 0",
+             "fraction": "a fraction in [0, 1)", "unit_interval": "a fraction in [0, 1]"}
+    for key, rule in rules.items():
+        value = getattr(obj, key)
+        values = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for sub, v in values:
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and {
+                "positive": v > 0, "non_negative": v >= 0, "fraction": 0 <= v < 1, "unit_interval": 0 <= v <= 1,
+            }[rule]
+            if not ok:
+                name = key if sub is None else f"{key}.{sub}"
+                raise ConfigError(f"[{section}] {name} must be {wants[rule]}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
     """Synthetic corpus (`kgml.synthetic.CorpusSpec`): sites per state × vegetation block, years, prior."""
@@ -59,6 +78,11 @@ class CorpusConfig:
     monthly_fraction: float = 0.0
     soil_respiration: str = "lloyd_taylor"
     seed: int = 0
+
+    def __post_init__(self):
+        _check("data.corpus", self, {"sites_per_block": "positive", "years": "positive", "prior_sd": "non_negative",
+                                     "noise_scale": "non_negative", "tower_fraction": "unit_interval",
+                                     "monthly_fraction": "unit_interval"})
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,10 @@ class DataConfig:
     test_sites: tuple[str, ...] = ()
     n_context: int = 0  #: context sites per site for site attention (0: none)
     max_train_sites: int = 0  #: keep at most this many training sites (0: all); few-site fine-tuning
+
+    def __post_init__(self):
+        _check("data", self, {"window_days": "positive", "val_fraction": "fraction", "test_fraction": "fraction",
+                              "n_context": "non_negative", "max_train_sites": "non_negative"})
 
 
 #: Model kinds (``[model] kind``): the hybrid, the pure-neural comparison (`kgml.neural.NeuralModel`) and
@@ -137,6 +165,10 @@ class ModelConfig:
     technology_trend: bool = False
     technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
 
+    def __post_init__(self):
+        _check("model", self, {k: "positive" for k in ("hidden", "location_dim", "n_scales", "region_dim", "n_heads",
+                                                        "embed_dim", "head_hidden", "residual_scale")})
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -149,6 +181,11 @@ class LossConfig:
     residual: float = 1e-2
     monotone: float = 1.0
     yield_consistency: float = 1.0
+
+    def __post_init__(self):
+        _check("loss", self, {"weights": "non_negative", "scales": "positive", "prior": "non_negative",
+                              "prior_sd": "positive", "residual": "non_negative", "monotone": "non_negative",
+                              "yield_consistency": "non_negative"})
 
 
 @dataclass(frozen=True)
@@ -168,6 +205,11 @@ class TrainConfig:
     trainable: tuple[str, ...] = ()
     checkpoint_every: int = 100
     seed: int = 0
+
+    def __post_init__(self):
+        _check("train", self, {"steps": "positive", "batch_size": "positive", "learning_rate": "positive",
+                               "warmup_steps": "non_negative", "weight_decay": "non_negative", "clip_norm": "positive",
+                               "eval_every": "positive", "patience": "positive", "checkpoint_every": "positive"})
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,11 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kgml.io import guard_outputs
+    from kgml.paths import find_data_dir
+
+    # the demo reads the real weather station files: its outputs must not land on them
+    guard_outputs([Path(args.out)], [find_data_dir()])
     t0 = time.perf_counter()
     result = run_demo(
         out_dir=Path(args.out),
@@ -158,7 +163,7 @@ def simulate_states(out_dir: Path, sites_per_state: int = 8, years: int = 4, see
     import numpy as np
     from tqdm import tqdm
 
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import write_netcdf_atomic, write_text_atomic
     from kgml.synthetic import STATES, VEGETATION, build_model
     from process_models.simulate import simulate_sites
 
@@ -180,7 +185,7 @@ def simulate_states(out_dir: Path, sites_per_state: int = 8, years: int = 4, see
     write_netcdf_atomic(ds, nc_path)
     summary = annual_summary(ds)
     table = _markdown_table(summary, elapsed, ds.sizes["site"] * ds.sizes["time"])
-    (out_dir / "summary.md").write_text(table + "\n")
+    write_text_atomic(table + "\n", out_dir / "summary.md")
     result = {"netcdf": nc_path, "table": table, "summary": summary, "dataset": ds}
     if figure:
         result["figure"] = _figure(ds, out_dir / "demo.png")

@@ -347,14 +347,18 @@ def train_run(
     progress: bool = True,
     resume: bool = False,
     description: str = "training",
+    force: bool = False,
 ) -> Run:
     """Split ``ds`` by site, prepare (or reuse the preprocessing of ``init``, a pretrained run whose
     weights it starts from — fine-tuning), and `kgml.training.fit`. With ``directory``, checkpoints go to
     ``directory/checkpoint`` (model, optimiser, trainer state, meta.json with config, normaliser, region map)."""
+    from kgml.drivers import check_drivers, model_drivers, require_driver_values
     from kgml.training import fit
 
+    check_drivers(ds, model_drivers(ds, config.data.features))
     split = split or site_split(ds, config)
     train_ds = split.select(ds, "train")
+    require_driver_values(train_ds, model_drivers(train_ds, ()))
     if init is not None and init.config.model.kind != config.model.kind:
         raise ConfigError(f"[model] kind {config.model.kind!r} cannot start from a run of kind "
                           f"{init.config.model.kind!r}: fine-tuning keeps the model kind")
@@ -373,19 +377,15 @@ def train_run(
     run = Run(model, config, prepared, split, None, Path(directory) if directory else None)
     ckpt = Path(directory) / "checkpoint" if directory else None
     result = fit(model, train_w, val_w, objective(config, prepared), config.train, checkpoint_dir=ckpt,
-                 resume=resume, metadata=run.meta(), progress=progress, description=description)
-    run.model, run.history = result.model, result.history
-    if ckpt is not None:
-        from kgml.training import save_model
-
-        save_model(result.model, ckpt / "best.eqx")
+                 resume=resume, metadata=run.meta(), progress=progress, description=description, force=force)
+    run.model, run.history = result.model, result.history  # the checkpoint's best.eqx holds result.model
     return run
 
 
 def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
     """A run written by `train_run`/`run_experiment`: rebuilds the model of the recorded kind from meta.json
     and loads its ``best`` (or ``model``: the last) weights. Errors name what is missing."""
-    from kgml.training import CheckpointError, load_model, read_metadata
+    from kgml.training import CheckpointError, load_checkpoint_state, load_model, read_metadata
 
     directory = Path(directory)
     ckpt = directory / "checkpoint" if (directory / "checkpoint").is_dir() else directory
@@ -400,6 +400,7 @@ def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
     if kind != config.model.kind:
         raise CheckpointError(f"{ckpt / 'meta.json'}: model_kind {kind!r} differs from its config's [model] kind "
                               f"{config.model.kind!r}")
+    load_checkpoint_state(ckpt)  # every file against its stored SHA-256; a mismatch names the file
     prepared = Prepared.from_dict(meta["prepared"])
     like = new_model(config, prepared)
     model = load_model(ckpt / f"{which}.eqx", like)
@@ -418,7 +419,12 @@ _predict_jit = eqx.filter_jit(predict)
 def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_static: str = "raise") -> xr.Dataset:
     """Predictions of ``run`` for every whole window of every site of ``ds`` as a CF dataset (site, time) +
     (site, year) + learned parameters per site, with the site coordinates of ``ds``. ``missing_static="zero"``
-    uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus)."""
+    uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus).
+    The drivers are checked first (`kgml.drivers.check_drivers`); outputs are NaN where a physics driver is
+    missing, recorded per site in ``driver_coverage`` / ``driver_missing`` (`kgml.drivers.mask_missing_drivers`)."""
+    from kgml.drivers import PHYSICS_DRIVERS, check_drivers, mask_missing_drivers, model_drivers
+
+    check_drivers(ds, model_drivers(ds, run.config.data.features))
     data = windows(ds, run.config, run.prepared, require_targets=False, missing_static=missing_static)
     parts = []
     n = len(data)
@@ -436,6 +442,7 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
             out = out.assign_coords({c: ("site", ds[c].values, dict(ds[c].attrs))})
     from kgml import __version__
 
+    out = mask_missing_drivers(out, ds, [n for n in PHYSICS_DRIVERS if n in ds.data_vars and "time" in ds[n].dims])
     out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",
                      source=f"kgml {__version__} {type(run.model).__name__}", config_sha256=config_hash(run.config))
     for key, value in sorted(data.extra.get("driver_defaults", {}).items()):
@@ -610,6 +617,7 @@ def run_experiment(
     progress: bool = True,
     figures: bool = True,
     resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration; write into ``workdir``: config.json, splits.json, checkpoint/
     (model + meta.json), predictions.nc, metrics.json, metrics.md, history.csv (loss per evaluation),
@@ -618,13 +626,20 @@ def run_experiment(
     workdir = Path(workdir)
     with run_log(workdir):
         _log.info("run %s (config %s) in %s", config.name, config_hash(config), workdir)
-        out = _run_experiment(config, workdir, dataset=dataset, progress=progress, figures=figures, resume=resume)
+        out = _run_experiment(config, workdir, dataset=dataset, progress=progress, figures=figures, resume=resume,
+                              force=force)
         _log.info("wrote %s", ", ".join(sorted(p.name for p in workdir.iterdir())))
     return out
 
 
-def _run_experiment(config, workdir, *, dataset, progress, figures, resume) -> dict[str, Any]:
+def _run_experiment(config, workdir, *, dataset, progress, figures, resume, force=False) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
+    if resume and (workdir / "config.json").is_file():  # refuse (unless forced) before config.json is rewritten
+        from kgml.training import check_resume_config
+
+        previous = json.loads((workdir / "config.json").read_text())
+        if check_resume_config(previous, config_to_dict(config), workdir, force=force):
+            write_text_atomic(json.dumps(previous, indent=1) + "\n", workdir / "config.before_resume.json")
     save_config(config, workdir / "config.json")
     ds = select_sites(dataset, config) if dataset is not None else load_data(config, progress=progress)
     _log.info("data: %s, %d sites, %s", config.data.source, ds.sizes["site"],
@@ -637,7 +652,7 @@ def _run_experiment(config, workdir, *, dataset, progress, figures, resume) -> d
             sub = dataclasses.replace(config, grouping="global", name=f"{config.name}-{label}",
                                       data=dataclasses.replace(config.data, regions=(label,)))
             results[label] = run_experiment(sub, workdir / label, dataset=ds, progress=progress, figures=figures,
-                                            resume=resume)
+                                            resume=resume, force=force)
         preds = xr.concat([r["predictions"] for r in results.values()], dim="site")
         test_sites = sorted(s for r in results.values() for s in r["run"].split.test.units)
         rows = evaluate_predictions(preds.sel(site=test_sites), ds.sel(site=test_sites), config)
@@ -647,7 +662,7 @@ def _run_experiment(config, workdir, *, dataset, progress, figures, resume) -> d
     _log.info("split %s: train %s; val %s; test %s", split.name, list(split.train.units), list(split.val.units),
               list(split.test.units))
     run = train_run(config, ds, workdir, init=init, split=split, progress=progress, resume=resume,
-                    description=config.name)
+                    description=config.name, force=force)
     for h in run.history or []:
         _log.info("step %s: %s", h.get("step"), ", ".join(f"{k} {v:.4g}" for k, v in h.items()
                                                         if k != "step" and isinstance(v, float)))

@@ -21,6 +21,7 @@ import argparse
 import gzip
 import io
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _read_table(path: Path) -> _Table:
         raise FileNotFoundError(f"{path}: no such file")
     try:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
     text = raw.decode("utf-8", errors="strict") if raw else ""
     bom = text.startswith("\ufeff")

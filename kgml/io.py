@@ -1,5 +1,5 @@
-"""Output helpers: atomic files (a result appears whole under its final name or not at all), PNG figures, and
-per-site outputs joined along ``site``."""
+"""Output helpers: atomic files (a result appears whole under its final name or not at all, with the user's
+umask), the output guard every writing command uses, PNG figures, and per-site outputs joined along ``site``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,53 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+class UnsafeOutputError(ValueError):
+    """An output path that is (or would overwrite) one of the command's inputs or a run's own files."""
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored under a lock)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have given it (0666/0777 less the umask):
+    `tempfile` creates 0600 files and 0700 directories, which would hide results from the user's group."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the destination's directory; on success it replaces ``path`` atomically
-    (``os.replace``), on error it is removed and ``path`` is left as it was."""
+def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in the destination's directory; on success it is flushed to disk, given the
+    user's umask and replaces ``path`` atomically (``os.replace``); on error it is removed and ``path`` is
+    left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,6 +61,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        apply_umask(tmp_path)
+        if fsync:
+            fsync_path(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -116,13 +158,108 @@ def cf_encode(ds, *, history: str | None = None):
     return out
 
 
+
+def write_csv_atomic(frame, path: str | os.PathLike, **kwargs) -> Path:
+    """``DataFrame.to_csv`` atomically (``index=False`` unless given)."""
+    kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The output guard
+# ---------------------------------------------------------------------------------------------------------
+
+#: Files a training run writes into its directory (besides ``checkpoint/``): a command that reads the run
+#: must not overwrite them.
+RUN_FILES = ("config.json", "splits.json", "predictions.nc", "metrics.json", "metrics.md")
+
+
+def run_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The existing files that make up a run directory: its checkpoint (and any set being swapped in or
+    out) and the files of `RUN_FILES`; a run directory that *is* a checkpoint gives all its files."""
+    run_dir = Path(run_dir)
+    out = [run_dir / n for n in RUN_FILES if (run_dir / n).is_file()]
+    for ckpt in (run_dir / "checkpoint", run_dir / ".checkpoint.new", run_dir / ".checkpoint.old"):
+        if ckpt.is_dir():
+            out += [p for p in ckpt.iterdir() if p.is_file()]
+    if (run_dir / "trainer.json").is_file() or (run_dir / "meta.json").is_file():
+        out += [p for p in run_dir.iterdir() if p.is_file()]
+    return out
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def guard_outputs(outputs: Iterable, inputs: Iterable = (), runs: Iterable = ()) -> None:
+    """Refuse (`UnsafeOutputError`, one line) any of ``outputs`` that resolves — through symbolic links
+    (``realpath``) or as a hard link (same device and inode) — to one of ``inputs`` (files, or folders: then
+    to anything inside them, existing or not, or to the folder itself) or to the files of the run directories ``runs``
+    (`run_files`). Call it before reading anything, with every path the command will write."""
+    files: dict[str, str] = {}  # realpath -> how the user named it
+    folders: dict[str, str] = {}
+    for p in inputs:
+        if p is None:
+            continue
+        real = os.path.realpath(p)
+        (folders if os.path.isdir(real) else files)[real] = f"the input {p}"
+    for run in runs:
+        if run is None:
+            continue
+        for f in run_files(run):
+            files[os.path.realpath(f)] = f"{f}, a file of run {run}"
+    ids = {}
+    for real, label in files.items():
+        ident = _identity(real)
+        if ident is not None:
+            ids[ident] = label
+    for out in outputs:
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        ident = _identity(real)
+        hit = files.get(real)
+        if hit is None and ident is not None and ident in ids:
+            hit = f"a hard link to {ids[ident]}"
+        if hit is None:
+            for folder, label in folders.items():
+                if real == folder:
+                    hit = f"{label} (a folder)"
+                elif real.startswith(folder.rstrip(os.sep) + os.sep):
+                    # new files count too: a folder reader would take them for inputs on the next run
+                    hit = f"inside the input folder {label.removeprefix('the input ')}"
+                if hit:
+                    break
+        if hit is None and ident is not None and folders and os.stat(real).st_nlink > 1:
+            found = _hard_link_in(ident, folders)
+            hit = f"a hard link to the input {found}" if found else None
+        if hit is not None:
+            raise UnsafeOutputError(f"refusing to write {out}: it is {hit}; choose another output path")
+
+
+def _hard_link_in(ident: tuple[int, int], folders: dict[str, str]) -> str | None:
+    for folder in folders:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(root, name)
+                if _identity(path) == ident:
+                    return path
+    return None
+
+
 def write_netcdf_atomic(ds, path: str | os.PathLike) -> Path:
     """Write an ``xr.Dataset`` to netCDF4 atomically (CF units, Conventions and history: `cf_encode`);
     refuses to overwrite one of the dataset's own inputs."""
     path = Path(path)
     sources = ds.encoding.get("source")
-    if sources and Path(sources).resolve() == path.resolve():
-        raise ValueError(f"refusing to overwrite the input file {path}; choose another output path")
+    if sources:
+        guard_outputs([path], [sources])
     ds = cf_encode(ds)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, format="NETCDF4")

@@ -90,6 +90,16 @@ def _assumptions(items):
     return DriverAssumptions(**kw)
 
 
+def _guard(args, outputs) -> None:
+    """Refuse outputs that would overwrite the forcing, the land cover or a run's files (`kgml.io.guard_outputs`)."""
+    from kgml.io import guard_outputs
+
+    inputs = list(args.forcing)
+    if getattr(args, "land_cover", None):
+        inputs.append(args.land_cover.partition(":")[0])
+    guard_outputs(outputs, inputs, args.runs)
+
+
 def _runs(args):
     from kgml.experiment import load_run
     from kgml.mapping import train_demo_run
@@ -131,10 +141,13 @@ def _forcing(args):
 def _map(args) -> int:
     import xarray as xr
 
-    from kgml.io import write_text_atomic
+    from kgml.io import write_csv_atomic, write_text_atomic
     from kgml.mapping import budget_markdown, budget_table, map_run, plot_maps, write_map
 
     t0 = time.perf_counter()
+    out = Path(args.out)
+    stem = out.with_suffix("")
+    _guard(args, [out, Path(f"{stem}_budget.csv"), Path(f"{stem}_budget.md"), Path(f"{stem}.png")])
     runs = _runs(args)
     forcing = _forcing(args)
     sched, cluster = _scheduler(args.scheduler)
@@ -144,7 +157,6 @@ def _map(args) -> int:
         if cluster is not None:
             sched.close()
             cluster.close()
-    out = Path(args.out)
     write_map(ds, out)
     groups = {}
     if args.land_cover:
@@ -153,8 +165,7 @@ def _map(args) -> int:
             groups["land_cover"] = lc[var or list(lc.data_vars)[0]].load().reindex(lat=ds.lat, lon=ds.lon,
                                                                                      method="nearest")
     table = budget_table(ds, groups)
-    stem = out.with_suffix("")
-    table.to_csv(f"{stem}_budget.csv", index=False)
+    write_csv_atomic(table, f"{stem}_budget.csv")
     md = budget_markdown(table, f"Budgets: {ds.attrs['title']}")
     write_text_atomic(md, f"{stem}_budget.md")
     fig = plot_maps(ds, f"{stem}.png", title=ds.attrs["title"])
@@ -168,9 +179,12 @@ def _explain(args) -> int:
     import numpy as np
 
     from kgml import attribution as A
-    from kgml.io import write_text_atomic
+    from kgml.io import write_csv_atomic, write_text_atomic
     from kgml.mapping import grid_sites, write_map
 
+    out = Path(args.out)
+    _guard(args, [out, *(out / n for n in ("sensitivity.nc", "importance.csv", "importance.md",
+                                           "sensitivity_nee.png", "sensitivity_gpp.png"))])
     runs = _runs(args)
     run = runs[0]
     forcing = _forcing(args)
@@ -186,10 +200,9 @@ def _explain(args) -> int:
     grid = A.to_grid(sens, cell, forcing.lat.values, forcing.lon.values)
     grid.attrs.update(Conventions="CF-1.8", title=f"kgml attribution: {run.config.name}",
                       forcing_sha256=forcing.attrs.get("forcing_sha256", ""), cells=int(cell.shape[1]))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_map(grid, out / "sensitivity.nc")
-    imp.to_csv(out / "importance.csv", index=False)
+    write_csv_atomic(imp, out / "importance.csv")
     md = A.importance_markdown(imp, f"Permutation importance (NEE), {cell.shape[1]} cells")
     write_text_atomic(md, out / "importance.md")
     figs = []
@@ -205,10 +218,13 @@ def _explain(args) -> int:
 
 
 def _scenario(args) -> int:
-    from kgml.io import write_text_atomic
+    from kgml.io import write_csv_atomic, write_text_atomic
     from kgml.mapping import plot_maps, write_map
     from kgml.scenarios import Scenario, run_scenario
 
+    out = Path(args.out)
+    _guard(args, [out, *(out / n for n in ("baseline.nc", "scenario.nc", "difference.nc", "difference.png",
+                                           "budget_changes.csv", "budget_changes.md"))])
     runs = _runs(args)
     forcing = _forcing(args)
     scen = Scenario(args.name, warming=args.warming, precip_change=args.precip_change, co2=args.co2,
@@ -230,7 +246,6 @@ def _scenario(args) -> int:
         if cluster is not None:
             sched.close()
             cluster.close()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_map(res["baseline"], out / "baseline.nc")
     write_map(res["scenario"], out / "scenario.nc")
@@ -239,7 +254,7 @@ def _scenario(args) -> int:
                     [v for v in res["difference"].data_vars if str(v).startswith("d_")],
                     title=f"{scen.name}: {scen.describe()} (scenario − baseline)")
     table = res["budget"]
-    table.to_csv(out / "budget_changes.csv", index=False)
+    write_csv_atomic(table, out / "budget_changes.csv")
     cols = [c for c in table.columns if c.endswith("_change") or c in ("group", "label", "cells")]
     md = budget_markdown_changes(table[cols], f"{scen.name}: {scen.describe()}")
     if res["warnings"]:

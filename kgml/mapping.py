@@ -890,6 +890,9 @@ def map_run(
     for v in present:
         if set(forcing[v].dims) != {"lat", "lon", "time"}:
             raise ValueError(f"forcing variable {v!r} has dims {forcing[v].dims}; need (lat, lon, time)")
+    from kgml.drivers import check_gridded_drivers
+
+    check_gridded_drivers(forcing, present)  # ranges and ±inf with unit-mistake hints; NaN cells are not mapped
     cal = _Calendar.of(forcing.time.values)
     params = tuple(dict.fromkeys(p for r in members for p in _learned_names(r)))
     plan = _Plan(members, present, cal.native, cal.months, assumptions, path, batch_size, params)
@@ -1153,7 +1156,10 @@ def grid_sites(forcing: xr.Dataset, config, *, assumptions: DriverAssumptions = 
     """The mapped cells of ``forcing`` (eagerly; at most ``max_cells``, a seeded sample) as a Contract-A
     (site, time) dataset with the drivers of `daily_drivers`. Returns (dataset, (lat index, lon index) of each
     site (2, n), driver notes)."""
+    from kgml.drivers import check_gridded_drivers
+
     present = [v for v in DRIVERS if v in forcing]
+    check_gridded_drivers(forcing, present)
     f = forcing[present].transpose("lat", "lon", "time").load()
     ny, nx, nt = f.sizes["lat"], f.sizes["lon"], f.sizes["time"]
     vals = {v: f[v].values.reshape(ny * nx, nt) for v in present}

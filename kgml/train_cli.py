@@ -28,6 +28,8 @@ def register(subparsers) -> None:
                    "builder such as fluxnet_daily, or a netCDF file)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though CONFIG differs from the run's (both are recorded)")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
     p.set_defaults(handler=_train)
 
@@ -64,13 +66,29 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_predict)
 
 
+def run_outputs(workdir: Path) -> list[Path]:
+    """The paths a training run writes in ``workdir`` (for `kgml.io.guard_outputs`)."""
+    from kgml.io import RUN_FILES
+
+    return [workdir, workdir / "checkpoint", *(workdir / n for n in RUN_FILES), workdir / "nee_heldout.png",
+            workdir / "training.png"]
+
+
+def _train_inputs(cfg, config_path) -> tuple[list, list]:
+    inputs = [config_path] + ([cfg.data.source] if cfg.data.source != "synthetic" else [])
+    return inputs, [cfg.init_from] if cfg.init_from else []
+
+
 def _train(args: argparse.Namespace) -> int:
     from kgml.config import load_config
     from kgml.experiment import run_experiment
+    from kgml.io import guard_outputs
 
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / cfg.name)
-    result = run_experiment(cfg, out, figures=not args.no_figures, resume=args.resume)
+    inputs, runs = _train_inputs(cfg, args.config)
+    guard_outputs(run_outputs(out), inputs, runs)
+    result = run_experiment(cfg, out, figures=not args.no_figures, resume=args.resume, force=args.force)
     print(result["markdown"])
     print(f"wrote {out}")
     return 0
@@ -86,6 +104,10 @@ def _finetune(args: argparse.Namespace) -> int:
     cfg = merge_config(base.config, load_delta(args.config))
     cfg = dataclasses.replace(cfg, init_from=str(Path(args.run).resolve()))
     out = Path(args.out or f"{str(args.run).rstrip('/')}-finetune")
+    from kgml.io import guard_outputs
+
+    inputs, runs = _train_inputs(cfg, args.config)
+    guard_outputs(run_outputs(out), inputs, [*runs, args.run])
     result = run_experiment(cfg, out, figures=not args.no_figures)
     print(result["markdown"])
     print(f"wrote {out}")
@@ -104,7 +126,9 @@ def find_datasets(directory: Path) -> list[tuple[str, object]]:
         try:
             with xr.open_dataset(path) as f:
                 if {"site", "time"} <= set(f.dims):
-                    found.append((str(path.relative_to(directory)), f.load()))
+                    ds = f.load()
+                    ds.attrs["source"] = str(path)  # driver errors name this file
+                    found.append((str(path.relative_to(directory)), ds))
         except Exception as err:  # a broken file must not stop the survey
             print(f"skipped {path}: {type(err).__name__}: {err}")
     folders = [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]
@@ -186,11 +210,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kgml.config import ConfigError
     from kgml.data.assemble import builder_name
     from kgml.experiment import load_data, load_run, metrics_markdown, predict_dataset
-    from kgml.io import write_text_atomic
+    from kgml.io import guard_outputs, write_text_atomic
     from kgml.paths import data_dir
 
-    run = load_run(args.run)
     out = Path(args.out or Path(args.run) / "evaluate")
+    guard_outputs([out / "metrics.json", out / "metrics.md"], [args.data_dir], [args.run])
+    run = load_run(args.run)
+    veg = run.config.data.vegetation
     rows, text = [], []
     if args.data_dir is None or builder_name(run.config.data.source):
         # The run's own pipeline: same source, builder options, statics and site selection as training.
@@ -249,15 +275,31 @@ def _predict(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from kgml.experiment import load_data, load_run, predict_dataset
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
 
+    guard_outputs([args.out], [args.data], [args.run])
     run = load_run(args.run)
     if args.data:
-        with xr.open_dataset(args.data) as f:
-            ds = f.load()
+        from kgml.data.schema import DataValidationError
+
+        try:
+            with xr.open_dataset(args.data) as f:
+                ds = f.load()
+        except (OSError, ValueError) as err:
+            raise DataValidationError(args.data, None, f"cannot open as netCDF: {err}") from None
+        from kgml.drivers import check_drivers, model_drivers
+
+        check_drivers(ds, model_drivers(ds, run.config.data.features), args.data)  # errors name this file
     else:
         ds = load_data(run.config)
+        guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])
     pred = predict_dataset(run, ds, missing_static="zero" if args.data else "raise")
     write_netcdf_atomic(pred, args.out)
-    print(f"wrote {args.out} ({pred.sizes['site']} sites)")
+    cov = pred.get("driver_coverage")
+    note = ""
+    if cov is not None:
+        partial = int((cov.values < 1.0).sum())
+        note = f"; {partial} site(s) with missing drivers: their outputs are NaN on those days (driver_coverage)" \
+            if partial else ""
+    print(f"wrote {args.out} ({pred.sizes['site']} sites{note})")
     return 0

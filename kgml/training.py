@@ -1,6 +1,7 @@
 """One `fit()` for pretraining and fine-tuning: they differ only in the data and in which parts of the model
 are trainable. AdamW + warm-up/cosine schedule + global-norm clipping, early stopping on the validation loss,
-atomic checkpoints (equinox leaves + JSON, never pickle) and exact resume.
+atomic checkpoints (equinox leaves + JSON, never pickle; the files replaced as one set, verified by SHA-256 on
+every load) and exact resume (refused when the configuration changed, unless forced).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import numpy as np
 import optax
 
 from kgml.config import TrainConfig
-from kgml.io import atomic_path, write_text_atomic
+from kgml.io import apply_umask, atomic_path, fsync_path, write_text_atomic
 
 __all__ = [
     "CheckpointError",
     "FitResult",
+    "check_resume_config",
     "fit",
     "load_checkpoint_state",
+    "recover_checkpoint",
     "load_model",
     "make_optimizer",
     "read_metadata",
@@ -134,16 +137,71 @@ def load_model(path: str | os.PathLike, like):
         ) from None
 
 
+def _set_paths(directory: Path) -> tuple[Path, Path]:
+    """Where the next set is written, and where the previous one waits while the new one is swapped in."""
+    return directory.parent / f".{directory.name}.new", directory.parent / f".{directory.name}.old"
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        load_checkpoint_state(directory, recover=False)
+    except CheckpointError:
+        return False
+    return True
+
+
+def recover_checkpoint(directory: str | os.PathLike) -> None:
+    """Finish or undo a checkpoint swap that a kill interrupted (see `_save_checkpoint`): with no set under
+    ``directory``'s name, the complete new one (else the previous one) takes it; leftovers are removed."""
+    import shutil
+
+    directory = Path(directory)
+    new, old = _set_paths(directory)
+    if not directory.exists():
+        for candidate in (new, old):
+            if candidate.is_dir() and _is_complete(candidate):
+                os.replace(candidate, directory)
+                fsync_path(directory.parent)
+                break
+    if directory.exists():
+        for leftover in (new, old):  # new: never swapped in (the previous set is intact); old: already replaced
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _save_checkpoint(directory: Path, model, best_model, opt_state, state: dict, metadata: Mapping | None) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_model(model, directory / "model.eqx")
-    save_model(best_model, directory / "best.eqx")
-    save_model(opt_state, directory / "opt_state.eqx")
+    """Write the checkpoint as one set: every file goes into a new directory beside ``directory``, is flushed
+    to disk, then the directory is renamed into place. The previous set stays complete under its name until
+    the new one is (a kill at any point leaves one complete set: `recover_checkpoint`)."""
+    import shutil
+
+    recover_checkpoint(directory)
+    new, old = _set_paths(directory)
+    if directory.is_dir():
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in (*_FILES, "meta.json", "trainer.json"))
+        if foreign:
+            raise CheckpointError(f"checkpoint directory {directory} also holds {foreign}: checkpoints are replaced "
+                                  "as a whole directory, give them a directory of their own")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    apply_umask(new, directory=True)
+    save_model(model, new / "model.eqx")
+    save_model(best_model, new / "best.eqx")
+    save_model(opt_state, new / "opt_state.eqx")
+    if metadata is None and (directory / "meta.json").is_file():
+        metadata = json.loads((directory / "meta.json").read_text())
     if metadata is not None:
-        write_text_atomic(json.dumps(metadata, indent=1, default=_json_default) + "\n", directory / "meta.json")
-    state = {**state, "format_version": CHECKPOINT_FORMAT, "sha256": {f: _sha256(directory / f) for f in _FILES}}
-    # Written last: a checkpoint exists only once its trainer.json names the hashes of complete files.
-    write_text_atomic(json.dumps(state, indent=1, default=_json_default) + "\n", directory / "trainer.json")
+        write_text_atomic(json.dumps(metadata, indent=1, default=_json_default) + "\n", new / "meta.json")
+    files = [*_FILES, *(("meta.json",) if metadata is not None else ())]
+    state = {**state, "format_version": CHECKPOINT_FORMAT, "sha256": {f: _sha256(new / f) for f in files}}
+    # Written last: a set is complete only once its trainer.json names the hashes of complete files.
+    write_text_atomic(json.dumps(state, indent=1, default=_json_default) + "\n", new / "trainer.json")
+    fsync_path(new)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(new, directory)
+    fsync_path(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _json_default(obj):
@@ -152,9 +210,13 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load_checkpoint_state(directory: str | os.PathLike) -> dict:
-    """The trainer state of a checkpoint directory, after checking that its files are complete and intact."""
+def load_checkpoint_state(directory: str | os.PathLike, *, recover: bool = True) -> dict:
+    """The trainer state of a checkpoint directory, after checking that its files are complete and intact
+    (each file's SHA-256 against trainer.json; a mismatch names the file). ``recover`` first completes a
+    swap that a kill interrupted (`recover_checkpoint`)."""
     directory = Path(directory)
+    if recover:
+        recover_checkpoint(directory)
     trainer = directory / "trainer.json"
     if not trainer.is_file():
         raise CheckpointError(f"no checkpoint in {directory} (trainer.json missing)")
@@ -178,10 +240,40 @@ def load_checkpoint_state(directory: str | os.PathLike) -> dict:
 
 def read_metadata(directory: str | os.PathLike) -> dict:
     """The ``meta.json`` of a checkpoint (config, normaliser, region map, …)."""
+    recover_checkpoint(directory)
     path = Path(directory) / "meta.json"
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: not a kgml run directory")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt ({err}); restore the run's files or retrain") from None
+
+
+def _config_diff(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like configs."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_resume_config(recorded: Mapping | None, config: Mapping | None, where: object, *, force: bool) -> list[str]:
+    """The keys in which ``config`` (this run's, as a dict) differs from ``recorded`` (the run's saved one).
+    A difference is a `CheckpointError` naming the keys unless ``force``; then the keys are returned so that
+    the caller records both configs."""
+    if recorded is None or config is None:
+        return []
+    changed = _config_diff(json.loads(json.dumps(recorded, default=_json_default)),
+                           json.loads(json.dumps(config, default=_json_default)))
+    if changed and not force:
+        shown = ", ".join(changed[:8]) + (" …" if len(changed) > 8 else "")
+        raise CheckpointError(f"cannot resume {where}: the configuration differs from the one it was trained with "
+                              f"({shown}); resume with the same config, or pass --force (force=True) to continue "
+                              "with the new one (both are recorded)")
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -245,6 +337,7 @@ def fit(
     max_steps_this_call: int | None = None,
     monitor: str = "data",
     description: str = "training",
+    force: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``train`` and return the best model on ``val``.
 
@@ -256,7 +349,9 @@ def fit(
     initial one) is returned. With ``checkpoint_dir``, the current and best models, optimiser
     state and trainer state (+ ``metadata`` as meta.json) are written every ``cfg.checkpoint_every`` steps
     and at the end; ``resume=True`` continues from the checkpoint there exactly (same batches, same
-    optimiser state). ``max_steps_this_call`` stops early without finishing (as if interrupted).
+    optimiser state, same running loss sums). Resuming with a ``metadata["config"]`` that differs from the
+    checkpoint's is refused unless ``force`` (then both are recorded: meta.json ``resumed_with``).
+    ``max_steps_this_call`` stops early without finishing (as if interrupted).
     """
     parts = cfg.trainable if trainable is None else tuple(trainable)
     filter_spec = trainable_filter(model, parts)
@@ -270,8 +365,19 @@ def fit(
     start, best_val, best_step, bad, history = 0, math.inf, 0, 0, []
     best_diff = diff
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    running: dict[str, float] = {}
+    if directory is not None:
+        recover_checkpoint(directory)
     if resume and directory is not None and (directory / "trainer.json").exists():
         state = load_checkpoint_state(directory)
+        recorded = read_metadata(directory) if (directory / "meta.json").is_file() else {}
+        changed = check_resume_config(recorded.get("config"), (metadata or {}).get("config"), directory, force=force)
+        if changed:
+            metadata = {**dict(metadata or {}), "resumed_with": [
+                *recorded.get("resumed_with", []),
+                {"step": state["step"], "changed": changed, "previous_config": recorded.get("config")}]}
+        elif metadata is not None and recorded.get("resumed_with"):
+            metadata = {**dict(metadata), "resumed_with": recorded["resumed_with"]}
         if state.get("trainable") != list(parts):
             raise CheckpointError(
                 f"checkpoint in {directory} trained parts {state.get('trainable')}, this run trains {list(parts)}")
@@ -282,6 +388,7 @@ def fit(
         opt_state = load_model(directory / "opt_state.eqx", opt_state)
         start, best_val, best_step, bad = state["step"], state["best_val"], state["best_step"], state["bad_evals"]
         history = state["history"]
+        running = {k: float(v) for k, v in state.get("running", {}).items()}
         if state.get("stopped_early"):
             return FitResult(best_model, history, best_step, best_val, start, True, model)
 
@@ -289,8 +396,11 @@ def fit(
         if directory is None:
             return
         state = {"step": step, "best_val": best_val, "best_step": best_step, "bad_evals": bad, "history": history,
-                 "trainable": list(parts), "stopped_early": stopped, "batch_size": batch_size, "seed": cfg.seed}
-        _save_checkpoint(directory, eqx.combine(diff, static), eqx.combine(best_diff, static), opt_state, state,
+                 "trainable": list(parts), "stopped_early": stopped, "batch_size": batch_size, "seed": cfg.seed,
+                 "running": running}  # sums since the last report: the next logged train loss stays right
+        # Before any evaluation the best model is the current one, as `fit` returns it.
+        best = best_diff if evaluated else diff
+        _save_checkpoint(directory, eqx.combine(diff, static), eqx.combine(best, static), opt_state, state,
                          metadata)
 
     from tqdm.auto import tqdm
@@ -303,7 +413,6 @@ def fit(
         best_val, best_step, best_diff, evaluated = float(ev["monitor"]), 0, diff, True
     end = cfg.steps if max_steps_this_call is None else min(cfg.steps, start + max_steps_this_call)
     bar = tqdm(total=cfg.steps, initial=start, desc=description, unit="step", disable=not progress, leave=False)
-    running: dict[str, float] = {}
     stopped = False
     step = start
     try:

@@ -228,9 +228,11 @@ class Variable:
         return None
 
     def out_of_range(self, values) -> np.ndarray:
-        """Boolean mask of finite values outside [valid_min, valid_max]."""
+        """Boolean mask of values outside [valid_min, valid_max], ±inf included (``inf``, ``Infinity`` and
+        ``1e999`` in a text file are an overflow or a missing-value code, never a measurement); NaN (a gap)
+        is not out of range."""
         arr = np.asarray(values, dtype=float)
-        return np.isfinite(arr) & ((arr < self.valid_min) | (arr > self.valid_max))
+        return ~np.isnan(arr) & ((arr < self.valid_min) | (arr > self.valid_max))
 
 
 def _temperature_mistakes(name: str) -> tuple[UnitMistake, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -73,6 +74,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 def _shift(args: argparse.Namespace) -> int:
     from kgml.bench.runner import RESULTS_MD, command_line, run_suite
     from kgml.bench.suites import SuiteUnavailable
+    from kgml.io import guard_outputs
+    from kgml.paths import DataNotFoundError, data_dir
 
     if args.seeds < 1:
         print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
@@ -80,6 +83,11 @@ def _shift(args: argparse.Namespace) -> int:
     results = None
     if not args.no_results:
         results = args.results or (None if args.quick else RESULTS_MD)
+    try:
+        data = data_dir(args.data_dir)
+    except DataNotFoundError:  # no data here: run_suite says which suite cannot run, and why
+        data = None
+    guard_outputs([Path(args.out), Path(args.out) / args.suite, results], [data, args.folds_dir])
     try:
         res = run_suite(
             args.suite, data_dir=args.data_dir, out=args.out, quick=args.quick,

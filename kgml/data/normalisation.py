@@ -119,12 +119,9 @@ class Normaliser:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
-        return path
+        from kgml.io import write_text_atomic
+
+        return write_text_atomic(json.dumps(self.to_dict(), indent=1), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Normaliser:

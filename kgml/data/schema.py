@@ -60,6 +60,42 @@ def skip_or_raise(err: DataValidationError, errors: str, skipped: list[str], wha
     skipped.append(f"{label}: {err.problem}")
 
 
+def check_field_counts(source: object, raw: bytes, sep: str = ",") -> None:
+    """Every non-empty line of a delimited table (``raw`` bytes, header first) has as many fields as the
+    header. pandas pads a short row with NaN and shifts nothing back, so a lost separator or a row cut in two
+    would otherwise load as wrong values in the wrong columns. Quoted fields are parsed with `csv`; plain
+    tables are counted with numpy (fast for millions of rows)."""
+    if not raw:
+        return
+    if b'"' in raw:
+        import csv
+        import io
+
+        rows = csv.reader(io.StringIO(raw.decode("utf-8", errors="replace")), delimiter=sep)
+        counts = np.array([len(r) for r in rows if r], dtype=np.int64)
+        lines = None
+    else:
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        ends = np.flatnonzero(buf == ord("\n"))
+        if raw[-1:] != b"\n":
+            ends = np.append(ends, len(buf))
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        seps = np.cumsum(np.concatenate([[0], (buf == ord(sep)).astype(np.int64)]))
+        counts = seps[ends] - seps[starts] + 1
+        stripped = np.array([raw[a:b].strip() != b"" for a, b in zip(starts, ends, strict=True)]) if (
+            ends - starts <= 1).any() else np.ones(counts.size, bool)
+        counts, lines = counts[stripped], np.flatnonzero(stripped) + 1
+    if counts.size < 2:
+        return
+    bad = np.flatnonzero(counts[1:] != counts[0]) + 1
+    if bad.size:
+        k = int(bad[0])
+        line = int(lines[k]) if lines is not None else k + 1
+        raise DataValidationError(source, None, f"{bad.size} row(s) with another number of fields than the header "
+                                  f"(line {line} has {int(counts[k])}, the header {int(counts[0])}): a lost "
+                                  "separator or a broken row would shift values into other columns")
+
+
 def register_layout(name: str, dims: Iterable[str]) -> None:
     """Allow a new dimension layout (e.g. ``register_layout("plot_date", ("plot", "time"))``)."""
     LAYOUTS[name] = tuple(dims)
@@ -211,7 +247,8 @@ def validate_variable(
             src,
             name,
             f"{int(mask.sum())} value(s) outside the valid range [{var.valid_min}, {var.valid_max}] {var.units} "
-            f"(found min {finite.min():.4g}, max {finite.max():.4g}; first at {_example_location(da, mask)})"
+            f"(found min {values[~np.isnan(values)].min():.4g}, max {values[~np.isnan(values)].max():.4g}; first at "
+            f"{_example_location(da, mask)})"
             + (f". Likely unit mistake: {hint}" if hint else ""),
         )
     certain = var.diagnose(finite, certain_only=True)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import io
 import re
 import warnings
+import zlib
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ import xarray as xr
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
+    check_field_counts,
     register_layout,
     skip_or_raise,
     validate_dataset,
@@ -104,7 +107,7 @@ def _read_text(path: Path) -> str:
             with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
                 return fh.read()
         return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
+    except (OSError, EOFError, zlib.error) as err:  # damaged gzip streams too
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
 
 
@@ -200,14 +203,19 @@ def cosore_datasets(root: str | Path) -> list[str]:
     base = root / "datasets" if (root / "datasets").is_dir() else root
     if not base.is_dir():
         raise DataValidationError(root, None, "not a COSORE folder (no datasets/ directory)")
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and (p / "DESCRIPTION.txt").exists())
+    # a folder with any COSORE file counts (one without DESCRIPTION.txt is then an error naming it, not skipped
+    # silently)
+    known = ("DESCRIPTION.txt", "PORTS.txt", "data.csv", "data.csv.gz")
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and any((p / f).exists() for f in known))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # COSORE values
 
 
-def _numeric(df: pd.DataFrame, column: str, source: Path) -> np.ndarray:
+def _numeric(df: pd.DataFrame, column: str, source: Path, counts: dict[str, int] | None = None) -> np.ndarray:
+    """A numeric column; text cells are an error when they are most of it, else NaN with a `DataWarning` and
+    their count recorded in ``counts`` (→ the dataset's attributes ``n_<column>_non_numeric``)."""
     raw = df[column]
     if pd.api.types.is_numeric_dtype(raw):
         values = raw.to_numpy(dtype=float, na_value=np.nan, copy=True)
@@ -217,9 +225,14 @@ def _numeric(df: pd.DataFrame, column: str, source: Path) -> np.ndarray:
         text = raw.iloc[missing]  # only cells that did not parse are looked at as text (millions of rows)
         bad = np.zeros(values.size, dtype=bool)
         bad[missing] = (text.notna() & (text.astype(str).str.strip() != "")).to_numpy()
-        if bad.mean() > SYSTEMATIC_FRACTION:
+        if bad.any():
             example = raw.iloc[int(np.flatnonzero(bad)[0])]
-            raise DataValidationError(source, column, f"values are not numbers (e.g. {example!r})")
+            if bad.mean() > SYSTEMATIC_FRACTION:
+                raise DataValidationError(source, column, f"values are not numbers (e.g. {example!r})")
+            warnings.warn(f"{source}: column {column!r}: {int(bad.sum())} of {bad.size} values are not numbers "
+                          f"(e.g. {example!r}); set to NaN", DataWarning, stacklevel=3)
+            if counts is not None:
+                counts[f"n_{column}_non_numeric"] = counts.get(f"n_{column}_non_numeric", 0) + int(bad.sum())
     values[np.isin(values, (-9999.0, -999.0))] = np.nan
     return values
 
@@ -364,8 +377,12 @@ def read_cosore_dataset(
     if data_file is None:
         raise DataValidationError(path, None, "no data.csv.gz (flux table) in the COSORE dataset folder")
     try:
-        df = pd.read_csv(data_file, low_memory=False)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
+        raw = gzip.decompress(data_file.read_bytes()) if data_file.suffix == ".gz" else data_file.read_bytes()
+        check_field_counts(data_file, raw)
+        df = pd.read_csv(io.BytesIO(raw), low_memory=False)
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
+        if isinstance(err, DataValidationError):
+            raise
         raise DataValidationError(data_file, None, f"cannot parse the flux table: {err}") from err
     for column in _REQUIRED_DATA_COLUMNS:
         if column not in df.columns:
@@ -377,7 +394,7 @@ def read_cosore_dataset(
 
     counts: dict[str, int] = {}
     notes: list[str] = []
-    flux = _numeric(df, "CSR_FLUX_CO2", data_file)
+    flux = _numeric(df, "CSR_FLUX_CO2", data_file, counts)
     if not np.isfinite(flux).any():
         raise DataValidationError(data_file, "CSR_FLUX_CO2", "all CO2 flux values are missing (NA)")
     flux = mask_spikes(flux * UMOL_CO2_M2_S_TO_GC_M2_D, "rsoil", data_file, "CSR_FLUX_CO2", counts)
@@ -400,10 +417,10 @@ def read_cosore_dataset(
     swc_col, swc_depth = _sensor_column(df.columns, _MOISTURE_COLUMN, sensor_depth)
     drivers = []
     if tsoil_col is not None:
-        frame["tsoil"] = mask_spikes(_numeric(df, tsoil_col, data_file), "tsoil", data_file, tsoil_col, counts)
+        frame["tsoil"] = mask_spikes(_numeric(df, tsoil_col, data_file, counts), "tsoil", data_file, tsoil_col, counts)
         drivers.append("tsoil")
     if swc_col is not None:
-        swc = _swc_percent(_numeric(df, swc_col, data_file), swc_units, data_file, swc_col, notes)
+        swc = _swc_percent(_numeric(df, swc_col, data_file, counts), swc_units, data_file, swc_col, notes)
         if swc is not None:
             frame["swc"] = mask_spikes(swc, "swc", data_file, swc_col, counts)
             drivers.append("swc")
@@ -411,7 +428,7 @@ def read_cosore_dataset(
             swc_col, swc_depth = None, np.nan
     tair_col = next((c for c in ("CSR_TAIR_AMB", "CSR_TAIR") if c in df.columns), None)
     if tair_col is not None:
-        frame["tair"] = mask_spikes(_numeric(df, tair_col, data_file), "tair", data_file, tair_col, counts)
+        frame["tair"] = mask_spikes(_numeric(df, tair_col, data_file, counts), "tair", data_file, tair_col, counts)
         drivers.append("tair")
 
     n_rows = len(frame)
@@ -758,7 +775,7 @@ def read_srdb(
         raise DataValidationError(file, None, "SRDB data file not found")
     try:
         df = pd.read_csv(file, low_memory=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         raise DataValidationError(file, None, f"cannot parse: {err}") from err
     for column in _SRDB_REQUIRED:
         if column not in df.columns:

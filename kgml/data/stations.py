@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import hashlib
 import json
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -94,14 +96,34 @@ def _check_range(
     values: np.ndarray, path: Path, column: str, lower: float, upper: float, units: str, hint: str = ""
 ) -> None:
     """Raise naming the file, the column, the first offending value and the likely mistake."""
-    finite = np.isfinite(values)
-    bad = finite & ((values < lower) | (values > upper))
+    bad = ~np.isnan(values) & ((values < lower) | (values > upper))  # ±inf (inf, Infinity, 1e999) included
     if bad.any():
         i = int(np.argmax(bad))
         raise StationDataError(
             f"{path}: column {column!r} has {int(bad.sum())} value(s) outside the plausible range "
             f"[{lower}, {upper}] {units} (first: {values[i]:g} at data row {i + 1}){hint}"
         )
+
+
+#: Fraction of days with tmin > tmax above which the two columns are taken as swapped (an error); fewer such
+#: days are kept, with a warning recorded in the dataset's ``warnings`` attribute.
+SWAPPED_TMIN_TMAX_FRACTION = 0.5
+
+
+def _check_tmin_tmax(tmin: np.ndarray, tmax: np.ndarray, path: Path, min_col: str, max_col: str) -> str:
+    both = np.isfinite(tmin) & np.isfinite(tmax)
+    above = both & (tmin > tmax)
+    if not above.any():
+        return ""
+    text = f"column {min_col!r} exceeds {max_col!r} on {int(above.sum())} of {int(both.sum())} days"
+    if above.sum() > SWAPPED_TMIN_TMAX_FRACTION * both.sum():
+        raise StationDataError(f"{path}: {text}: are the {max_col} and {min_col} columns swapped?")
+    import warnings
+
+    from kgml.data.schema import DataWarning
+
+    warnings.warn(f"{path}: {text} (first at data row {int(np.argmax(above)) + 1}); kept", DataWarning, stacklevel=3)
+    return text
 
 
 def _check_not_all_missing(values: np.ndarray, path: Path, column: str, what: str = "") -> None:
@@ -281,6 +303,7 @@ def read_apsim_met(
                  " — looks like W m-2 or kJ m-2 d-1; give MJ m-2 d-1" if np.nanmax(radn) > 50 else "")
     _check_range(rain, path, "rain", 0.0, 1000.0, "mm d-1",
                  " — negative rain is often a missing-value code; use NaN" if np.nanmin(rain) < 0 else "")
+    notes = _check_tmin_tmax(mint, maxt, path, "mint", "maxt")
 
     if lat is None:
         if "latitude" not in header:
@@ -318,11 +341,14 @@ def read_apsim_met(
         "vpd": {"derivation": "e_s(mean of e°(tmax), e°(tmin)) - e°(tmin): dew point ≈ tmin, FAO-56 eqs. 12, 48 "
                               "(no humidity in the file)"},
     }
-    return _daily_dataset(
+    ds = _daily_dataset(
         time, values, extra, site=site, lat=float(lat), lon=float(lon), path=path,
         title=f"daily weather from APSIM .met file {path.name}",
         comment="gaps in the file's dates are kept as gaps",
     )
+    if notes:
+        ds.attrs["warnings"] = notes
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -365,7 +391,7 @@ def read_biocro_hourly_weather(
         raise ValueError(f"min_valid_hours must be in 1..24, got {min_valid_hours}")
     try:
         df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, zlib.error) as err:
         raise StationDataError(f"{path}: cannot parse as CSV: {err}") from None
     missing = [c for c in _HOURLY_REQUIRED if c not in df.columns]
     if missing:
@@ -462,11 +488,38 @@ def read_ames_ia(data_dir: str | os.PathLike | None = None) -> xr.Dataset:
     return read_apsim_met(dataset_path(AMES_DATASET, data_dir) / AMES_FILE, site="Ames_IA", lon=AMES_LON)
 
 
+def is_biocro_hourly_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (CSV, optionally gzipped) has the BioCro hourly weather columns (`_HOURLY_REQUIRED`) in
+    its header: the file is recognised by its content, whatever it is called."""
+    path = Path(path)
+    if not path.is_file() or not path.name.lower().endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+        return False
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline()
+    except (OSError, EOFError, zlib.error):
+        return False
+    names = {c.strip().strip('"').lower() for c in header.split(",")}
+    return set(_HOURLY_REQUIRED) <= names
+
+
+def biocro_hourly_files(folder: str | os.PathLike) -> list[Path]:
+    """The BioCro hourly weather files of ``folder``, recognised by content (`is_biocro_hourly_file`)."""
+    return sorted(p for p in Path(folder).iterdir() if is_biocro_hourly_file(p))
+
+
 def read_champaign_il(data_dir: str | os.PathLike | None = None, min_valid_hours: int = MIN_VALID_HOURS) -> xr.Dataset:
-    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV."""
+    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV of the
+    dataset folder (the one file with the hourly columns, whatever its name)."""
+    folder = dataset_path(CHAMPAIGN_DATASET, data_dir)
+    files = biocro_hourly_files(folder)
+    if len(files) != 1:
+        found = [p.name for p in files]
+        raise StationDataError(f"{folder}: expected one hourly weather CSV with columns {list(_HOURLY_REQUIRED)}, "
+                               f"found {found or 'none'}")
     return read_biocro_hourly_weather(
-        dataset_path(CHAMPAIGN_DATASET, data_dir) / CHAMPAIGN_FILE,
-        site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
+        files[0], site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
     )
 
 
@@ -534,10 +587,9 @@ def fit_default_generator(
         "params": params_to_dict(params),
     }
     out = Path(out_path) if out_path is not None else _RESOURCE_DIR / DEFAULT_GENERATOR_RESOURCE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    from kgml.io import write_text_atomic
+
+    write_text_atomic(json.dumps(document, indent=1) + "\n", out)
     return document
 
 

@@ -76,18 +76,60 @@ def _load_fluxnet(folder: Path, cache=False) -> Loaded:
     return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop", cache=cache)) for res in resolutions]
 
 
+def fluxnet_table_files(folder: Path) -> list[Path]:
+    """Tables with FLUXNET columns whatever they are called: a header starting with ``TIMESTAMP`` that names
+    at least one standard FLUXNET variable (kgml.variables), as CSV or gzipped CSV."""
+    import gzip
+    import zlib
+
+    from kgml.variables import VARIABLES
+
+    known = {c for v in VARIABLES.values() for c in v.fluxnet}
+    out = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or not p.name.lower().endswith((".csv", ".csv.gz")):
+            continue
+        try:
+            opener = gzip.open if p.suffix == ".gz" else open
+            with opener(p, "rt", encoding="utf-8", errors="replace") as fh:
+                header = fh.readline().lstrip("\ufeff")
+        except (OSError, EOFError, zlib.error):
+            continue
+        names = [c.strip() for c in header.split(",")]
+        if names and names[0].startswith("TIMESTAMP") and known & set(names):
+            out.append(p)
+    return out
+
+
 def _is_fluxnet_table_dir(folder: Path) -> bool:
-    files = sorted(folder.glob("*_daily.csv"))
-    if not files:
-        return False
-    with open(files[0]) as fh:
-        return fh.readline().startswith("TIMESTAMP")
+    return bool(fluxnet_table_files(folder))
 
 
 def _load_fluxnet_tables(folder: Path) -> Loaded:
-    from kgml.data.towers import read_fluxnet_dir
+    """Each table read by `kgml.data.towers.read_fluxnet_file`: the site comes from the file name when it
+    holds a site code (``US-Ne1``, anywhere in the name), else from the folder's ``sites.csv`` when it lists one site;
+    else that file's error asks for it. Unreadable tables are skipped (``skipped_files``), the others kept."""
+    from kgml.data.schema import DataValidationError, skip_or_raise
+    from kgml.data.sitemeta import read_site_metadata
+    from kgml.data.towers import _site_like, combine_sites, read_fluxnet_file
 
-    return [("DD", read_fluxnet_dir(folder, pattern="*_daily.csv", invalid="drop"))]
+    table = folder / "sites.csv"
+    only_site = None
+    if table.exists():
+        listed = list(read_site_metadata(table).index)
+        only_site = listed[0] if len(listed) == 1 else None
+    parts, skipped = [], []
+    for p in fluxnet_table_files(folder):
+        site = _site_like(p) or only_site  # a site code anywhere in the name (US-Xyz_export.csv), or the table's
+        try:
+            parts.append(read_fluxnet_file(p, site=site, site_metadata="auto", invalid="drop"))
+        except DataValidationError as err:
+            skip_or_raise(err, "warn", skipped, f"tower table {p.name}", p.name)
+    if not parts:
+        raise DataValidationError(folder, None, f"no FLUXNET-column table could be read ({'; '.join(skipped[:3])})")
+    ds = combine_sites(parts, source=folder)
+    ds.attrs["skipped_files"] = "\n".join(skipped)
+    return [(str(parts[0].attrs.get("time_resolution", "tables")), ds)]
 
 
 def _load_qca(folder: Path) -> Loaded:
@@ -257,7 +299,8 @@ for _kind in (
     DatasetKind("county corn yield + weekly Daymet", _has("corn_*weekly*"), _load_khaki),
     DatasetKind("DSSAT experiments and weather", _has("experiments", "weather"), _load_dssat),
     DatasetKind("APSIM .met weather", _has("*.met"), _load_apsim),
-    DatasetKind("BioCro hourly weather", _has("*cmi_weather*"), _load_biocro_weather),
+    DatasetKind("BioCro hourly weather", lambda f: bool(_call("kgml.data.stations", "biocro_hourly_files", f)),
+                _load_biocro_weather),
     DatasetKind("SoyFACE soybean biomass by organ", _has("*_ambient_biomass*.csv*"), _load_soyface),
     DatasetKind("county NLDAS-2 weather + SLOPE GPP (KGML-DA)", lambda f: _has("county_daily_inputs*.csv*")(f)
                 or _has("slope_gpp_county_daily*.csv*")(f), _load_nldas_county),

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -160,15 +161,28 @@ def parse_fluxnet_filename(path: str | os.PathLike) -> FluxnetFileInfo | None:
 
 
 def _read_text(path: Path) -> str:
+    _TEXT_NOTES.pop(str(path), None)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as fh:
                 raw = fh.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as err:  # truncated gzip streams end up here
+    except (OSError, EOFError, zlib.error) as err:  # truncated or damaged gzip streams end up here
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
+    if raw and not raw.endswith((b"\n", b"\r")):
+        # without a final newline the last row (and its last value) may have been cut by a copy or download
+        # that stopped: warn, and `_finish` records it in the dataset's ``warnings`` attribute
+        last = raw.splitlines()[-1][-60:].decode("utf-8", errors="replace")
+        note = (f"{path.name} does not end with a newline: its last row (ending {last!r}) may be cut short "
+                "(truncated file?)")
+        warnings.warn(f"{path}: {note}", DataWarning, stacklevel=3)
+        _TEXT_NOTES[str(path)] = note
     return raw.decode("utf-8-sig", errors="replace")
+
+
+#: Warnings about a file's text (e.g. no final newline) waiting for `_finish` to record them in the dataset.
+_TEXT_NOTES: dict[str, str] = {}
 
 
 def _parse_table(
@@ -409,6 +423,10 @@ def _build_site_dataset(
     attrs: Mapping[str, object],
 ) -> xr.Dataset:
     """One site: ``mapping`` canonical name → (column, source units); QC masks; drop all-NaN optional variables."""
+    absent = [n for n in require if n not in mapping]
+    if absent:
+        raise DataValidationError(path, absent[0], f"required column for {absent[0]} is missing (the file has "
+                                  f"{list(frame.columns)[:16]})")
     data_vars = {}
     for name, (column, units) in mapping.items():
         raw = frame[column].to_numpy(dtype=float)
@@ -464,6 +482,9 @@ def _finish(
 ) -> xr.Dataset:
     meta = _resolve_metadata(site_metadata, path)
     ds = attach_site_metadata(ds, meta, source=path)
+    note = _TEXT_NOTES.pop(str(path), None)
+    if note:
+        ds.attrs["warnings"] = "; ".join(filter(None, [ds.attrs.get("warnings"), note]))
     if not validate:
         return ds
     if invalid not in ("raise", "drop", "mask"):

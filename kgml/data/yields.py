@@ -10,6 +10,8 @@ two-letter postal code; weekly weather is (county, year, week).
 from __future__ import annotations
 
 import calendar
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +19,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataValidationError, register_layout, validate_dataset
+from kgml.data.schema import (
+    DataValidationError,
+    DataWarning,
+    check_field_counts,
+    register_layout,
+    validate_dataset,
+)
 from kgml.variables import get_variable
 from process_models.constants import HOURS_PER_DAY, HPA_PER_KPA, PA_PER_HPA
 
@@ -143,14 +151,48 @@ def _county_key(name: str) -> str:
 # --- shared checks ---------------------------------------------------------------------------------------
 
 
+def _check_last_row(path: Path, n_columns: int, sep: str) -> list[str]:
+    """A text table cut short (a copy or download that stopped) ends without a newline: its last row with
+    fewer fields than the header is an error (pandas would fill them with NaN, and a FIPS code cut in two
+    makes a phantom county); a complete-looking last row is kept with a warning (its last value may be cut)."""
+    if path.suffix == ".gz" or not path.is_file():
+        return []
+    size = path.stat().st_size
+    if size == 0:
+        return []
+    with path.open("rb") as fh:
+        fh.seek(max(size - 4096, 0))
+        tail = fh.read()
+    if tail.endswith((b"\n", b"\r")):
+        return []
+    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
+    fields = len(last.split(sep))
+    if fields < n_columns:
+        raise DataValidationError(path, None, f"the last row {last!r} has {fields} of {n_columns} fields and the file "
+                                  "does not end with a newline: the file is truncated; download or copy it again")
+    message = (f"{path}: the file does not end with a newline: its last row {last!r} may be cut short (truncated "
+               "file?)")
+    warnings.warn(message, DataWarning, stacklevel=3)
+    return [message]
+
+
 def _read_table(path: Path, sep: str = ",", required: Sequence[str] = ()) -> pd.DataFrame:
     if not path.exists():
         raise DataValidationError(path, None, "file not found")
+    notes = []
     try:
+        if path.suffix != ".gz":
+            raw = path.read_bytes()
+            header = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            notes = _check_last_row(path, len(header.split(sep)), sep)
+            check_field_counts(path, raw, sep)
         df = pd.read_csv(path, sep=sep, low_memory=False)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
+        if isinstance(err, DataValidationError):
+            raise
         raise DataValidationError(path, None, f"cannot parse: {err}") from err
     df.columns = [str(c).strip().strip('"') for c in df.columns]
+    df.attrs["warnings"] = notes
     for column in required:
         if column not in df.columns:
             raise DataValidationError(path, column, f"required column missing; found {list(df.columns)[:12]}")
@@ -171,6 +213,12 @@ def _numeric_column(df: pd.DataFrame, column: str, path: Path, *, sentinels=(-99
     return values
 
 
+#: A yield table whose median is below this is not in bu ac-1: the lowest US national means on record are
+#: ~11 bu ac-1 (soybean, 1924) and ~18 bu ac-1 (corn, 1930s; USDA NASS Quick Stats), while t ha-1 columns have
+#: medians of 2–4 (soybean) and 5–11 (corn).
+MIN_PLAUSIBLE_MEDIAN_BU_AC = 15.0
+
+
 def _yield_variable(values_bu_ac: np.ndarray, crop: str, dims: tuple[str, ...], path: Path, column: str) -> xr.DataArray:
     """bu ac-1 → ``crop_yield`` t ha-1; negative yields are errors, all-missing too."""
     finite = values_bu_ac[np.isfinite(values_bu_ac)]
@@ -178,6 +226,11 @@ def _yield_variable(values_bu_ac: np.ndarray, crop: str, dims: tuple[str, ...], 
         raise DataValidationError(path, column, "all yields are missing")
     if (finite < 0).any():
         raise DataValidationError(path, column, f"negative yields (min {finite.min():.4g} bu ac-1)")
+    if np.median(finite) < MIN_PLAUSIBLE_MEDIAN_BU_AC:
+        raise DataValidationError(
+            path, column, f"median yield {np.median(finite):.4g} 'bu ac-1' is below any US average on record (corn "
+            f"and soybean national means never fell below ~11 bu ac-1): is the column in t ha-1? (× 1/"
+            f"{bushels_per_acre_to_t_ha(crop):.5f} gives bu ac-1)")
     if np.median(finite) > MAX_PLAUSIBLE_BU_AC:
         raise DataValidationError(
             path, column, f"median yield {np.median(finite):.4g} 'bu ac-1' is beyond any recorded yield: kg ha-1 or lb ac-1?"
@@ -300,6 +353,8 @@ def read_nass_county(
         ds["lat"].attrs.update(units="degrees_north", long_name="county centroid latitude")
         ds["lon"].attrs.update(units="degrees_east", long_name="county centroid longitude")
     ds.attrs.update(source=str(path), title=f"NASS county {crop} yield", n_zero_yields_masked=n_zero if zero_is_missing else 0)
+    if df.attrs.get("warnings"):
+        ds.attrs["warnings"] = "; ".join(df.attrs["warnings"])
     if validate:
         validate_dataset(ds, source=path, layout="county_year")
     return ds

@@ -108,6 +108,45 @@ def test_wrong_values_rejected(data):
         config_from_dict(data)
 
 
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"train": {"learning_rate": -0.01}}, "[train] learning_rate"),
+        ({"train": {"learning_rate": float("nan")}}, "[train] learning_rate"),
+        ({"train": {"learning_rate": float("inf")}}, "[train] learning_rate"),
+        ({"train": {"steps": 0}}, "[train] steps"),
+        ({"train": {"steps": -5}}, "[train] steps"),
+        ({"train": {"batch_size": -4}}, "[train] batch_size"),
+        ({"train": {"eval_every": 0}}, "[train] eval_every"),
+        ({"train": {"checkpoint_every": 0}}, "[train] checkpoint_every"),
+        ({"train": {"patience": 0}}, "[train] patience"),
+        ({"train": {"clip_norm": 0.0}}, "[train] clip_norm"),
+        ({"data": {"test_fraction": -0.3}}, "[data] test_fraction"),
+        ({"data": {"val_fraction": 1.0}}, "[data] val_fraction"),
+        ({"data": {"window_days": 0}}, "[data] window_days"),
+        ({"data": {"corpus": {"years": 0}}}, "[data.corpus] years"),
+        ({"model": {"hidden": 0}}, "[model] hidden"),
+        ({"loss": {"weights": {"nee": -1.0}}}, "[loss] weights.nee"),
+        ({"loss": {"prior_sd": 0.0}}, "[loss] prior_sd"),
+    ],
+)
+def test_out_of_range_values_name_the_key(data, key):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value).startswith(key + " must be"), str(info.value)
+
+
+def test_bad_value_in_a_file_is_one_line_exit_2(tmp_path, capsys):
+    from kgml.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nlearning_rate = nan\n")
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kgml train: error: ") and "bad.toml: [train] learning_rate must be" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[train\nsteps = 3")

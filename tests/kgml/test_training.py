@@ -100,6 +100,92 @@ def test_resume_continues_exactly(problem, tmp_path):
     assert [h["step"] for h in resumed.history] == [h["step"] for h in straight.history]
 
 
+def test_resume_logs_the_true_running_loss(problem, tmp_path):
+    """Interrupted between two reports (step 25 of a report every 10), the resumed run logs the same
+    training loss at step 30 as the uninterrupted one (the running sum is part of the checkpoint)."""
+    model, train, val = problem
+    cfg = CFG.__class__(**{**CFG.__dict__, "checkpoint_every": 5})
+    straight = fit(model, train, val, loss_fn, cfg, progress=False)
+    fit(model, train, val, loss_fn, cfg, progress=False, checkpoint_dir=tmp_path, max_steps_this_call=25)
+    assert load_checkpoint_state(tmp_path)["running"]  # a partial sum since step 20
+    resumed = fit(model, train, val, loss_fn, cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+    want = {h["step"]: h["train_loss"] for h in straight.history if "train_loss" in h}
+    got = {h["step"]: h["train_loss"] for h in resumed.history if "train_loss" in h}
+    assert got.keys() == want.keys()
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-6), step
+
+
+def test_checkpoint_is_replaced_as_a_set(problem, tmp_path, monkeypatch):
+    """A kill while the next set is written (here: an error after two of its files) leaves the previous set
+    complete under its name; a kill between the two renames of the swap is finished on the next load."""
+    import kgml.training as T
+
+    model, train, val = problem
+    ckpt = tmp_path / "checkpoint"
+    fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=ckpt, max_steps_this_call=20)
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    calls = {"n": 0}
+    real_save = T.save_model
+
+    def dying_save(m, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if killed while writing the set's third file
+        return real_save(m, path)
+
+    monkeypatch.setattr(T, "save_model", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=ckpt, resume=True,
+            max_steps_this_call=20)
+    monkeypatch.setattr(T, "save_model", real_save)
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before  # the old set, untouched
+    assert load_checkpoint_state(ckpt)["step"] == 20
+    assert not (tmp_path / ".checkpoint.new").exists()  # the partial set is cleared on load
+    # killed between "old set aside" and "new set in place": the complete new set takes the name
+    fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=ckpt, resume=True, max_steps_this_call=10)
+    new, old = tmp_path / ".checkpoint.new", tmp_path / ".checkpoint.old"
+    import shutil
+
+    shutil.copytree(ckpt, new)
+    ckpt.rename(old)
+    assert load_checkpoint_state(ckpt)["step"] == 30
+    assert not new.exists() and not old.exists()
+    resumed = fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=ckpt, resume=True)
+    assert resumed.step == 60
+
+
+def test_resume_with_a_changed_config_is_refused_unless_forced(problem, tmp_path):
+    model, train, val = problem
+    meta = {"config": {"train": {"learning_rate": 0.02}}}
+    fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=tmp_path, metadata=meta, max_steps_this_call=10)
+    changed = {"config": {"train": {"learning_rate": 0.5}}}
+    with pytest.raises(CheckpointError, match=r"configuration differs.*train\.learning_rate.*--force"):
+        fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=tmp_path, metadata=changed, resume=True)
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta  # nothing rewritten
+    fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=tmp_path, metadata=changed, resume=True,
+        force=True, max_steps_this_call=10)
+    got = json.loads((tmp_path / "meta.json").read_text())
+    assert got["config"] == changed["config"]  # both recorded
+    assert got["resumed_with"] == [{"step": 10, "changed": ["train.learning_rate"],
+                                    "previous_config": meta["config"]}]
+
+
+def test_flipped_bits_in_any_checkpoint_file_name_it(problem, tmp_path):
+    model, train, val = problem
+    fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=tmp_path, metadata={"a": 1},
+        max_steps_this_call=10)
+    for name in ("best.eqx", "meta.json"):
+        path = tmp_path / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        original = path.read_bytes()
+        path.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match=rf"{name} is corrupt \(its SHA-256"):
+            load_checkpoint_state(tmp_path)
+        path.write_bytes(original)
+
+
 def test_checkpoint_files_are_not_pickle(problem, tmp_path):
     model, train, val = problem
     fit(model, train, val, loss_fn, CFG, progress=False, checkpoint_dir=tmp_path, metadata={"normaliser": {"a": 1}},
@@ -110,7 +196,7 @@ def test_checkpoint_files_are_not_pickle(problem, tmp_path):
         assert not (tmp_path / name).read_bytes().startswith(b"\x80")  # pickle protocol marker
     assert json.loads((tmp_path / "meta.json").read_text()) == {"normaliser": {"a": 1}}
     state = json.loads((tmp_path / "trainer.json").read_text())
-    assert state["step"] == 10 and set(state["sha256"]) == {"model.eqx", "best.eqx", "opt_state.eqx"}
+    assert state["step"] == 10 and set(state["sha256"]) == {"model.eqx", "best.eqx", "opt_state.eqx", "meta.json"}
 
 
 def test_corrupt_or_incomplete_checkpoint_is_a_clear_error(problem, tmp_path):
@@ -144,10 +230,11 @@ def test_model_file_of_another_shape(problem, tmp_path):
 
 def test_early_stopping(problem):
     model, train, val = problem
-    cfg = TrainConfig(steps=200, batch_size=8, learning_rate=0.0, eval_every=5, patience=2, warmup_steps=0,
+    # a learning rate too small to move float32 weights of order 0.1 (0 itself is refused by TrainConfig)
+    cfg = TrainConfig(steps=200, batch_size=8, learning_rate=1e-12, eval_every=5, patience=2, warmup_steps=0,
                       schedule="constant")
     result = fit(model, train, val, loss_fn, cfg, progress=False)
-    # learning rate 0: no improvement on the initial model (evaluated at step 0) → stop after `patience` evals
+    # learning rate ~0: no improvement on the initial model (evaluated at step 0) → stop after `patience` evals
     assert result.stopped_early and result.step == 10 and result.best_step == 0
     assert result.history[0]["step"] == 0
 

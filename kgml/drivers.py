@@ -1,0 +1,180 @@
+"""Checks of the drivers on every path into a model (train, predict, evaluate, map, explain, scenario): units and
+valid ranges from the registry (`kgml.variables`) with its unit-mistake hints, non-finite values, and the record
+of which (site, day) had every driver — prediction leaves the others NaN, never fills them with zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import xarray as xr
+
+from kgml.data.schema import DataValidationError
+from kgml.variables import VARIABLES, normalise_units
+
+__all__ = [
+    "PHYSICS_DRIVERS",
+    "check_driver_values",
+    "check_drivers",
+    "check_gridded_drivers",
+    "driver_coverage",
+    "mask_missing_drivers",
+    "model_drivers",
+    "require_driver_values",
+]
+
+#: Drivers the process models read from a (site, time) dataset when present (`kgml.synthetic.met_from_dataset`).
+PHYSICS_DRIVERS = ("tmin", "tmax", "tair", "sw_in", "precip", "vpd", "tsoil", "swc", "co2", "patm")
+
+#: Fraction of the finite (tmin, tmax) pairs with tmin > tmax above which the two columns are taken as swapped.
+SWAPPED_FRACTION = 0.5
+
+
+def _source(ds: xr.Dataset, source) -> str:
+    return str(source if source is not None else ds.attrs.get("source", "<dataset>"))
+
+
+def check_driver_values(name: str, values: np.ndarray, source: str, units: str | None = None,
+                        where: str = "", counted: bool = True) -> None:
+    """One driver's values against the registry: ``units`` (when given) must be the canonical ones, ±inf is an
+    error, finite values must lie in the valid range (the message carries the likely unit mistake), and a
+    *certain* unit mistake (e.g. a 0–1 fraction where % is expected) is an error even in range. NaN (a gap)
+    is allowed: gaps are masked, see `mask_missing_drivers`."""
+    var = VARIABLES.get(name)
+    if var is None:
+        return
+    if units is not None and normalise_units(units) != normalise_units(var.units):
+        raise DataValidationError(source, name, f"units {units!r} but the model expects {var.units!r}; convert "
+                                  f"with kgml.variables.convert_units(x, {units!r}, {var.units!r})")
+    arr = np.asarray(values, dtype=np.float64)
+    infinite = np.isinf(arr)
+    if infinite.any():
+        raise DataValidationError(source, name, f"{int(infinite.sum())} infinite value(s){where}: out of range "
+                                  f"[{var.valid_min}, {var.valid_max}] {var.units} (overflow or a missing-value "
+                                  "code?); set gaps to NaN")
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return
+    bad = (finite < var.valid_min) | (finite > var.valid_max)
+    if bad.any():
+        hint = var.diagnose(finite)
+        raise DataValidationError(
+            source, name,
+            f"{f'{int(bad.sum())} value(s)' if counted else 'values'}{where} outside the valid range [{var.valid_min}, {var.valid_max}] "
+            f"{var.units} (found min {finite.min():.4g}, max {finite.max():.4g})"
+            + (f". Likely unit mistake: {hint}" if hint else ""))
+    certain = var.diagnose(finite, certain_only=True)
+    if certain:
+        raise DataValidationError(source, name, f"values in range but implausible: {certain}")
+
+
+def _check_swapped(tmin: np.ndarray, tmax: np.ndarray, source: str) -> None:
+    both = np.isfinite(tmin) & np.isfinite(tmax)
+    swapped = both & (tmin > tmax)
+    if both.any() and swapped.sum() > SWAPPED_FRACTION * both.sum():
+        raise DataValidationError(source, "tmin", f"tmin exceeds tmax on {int(swapped.sum())} of {int(both.sum())} "
+                                  "days: are the tmin and tmax columns swapped?")
+
+
+def check_drivers(ds: xr.Dataset, names: Iterable[str], source=None) -> None:
+    """Check the drivers ``names`` (those present in ``ds``; registered ones) before they go into a model:
+    `check_driver_values` for each, and tmin/tmax not swapped. Raises `DataValidationError`."""
+    src = _source(ds, source)
+    present = [n for n in dict.fromkeys(names) if n in ds.data_vars]
+    for name in present:
+        da = ds[name]
+        check_driver_values(name, da.values, src, da.attrs.get("units"))
+    if "tmin" in ds and "tmax" in ds:
+        _check_swapped(np.asarray(ds["tmin"].values, float), np.asarray(ds["tmax"].values, float), src)
+
+
+def require_driver_values(ds: xr.Dataset, names: Sequence[str], source=None) -> None:
+    """Every site of ``ds`` (training sites) has some value of each driver in ``names``: a driver that a site
+    lacks entirely cannot be interpolated, and a zero in its place would be trained on as a measurement."""
+    src = _source(ds, source)
+    for name in names:
+        v = np.asarray(ds[name].transpose("site", ...).values, float).reshape(ds.sizes["site"], -1)
+        empty = ~np.isfinite(v).any(axis=1)
+        if empty.any():
+            sites = ds.site.values.astype(str)[empty].tolist()
+            raise DataValidationError(src, name, f"no value at {len(sites)} training site(s) {sites[:5]}: give the "
+                                      "driver, or leave these sites out of training")
+
+
+def model_drivers(ds: xr.Dataset, features: Sequence[str]) -> list[str]:
+    """The drivers of ``ds`` that a model with these ``features`` reads: its features and the physics drivers."""
+    return [n for n in dict.fromkeys([*features, *PHYSICS_DRIVERS]) if n in ds.data_vars and "time" in ds[n].dims]
+
+
+def driver_coverage(ds: xr.Dataset, names: Sequence[str]) -> tuple[np.ndarray, xr.Dataset]:
+    """(complete, record): ``complete`` (site, time) is True where every driver in ``names`` is finite;
+    ``record`` holds per site ``driver_coverage`` (fraction of days with every driver) and ``driver_missing``
+    (site, driver: days without it)."""
+    n_site, n_time = ds.sizes["site"], ds.sizes["time"]
+    complete = np.ones((n_site, n_time), bool)
+    missing = np.zeros((n_site, len(names)), np.int32)
+    for j, name in enumerate(names):
+        ok = np.broadcast_to(np.isfinite(np.asarray(ds[name].transpose(..., "time").values, float)), (n_site, n_time))
+        complete &= ok
+        missing[:, j] = (~ok).sum(axis=1)
+    record = xr.Dataset(
+        {"driver_coverage": ("site", (complete.sum(axis=1) / max(n_time, 1)).astype(np.float32),
+                             {"units": "1", "long_name": "fraction of days with every driver; outputs are NaN on "
+                              "the other days"}),
+         "driver_missing": (("site", "driver"), missing, {"units": "1", "long_name": "days without this driver"})},
+        coords={"site": ds.site.values, "driver": list(names)})
+    return complete, record
+
+
+def mask_missing_drivers(pred: xr.Dataset, ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
+    """``pred`` with its (site, time) outputs NaN where a driver in ``names`` was missing in ``ds`` and its
+    (site, year) outputs NaN in years with such a day, plus the `driver_coverage` record."""
+    if not names:
+        return pred
+    obs = ds[list(names)].sel(site=pred.site.values).reindex(time=pred.time.values)
+    complete, record = driver_coverage(obs, list(names))
+    ok = xr.DataArray(complete, dims=("site", "time"), coords={"site": pred.site.values, "time": pred.time.values})
+    out = pred.copy()
+    year_ok = None
+    if "year" in pred.dims:
+        years = pd_years(pred.time.values)
+        year_ok = np.stack([complete[:, years == y].all(axis=1) if (years == y).any() else np.ones(len(pred.site), bool)
+                            for y in pred.year.values], axis=1)
+    for name, da in pred.data_vars.items():
+        if set(da.dims) == {"site", "time"}:
+            out[name] = da.where(ok)
+        elif year_ok is not None and set(da.dims) == {"site", "year"}:
+            out[name] = da.where(xr.DataArray(year_ok, dims=("site", "year"),
+                                              coords={"site": pred.site.values, "year": pred.year.values}))
+        out[name].attrs = dict(da.attrs)
+    return out.merge(record.assign_coords(site=pred.site.values))
+
+
+def pd_years(times) -> np.ndarray:
+    return np.asarray(times).astype("datetime64[Y]").astype(int) + 1970
+
+
+def check_gridded_drivers(forcing: xr.Dataset, names: Sequence[str], source=None) -> None:
+    """Range and non-finite checks of gridded (lazy) drivers before mapping: per variable its count of ±inf
+    and its finite min and max are computed (one pass over the data); the error names the file, the variable
+    and the likely unit mistake. NaN cells are allowed (they are not mapped)."""
+    import dask
+
+    src = _source(forcing, source)
+    todo = [n for n in names if n in forcing and n in VARIABLES]
+    if not todo:
+        return
+    lazy = []
+    for name in todo:
+        da = forcing[name]
+        finite = da.where(np.isfinite(da))
+        lazy.append((np.isinf(da).sum().data, finite.min().data, finite.max().data))
+    for name, (n_inf, lo, hi) in zip(todo, dask.compute(*lazy), strict=True):
+        var = VARIABLES[name]
+        if int(n_inf):
+            raise DataValidationError(src, name, f"{int(n_inf)} infinite value(s): out of range [{var.valid_min}, "
+                                      f"{var.valid_max}] {var.units} (overflow or a missing-value code?); set gaps "
+                                      "to NaN")
+        sample = np.array([float(lo), float(hi)], np.float64)
+        check_driver_values(name, sample[np.isfinite(sample)], src, forcing[name].attrs.get("units"), counted=False)
