@@ -1107,6 +1107,28 @@ def budget_markdown(table, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+#: A field whose range is below this share of its magnitude is drawn as uniform, not stretched over the colours.
+UNIFORM_RELATIVE_RANGE = 0.01
+
+
+def colour_limits(values, *, diverging: bool) -> tuple[float | None, float | None, bool]:
+    """(vmin, vmax, nearly_uniform) of a map's colour scale: symmetric about 0 for diverging fields; for
+    the others the data range, unless it is below `UNIFORM_RELATIVE_RANGE` of the field's magnitude — then
+    the median ± that share, so a parameter that varies by 0.03 % does not fill the whole colour map."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None, None, False
+    if diverging:
+        lim = float(np.max(np.abs(v))) or 1.0
+        return -lim, lim, False
+    lo, hi, mid = float(v.min()), float(v.max()), float(np.median(v))
+    half = UNIFORM_RELATIVE_RANGE * abs(mid) / 2
+    if hi - lo < 2 * half:
+        return mid - half, mid + half, True
+    return None, None, False
+
+
 def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, title: str = "",
               cmap: Mapping[str, str] | None = None) -> Path | None:
     """PNG of the time-mean maps of ``variables`` (default: gpp, reco, nee, nee_sd if present, learned
@@ -1132,12 +1154,13 @@ def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, t
         vals = da_.values
         div = v.startswith("nee") and not v.endswith("_sd") or v.startswith("d_")
         kw = {"cmap": (cmap or {}).get(v, "RdBu_r" if div else "viridis")}
-        if div and np.isfinite(vals).any():
-            lim = float(np.nanmax(np.abs(vals))) or 1.0
-            kw.update(vmin=-lim, vmax=lim)
+        vmin, vmax, uniform = colour_limits(vals, diverging=div)
+        if vmin is not None:
+            kw.update(vmin=vmin, vmax=vmax)
         im = ax.pcolormesh(ds.lon.values, ds.lat.values, vals, shading="nearest", **kw)
         fig.colorbar(im, ax=ax, shrink=0.85, label=str(ds[v].attrs.get("units", "")).replace("g m-2 d-1", "gC m-2 d-1"))
-        ax.set(title=v + (" (mean over months)" if "time" in ds[v].dims else ""), xlabel="lon", ylabel="lat")
+        ax.set(title=v + (" (mean over months)" if "time" in ds[v].dims else "") + (" (nearly uniform)" if uniform else ""),
+               xlabel="lon", ylabel="lat")
         ax.set_aspect("equal", adjustable="box")
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)

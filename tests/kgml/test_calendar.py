@@ -137,3 +137,4 @@ def test_monthly_targets_are_scored_by_month_code():
     row = next(r for r in evaluate_predictions(pred, obs, cfg) if r["scope"] == "all")
     assert row["variable"] == "nee_monthly" and row["n"] == 2 * months.size - 1
     assert row["rmse"] == pytest.approx(0.0, abs=1e-6)
+

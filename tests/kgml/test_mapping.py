@@ -222,3 +222,12 @@ def test_runs_of_other_model_kinds_are_refused_by_name(runs):
         M.map_run(proc, monthly_grid(months=2))
     with pytest.raises(ValueError, match="needs a hybrid run"):
         A.driver_sensitivities(proc, None)
+
+
+def test_nearly_uniform_parameter_maps_are_not_stretched():
+    from kgml.mapping import colour_limits
+
+    lo, hi, uniform = colour_limits(np.array([1.0000, 1.0003, np.nan]), diverging=False)  # 0.03 % range
+    assert uniform and lo < 1.0 and hi > 1.0003 and (hi - lo) == pytest.approx(0.01, rel=0.05)
+    assert colour_limits(np.array([1.0, 2.0]), diverging=False) == (None, None, False)
+    assert colour_limits(np.array([-1.0, 3.0]), diverging=True) == (-3.0, 3.0, False)
