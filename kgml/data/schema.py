@@ -211,7 +211,37 @@ def validate_dataset(
         validate_variable(
             ds, str(name), src, allow_unregistered=allow_unregistered, warn_suspicious=warn_suspicious
         )
+    check_vpd_against_tair(ds, src)
     return ds
+
+
+#: VPD = e°(T) (1 − RH) ≤ e°(T). A record of at least `VPD_MIN_PAIRS` values whose VPD never exceeds this
+#: fraction of e°(tair) has no day with RH below 90 %: it is VPD in kPa labelled hPa (10× too small).
+VPD_KPA_MAX_RATIO = 0.1
+VPD_MIN_PAIRS = 30
+
+
+def check_vpd_against_tair(ds: xr.Dataset, source: object = None) -> None:
+    """VPD in kPa given as hPa, caught through the saturation vapour pressure at the air temperature (FAO-56
+    eq. 11, `process_models.forcing.saturation_vapour_pressure`) rather than by a fixed threshold, so that it
+    is found at any site, not only where VPD stays below 1: raises `DataValidationError`."""
+    if "vpd" not in ds.data_vars or "tair" not in ds.data_vars:
+        return
+    from process_models.constants import PA_PER_HPA, PA_PER_KPA
+    from process_models.forcing import saturation_vapour_pressure
+
+    vpd, tair = xr.broadcast(ds["vpd"], ds["tair"])
+    v, t = np.asarray(vpd.values, float).ravel(), np.asarray(tair.values, float).ravel()
+    ok = np.isfinite(v) & np.isfinite(t)
+    if ok.sum() < VPD_MIN_PAIRS:
+        return
+    es_hpa = np.asarray(saturation_vapour_pressure(t[ok])) * (PA_PER_KPA / PA_PER_HPA)
+    ratio = float(np.max(v[ok] / es_hpa))
+    if ratio < VPD_KPA_MAX_RATIO:
+        raise DataValidationError(
+            source if source is not None else ds.attrs.get("source"), "vpd",
+            f"vpd never exceeds {ratio:.1%} of the saturation vapour pressure at tair (no day drier than "
+            f"RH {1 - ratio:.0%}): it looks like kPa; convert with convert_units(x, 'kPa', 'hPa') (× 10)")
 
 
 def validate_variable(

@@ -90,7 +90,7 @@ def test_map_refuses_to_overwrite_its_forcing(run_and_data, tmp_path, capsys):
     assert rc == 2 and "refusing to write" in out.err and forcing.read_bytes() == b"not read: refused before"
     (tmp_path / "out").mkdir()
     rc, out = _cli(capsys, "scenario", run.directory, "--forcing", tmp_path / "out", "--out", tmp_path / "out")
-    assert rc == 2 and "input folder" in out.err
+    assert rc == 2 and "(a folder)" in out.err
 
 
 def test_train_refuses_a_run_directory_over_its_data(tmp_path, capsys):

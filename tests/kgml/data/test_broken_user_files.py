@@ -206,3 +206,16 @@ def test_biocro_hourly_weather_is_found_by_its_columns(tmp_path):
     assert [p.name for p in S.biocro_hourly_files(folder)] == ["my station export.csv"]
     ds = S.read_champaign_il(tmp_path)
     assert ds.sizes["time"] == 2
+
+
+def test_vpd_in_kpa_is_caught_even_where_it_exceeds_one(tmp_path):
+    frame = fluxnet_frame("DD", 60)
+    rh = np.random.default_rng(1).uniform(0.3, 0.95, len(frame))
+    es_kpa = 0.6108 * np.exp(17.27 * frame["TA_F"] / (frame["TA_F"] + 237.3))  # FAO-56 eq. 11, written out
+    frame["VPD_F"] = (es_kpa * (1 - rh)).round(4)  # kPa in an hPa column
+    assert frame["VPD_F"].max() > 1.0  # the old rule ("never exceeds 1") missed it
+    path = write_fluxnet(tmp_path, frame=frame)
+    with pytest.raises(DataValidationError, match=r"'vpd': vpd never exceeds .* saturation vapour pressure .*kPa"):
+        _quiet(read_fluxnet_file, path, site_metadata=None)
+    ok = write_fluxnet(tmp_path, site="US-Okk", frame=fluxnet_frame("DD", 60))
+    assert "vpd" in _quiet(read_fluxnet_file, ok, site_metadata=None)
