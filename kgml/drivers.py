@@ -1,30 +1,43 @@
 """Checks of the drivers on every path into a model (train, predict, evaluate, map, explain, scenario): units and
 valid ranges from the registry (`kgml.variables`) with its unit-mistake hints, non-finite values, and the record
 of which (site, day) had every driver — prediction leaves the others NaN, never fills them with zeros.
+
+Building the physics layer's `Met` from a dataset (`met_from_dataset`): required drivers (``tmin``, ``tmax``,
+``sw_in``, ``precip``) are errors when missing; ``tair``, ``vpd`` and ``tsoil`` are derived as in
+`process_models.forcing.make_met` (documented approximations); ``co2`` (400 ppm) and ``patm`` (101325 Pa)
+take a default when absent, warned once and recorded (``driver_defaults``); a site without any value of a
+driver stays NaN (`fill_driver_gaps`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, MutableMapping, Sequence
 
 import numpy as np
 import xarray as xr
 
-from kgml.data.schema import DataValidationError
+from kgml.data.schema import DataValidationError, DataWarning
 from kgml.variables import VARIABLES, normalise_units
+from process_models import constants as C
+from process_models.forcing import Met, make_met
 
 __all__ = [
+    "OPTIONAL_DRIVER_DEFAULTS",
     "PHYSICS_DRIVERS",
+    "REQUIRED_DRIVERS",
     "check_driver_values",
     "check_drivers",
     "check_gridded_drivers",
     "driver_coverage",
+    "fill_driver_gaps",
     "mask_missing_drivers",
+    "met_from_dataset",
     "model_drivers",
     "require_driver_values",
 ]
 
-#: Drivers the process models read from a (site, time) dataset when present (`kgml.synthetic.met_from_dataset`).
+#: Drivers the process models read from a (site, time) dataset when present (`met_from_dataset`).
 PHYSICS_DRIVERS = ("tmin", "tmax", "tair", "sw_in", "precip", "vpd", "tsoil", "swc", "co2", "patm")
 
 #: Fraction of the finite (tmin, tmax) pairs with tmin > tmax above which the two columns are taken as swapped.
@@ -178,3 +191,78 @@ def check_gridded_drivers(forcing: xr.Dataset, names: Sequence[str], source=None
                                       "to NaN")
         sample = np.array([float(lo), float(hi)], np.float64)
         check_driver_values(name, sample[np.isfinite(sample)], src, forcing[name].attrs.get("units"), counted=False)
+
+
+#: Drivers the physics cannot run without.
+REQUIRED_DRIVERS = ("tmin", "tmax", "sw_in", "precip")
+
+#: Optional drivers and the value used when a dataset lacks them (recorded as ``driver_defaults``).
+OPTIONAL_DRIVER_DEFAULTS = {"co2": (400.0, "ppm"), "patm": (C.P_STANDARD, "Pa")}
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, DataWarning, stacklevel=3)
+
+
+def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | None = None) -> Met:
+    """The raw daily drivers of a (site, time) dataset as a `Met` of numpy float32 arrays (site, time).
+
+    A missing required driver (`REQUIRED_DRIVERS`) is a `DataValidationError` naming it; ``tair``, ``vpd``
+    and ``tsoil`` are derived as in `make_met` when absent; a missing ``co2`` or ``patm`` takes its
+    `OPTIONAL_DRIVER_DEFAULTS` value, warned once per process and written into ``defaults`` (driver →
+    "value units") when given, so that outputs can record it. ``doy`` comes from the time coordinate, ``lat``
+    from the site coordinate.
+    """
+    source = ds.encoding.get("source")
+    missing = [k for k in REQUIRED_DRIVERS if k not in ds]
+    if missing:
+        hint = " (the dataset has tair: derive tmin/tmax explicitly, e.g. tair ∓ a diurnal range / 2 as " \
+               "kgml.data.assemble does)" if "tair" in ds and set(missing) & {"tmin", "tmax"} else ""
+        raise DataValidationError(source, missing[0], f"required driver(s) {missing} missing{hint}")
+    doy = np.asarray(ds.time.dt.dayofyear.values, np.float32)
+    n_sites = ds.sizes["site"]
+    doy = np.broadcast_to(doy, (n_sites, doy.size))
+    lat = np.asarray(ds["lat"].values, np.float32)[:, None]
+
+    def get(name):
+        return ds[name].transpose("site", "time").values.astype(np.float32) if name in ds else None
+
+    kwargs = {k: get(k) for k in ("tmin", "tmax", "sw_in", "precip", "tair", "vpd", "tsoil")}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "swc" in ds:  # % in the dataset (kgml.variables), m3 m-3 in Met
+        kwargs["swc"] = get("swc") / 100.0
+    for k, (value, units) in OPTIONAL_DRIVER_DEFAULTS.items():
+        if k in ds:
+            kwargs[k] = get(k)
+        else:
+            kwargs[k] = np.float32(value)
+            if defaults is not None:
+                defaults[k] = f"{value:g} {units}"
+            _warn_once(k, f"{source or 'dataset'}: driver {k!r} not in the data: using {value:g} {units} "
+                          f"everywhere (recorded as driver_defaults)")
+    met = make_met(doy=doy, lat=lat, **kwargs)
+    return Met(*(None if v is None else np.asarray(v) for v in met))
+
+
+def fill_driver_gaps(values: np.ndarray, name: str, sites: Sequence[str],
+                     empty: dict[str, list[str]] | None = None) -> np.ndarray:
+    """Fill NaN in a (site, time) driver by linear interpolation in time (constant beyond the ends; a single
+    value: that value). A site without any value of the driver stays NaN — its physics outputs are NaN, never
+    those of a made-up 0 — and is recorded in ``empty`` (driver → sites) when given."""
+    out = values.astype(np.float64).copy()
+    t = np.arange(out.shape[1])
+    ok_all = np.isfinite(out)
+    for s in range(out.shape[0]):
+        ok = ok_all[s]
+        if ok.all():
+            continue
+        if not ok.any():
+            if empty is not None:
+                empty.setdefault(name, []).append(str(sites[s]))
+            continue
+        out[s] = np.interp(t, t[ok], out[s, ok])
+    return out.astype(np.float32)

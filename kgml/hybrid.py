@@ -23,8 +23,8 @@ import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from kgml import constraints, losses
-from kgml.data.drivers import fill_driver_gaps, met_from_dataset
 from kgml.data.schema import DataWarning
+from kgml.drivers import fill_driver_gaps, met_from_dataset
 from kgml.models.base import AbstractNetworkModel, AbstractSiteModel
 from kgml.nn.encoders import TemporalEncoder
 from kgml.nn.heads import ParameterHead, ResidualHead

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from kgml.data.drivers import met_from_dataset
+from kgml.drivers import met_from_dataset
 from kgml.variables import get_variable
 from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem, SoilChamber
 from process_models.forcing import Met, make_met
