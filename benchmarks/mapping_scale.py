@@ -284,8 +284,15 @@ def main(argv=None) -> int:
     from record import append_result
 
     figures = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    def key(config: str) -> str:
+        return config.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+
     for config, rate in result["scaling"].items():
-        figures[config.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + "_cell_months_per_s"] = rate
+        figures[key(config) + "_cell_months_per_s"] = rate
+        figures[key(config) + "_cell_months_per_cpu_s"] = result["cell_months_per_cpu_s"][config]
+        figures[key(config) + "_peak_memory_gb"] = result["peak_memory_by_config_gb"][config]
+    for config, rate in result.get("per_worker_cell_months_per_s", {}).items():
+        figures[key(config) + "_per_worker_cell_months_per_s"] = rate
     for k, v in result.get("model_path", {}).items():
         figures[f"model_path_{k}"] = v
     append_result("mapping_scale", figures, load_start=load0)
