@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=128, help="cells per dask block along lat and lon")
     p.add_argument("--sample-blocks", type=int, default=4, help="full land blocks to time (default 4)")
     p.add_argument("--full", action="store_true", help="map every block (hours on 2 cores)")
-    p.add_argument("--batch", type=int, default=32768, help="cell-years per jit call")
+    p.add_argument("--batch", type=int, default=8192, help="cell-years per jit call")
     p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
     p.add_argument("--no-distributed", action="store_true", help="threaded scheduler only")
     p.add_argument("--no-model-path", action="store_true", help="skip the model-path measurement")
