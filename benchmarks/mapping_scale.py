@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=128, help="cells per dask block along lat and lon")
     p.add_argument("--sample-blocks", type=int, default=4, help="full land blocks to time (default 4)")
     p.add_argument("--full", action="store_true", help="map every block (hours on 2 cores)")
-    p.add_argument("--batch", type=int, default=32768, help="cell-years per jit call")
+    p.add_argument("--batch", type=int, default=8192, help="cell-years per jit call")
     p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
     p.add_argument("--no-distributed", action="store_true", help="threaded scheduler only")
     p.add_argument("--no-model-path", action="store_true", help="skip the model-path measurement")
@@ -284,8 +284,15 @@ def main(argv=None) -> int:
     from record import append_result
 
     figures = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    def key(config: str) -> str:
+        return config.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+
     for config, rate in result["scaling"].items():
-        figures[config.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + "_cell_months_per_s"] = rate
+        figures[key(config) + "_cell_months_per_s"] = rate
+        figures[key(config) + "_cell_months_per_cpu_s"] = result["cell_months_per_cpu_s"][config]
+        figures[key(config) + "_peak_memory_gb"] = result["peak_memory_by_config_gb"][config]
+    for config, rate in result.get("per_worker_cell_months_per_s", {}).items():
+        figures[key(config) + "_per_worker_cell_months_per_s"] = rate
     for k, v in result.get("model_path", {}).items():
         figures[f"model_path_{k}"] = v
     append_result("mapping_scale", figures, load_start=load0)

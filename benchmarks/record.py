@@ -81,7 +81,7 @@ def append_result(benchmark: str, figures: dict, load_start: list[float] | None 
     path = Path(path or os.environ.get("KGML_BENCH_RESULTS") or RESULTS)
     line = {
         "benchmark": benchmark,
-        "figures": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in figures.items()},
+        "figures": {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in figures.items()},
         "machine": machine(),
         "load_start": load_start,
         "load_end": load_average(),

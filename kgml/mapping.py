@@ -630,7 +630,7 @@ def _year_jit():
 
 
 def monthly_fluxes_fast(run, monthly: Mapping[str, np.ndarray], lat, lon, *,
-                        assumptions: DriverAssumptions = DriverAssumptions(), batch: int = 32768,
+                        assumptions: DriverAssumptions = DriverAssumptions(), batch: int = 8192,
                         theta: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """GPP, Reco, NEE monthly means (cell, month, 3) for monthly drivers (name → (cell, 12·years), whole
     years from January) — the fast path at scale. Missing drivers as in `daily_drivers`; ``mat``/``map`` from
