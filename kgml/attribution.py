@@ -5,10 +5,20 @@ the learned parameters — for sites, or for the cells of a grid (`kgml.mapping.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import xarray as xr
+
+from kgml.experiment import predict_dataset, windows
+from kgml.io import pyplot, write_png_atomic
+from kgml.mapping import require_hybrid
 
 __all__ = [
     "DRIVER_GROUPS",
@@ -33,8 +43,6 @@ FLUXES = ("gpp", "reco", "nee")
 
 def _response(model, w, delta, fields, feature_scale, mode, day_weight):
     """Weighted window means of (gpp, reco, nee) with driver group i shifted by delta[i] (its units)."""
-    import jax.numpy as jnp
-
     met = w.met._asdict()
     for i, group in enumerate(fields):
         for f in group:
@@ -50,9 +58,6 @@ def _response(model, w, delta, fields, feature_scale, mode, day_weight):
 
 
 def _jacobian_batch(model, inputs, day_weight, fields, feature_scale, mode):
-    import jax
-    import jax.numpy as jnp
-
     n = len(fields)
 
     def one(w, dw):
@@ -68,8 +73,6 @@ _JAC = None
 def _jac_jit():
     global _JAC
     if _JAC is None:
-        import equinox as eqx
-
         _JAC = eqx.filter_jit(_jacobian_batch)
     return _JAC
 
@@ -92,9 +95,6 @@ def driver_sensitivities(
     inputs move too, so parameters that read the drivers respond as well. Static attributes are held in
     both. Also returns the fluxes themselves and the learned parameters per site (``theta_<name>``).
     Exact (forward-mode autodiff through the scan), mean over a site's windows."""
-    from kgml.experiment import windows
-    from kgml.mapping import require_hybrid
-
     require_hybrid(run, "driver_sensitivities")
 
     unknown = sorted(set(drivers) - set(DRIVER_GROUPS))
@@ -102,7 +102,6 @@ def driver_sensitivities(
         raise KeyError(f"unknown drivers {unknown}; choose from {sorted(DRIVER_GROUPS)}")
     if mode not in ("physics", "total"):
         raise ValueError(f"mode must be 'physics' or 'total', got {mode!r}")
-    import jax
 
     data = windows(ds, run.config, run.prepared, require_targets=False, missing_static="zero")
     fields = tuple(DRIVER_GROUPS[d] for d in drivers)
@@ -139,12 +138,9 @@ def driver_sensitivities(
             out[f"d{flux}_d{d}"] = (("site",), _site_mean(jacs[:, a, b], data.site, n_sites),
                                     {"units": f"gC m-2 d-1 per {DRIVER_UNITS[d]}",
                                      "long_name": f"sensitivity of mean {flux} to a uniform shift of {d} ({mode})"})
-    from kgml.experiment import predict_dataset
 
     theta_names = tuple(run.model.learned) + tuple(sorted(run.model.global_unconstrained))
     if theta_names:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pred = predict_dataset(run, ds, batch_size=batch_size, missing_static="zero")
@@ -188,11 +184,7 @@ def permutation_importance(
     else the unpermuted predictions (model reliance: how far predictions move). Static attributes and
     location are held, so this is importance conditional on them. Returns a `pandas.DataFrame` (driver,
     importance, sd, reference)."""
-    import warnings
 
-    import pandas as pd
-
-    from kgml.experiment import predict_dataset
 
     if ds.sizes["site"] < 2:
         raise ValueError("permutation importance needs at least 2 sites (series are shuffled between sites)")
@@ -260,13 +252,10 @@ def importance_markdown(table, title: str = "") -> str:
 def sensitivity_figure(grid: xr.Dataset, path, *, flux: str = "nee", drivers: Sequence[str] = (),
                        importance=None, title: str = ""):
     """PNG: sensitivity maps of ``flux`` to each driver, learned-parameter maps, and the importance bars."""
-    from kgml.io import pyplot, write_png_atomic
-
     try:
         plt = pyplot()
     except ImportError:
         return None
-    import math
 
     sens = [f"d{flux}_d{d}" for d in drivers if f"d{flux}_d{d}" in grid]
     params = [v for v in grid.data_vars if str(v).startswith("theta_")]

@@ -15,10 +15,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import xarray as xr
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from tqdm import tqdm
 
+from kgml import __version__
+from kgml.data.normalisation import Normaliser
 from kgml.evaluation import to_monthly
+from kgml.hybrid import TaskSpec, prepare_windows
+from kgml.nn.encoders import LSTMEncoder
 
 __all__ = [
     "DRIVER_FEATURES",
@@ -336,7 +342,6 @@ class FeatureBaseline:
             out[name] = (("site", table.dim), y.reshape(table.x.shape[:2]).astype(np.float32),
                          {"units": self.units_[name], "long_name": f"{name} predicted by {self!r}"})
         coords = {"site": ds.site.values, table.dim: table.steps, **_site_coords(ds)}
-        from kgml import __version__
 
         return xr.Dataset(out, coords=coords, attrs={
             "Conventions": "CF-1.8", "title": f"kgml feature baseline predictions ({self.kind})",
@@ -459,7 +464,6 @@ class YieldBaseline:
         if self.rf_ is not None:
             resid = self.rf_.predict(ds, missing=missing)["crop_yield"].reindex(year=years)
             level = level + np.asarray(resid.transpose("site", "year").values, np.float64)
-        from kgml import __version__
 
         coords = {"site": ds.site.values, "year": years, **_site_coords(ds)}
         return xr.Dataset(
@@ -483,8 +487,6 @@ class LSTMRegressor(eqx.Module):
     head: eqx.nn.Linear
 
     def __init__(self, in_features: int, hidden: int, n_out: int, *, key: PRNGKeyArray):
-        from kgml.nn.encoders import LSTMEncoder
-
         k1, k2 = jax.random.split(key)
         self.encoder = LSTMEncoder(in_features, hidden, key=k1)
         self.head = eqx.nn.Linear(hidden, n_out, key=k2)
@@ -540,15 +542,11 @@ class LSTMBaseline:
     # --- data ------------------------------------------------------------------------------------------
 
     def _task(self):
-        from kgml.hybrid import TaskSpec
-
         if self.resolution_ == "daily":
             return TaskSpec(daily=self.targets_, monthly=(), annual=False)
         return TaskSpec(daily=(), monthly=self.targets_, annual=False)
 
     def _windows(self, ds: xr.Dataset, *, require_targets: bool):
-        from kgml.hybrid import prepare_windows
-
         return prepare_windows(ds, features=self.features_, static=self.static_, task=self._task(),
                                normaliser=self.normaliser_, window_days=self.window_days,
                                require_targets=require_targets)
@@ -582,9 +580,6 @@ class LSTMBaseline:
             val_ds: xr.Dataset | None = None) -> LSTMBaseline:
         """Train on the windows of ``train_ds`` with observations; early stopping on ``val_ds`` or, by
         default, on a seeded ``val_fraction`` of the training sites (none when there is a single site)."""
-        import optax
-
-        from kgml.data.normalisation import Normaliser
 
         _check_resolution(resolution)
         if resolution == "annual":
@@ -683,8 +678,6 @@ class LSTMBaseline:
         size = min(self.batch_size, n)
         steps = range(1, self.steps + 1)
         if self.progress:
-            from tqdm import tqdm
-
             steps = tqdm(steps, desc="LSTM baseline", unit="step")
         for s in steps:
             b = rng.choice(n, size=size, replace=False)
@@ -735,7 +728,6 @@ class LSTMBaseline:
                 arr[data.site[w], data.start[w] : data.start[w] + win] = y[w, :, j]
             out[name] = (("site", "time"), arr, {"units": self.units_[name],
                                                  "long_name": f"{name} predicted by {self!r}"})
-        from kgml import __version__
 
         sel = ds.sel(site=list(data.sites))
         res = xr.Dataset(out, coords={"site": list(data.sites), "time": data.times, **_site_coords(sel)}, attrs={

@@ -7,8 +7,12 @@ A fine-tuning run is the pretraining run's config plus a delta (`merge_config`),
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
 import os
+import re
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from kgml.io import write_text_atomic
 
 __all__ = [
     "ConfigError",
@@ -43,8 +49,6 @@ class ConfigError(ValueError):
 def _check(section: str, obj, rules: Mapping[str, str]) -> None:
     """Value checks of a config section; ``rules``: key → ``"positive"`` (finite, > 0), ``"non_negative"``
     (finite, >= 0), ``"fraction"`` ([0, 1)), ``"unit_interval"`` ([0, 1]). The error names the key."""
-    import math
-
     wants = {"positive": "a finite number > 0", "non_negative": "a finite number >= 0",
              "fraction": "a fraction in [0, 1)", "unit_interval": "a fraction in [0, 1]"}
     for key, rule in rules.items():
@@ -330,9 +334,6 @@ def _type_name(tp: Any) -> str:
 
 def _key_comments(cls) -> dict[str, str]:
     """The ``#:`` comments after each field in the class's source (the key documentation)."""
-    import inspect
-    import re
-
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
@@ -343,8 +344,6 @@ def _key_comments(cls) -> dict[str, str]:
 def config_reference() -> str:
     """Plain-text reference of every config section and key with its default, type and comment, generated
     from the config dataclasses (``kgml train --help`` prints it)."""
-    import textwrap
-
     lines = []
     for cls, section in _SECTION_NAMES.items():
         lines.append(f"[{section}]" if section != "experiment" else "top level (before any [section])")
@@ -411,8 +410,6 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the config as JSON atomically."""
-    from kgml.io import write_text_atomic
-
     return write_text_atomic(json.dumps(config_to_dict(config), indent=1) + "\n", path)
 
 

@@ -14,9 +14,51 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import xarray as xr
+from tqdm.auto import tqdm
+
+from kgml import __version__
+from kgml import evaluation as ev
+from kgml.config import (
+    CorpusConfig,
+    DataConfig,
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+    table_from_dict,
+)
+from kgml.data.splits import Part, Split
+from kgml.experiment import (
+    Run,
+    corpus_spec,
+    count_parameters,
+    new_model,
+    predict_dataset,
+    train_run,
+)
+from kgml.io import atomic_path, guard_outputs, write_netcdf_atomic, write_text_atomic
+from kgml.paths import find_data_dir
+from kgml.synthetic import (
+    SITE_VARYING,
+    STATES,
+    VEGETATION,
+    CorpusSpec,
+    build_model,
+    generate_forcing,
+    make_corpus,
+    sample_parameters,
+)
+from process_models.simulate import simulate_sites
 
 __all__ = [
     "CurveSizes",
@@ -108,9 +150,6 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kgml.io import guard_outputs
-    from kgml.paths import find_data_dir
-
     # the demo reads the real weather station files: its outputs must not land on them
     guard_outputs([Path(args.out)], [find_data_dir()])
     t0 = time.perf_counter()
@@ -134,15 +173,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def synthetic_forcing(state, n_sites: int, years: int, key):
     """Daily `Met` shaped (site, day) for one state (`kgml.synthetic.generate_forcing` at the state centre)."""
-    from kgml.synthetic import generate_forcing
-
     return generate_forcing(state, n_sites, years, key)
 
 
 def site_parameters(model, n_sites: int, key):
     """Per-site physical parameters: defaults, with the `SITE_VARYING` ones jittered in logit space."""
-    from kgml.synthetic import SITE_VARYING, sample_parameters
-
     return sample_parameters(model, n_sites, key, prior_sd=JITTER_SD, varying=SITE_VARYING, covariate_params=())
 
 
@@ -159,13 +194,6 @@ def run_demo(out_dir: Path, sites_per_state: int = 8, years: int = 4, seed: int 
 
 def simulate_states(out_dir: Path, sites_per_state: int = 8, years: int = 4, seed: int = 0, figure: bool = True):
     """Simulate every state × vegetation, write CF netCDF and a figure, return the summary table."""
-    import jax
-    import numpy as np
-    from tqdm import tqdm
-
-    from kgml.io import write_netcdf_atomic, write_text_atomic
-    from kgml.synthetic import STATES, VEGETATION, build_model
-    from process_models.simulate import simulate_sites
 
     out_dir.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(seed)
@@ -199,15 +227,6 @@ def simulate_states(out_dir: Path, sites_per_state: int = 8, years: int = 4, see
 
 def demo_config(sizes: DemoSizes, seed: int):
     """The demo's `ExperimentConfig` (pretraining settings; fine-tuning replaces data and train)."""
-    from kgml.config import (
-        CorpusConfig,
-        DataConfig,
-        ExperimentConfig,
-        LossConfig,
-        ModelConfig,
-        TrainConfig,
-    )
-
     return ExperimentConfig(
         name="demo-pretrain",
         seed=seed,
@@ -244,9 +263,6 @@ def neural_config(config):
 
 def _world_split(ds, states, towers: int, name: str):
     """Per state: the first ``towers`` sites train, the next one validates, the rest are held out."""
-    import numpy as np
-
-    from kgml.data.splits import Part, Split
 
     train, val, test = [], [], []
     for state in states:
@@ -260,8 +276,6 @@ def _world_split(ds, states, towers: int, name: str):
 
 def _scores(run, ds_test):
     """Held-out skill of one model (`_skill` of its predictions on ``ds_test``) and the predictions."""
-    from kgml.experiment import predict_dataset
-
     pred = predict_dataset(run, ds_test, batch_size=12)
     return _skill(pred, ds_test), pred
 
@@ -271,11 +285,7 @@ def _skill(pred, ds_test) -> dict:
     scorer (`kgml.evaluation.score_sites`: pooled over all site-steps, and pooled within each state): daily
     NEE against the noise-free truth (RMSE, R², NSE), yields (RMSE), and the median relative error of the
     learned base respiration ``rref_rh`` (a model without physical parameters, kind "neural", has none)."""
-    import math
 
-    import numpy as np
-
-    from kgml import evaluation as ev
 
     nee = ev.score_sites(pred, ds_test, {"nee": "true_nee"}, resolution="daily", group="state",
                          metrics=("rmse", "r2", "nse")).sel(variable="nee")
@@ -301,21 +311,13 @@ def _skill(pred, ds_test) -> dict:
 def hybrid_comparison(out_dir: Path, seed: int = 0, sizes: DemoSizes = DemoSizes(), figure: bool = True,
                       progress: bool = True) -> dict:
     """Pretrain on the prior corpus, fine-tune on the shifted world's towers, compare on held-out sites."""
-    import json
 
-    import numpy as np
-    import xarray as xr
-
-    from kgml.experiment import Run, count_parameters, new_model, train_run
-    from kgml.io import write_text_atomic
-    from kgml.synthetic import STATES, CorpusSpec, make_corpus
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     t0 = time.perf_counter()
     cfg = demo_config(sizes, seed)
-    from kgml.experiment import corpus_spec
 
     prior = make_corpus(corpus_spec(cfg.data.corpus), progress=progress)
     world = make_corpus(CorpusSpec(vegetation=("maize",), sites_per_block=sizes.world_sites_per_state,
@@ -427,8 +429,6 @@ class CurveSizes:
     def from_dict(cls, d) -> CurveSizes:
         """From a TOML-like mapping: the keys above, with the `DemoSizes` keys in a ``[model]`` table; lists
         become tuples; an unknown key is a `kgml.config.ConfigError` naming it."""
-        from kgml.config import table_from_dict
-
         return table_from_dict(cls, dict(d), "curve")
 
     @classmethod
@@ -451,8 +451,6 @@ def _curve_split(world, states, test_per_state: int):
 
 def _tower_order(pool: dict, seed: int) -> list[str]:
     """The pool's sites in a seeded order that alternates between the states (IA, IL, NE, IA, …)."""
-    import numpy as np
-
     rng = np.random.default_rng([seed, 31])
     shuffled = {k: [v[i] for i in rng.permutation(len(v))] for k, v in pool.items()}
     order = []
@@ -469,14 +467,7 @@ def pretraining_curve(out_dir: Path, sizes: CurveSizes = CurveSizes(), *, figure
     hybrid's size — ``len(sizes.seeds)`` repetitions per point (seed: pretraining corpus and run, network
     initialisation, batches and which towers train). Writes ``metrics.json`` (every run and the mean ± sd
     per point), ``metrics.md`` and ``curve.png`` into ``out_dir``."""
-    import json
 
-    from tqdm.auto import tqdm
-
-    from kgml.data.splits import Part, Split
-    from kgml.experiment import Run, corpus_spec, new_model, train_run
-    from kgml.io import write_text_atomic
-    from kgml.synthetic import STATES, CorpusSpec, make_corpus
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -542,8 +533,6 @@ def pretraining_curve(out_dir: Path, sizes: CurveSizes = CurveSizes(), *, figure
 
 def _curve_summary(records) -> list[dict]:
     """Mean and sd over seeds of every score, per (model, n_sites)."""
-    import numpy as np
-
     out = []
     keys = sorted({(r["model"], r["n_sites"]) for r in records}, key=lambda k: (CURVE_MODELS.index(k[0]), k[1]))
     for model, n in keys:
@@ -558,8 +547,6 @@ def _curve_summary(records) -> list[dict]:
 
 
 def _curve_table(summary, records, sizes: CurveSizes, elapsed: float) -> str:
-    import numpy as np
-
     ns = [0, *sizes.n_sites]
     lookup = {(e["model"], e["n_sites"]): e for e in summary}
     lines = []
@@ -600,7 +587,6 @@ def _curve_figure(summary, sizes: CurveSizes, path: Path) -> Path | None:
     except ImportError:
         print("matplotlib not installed (pip install 'kgml[plot]'): no figure written")
         return None
-    from kgml.io import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     styles = {"hybrid, pretrained": "o-", "hybrid, no pretraining": "s--", PROCESS_CALIBRATED: "^-.", NEURAL: "d:"}
@@ -628,9 +614,6 @@ def _curve_figure(summary, sizes: CurveSizes, path: Path) -> Path | None:
 
 
 def _comparison_table(scores, curve, sizes, n_parameters=None) -> str:
-    import numpy as np
-
-    from kgml.synthetic import STATES
 
     states = [s.name for s in STATES]
     lines = [
@@ -674,10 +657,7 @@ def _hybrid_figures(scores, curve, preds, test_ds, out_dir: Path) -> list[Path]:
     except ImportError:
         print("matplotlib not installed (pip install 'kgml[plot]'): no figure written")
         return []
-    import numpy as np
 
-    from kgml.io import atomic_path
-    from kgml.synthetic import STATES
 
     states = [s.name for s in STATES]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
@@ -709,11 +689,6 @@ def _hybrid_figures(scores, curve, preds, test_ds, out_dir: Path) -> list[Path]:
 
 
 def _to_dataset(blocks, sites_per_state: int, years: int, seed: int):
-    import numpy as np
-    import pandas as pd
-    import xarray as xr
-
-    from kgml import __version__
 
     variables = {
         "gpp": ("gross primary production", "g m-2 d-1"),
@@ -774,8 +749,6 @@ def _to_dataset(blocks, sites_per_state: int, years: int, seed: int):
 
 def annual_summary(ds):
     """Mean annual GPP, Reco, NEE (gC m-2 yr-1), ET (mm yr-1) and final-season yield per state × vegetation."""
-    import numpy as np
-
     years = ds.sizes["time"] // 365
     rows = []
     for state in dict.fromkeys(ds.state.values):
@@ -820,9 +793,7 @@ def _figure(ds, path: Path) -> Path | None:
     except ImportError:
         print("matplotlib not installed (pip install 'kgml[plot]'): no figure written")
         return None
-    import numpy as np
 
-    from kgml.io import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     colours = {"IA": "tab:blue", "IL": "tab:green", "NE": "tab:orange"}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from kgml.metrics import METRICS, scores
+from kgml.metrics import METRICS, add_metric_units, scores
 
 __all__ = [
     "BAD_TAIL",
@@ -234,7 +234,6 @@ def score_sites(
         data["group_sites"] = (("variable", "group"), group_sites)
         coords["group"] = groups
         coords[group] = ("site", labels)
-    from kgml.metrics import add_metric_units
 
     return add_metric_units(xr.Dataset(data, coords=coords), units).assign_attrs({
         "resolution": resolution, "group": group or "", "metrics": ", ".join(metrics),

@@ -9,8 +9,10 @@ The pieces (`load_data`, `site_split`, `prepare`, `train_run`, `load_run`, `pred
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -25,6 +27,8 @@ import jax
 import numpy as np
 import xarray as xr
 
+from kgml import __version__
+from kgml import synthetic as syn
 from kgml.config import (
     MODEL_KINDS,
     ConfigError,
@@ -33,8 +37,17 @@ from kgml.config import (
     config_to_dict,
     save_config,
 )
+from kgml.data.assemble import BUILDERS, build, builder_name
 from kgml.data.normalisation import Normaliser
 from kgml.data.splits import Part, Split, save_splits
+from kgml.drivers import (
+    PHYSICS_DRIVERS,
+    check_drivers,
+    mask_missing_drivers,
+    model_drivers,
+    require_driver_values,
+)
+from kgml.evaluation import to_monthly
 from kgml.hybrid import (
     ContextPool,
     HybridModel,
@@ -49,7 +62,18 @@ from kgml.hybrid import (
     prepare_windows,
     target_scales,
 )
-from kgml.io import write_netcdf_atomic, write_text_atomic
+from kgml.io import atomic_path, write_netcdf_atomic, write_text_atomic
+from kgml.metrics import align_labels, score_table
+from kgml.neural import build_neural, matching_head_width
+from kgml.synthetic import _soil_respiration, build_model, make_corpus
+from kgml.training import (
+    CheckpointError,
+    check_resume_config,
+    fit,
+    load_checkpoint_state,
+    load_model,
+    read_metadata,
+)
 
 __all__ = [
     "Prepared",
@@ -76,8 +100,6 @@ _log = logging.getLogger(__name__)
 
 def corpus_spec(cfg):
     """`kgml.synthetic.CorpusSpec` of a `CorpusConfig`."""
-    from kgml import synthetic as syn
-
     by_name = {s.name: s for s in syn.STATES}
     unknown = [s for s in cfg.states if s not in by_name]
     if unknown:
@@ -100,12 +122,8 @@ def load_data(config: ExperimentConfig, *, progress: bool = False) -> xr.Dataset
     """The run's dataset: a synthetic corpus, a real-data builder of `kgml.data.assemble.BUILDERS` (read from
     ``[data] data_dir`` with ``[data] options``), or a (site, time) netCDF file; restricted to the configured
     vegetation (when the dataset has a ``vegetation`` coordinate) and regions."""
-    from kgml.data.assemble import BUILDERS, build, builder_name
-
     data = config.data
     if data.source == "synthetic":
-        from kgml.synthetic import make_corpus
-
         ds = make_corpus(corpus_spec(data.corpus), progress=progress)
     elif builder_name(data.source):
         ds = build(data.source, data.data_dir or None, **dict(data.options))
@@ -238,8 +256,6 @@ def windows(ds: xr.Dataset, config: ExperimentConfig, prepared: Prepared, *, req
 
 
 def process_model(config: ExperimentConfig):
-    from kgml.synthetic import _soil_respiration, build_model
-
     return build_model(config.data.vegetation, _soil_respiration(config.model.soil_respiration))
 
 
@@ -277,8 +293,6 @@ def _shared_sizes(config: ExperimentConfig, prepared: Prepared) -> dict:
 
 
 def _new_neural(config: ExperimentConfig, prepared: Prepared, key):
-    from kgml.neural import build_neural, matching_head_width
-
     m = config.model
     width = m.neural_width
     if not width:
@@ -326,8 +340,6 @@ class Run:
     directory: Path | None = None
 
     def meta(self) -> dict:
-        from kgml import __version__
-
         return {"format_version": META_FORMAT, "kgml_version": __version__, "model_kind": self.config.model.kind,
                 "config": config_to_dict(self.config),
                 "prepared": self.prepared.to_dict(), "split": None if self.split is None else self.split.to_dict()}
@@ -352,9 +364,6 @@ def train_run(
     """Split ``ds`` by site, prepare (or reuse the preprocessing of ``init``, a pretrained run whose
     weights it starts from — fine-tuning), and `kgml.training.fit`. With ``directory``, checkpoints go to
     ``directory/checkpoint`` (model, optimiser, trainer state, meta.json with config, normaliser, region map)."""
-    from kgml.drivers import check_drivers, model_drivers, require_driver_values
-    from kgml.training import fit
-
     check_drivers(ds, model_drivers(ds, config.data.features))
     split = split or site_split(ds, config)
     train_ds = split.select(ds, "train")
@@ -385,8 +394,6 @@ def train_run(
 def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
     """A run written by `train_run`/`run_experiment`: rebuilds the model of the recorded kind from meta.json
     and loads its ``best`` (or ``model``: the last) weights. Errors name what is missing."""
-    from kgml.training import CheckpointError, load_checkpoint_state, load_model, read_metadata
-
     directory = Path(directory)
     ckpt = directory / "checkpoint" if (directory / "checkpoint").is_dir() else directory
     meta = read_metadata(ckpt)
@@ -422,8 +429,6 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus).
     The drivers are checked first (`kgml.drivers.check_drivers`); outputs are NaN where a physics driver is
     missing, recorded per site in ``driver_coverage`` / ``driver_missing`` (`kgml.drivers.mask_missing_drivers`)."""
-    from kgml.drivers import PHYSICS_DRIVERS, check_drivers, mask_missing_drivers, model_drivers
-
     check_drivers(ds, model_drivers(ds, run.config.data.features))
     data = windows(ds, run.config, run.prepared, require_targets=False, missing_static=missing_static)
     parts = []
@@ -440,7 +445,6 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     for c in ("lat", "lon", "state", "vegetation", run.config.data.region):
         if c in ds.coords and "site" in ds[c].dims:
             out = out.assign_coords({c: ("site", ds[c].values, dict(ds[c].attrs))})
-    from kgml import __version__
 
     out = mask_missing_drivers(out, ds, [n for n in PHYSICS_DRIVERS if n in ds.data_vars and "time" in ds[n].dims])
     out.attrs.update(Conventions="CF-1.8", title=f"kgml {run.config.model.kind} predictions: {run.config.name}",
@@ -458,8 +462,6 @@ def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentCo
     """Score rows (`kgml.metrics.score_table`) of the daily targets against observations, against the
     noise-free truth (``true_*``) where the dataset has it, of the monthly targets (monthly means of the daily
     predictions against ``<target>_monthly``) and of yields; grouped by ``data.region``."""
-    from kgml.metrics import score_table
-
     region = config.data.region if config.data.region in obs.coords else None
     rows = []
     for target in config.data.daily_targets:
@@ -469,7 +471,6 @@ def evaluate_predictions(pred: xr.Dataset, obs: xr.Dataset, config: ExperimentCo
                     rows.append({**r, "reference": label})
     monthly = [t for t in config.data.monthly_targets if t in pred and f"{t}_monthly" in obs and "month" in obs.dims]
     if monthly:  # daily predictions → monthly means, paired with the monthly targets by month code
-        from kgml.evaluation import to_monthly
 
         pm = to_monthly(pred, monthly)
         for target in monthly:
@@ -512,14 +513,11 @@ def _figures(pred: xr.Dataset, obs: xr.Dataset, history: list | None, directory:
     except ImportError:
         warnings.warn("matplotlib not installed (pip install 'kgml[plot]'): no figures written", stacklevel=2)
         return []
-    from kgml.io import atomic_path
 
     paths = []
     sites = [s for s in pred.site.values if s in set(obs.site.values)]
     ref = f"true_{target}" if f"true_{target}" in obs else target
     if target in pred and ref in obs and sites:
-        from kgml.metrics import align_labels
-
         # Pair by calendar date (predictions drop 29 February, observations keep it), never by position.
         pa, oa = align_labels(pred[target].sel(site=sites).transpose("site", ...), obs[ref].sel(site=sites))
         p, o = pa.values, oa.values
@@ -595,9 +593,6 @@ def run_log(workdir: Path):
 
 def write_history_csv(history: list[dict] | None, path: Path) -> Path | None:
     """The loss history (one row per evaluation: step, train_*, val_*) as CSV, atomically."""
-    import csv
-    import io
-
     if not history:
         return None
     columns = list(dict.fromkeys(k for h in history for k in h))
@@ -635,7 +630,6 @@ def run_experiment(
 def _run_experiment(config, workdir, *, dataset, progress, figures, resume, force=False) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     if resume and (workdir / "config.json").is_file():  # refuse (unless forced) before config.json is rewritten
-        from kgml.training import check_resume_config
 
         previous = json.loads((workdir / "config.json").read_text())
         if check_resume_config(previous, config_to_dict(config), workdir, force=force):

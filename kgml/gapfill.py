@@ -16,6 +16,7 @@ import xarray as xr
 
 from kgml.data.schema import DataValidationError
 from kgml.fluxfeatures import calibration_split, time_features
+from kgml.fluxhybrid import hybrid_gapfill
 
 __all__ = [
     "FILL_METHODS",
@@ -693,8 +694,6 @@ def hybrid_gapfill_dataset(
     (ensemble mean). A site that cannot be fitted (too few observations, no SW_IN or TA) is left unfilled with
     a warning naming it. ``options`` go to `hybrid_gapfill` (``config=HybridConfig(...)``, ``record``).
     """
-    from kgml.fluxhybrid import hybrid_gapfill
-
     source = ds.attrs.get("source", "<dataset>")
     if variable not in ds:
         raise DataValidationError(source, variable, f"not in the dataset (has {sorted(map(str, ds.data_vars))})")

@@ -23,6 +23,7 @@ import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from kgml import constraints, losses
+from kgml.data.batching import make_windows
 from kgml.data.schema import DataWarning
 from kgml.drivers import fill_driver_gaps, met_from_dataset
 from kgml.models.base import AbstractNetworkModel, AbstractSiteModel
@@ -825,8 +826,6 @@ def _cut_windows(ds: xr.Dataset, doy: np.ndarray, x_all: np.ndarray, met: Met, d
     ``targets`` = the daily targets). Whole-year windows start on every 1 January (stride one year, from the
     first 1 January); other windows every ``window_days`` from the first day. Partial windows are dropped (the
     physics needs every day's drivers). ``start`` of the result indexes ``ds.time``."""
-    from kgml.data.batching import make_windows
-
     n_sites, n_time = x_all.shape[:2]
     yearly = window_days % DAYS_PER_YEAR == 0
     first = int(np.argmax(doy == 1)) if yearly and (doy == 1).any() else 0

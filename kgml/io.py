@@ -4,12 +4,18 @@ umask), the output guard every writing command uses, PNG figures, and per-site o
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import xarray as xr
+
+from kgml import __version__
 
 _UMASK_LOCK = threading.Lock()
 
@@ -126,10 +132,6 @@ def cf_encode(ds, *, history: str | None = None):
     variables without units (counts, codes, year numbers), degrees on lat/lon without units,
     ``Conventions`` (CF-1.8 unless set) and a ``history`` line (UTC time, kgml version, command line)
     appended to the dataset's own history."""
-    import datetime as dt
-    import sys
-
-    from kgml import __version__
 
     out = ds.copy()
     for name, units in (("lat", "degrees_north"), ("lon", "degrees_east")):
@@ -275,8 +277,6 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 def concat_sites(parts):
     """Per-site datasets (e.g. the predictions of one model per region) joined along ``site``, with the
     dataset and variable attributes (units, long_name) of the first part."""
-    import xarray as xr
-
     if len(parts) == 1:
         return parts[0]
     out = xr.concat(parts, dim="site", data_vars="all", coords="minimal", compat="override", join="outer",

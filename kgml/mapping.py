@@ -42,10 +42,43 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import xarray as xr
 
+from kgml import __version__
+from kgml.config import (
+    CorpusConfig,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    config_to_dict,
+)
+from kgml.data import gridded as G
+from kgml.data.gridded import _resolution as res
+from kgml.drivers import check_gridded_drivers
+from kgml.experiment import (
+    Run,
+    config_hash,
+    corpus_spec,
+    load_run,
+    predict_dataset,
+    train_run,
+    windows,
+)
+from kgml.hybrid import HybridModel
+from kgml.io import atomic_path, cf_encode, pyplot, write_png_atomic
+from kgml.synthetic import make_corpus
+from kgml.variables import convert_units, get_variable
+from process_models import constants as C
 from process_models.constants import HPA_PER_KPA
+from process_models.forcing import Met, saturation_vapour_pressure
+from process_models.radiation import extraterrestrial_radiation
+from process_models.simulate import _run, simulate_sites
 
 __all__ = [
     "DRIVERS",
@@ -121,16 +154,12 @@ class DriverAssumptions:
 
 
 def _angstrom_sw(lat: np.ndarray, doy: np.ndarray, a: DriverAssumptions) -> np.ndarray:
-    from process_models.radiation import extraterrestrial_radiation
-
     ra = np.asarray(extraterrestrial_radiation(np.asarray(lat, np.float32)[:, None],
                                                np.asarray(doy, np.float32)[None, :]))
     return ((a.angstrom_a + a.angstrom_b * a.relative_sunshine) * ra * _MJ_PER_DAY_TO_W).astype(np.float32)
 
 
 def _svp_hpa(t: np.ndarray) -> np.ndarray:
-    from process_models.forcing import saturation_vapour_pressure
-
     return HPA_PER_KPA * np.asarray(saturation_vapour_pressure(np.asarray(t, np.float32)), np.float64)
 
 
@@ -140,8 +169,6 @@ def _svp_hpa(t: np.ndarray) -> np.ndarray:
 
 
 def _resolution(times: np.ndarray) -> str:
-    from kgml.data.gridded import _resolution as res
-
     r = res(np.asarray(times))
     if r == "unknown" and times.size == 1:
         return "monthly"  # a single time step: only a monthly product is plausible
@@ -378,10 +405,6 @@ def fast_path_reason(run) -> str | None:
 
 def _fast_forward(model, met, lat, lon, static, region):
     """Parameters from (lat, lon, static, region) and the physics over each window (vmapped)."""
-    import jax
-    import jax.numpy as jnp
-
-    from process_models.simulate import _run
 
     def one(met_w, la, lo, st, rg):
         emb = model.embed(model._locate(la, lo, st, rg))
@@ -398,16 +421,12 @@ _FAST = None
 def _fast_jit():
     global _FAST
     if _FAST is None:
-        import equinox as eqx
-
         _FAST = eqx.filter_jit(_fast_forward)
     return _FAST
 
 
 def _predict_sites(run, ds: xr.Dataset, path: str, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Daily (gpp, reco, nee) (3, site, time') on the leap-day-free axis, learned θ per site, that axis."""
-    from kgml.experiment import predict_dataset, windows
-
     names = _learned_names(run)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing static attributes: recorded once in the map's attributes
@@ -417,7 +436,6 @@ def _predict_sites(run, ds: xr.Dataset, path: str, batch_size: int) -> tuple[np.
             theta = {k: pred[f"theta_{k}"].values for k in names}
             return fl, theta, pred.time.values
         data = windows(ds, run.config, run.prepared, require_targets=False, missing_static="zero")
-    import jax
 
     inp = data.inputs
     n, win = len(data), inp.met.tair.shape[1]
@@ -547,8 +565,6 @@ def location_parameters(run, lat, lon, static: Mapping[str, np.ndarray] | None =
     """Learned parameters of cells from location and static attributes alone (runs with
     `fast_path_reason` None): ``static`` maps the run's static names to raw values per cell; names it lacks
     take the training mean, as on grids. The region is unknown (−1) when the run has a region coordinate."""
-    import jax.numpy as jnp
-
     reason = fast_path_reason(run)
     if reason:
         raise ValueError(f"parameters of run {run.config.name!r} are not a function of location: {reason}")
@@ -569,9 +585,6 @@ def location_parameters(run, lat, lon, static: Mapping[str, np.ndarray] | None =
 
 
 def _theta_of(model, lat, lon, static, region):
-    import jax
-    import jax.numpy as jnp
-
     def one(la, lo, st, rg):
         emb = model.embed(model._locate(la, lo, st, rg))
         return model.parameters(jnp.zeros((1, 1)), emb)[0]
@@ -585,13 +598,6 @@ def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh,
     (day, cell) at once and run through `process_models.simulate.simulate_sites` in its time-major layout: every
     state-independent term (sun geometry, net radiation, PET, light and temperature responses) in one vectorised
     pass before the time loop, the loop over the sequential part only (issue 18)."""
-    import jax
-    import jax.numpy as jnp
-
-    from process_models import constants as C
-    from process_models.forcing import Met, saturation_vapour_pressure
-    from process_models.radiation import extraterrestrial_radiation
-    from process_models.simulate import simulate_sites
 
     n = lat.shape[0]
     month_of_day = jnp.asarray(np.repeat(np.arange(12), DAYS_IN_MONTH), jnp.int32)
@@ -615,16 +621,12 @@ _JITS: dict = {}
 
 def _theta_jit():
     if "theta" not in _JITS:
-        import equinox as eqx
-
         _JITS["theta"] = eqx.filter_jit(_theta_of)
     return _JITS["theta"]
 
 
 def _year_jit():
     if "year" not in _JITS:
-        import equinox as eqx
-
         _JITS["year"] = eqx.filter_jit(_year_fluxes)
     return _JITS["year"]
 
@@ -637,8 +639,6 @@ def monthly_fluxes_fast(run, monthly: Mapping[str, np.ndarray], lat, lon, *,
     the drivers; the parameters (``theta`` when given, else `location_parameters`) once per cell; every
     cell-year then runs from the model's initial state (as the 365-day windows of the model path), in
     batches of ``batch`` cell-years (one compilation)."""
-    import jax.numpy as jnp
-
     a = assumptions
     lat = np.asarray(lat, np.float32)
     n = lat.size
@@ -736,9 +736,6 @@ def open_forcing(
     and monthly labels follow `kgml.data.gridded.open_gridded` (which reads eagerly and range-checks; use it
     to validate a product). ``bbox`` = (lat_min, lat_max, lon_min, lon_max) in degrees, lon in [-180, 180).
     The files' SHA-256 go into ``attrs["forcing_sha256"]``."""
-    from kgml.data import gridded as G
-    from kgml.variables import convert_units, get_variable
-
     variables, units = dict(variables or {}), dict(units or {})
     chunks = dict(chunks or {"lat": 32, "lon": 32})
     files = _expand(paths)
@@ -825,8 +822,6 @@ def _compute(arr, scheduler):
 def require_hybrid(run, what: str) -> None:
     """Mapping, attribution and scenarios read the hybrid's location encoder, parameter head and physics
     layer: a run of another model kind (``neural``, ``process``) is an error that names its kind."""
-    from kgml.hybrid import HybridModel
-
     if not isinstance(run.model, HybridModel):
         kind = getattr(getattr(run, "config", None), "model", None)
         kind = getattr(kind, "kind", type(run.model).__name__)
@@ -835,8 +830,6 @@ def require_hybrid(run, what: str) -> None:
 
 
 def _as_runs(runs) -> tuple:
-    from kgml.experiment import Run, load_run
-
     runs = [runs] if isinstance(runs, (Run, str, Path)) else list(runs)
     out = tuple(r if isinstance(r, Run) else load_run(r) for r in runs)
     if not out:
@@ -890,7 +883,6 @@ def map_run(
     for v in present:
         if set(forcing[v].dims) != {"lat", "lon", "time"}:
             raise ValueError(f"forcing variable {v!r} has dims {forcing[v].dims}; need (lat, lon, time)")
-    from kgml.drivers import check_gridded_drivers
 
     check_gridded_drivers(forcing, present)  # ranges and ±inf with unit-mistake hints; NaN cells are not mapped
     cal = _Calendar.of(forcing.time.values)
@@ -937,9 +929,6 @@ def cell_area(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 def _to_dataset(out, plan: _Plan, forcing: xr.Dataset, notes: dict, cal: _Calendar) -> xr.Dataset:
     import dask.array as da
 
-    from kgml import __version__
-    from kgml.config import config_to_dict
-    from kgml.experiment import config_hash
 
     ny, nx = out.shape[:2]
     lay = plan.layout()
@@ -1036,8 +1025,6 @@ def _token(ds: xr.Dataset) -> str:
 def write_map(ds: xr.Dataset, path) -> Path:
     """Write a `map_run` result as CF netCDF (compressed) atomically (CF units, Conventions, history:
     `kgml.io.cf_encode`)."""
-    from kgml.io import atomic_path, cf_encode
-
     path = Path(path)
     ds = cf_encode(ds)
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
@@ -1068,8 +1055,6 @@ def budget_table(mapped: xr.Dataset, groups: Mapping[str, xr.DataArray] | None =
     or not; plus each given (lat, lon) label map, e.g. ``{"land_cover": lc}``) and label: mapped cells,
     area (km2), mean GPP/Reco/NEE over the mapped months (gC m-2 d-1, area-weighted) and totals over those
     months (TgC; flux × days of each month × area). Returns a `pandas.DataFrame`."""
-    import pandas as pd
-
     groups = {"domain": None, "lat_band": latitude_bands(mapped.lat.values, mapped.lon.values), **dict(groups or {})}
     if "static_max_abs_z" in mapped:
         groups.setdefault("training_climate", xr.DataArray(np.where(
@@ -1133,8 +1118,6 @@ def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, t
               cmap: Mapping[str, str] | None = None) -> Path | None:
     """PNG of the time-mean maps of ``variables`` (default: gpp, reco, nee, nee_sd if present, learned
     parameters)."""
-    from kgml.io import pyplot, write_png_atomic
-
     try:
         plt = pyplot()
     except ImportError:
@@ -1179,8 +1162,6 @@ def grid_sites(forcing: xr.Dataset, config, *, assumptions: DriverAssumptions = 
     """The mapped cells of ``forcing`` (eagerly; at most ``max_cells``, a seeded sample) as a Contract-A
     (site, time) dataset with the drivers of `daily_drivers`. Returns (dataset, (lat index, lon index) of each
     site (2, n), driver notes)."""
-    from kgml.drivers import check_gridded_drivers
-
     present = [v for v in DRIVERS if v in forcing]
     check_gridded_drivers(forcing, present)
     f = forcing[present].transpose("lat", "lon", "time").load()
@@ -1207,8 +1188,6 @@ def demo_run_config(seed: int = 0, steps: int = 40, sites_per_block: int = 3):
     """A small synthetic grassland run (natural vegetation: LUE GPP, Q10 heterotrophic respiration) whose
     learned parameters (``q10_rh``, ``rref_rh``, ``lue_max``) depend on location and the mean annual climate
     (``mat``, ``map``, computable on any grid) — a demonstration model for maps, not a calibrated one."""
-    from kgml.config import CorpusConfig, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-
     return ExperimentConfig(
         name=f"map-demo-{seed}", seed=seed,
         data=DataConfig(corpus=CorpusConfig(vegetation=("grassland",), sites_per_block=sites_per_block, years=1,
@@ -1225,9 +1204,6 @@ def demo_run_config(seed: int = 0, steps: int = 40, sites_per_block: int = 3):
 
 def train_demo_run(directory=None, *, seed: int = 0, steps: int = 40, sites_per_block: int = 3, progress: bool = False):
     """Train `demo_run_config` on its synthetic corpus (seconds) into ``directory`` (a `kgml.experiment.Run`)."""
-    from kgml.experiment import corpus_spec, train_run
-    from kgml.synthetic import make_corpus
-
     cfg = demo_run_config(seed, steps, sites_per_block)
     ds = make_corpus(corpus_spec(cfg.data.corpus))
     return train_run(cfg, ds, directory, progress=progress, description=cfg.name)

@@ -21,6 +21,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from kgml.hybrid import DAYS_PER_YEAR, Predictions, SiteWindow, site_embedding
 from kgml.models.base import AbstractNetworkModel
+from kgml.nn.encoders import TemporalEncoder
+from kgml.nn.location import LocationEncoder
+from kgml.nn.site_attention import SiteAttention
 
 __all__ = ["FLUX_OUTPUTS", "NeuralModel", "build_neural", "head_parameter_count", "matching_head_width"]
 
@@ -176,10 +179,6 @@ def build_neural(
     `matching_head_width` for a model as large as a given hybrid). ``scales`` (target name → typical
     spread, e.g. the loss scales) sets the output scales of gpp, reco, rsoil and crop_yield (default 1);
     ``means`` (target name → mean observed value) their initial values (default: the scale)."""
-    from kgml.nn.encoders import TemporalEncoder
-    from kgml.nn.location import LocationEncoder
-    from kgml.nn.site_attention import SiteAttention
-
     if head_width < 1:
         raise ValueError(f"head_width must be >= 1, got {head_width}")
     if not use_summary and not location:

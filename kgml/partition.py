@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.schema import DataValidationError
+from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
 from kgml.variables import UMOL_CO2_M2_S_TO_GC_M2_D
 from process_models import constants as C
 from process_models.radiation import inverse_relative_distance, solar_declination
@@ -631,8 +632,6 @@ def hybrid_partition(
     method, no night/day split and no window fits are needed: both fluxes come from one model of all measured NEE.
     Any flux units; tair °C, sw_in W m-2, vpd hPa, swc %. ``config``: a `kgml.fluxhybrid.HybridConfig`.
     """
-    from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
-
     drivers = {"sw_in": sw_in, "tair": tair, "vpd": vpd, "swc": swc}
     res = hybrid_gapfill(
         nee, {k: v for k, v in drivers.items() if v is not None}, times, model="hybrid",

@@ -5,11 +5,18 @@ under the baseline and the scenario, and the differences come back as maps and a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+
+from kgml.experiment import process_model
+from kgml.mapping import FLUXES, DriverAssumptions, budget_table, map_run
+from process_models.forcing import make_met, saturation_vapour_pressure
+from process_models.simulate import simulate
 
 __all__ = ["Scenario", "ScenarioWarning", "apply_scenario", "budget_changes", "difference_maps", "physics_response",
            "run_scenario", "scenario_warnings"]
@@ -64,9 +71,6 @@ class Scenario:
 def apply_scenario(forcing: xr.Dataset, scenario: Scenario, *, assumptions=None) -> xr.Dataset:
     """The forcing under ``scenario`` (lazy where the forcing is). CO2 becomes an explicit (lat, lon, time)
     field when the scenario sets it."""
-    from kgml.mapping import DriverAssumptions
-    from process_models.forcing import saturation_vapour_pressure
-
     a = assumptions or DriverAssumptions()
     out = forcing.copy()
     dt = scenario.warming
@@ -131,8 +135,6 @@ def budget_changes(base: xr.Dataset, scen: xr.Dataset, groups=None):
     baseline) of the mean rates (gC m-2 d-1) and totals (TgC), over identical cell sets: a cell counts only
     where it is mapped in both, a (month, cell) value only where both are finite, and every group label
     (including ``training_climate``, which warming would move) is the baseline's."""
-    from kgml.mapping import FLUXES, budget_table
-
     if base[FLUXES[0]].shape != scen[FLUXES[0]].shape:
         raise ValueError(f"baseline and scenario maps differ in shape: {base[FLUXES[0]].shape} vs "
                          f"{scen[FLUXES[0]].shape}; map both over the same grid and record")
@@ -166,10 +168,6 @@ def physics_response(model, driver: str, low: float, high: float) -> float:
     parameters over one idealised mid-latitude year (41° N; tair 10 ± 12 °C seasonal, tmin/tmax ∓ 5 °C,
     sw_in 60–300 W m-2, 2 mm d-1 rain, 400 ppm CO2, swc 0.25) when ``driver`` goes from ``low`` to ``high``:
     zero when the physics does not read the driver."""
-    import jax.numpy as jnp
-
-    from process_models.forcing import make_met
-    from process_models.simulate import simulate
 
     doy = jnp.arange(1, 366, dtype=jnp.float32)
     season = jnp.sin(2 * jnp.pi * (doy - 105) / 365)
@@ -188,8 +186,6 @@ def scenario_warnings(runs, scenario: Scenario) -> list[str]:
     """Messages for the scenario deltas that cannot act on a run: CO2 (``co2``/``co2_change``) or
     precipitation (``precip_change``) where the run's physics layer does not respond to that driver
     (`physics_response` is zero) and the driver is not among the network's inputs (``[data] features``)."""
-    from kgml.experiment import process_model
-
     checks = []
     if scenario.co2 is not None or scenario.co2_change:
         checks.append(("co2", "--co2/--co2-change", 400.0, 800.0))
@@ -212,9 +208,6 @@ def run_scenario(runs, forcing: xr.Dataset, scenario: Scenario, **map_kwargs) ->
     """Map the baseline and the scenario; returns {"baseline", "scenario", "difference", "budget",
     "warnings"}. Each of `scenario_warnings` is also issued as a `ScenarioWarning` and recorded in the
     difference's ``scenario_warnings`` attribute."""
-    import warnings
-
-    from kgml.mapping import map_run
 
     notes = scenario_warnings(runs, scenario)
     for note in notes:

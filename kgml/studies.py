@@ -18,12 +18,16 @@ that makes the run small enough for a test.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
+import shlex
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 import xarray as xr
 
+from kgml import __version__
+from kgml.attribution import driver_sensitivities
+from kgml.bench import runner
 from kgml.bench.runner import MODEL_LABELS as ENGINE_LABELS
+from kgml.bench.runner import SLOTS
+from kgml.bench.suites import Suite
 from kgml.config import (
     ConfigError,
     ExperimentConfig,
@@ -42,9 +52,15 @@ from kgml.config import (
     config_to_dict,
     table_from_dict,
 )
+from kgml.data.assemble import cosore_daily, fluxnet_daily, fluxnet_monthly, il_corn, state_yield
 from kgml.data.splits import Part, Split, kfold_by_site, save_splits
+from kgml.evaluation import decomposition_scores, metric_order
+from kgml.experiment import load_run, select_sites, task_of, train_run
+from kgml.hybrid import target_scales
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
+from kgml.paths import data_dir as resolve_data_dir
+from kgml.synthetic import REAL_WEATHER_SOURCES, STATES, CorpusSpec, make_corpus
 
 __all__ = [
     "ENGINE_NAMES",
@@ -134,7 +150,6 @@ def _settings_from_dict(d: Mapping[str, Any]) -> StudySettings:
         raise ConfigError(f"[study] folds: unknown {bad}; choose from ['unit_kfold', 'years_out']")
     if s.pretrain_weather not in _PRETRAIN_WEATHER:
         raise ConfigError(f"[study] pretrain_weather: unknown {s.pretrain_weather!r}; choose from {list(_PRETRAIN_WEATHER)}")
-    from kgml.synthetic import REAL_WEATHER_SOURCES
 
     bad = sorted(set(s.pretrain_weather_sources) - set(REAL_WEATHER_SOURCES))
     if bad:
@@ -161,8 +176,6 @@ def study_config_path(name: str) -> Path:
 def load_study_config(path: str | os.PathLike, *, quick: bool = False) -> tuple[ExperimentConfig, StudySettings]:
     """The hybrid's `ExperimentConfig` and the `StudySettings` of a study TOML (with its ``[quick]`` delta
     applied when ``quick``). Unknown keys are errors naming their section."""
-    import tomllib
-
     path = Path(path)
     with path.open("rb") as f:
         raw = tomllib.load(f)
@@ -229,16 +242,12 @@ def _has_targets(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
 
 
 def _load_il_corn(root, s: StudySettings) -> xr.Dataset:
-    from kgml.data.assemble import il_corn
-
     years = range(s.first_year, s.last_year + 1) if s.first_year and s.last_year else None
     ds = il_corn(root, years=years)
     return _restrict(ds, dataclasses.replace(s, first_year=0, last_year=0))
 
 
 def _load_state_yield(root, s: StudySettings) -> xr.Dataset:
-    from kgml.data.assemble import fluxnet_daily, state_yield
-
     ds = _restrict(state_yield(root, crop="corn"), s)
     if s.towers:
         towers = fluxnet_daily(root, sites=list(s.towers))
@@ -260,23 +269,17 @@ def _load_state_yield(root, s: StudySettings) -> xr.Dataset:
 
 
 def _load_fluxnet_monthly(root, s: StudySettings) -> xr.Dataset:
-    from kgml.data.assemble import fluxnet_monthly
-
     ds = fluxnet_monthly(root, sites=list(s.units) or None)
     ds = _restrict(ds, dataclasses.replace(s, units=()))
     return _has_targets(ds, ("nee_monthly",))
 
 
 def _load_cosore(root, s: StudySettings) -> xr.Dataset:
-    from kgml.data.assemble import cosore_daily
-
     ds = _restrict(cosore_daily(root), s)
     return _has_targets(ds, ("rsoil",))
 
 
 def _load_fluxnet_daily(root, s: StudySettings) -> xr.Dataset:
-    from kgml.data.assemble import fluxnet_daily
-
     ds = fluxnet_daily(root, sites=list(s.units) or None)
     return _has_targets(_restrict(ds, dataclasses.replace(s, units=())), ("nee",))
 
@@ -372,8 +375,6 @@ def study_suite(spec: StudySpec, config: ExperimentConfig, s: StudySettings, ds:
     """The `kgml.bench.suites.Suite` of a study: its targets and resolution, the hybrid config's vegetation,
     features, static attributes (those the data have) and ``data.region`` (the regions of the per-region
     slots). Its folds are the study's own (`make_folds`), not frozen ones."""
-    from kgml.bench.suites import Suite
-
     d = config.data
 
     def load(data_dir, quick, sites):
@@ -393,8 +394,6 @@ def _slot_damm(ctx) -> xr.Dataset:
 def study_slots() -> dict[str, Callable]:
     """The engine's slot registry (`kgml.bench.runner.SLOTS`) under the studies' names: every engine slot,
     the aliases of `ENGINE_NAMES` (the same slot functions) and the study-only ``hybrid_damm``."""
-    from kgml.bench.runner import SLOTS
-
     return {**SLOTS, **{name: SLOTS[engine] for name, engine in ENGINE_NAMES.items()}, "hybrid_damm": _slot_damm}
 
 
@@ -413,9 +412,6 @@ def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int 
     configured — the weather generator fitted on Ames, IA (``"generator"``). Trained into ``directory`` when
     given. Returns (run, corpus attrs); the attrs record the weather sources and site-years used. The engine's
     ``hybrid_pretrained`` slot fine-tunes it per fold (`kgml.bench.runner.pretrained_init`)."""
-    from kgml.experiment import train_run
-    from kgml.synthetic import REAL_WEATHER_SOURCES, STATES, CorpusSpec, make_corpus
-
     weather, missing = _PRETRAIN_WEATHER[s.pretrain_weather]
     states = tuple(st for st in STATES if st.name in ("IA", "IL", "NE")) or tuple(STATES)
     spec = CorpusSpec(states=states, vegetation=("maize",), sites_per_block=s.pretrain_sites,
@@ -437,8 +433,6 @@ def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int 
 def _pretrained(config: ExperimentConfig, s: StudySettings, root: Path, directory: Path):
     """`pretrain_synthetic` trained once into ``directory`` (reloaded when its ``done`` marker is there, as the
     engine's suite pretraining is) and the weather its corpus used."""
-    from kgml.experiment import load_run
-
     done = directory / "done"
     if done.exists():
         return load_run(directory), json.loads((directory / "corpus.json").read_text())
@@ -474,8 +468,6 @@ def _fmt(x) -> str:
 
 
 def _lead(var: str) -> str:
-    from kgml.evaluation import metric_order
-
     return metric_order(var)[0]
 
 
@@ -505,8 +497,6 @@ def _held_out(directory: Path, kind: str, splits: Sequence[Split], model: str) -
 
 def _extra_iav(spec: StudySpec, preds: dict, obs: xr.Dataset, models: Sequence[str]) -> tuple[str, dict]:
     """Scale decomposition of NEE (site mean, seasonal cycle, anomalies, inter-annual variability)."""
-    from kgml.evaluation import decomposition_scores
-
     lines = ["## NEE by time scale (held-out units, pooled)", "",
              "| fold kind | model | component | R² | RMSE | n |", "|---|---|---|---|---|---|"]
     out = {}
@@ -586,8 +576,6 @@ def _extra_yield(spec: StudySpec, preds: dict, models: Sequence[str]) -> tuple[s
 
 def _extra_attribution(ctx_runs: list[tuple[Any, xr.Dataset]], ds: xr.Dataset, directory: Path) -> tuple[str, dict]:
     """Driver sensitivities of NEE (∂NEE/∂driver through the physics) at the held-out towers, by IGBP group."""
-    from kgml.attribution import driver_sensitivities
-
     parts = []
     for run, held in ctx_runs:
         # 29 February dropped here as the windows drop it (the day mask is on the window days).
@@ -631,17 +619,12 @@ def _extra_attribution(ctx_runs: list[tuple[Any, xr.Dataset]], ds: xr.Dataset, d
 def _fixed_scales(config: ExperimentConfig, ds: xr.Dataset) -> ExperimentConfig:
     """Loss scales fixed once per study (the spread of each target over all units), so every fold and region
     shares one compiled training step; they weigh the loss only."""
-    from kgml.experiment import task_of
-    from kgml.hybrid import target_scales
-
     scales = target_scales(ds, task_of(config))
     scales.update(config.loss.scales)
     return _replace(config, loss={"scales": scales})
 
 
 def _has_matplotlib() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -663,10 +646,6 @@ def run_study(
     ``predictions/<fold_kind>_<model>.nc`` (the folds' held-out predictions of a kind together, CF),
     ``metrics.json`` (rows, status, extra analyses) and ``summary.json``. A rerun with the same config, settings
     and splits resumes (finished (model, fold) pairs are kept); any other rerun starts afresh."""
-    from kgml.bench import runner
-    from kgml.experiment import load_run, select_sites
-    from kgml.paths import data_dir as resolve_data_dir
-
     if name not in STUDIES:
         raise KeyError(f"unknown study {name!r}; studies are {sorted(STUDIES)}")
     spec = STUDIES[name]
@@ -710,7 +689,6 @@ def run_study(
         warnings.warn("matplotlib not installed: no figures written", stacklevel=2)
     files = [directory / "metrics.nc", *res.figures]
 
-    from kgml import __version__
 
     combined = {}
     for kind, splits in folds.items():
@@ -779,10 +757,6 @@ def _json_default(x):
 
 def main(name: str, argv: Sequence[str] | None = None) -> int:
     """The command line of ``experiments/NAME/run.py``: ``[--data-dir DIR] [--quick] [--out DIR] [--config TOML]``."""
-    import argparse
-    import shlex
-    import sys
-
     p = argparse.ArgumentParser(prog=f"experiments/{name}/run.py", description=STUDIES[name].title)
     p.add_argument("--data-dir", default=None, help="real data folder (default: KGML_DATA or ../shared/data)")
     p.add_argument("--quick", action="store_true", help="a tiny run (a test): few units and years, a few steps")

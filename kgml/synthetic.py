@@ -12,6 +12,7 @@ heteroscedastic noise and gaps (`NoiseModel`, `GapModel`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,11 +21,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
+from kgml.data.assemble import DIURNAL_RANGE, _fill_short_gaps, fluxnet_daily, il_corn
+from kgml.data.nldas_county import read_nldas_county_weather
+from kgml.data.stations import (
+    AMES_DATASET,
+    AMES_FILE,
+    CHAMPAIGN_DATASET,
+    CHAMPAIGN_FILE,
+    load_default_generator,
+    read_ames_ia,
+    read_champaign_il,
+)
+from kgml.data.yields import US_STATES, read_county_locations
 from kgml.drivers import met_from_dataset
+from kgml.io import write_netcdf_atomic
+from kgml.paths import data_dir as resolve_data_dir
 from kgml.variables import get_variable
+from process_models import weather
+from process_models.crop import Maize, Soybean
 from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem, SoilChamber
 from process_models.forcing import Met, make_met
+from process_models.simulate import simulate_sites
+from process_models.soil_respiration import DAMM, LloydTaylor, Q10Respiration
 
 __all__ = [
     "DAYS_PER_YEAR",
@@ -95,8 +115,6 @@ def build_model(vegetation: str, soil_respiration=None) -> Ecosystem:
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
     ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
     the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`)."""
-    from process_models.crop import Maize, Soybean
-
     if vegetation == "maize":
         return CropEcosystem(crop=Maize(), soil_respiration=soil_respiration)
     if vegetation == "soybean":
@@ -239,8 +257,6 @@ def observe(
 
 @eqx.filter_jit
 def _weather_sites(params, keys, n_days: int):
-    from process_models import weather
-
     return jax.vmap(lambda k: weather.generate_weather(params, k, n_days))(keys)
 
 
@@ -248,8 +264,6 @@ def generate_forcing(state: StateClimate, n_sites: int, years: int, key, lat=Non
     """Daily `Met` shaped (site, day) for one state: weather from the Ames-fitted generator, with the
     state's warming added to tmin and tmax (tair and vpd re-derived from them) and its rain scaled.
     ``lat`` (site,) sets each site's latitude (radiation geometry); default the state's centre."""
-    from kgml.data.stations import load_default_generator
-
     keys = jax.random.split(key, n_sites)
     wx = _weather_sites(load_default_generator(), keys, DAYS_PER_YEAR * years)
     lat = state.lat if lat is None else jnp.asarray(lat, jnp.float32)[:, None]
@@ -374,21 +388,15 @@ def _station_table(ds: xr.Dataset, station: str, state: str) -> xr.Dataset:
 
 
 def _load_ames_ia(root) -> tuple[xr.Dataset, list[str]]:
-    from kgml.data.stations import AMES_DATASET, AMES_FILE, read_ames_ia
-
     return _station_table(read_ames_ia(root), "Ames_IA", "IA"), [str(root / AMES_DATASET / AMES_FILE)]
 
 
 def _load_champaign_il(root) -> tuple[xr.Dataset, list[str]]:
-    from kgml.data.stations import CHAMPAIGN_DATASET, CHAMPAIGN_FILE, read_champaign_il
-
     return _station_table(read_champaign_il(root), "Champaign_IL", "IL"), [
         str(root / CHAMPAIGN_DATASET / CHAMPAIGN_FILE)]
 
 
 def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
-    from kgml.data.assemble import il_corn
-
     ds = il_corn(root)
     out = xr.Dataset({v: (("station", "time"), ds[v].transpose("site", "time").values) for v in REAL_WEATHER_VARIABLES},
                      coords={"station": [f"daymet_{s}" for s in ds.site.values.astype(str)], "time": ds.time.values,
@@ -399,10 +407,6 @@ def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
 
 
 def _load_il_counties_nldas(root) -> tuple[xr.Dataset, list[str]]:
-    from kgml.data.assemble import DIURNAL_RANGE
-    from kgml.data.nldas_county import read_nldas_county_weather
-    from kgml.data.yields import US_STATES, read_county_locations
-
     folder = root / "kgmlda_nldas2_county_daily_il2"
     files = sorted(folder.glob("county_daily_inputs*.csv*"))
     if not files:
@@ -429,9 +433,6 @@ def _load_il_counties_nldas(root) -> tuple[xr.Dataset, list[str]]:
 
 
 def _load_us_ne1(root) -> tuple[xr.Dataset, list[str]]:
-    import warnings
-
-    from kgml.data.assemble import fluxnet_daily
 
     with warnings.catch_warnings():  # the Warm Winter folder is not needed for US-Ne1
         warnings.simplefilter("ignore")
@@ -452,8 +453,6 @@ _REAL_WEATHER_LOADERS = {
 
 def _fill_runs(values: np.ndarray, max_gap: int) -> np.ndarray:
     """Linear interpolation along the last axis of interior NaN runs of at most ``max_gap`` steps, per row."""
-    from kgml.data.assemble import _fill_short_gaps
-
     return _fill_short_gaps(values, max_gap)
 
 
@@ -537,8 +536,6 @@ def real_weather_years(
     in ``attrs["sources_skipped"]`` (``attrs["sources_used"]`` lists the rest); at least one must remain. A
     source that is present but unreadable, out of range or without a single whole year is always an error.
     """
-    from kgml.paths import data_dir as resolve_data_dir
-
     if missing not in ("raise", "skip"):
         raise ValueError(f"missing must be 'raise' or 'skip', got {missing!r}")
     unknown = [s for s in sources if s not in REAL_WEATHER_SOURCES]
@@ -688,8 +685,6 @@ class CorpusSpec:
 
 
 def _soil_respiration(name: str):
-    from process_models.soil_respiration import DAMM, LloydTaylor, Q10Respiration
-
     table = {"lloyd_taylor": LloydTaylor, "q10": Q10Respiration, "damm": DAMM}
     if name not in table:
         raise ValueError(f"unknown soil respiration {name!r}; choose one of {sorted(table)}")
@@ -722,8 +717,6 @@ def corpus_block(
 ) -> xr.Dataset:
     """Simulate ``model`` for given per-site ``theta`` and (site, day) ``met`` (whole 365-day years from
     1 January) and wrap drivers, noisy observations, the truth and the true parameters as a Dataset."""
-    from process_models.simulate import simulate_sites
-
     n_sites, n_days = met.tair.shape
     if n_days % DAYS_PER_YEAR:
         raise ValueError(f"forcing has {n_days} days; corpora need whole {DAYS_PER_YEAR}-day years")
@@ -819,8 +812,6 @@ def make_corpus(
     blocks = []
     jobs = [(s, v) for s in spec.states for v in spec.vegetation]
     if progress:
-        from tqdm import tqdm
-
         jobs = tqdm(jobs, desc="synthetic corpus", unit="block")
     sr = _soil_respiration(spec.soil_respiration)
     n = spec.sites_per_block
@@ -909,6 +900,4 @@ def _make_monthly(ds: xr.Dataset, fraction: float, rng: np.random.Generator) -> 
 
 def save_corpus(ds: xr.Dataset, path) -> None:
     """Write a corpus as CF netCDF atomically (`kgml.io.write_netcdf_atomic`)."""
-    from kgml.io import write_netcdf_atomic
-
     write_netcdf_atomic(ds, path)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import equinox as eqx
 import jax
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from kgml.config import TrainConfig
 from kgml.io import apply_umask, atomic_path, fsync_path, write_text_atomic
@@ -153,8 +155,6 @@ def _is_complete(directory: Path) -> bool:
 def recover_checkpoint(directory: str | os.PathLike) -> None:
     """Finish or undo a checkpoint swap that a kill interrupted (see `_save_checkpoint`): with no set under
     ``directory``'s name, the complete new one (else the previous one) takes it; leftovers are removed."""
-    import shutil
-
     directory = Path(directory)
     new, old = _set_paths(directory)
     if not directory.exists():
@@ -173,8 +173,6 @@ def _save_checkpoint(directory: Path, model, best_model, opt_state, state: dict,
     """Write the checkpoint as one set: every file goes into a new directory beside ``directory``, is flushed
     to disk, then the directory is renamed into place. The previous set stays complete under its name until
     the new one is (a kill at any point leaves one complete set: `recover_checkpoint`)."""
-    import shutil
-
     recover_checkpoint(directory)
     new, old = _set_paths(directory)
     if directory.is_dir():
@@ -403,7 +401,6 @@ def fit(
         _save_checkpoint(directory, eqx.combine(diff, static), eqx.combine(best, static), opt_state, state,
                          metadata)
 
-    from tqdm.auto import tqdm
 
     evaluated = bool(history)
     if start == 0 and val is not None and len(val):

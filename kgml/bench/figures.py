@@ -10,24 +10,23 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from kgml.bench.regions_detect import DetectedRegions, plot_region_map
+from kgml.evaluation import metric_order, paired
+from kgml.io import pyplot, write_png_atomic
+from kgml.variables import units_label
+
 __all__ = ["suite_figures"]
 
 
 def _plt():
-    from kgml.io import pyplot
-
     return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    from kgml.io import write_png_atomic
-
     return write_png_atomic(fig, path, dpi=110)
 
 
 def _lead(var: str) -> str:
-    from kgml.evaluation import metric_order
-
     return metric_order(var)[0]
 
 
@@ -49,8 +48,6 @@ def _held_out(directory: Path, kind: str, splits, model: str) -> xr.Dataset | No
 def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory: Path, models: Sequence[str],
                   site_scores: dict) -> list[Path]:
     """Write the figures of a scored run into ``directory``; returns their paths."""
-    from kgml.evaluation import paired
-
     plt = _plt()
     paths = []
     var = suite.targets[0]
@@ -82,7 +79,6 @@ def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory
                 lim = [min(ov[ok].min(), pv[ok].min()), max(ov[ok].max(), pv[ok].max())]
                 ax.plot(lim, lim, "k-", lw=0.7)
             ax.set_title(m, fontsize=9)
-            from kgml.variables import units_label
 
             ax.set_xlabel(f"observed {ref}{units_label(ref)}", fontsize=8)
             ax.set_ylabel(f"predicted {var}{units_label(var)}", fontsize=8)
@@ -140,8 +136,6 @@ def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory
     # Map of the detected regions of the first fold that has them.
     found = sorted((directory / "folds").glob("*/*/detected_regions.json"))
     if found:
-        from kgml.bench.regions_detect import DetectedRegions, plot_region_map
-
         det = DetectedRegions.from_dict(json.loads(found[0].read_text()))
         path = directory / "detected_regions.png"
         plot_region_map(ds, det, path, title=f"{suite.name}: detected regions ({found[0].parent.name}, k={det.k})",

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from kgml.evaluation import to_monthly
+from kgml.io import pyplot, write_png_atomic
+
 __all__ = [
     "DetectedRegions",
     "adjusted_rand_index",
@@ -167,8 +170,6 @@ def response_signature(ds: xr.Dataset, targets: Sequence[str], features: Sequenc
     drivers standardised with ``stats`` (name → (mean, sd); default: over ``ds``), per site. At monthly
     resolution targets ``<v>_monthly`` are regressed on monthly means of the drivers; at annual resolution
     ``crop_yield`` on the May–September means. Sites without observations of a target get NaN there."""
-    from kgml.evaluation import to_monthly
-
     drivers = {f: np.asarray(ds[f].transpose("site", "time").values, np.float64) for f in features}
     if stats is None:
         stats = {f: (float(np.nanmean(v)), float(np.nanstd(v)) or 1.0) for f, v in drivers.items()}
@@ -212,8 +213,6 @@ def cycle_signature(ds: xr.Dataset, targets: Sequence[str], *, resolution: str =
     """(site, 12·n_targets) mean seasonal cycle of each observed target: the mean of each calendar month
     over the site's years (monthly means of daily values, or the ``<v>_monthly`` targets). NaN for months
     a site never observed."""
-    from kgml.evaluation import to_monthly
-
     cols = []
     for t in targets:
         base = t.removesuffix("_monthly")
@@ -362,8 +361,6 @@ def plot_region_map(ds: xr.Dataset, regions: DetectedRegions, path, *, title: st
                     truth: str | None = None) -> None:
     """PNG map (lon/lat scatter) of the detected region of every site: training sites filled, held-out
     sites hollow; with ``truth`` (a site coordinate) its labels are written next to the points."""
-    from kgml.io import pyplot, write_png_atomic
-
     plt = pyplot()
     sites = [s for s in ds.site.values.astype(str) if s in regions.labels]
     sub = ds.sel(site=sites)

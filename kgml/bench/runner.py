@@ -46,6 +46,12 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from kgml import __version__
+from kgml import config as kc
+from kgml import evaluation as ev
+from kgml.baselines import FeatureBaseline, LSTMBaseline, YieldBaseline
+from kgml.bench import figures as fg
+from kgml.bench import regions_detect as rd
 from kgml.bench.suites import (
     Suite,
     check_folds,
@@ -57,9 +63,25 @@ from kgml.bench.suites import (
     restrict_split,
     select_part,
 )
+from kgml.config import config_from_dict
+from kgml.data.assemble import DIURNAL_RANGE
 from kgml.data.splits import Part, Split
+from kgml.evaluation import metric_order, to_monthly
+from kgml.experiment import (
+    Run,
+    count_parameters,
+    load_run,
+    predict_dataset,
+    prepare,
+    task_of,
+    train_run,
+)
+from kgml.hybrid import target_scales
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
+from kgml.metrics import add_metric_units
+from kgml.synthetic import DRIVERS, STATES, CorpusSpec, StateClimate, build_model, make_corpus
+from kgml.variables import VARIABLES
 
 __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult", "base_config", "run_suite",
            "score_suite"]
@@ -101,9 +123,6 @@ def loss_scales(suite: Suite, ds: xr.Dataset) -> dict[str, float]:
     """One loss scale per target for the whole suite (the spread of its observations over all sites,
     `kgml.hybrid.target_scales`). A scale only weighs the loss terms; fixing it per suite (instead of per
     training set) lets every fold and region share one compiled training step."""
-    from kgml.experiment import task_of
-    from kgml.hybrid import target_scales
-
     cfg = base_config(suite, told=True)
     return target_scales(ds, task_of(cfg))
 
@@ -114,8 +133,6 @@ def base_config(suite: Suite, *, quick: bool = False, seed: int = 0, scales: dic
     ``quick``: hidden 8, 3 steps, batch 1; default: hidden 32, 300 steps, batch 16, early stopping);
     ``scales``: fixed loss scales (`loss_scales`); ``told``: trained on every target of the suite, not only
     its ``train_targets``."""
-    from kgml.config import config_from_dict
-
     d = suite.config_dict(told=told)
     d.update(name=f"bench-{suite.name}", seed=seed)
     if scales:
@@ -223,14 +240,10 @@ class FoldContext:
     # --- training helpers -------------------------------------------------------------------------------
 
     def train(self, cfg, split: Split | None = None, *, init=None, directory: Path | None = None, ds=None):
-        from kgml.experiment import train_run
-
         return train_run(cfg, self.ds if ds is None else ds, directory, init=init, split=split or self.split,
                          progress=False, description=cfg.name)
 
     def predict(self, run, ds: xr.Dataset) -> xr.Dataset:
-        from kgml.experiment import count_parameters, predict_dataset
-
         pred = predict_dataset(run, ds, batch_size=self.predict_batch)
         pred.attrs["n_parameters"] = count_parameters(run.model)
         learned = tuple(run.model.learned) + tuple(run.model.global_unconstrained)
@@ -242,7 +255,6 @@ class FoldContext:
         the scopes that build on it (fine-tuning, region detection) and by resumed runs."""
         if self._global is not None:
             return self._global
-        from kgml.experiment import load_run
 
         where = self.directory / self.seeded("hybrid_global_run")
         done = where / "done"
@@ -312,8 +324,6 @@ class FoldContext:
 
 def _feature_baseline(kind: str):
     def slot(ctx: FoldContext) -> xr.Dataset:
-        from kgml.baselines import FeatureBaseline
-
         s = ctx.suite
         trees = ctx.options.get("rf_trees") or (10 if ctx.quick else None)
         model = FeatureBaseline(kind, n_estimators=trees, seed=ctx.config.seed,
@@ -328,8 +338,6 @@ def _feature_baseline(kind: str):
 
 def _yield_baseline(kind: str):
     def slot(ctx: FoldContext) -> xr.Dataset:
-        from kgml.baselines import YieldBaseline
-
         s = ctx.suite
         if s.resolution != "annual" or "crop_yield" not in s.targets:
             raise NotAvailable("naive yield baselines are for annual crop_yield suites")
@@ -350,8 +358,6 @@ def _yield_baseline(kind: str):
 
 
 def _lstm(ctx: FoldContext) -> xr.Dataset:
-    from kgml.baselines import LSTMBaseline
-
     s = ctx.suite
     if s.resolution == "annual":
         raise NotAvailable("the LSTM baseline predicts daily fluxes; annual yields are left to the feature baselines")
@@ -363,15 +369,12 @@ def _lstm(ctx: FoldContext) -> xr.Dataset:
     model.fit(ctx.part("train"), targets=s.targets, features=s.features, resolution=s.resolution,
               val_ds=ctx.val_ds())
     pred = model.predict(ctx.heldout_ds(), missing="nan")
-    from kgml.experiment import count_parameters
 
     pred.attrs["n_parameters"] = count_parameters(model.model_)
     return pred
 
 
 def _kind_available(kind: str) -> None:
-    from kgml import config as kc
-
     if kind not in getattr(kc, "MODEL_KINDS", ("hybrid",)):
         raise NotAvailable(f"config.model.kind {kind!r} is not implemented in this kgml")
 
@@ -445,8 +448,6 @@ def detect_fold_regions(ctx: FoldContext):
     """Detected regions of this fold: signatures of the training sites (the global hybrid's learned
     parameters and/or their observed flux cycle), clustered; other sites assigned by location. Cached as
     ``detected_regions.json`` in the fold directory."""
-    from kgml.bench import regions_detect as rd
-
     path = ctx.directory / f"{ctx.seeded('detected_regions')}.json"
     if path.exists():
         return rd.DetectedRegions.from_dict(json.loads(path.read_text()))
@@ -506,8 +507,6 @@ def pretrain_climates(suite: Suite, quick: bool = False) -> tuple:
     the range of the FLUXNET2015 sites (−11…27 °C, 100–3100 mm). Latitude falls as the climate warms (≈ 1.2°
     per °C around Ames' 42° N, so the radiation geometry and location inputs move with it) and longitudes
     cycle over the continents that hold towers. Quick runs: three climates."""
-    from kgml.synthetic import STATES, StateClimate
-
     if suite.vegetation in ("maize", "soybean"):
         return STATES
     warming = (-14.0, -7.0, 0.0, 7.0, 14.0)
@@ -524,9 +523,6 @@ def _monthly_held_drivers(corpus: xr.Dataset) -> xr.Dataset:
     """The corpus drivers as the monthly tower suites have them (`kgml.data.assemble.fluxnet_monthly`):
     each month's mean held on every day, tmin/tmax = tair ∓ half the assumed diurnal range. The synthetic
     fluxes stay those of the daily weather, as the real ones are."""
-    from kgml.data.assemble import DIURNAL_RANGE
-    from kgml.synthetic import DRIVERS
-
     t = corpus.time
     key = np.asarray(t.dt.year.values) * 12 + np.asarray(t.dt.month.values)
     _, inverse = np.unique(key, return_inverse=True)
@@ -555,8 +551,6 @@ def pretrain_corpus(suite: Suite, ds: xr.Dataset, *, quick: bool = False, seed: 
     `pretrain_climates`, the `kgml.synthetic` parameter prior, daily fluxes; drivers made monthly means held
     on every day when the suite's own are (``driver_method`` of ``ds``). It sees no real data but that
     attribute. Raises `NotAvailable` when the corpus lacks a feature or static attribute of the suite."""
-    from kgml.synthetic import CorpusSpec, make_corpus
-
     if suite.vegetation == "soil":
         raise NotAvailable("the synthetic corpus has no measured soil water (swc) for the chamber physics")
     spec = CorpusSpec(states=pretrain_climates(suite, quick), vegetation=(suite.vegetation,),
@@ -591,8 +585,6 @@ def pretrained_run(suite: Suite, ds: xr.Dataset, cfg, directory: Path, *, quick:
     """The suite's synthetic pretraining (`pretrain_corpus`, `pretrain_config`), trained once and cached in
     ``directory`` (``<out>/<suite>/pretrained``, shared by every fold: it sees no real data); reloaded when
     its ``done`` marker is there. The pretraining history is saved as ``history.json``."""
-    from kgml.experiment import load_run, train_run
-
     done = directory / "done"
     if done.exists():
         return load_run(directory)
@@ -612,8 +604,6 @@ def pretrained_init(pretrained, cfg, train: xr.Dataset):
     """``pretrained`` re-tasked for fine-tuning with ``cfg`` (the suite's own data section): its weights and
     input normaliser (the network learned on that scaling), and the targets, loss scales and region map of
     the fold's training sites (`kgml.experiment.prepare`)."""
-    from kgml.experiment import Run, prepare
-
     prepared = prepare(train, cfg)
     pre = pretrained.prepared
     for k in ("n_features", "n_static"):
@@ -730,8 +720,6 @@ def scored_predictions(pred: xr.Dataset, suite: Suite, keep: Sequence[str] = ())
     """The variables a suite scores, at its resolution (daily predictions averaged to months for monthly
     suites), the flux triple for the carbon balance, learned parameters, and the variables ``keep`` where
     predicted (e.g. ``crop_yield`` of a flux study); site coordinates dropped (the observations carry them)."""
-    from kgml.evaluation import to_monthly
-
     extra = [v for v in keep if v in pred]
 
     triple = ("nee", "gpp", "reco") if "nee" in suite.targets else ()
@@ -964,9 +952,6 @@ def _observations(suite: Suite, ds: xr.Dataset) -> xr.Dataset:
 
 
 def _physical(suite: Suite, pred: xr.Dataset, obs: xr.Dataset) -> dict[str, float]:
-    from kgml import evaluation as ev
-    from kgml.synthetic import build_model
-
     out = {"carbon_balance_residual": math.nan, "share_at_bounds": math.nan, "resp_temperature_positive": math.nan}
     suffix = "_monthly" if suite.resolution == "monthly" else ""
     if all(f"{v}{suffix}" in pred for v in ("nee", "gpp", "reco")):
@@ -991,8 +976,6 @@ def _physical(suite: Suite, pred: xr.Dataset, obs: xr.Dataset) -> dict[str, floa
 
 def _detected_summary(suite: Suite, ds: xr.Dataset, directory: Path) -> dict:
     """Detected regions of every fold that has them, with their agreement with ``suite.truth_region``."""
-    from kgml.bench import regions_detect as rd
-
     out = {}
     for path in sorted((directory / "folds").glob("*/*/detected_regions.json")):
         det = rd.DetectedRegions.from_dict(json.loads(path.read_text()))
@@ -1024,8 +1007,6 @@ def decomposition_stats(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_va
     (`kgml.evaluation.decomposition_scores`): across-site means, mean seasonal cycles, monthly (daily)
     anomalies and inter-annual variability. NaN for a component without pairs (no seasonal cycle at annual
     resolution, no IAV without two well-covered years)."""
-    from kgml import evaluation as ev
-
     out = {k: math.nan for k in DECOMPOSITION_STATS}
     try:
         sc = ev.decomposition_scores(pred, obs, variable, obs_variable, resolution=resolution, metrics=("r2", "nse"))
@@ -1055,8 +1036,6 @@ def seed_mean(preds: Sequence[xr.Dataset]) -> xr.Dataset:
 
 
 def _scored_row(suite: Suite, pred: xr.Dataset, obs: xr.Dataset, variables: dict[str, str], group) -> tuple:
-    from kgml import evaluation as ev
-
     sc = ev.score_sites(pred, obs, variables, resolution=suite.resolution, group=group)
     stats = {}
     for var, e in ev.summarise(sc)["variables"].items():
@@ -1135,8 +1114,6 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
                         directory / "metrics.nc")
     figs = []
     if figures:
-        from kgml.bench import figures as fg
-
         figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores)
     if results_md is not None:
         append_results(results_md, suite, md, command=command)
@@ -1197,7 +1174,6 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
                     idx = [sites.index(str(s)) for s in sc.site.values]
                     arr[models.index(m), kinds.index(kind), k, idx] = vals.values
             dv[f"site_{metric}"] = (("model", "fold_kind", "variable", "site"), arr)
-    from kgml import __version__
 
     extra: dict[str, Any] = {"seed": seeds}
     if ablation:
@@ -1210,8 +1186,6 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
                            "source": f"kgml {__version__} kgml.bench", "resolution": suite.resolution,
                            "status": json.dumps(status), "detected_regions": json.dumps(detected, default=float),
                            "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} kgml bench shift"})
-    from kgml.metrics import add_metric_units
-    from kgml.variables import VARIABLES
 
     add_metric_units(ds, [VARIABLES[v].units if v in VARIABLES else "" for v in variables])
     ds["carbon_balance_residual"].attrs["units"] = "gC m-2 d-1"
@@ -1244,8 +1218,6 @@ def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Seque
     """One table per fold kind and target: every model (also those not available), median and bad tail
     over held-out sites in the variable's metric order (NEE leads with R² and RMSE), the pooled lead
     metric, and physical-consistency columns."""
-    from kgml.evaluation import metric_order
-
     lines = [f"# {suite.name}{' (quick)' if quick else ''}", "", suite.description, ""]
     if command:
         lines += [f"Command: `{command}`", ""]

@@ -23,6 +23,8 @@ from kgml.data import assemble
 from kgml.data.soil_respiration import read_srdb
 from kgml.data.splits import Part, Split, kfold_by_site, leave_region_out, load_splits, save_splits
 from kgml.data.srdb_prior import IGBP_TO_SRDB, fit_srdb_prior
+from kgml.paths import find_data_dir
+from kgml.synthetic import STATES, CorpusSpec, make_corpus
 
 __all__ = [
     "FOLDS_DIR",
@@ -214,8 +216,6 @@ SYNTHETIC_SHIFT = {"IL": {"rref_rh": 0.8, "vmax25_c4": -0.6}}
 
 
 def _load_synthetic(data_dir, quick, sites):
-    from kgml.synthetic import STATES, CorpusSpec, make_corpus
-
     spec = CorpusSpec(states=STATES, vegetation=("maize",), sites_per_block=6 if quick else 8, years=1 if quick else 2,
                       state_shift=SYNTHETIC_SHIFT, seed=0)
     ds = make_corpus(spec)
@@ -236,8 +236,6 @@ def _assemble(name: str):
 
 
 def _data_path(data_dir, folder: str) -> Path:
-    from kgml.paths import find_data_dir
-
     root = Path(data_dir) if data_dir is not None else find_data_dir()
     if root is None or not (Path(root) / folder).exists():
         raise SuiteUnavailable(f"dataset folder {folder!r} not found under {root} (set --data-dir or KGML_DATA)")

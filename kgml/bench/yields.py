@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from kgml import evaluation as ev
 from kgml.data.splits import Split
+from kgml.io import pyplot, write_png_atomic
 
 __all__ = ["forecast_figure", "yield_markdown", "yield_rows"]
 
@@ -35,8 +37,6 @@ def _load(directory: Path, kind: str, splits: Sequence[Split], model: str) -> xr
 
 
 def _scores(pred: xr.Dataset, obs: xr.Dataset) -> dict[str, float]:
-    from kgml import evaluation as ev
-
     o = obs["crop_yield"].reindex_like(pred["crop_yield"])
     both = np.isfinite(pred["crop_yield"].values) & np.isfinite(o.values)
     summ = ev.summarise(ev.score_sites(pred, obs, {"crop_yield": "crop_yield"}, resolution="annual"))
@@ -100,8 +100,6 @@ def forecast_figure(ds: xr.Dataset, splits: Sequence[Split], directory: Path, mo
                     *, title: str = "") -> Path:
     """Mean over units of observed and predicted yield per year, one panel per forecast origin: training
     years shaded grey, validation years light grey, forecast years white with each model's forecast."""
-    from kgml.io import pyplot, write_png_atomic
-
     plt = pyplot()
     obs = ds["crop_yield"]
     years = obs.year.values

@@ -22,17 +22,23 @@ Conventions shared by every builder (each docstring adds its own method):
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from kgml.data.regions import add_regions, get_region_map, site_climate
+from kgml.data.regions import _STATE_BOXES, add_regions, get_region_map, site_climate
 from kgml.data.schema import DataValidationError, DataWarning
-from kgml.paths import dataset_path
+from kgml.data.soil_respiration import cosore_datasets, read_cosore
+from kgml.data.towers import QCPolicy, combine_sites, read_fluxnet_dir
+from kgml.data.yields import read_khaki_corn, read_thompson
+from kgml.paths import DataNotFoundError, dataset_path
+from kgml.paths import data_dir as resolve_data_dir
 from kgml.variables import get_variable
 
 __all__ = [
@@ -288,7 +294,6 @@ def fluxnet_monthly(
     """
     if not 0.0 <= qc_min <= 1.0:
         raise ValueError(f"qc_min must be in [0, 1], got {qc_min}")
-    from kgml.data.towers import QCPolicy, read_fluxnet_dir
 
     root = dataset_path("fluxnet2015_subset_mm", data_dir)
     wanted = None if sites is None else sorted({str(s) for s in sites})
@@ -437,9 +442,6 @@ def fluxnet_daily(
     """
     if not 0.0 <= qc_min <= 1.0:
         raise ValueError(f"qc_min must be in [0, 1], got {qc_min}")
-    from kgml.data.towers import QCPolicy, combine_sites, read_fluxnet_dir
-    from kgml.paths import DataNotFoundError
-    from kgml.paths import data_dir as resolve_data_dir
 
     base = resolve_data_dir(data_dir)
     wanted = None if sites is None else sorted({str(s) for s in sites})
@@ -568,8 +570,6 @@ def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
 def _tower_climatology(tower_root: Path, cache) -> tuple[xr.Dataset, dict, dict, dict]:
     """FLUXNET2015 MM towers: the dataset, (tower, month) arrays of the drivers, their calendar-month
     climatologies (tower, 12) and whether all 12 months are known, per driver."""
-    from kgml.data.towers import read_fluxnet_dir
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         towers = read_fluxnet_dir(tower_root, resolution="MM", dataset="SUBSET",
@@ -619,9 +619,6 @@ def cosore_daily(
     * The time axis spans the union of the kept sites' calendar years; each site's drivers are filled only over
       its own years (first_year … last_year), NaN elsewhere (no target there either).
     """
-    import pandas as pd
-
-    from kgml.data.soil_respiration import cosore_datasets, read_cosore
 
     root = dataset_path("cosore", data_dir)
     available = cosore_datasets(root)
@@ -830,8 +827,6 @@ def il_corn(
     * Annual target ``crop_yield`` (t ha-1 at 15.5 % moisture) on (site, year); a county-year with missing
       weather keeps no yield.
     """
-    from kgml.data.yields import read_khaki_corn
-
     root = dataset_path("khaki2020_corn_il40_weekly_daymet", data_dir)
     raw = read_khaki_corn(root)
     fips = raw["county"].values.astype(np.int64)
@@ -919,9 +914,6 @@ def state_yield(data_dir: str | os.PathLike | None = None, *, crop: str = "corn"
       source flag 1) — a climatological fill from a later period, not the 1930s weather.
     tmin/tmax = tair ∓ `DIURNAL_RANGE`/2. ``crop_yield`` t ha-1 (market moisture) on (site, year).
     """
-    from kgml.data.regions import _STATE_BOXES
-    from kgml.data.yields import read_thompson
-
     if crop not in ("corn", "soybean"):
         raise ValueError(f"crop must be 'corn' or 'soybean', got {crop!r}")
     root = dataset_path("agridat_us_corn_soy_state", data_dir)
@@ -1024,8 +1016,6 @@ def builder_name(source: str) -> str | None:
 
 def builder_options(name: str) -> list[str]:
     """Keyword options a builder accepts (besides ``data_dir``)."""
-    import inspect
-
     params = inspect.signature(BUILDERS[name]).parameters
     return [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
 

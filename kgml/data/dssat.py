@@ -29,6 +29,7 @@ from kgml.data.schema import (
 from kgml.data.soil_respiration import mask_spikes
 from kgml.variables import get_variable
 from process_models.constants import PA_PER_HPA, SECONDS_PER_DAY
+from process_models.forcing import saturation_vapour_pressure
 
 __all__ = [
     "DSSAT_MEASURED",
@@ -266,8 +267,6 @@ def _dates(table: DssatTable, column: str, path: Path) -> np.ndarray:
 
 
 def _es_hpa(t_celsius: np.ndarray) -> np.ndarray:
-    from process_models.forcing import saturation_vapour_pressure
-
     return np.asarray(saturation_vapour_pressure(np.asarray(t_celsius, dtype=np.float32)), dtype=float) * 1000.0 / PA_PER_HPA
 
 

@@ -21,6 +21,7 @@ from kgml.data.schema import DataValidationError, DataWarning, validate_dataset
 from kgml.data.soil_respiration import mask_spikes
 from kgml.variables import UnitConversionError, convert_units, get_variable, normalise_units
 from process_models.constants import EPSILON_WATER_AIR, P_STANDARD, PA_PER_HPA
+from process_models.forcing import saturation_vapour_pressure
 
 __all__ = [
     "DEFAULT_MIN_COVERAGE",
@@ -83,8 +84,6 @@ def specific_humidity_to_vpd(qair, tair, patm):
     e = q p / (ε + (1 − ε) q) (Pa; Wallace & Hobbs 2006, eq. 3.57 inverted), e°(T) from FAO-56 eq. 11;
     VPD = (e° − e) / 100, floored at 0 (supersaturation).
     """
-    from process_models.forcing import saturation_vapour_pressure
-
     e_pa = qair * patm / (EPSILON_WATER_AIR + (1.0 - EPSILON_WATER_AIR) * qair)
     es_pa = np.asarray(saturation_vapour_pressure(np.asarray(tair, dtype=np.float32)), dtype=float) * 1000.0
     return np.maximum(es_pa - e_pa, 0.0) / PA_PER_HPA

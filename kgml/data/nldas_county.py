@@ -27,9 +27,10 @@ from kgml.data.schema import (
     validate_dataset,
 )
 from kgml.data.towers import _parse_table, _read_text
-from kgml.data.yields import county_name, read_county_locations, state_abbreviation
+from kgml.data.yields import US_STATES, county_name, read_county_locations, state_abbreviation
 from kgml.variables import UnitConversionError, convert_units, get_variable
 from process_models.constants import PA_PER_HPA
+from process_models.forcing import saturation_vapour_pressure
 
 __all__ = [
     "NLDAS_SOIL_COLUMNS",
@@ -187,7 +188,6 @@ def read_nldas_county_weather(
         attrs = {**get_variable(canonical).attrs(), "cell_methods": "time: mean within days",
                  "comment": f"NLDAS-2 {column} ({units[column]}), county mean over cropland sample points"}
         data_vars[canonical] = (("county", "time"), _grid(counties, times, fips, dates, converted[canonical]), attrs)
-    from process_models.forcing import saturation_vapour_pressure
 
     es_hpa = np.asarray(saturation_vapour_pressure(np.asarray(converted["tair"], dtype=np.float32)), dtype=float) * 1000.0 / PA_PER_HPA
     vpd = np.maximum(es_hpa * (1.0 - converted["rh"] / 100.0), 0.0)
@@ -343,8 +343,6 @@ def read_nldas_county(
 
 
 def _state_name(state_fips: int) -> str:
-    from kgml.data.yields import US_STATES
-
     for name, (_, fips) in US_STATES.items():
         if fips == int(state_fips):
             return name

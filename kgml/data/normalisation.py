@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from kgml.io import write_text_atomic
+
 __all__ = ["Normaliser"]
 
 _FORMAT_VERSION = 1
@@ -119,8 +121,6 @@ class Normaliser:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically (temp file + rename)."""
-        from kgml.io import write_text_atomic
-
         return write_text_atomic(json.dumps(self.to_dict(), indent=1), path)
 
     @classmethod

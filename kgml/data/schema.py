@@ -7,6 +7,8 @@ Every failure is a `DataValidationError` that names the file (source), the varia
 
 from __future__ import annotations
 
+import csv
+import io
 import warnings
 from collections.abc import Iterable
 
@@ -14,6 +16,8 @@ import numpy as np
 import xarray as xr
 
 from kgml.variables import VARIABLES, normalise_units
+from process_models.constants import PA_PER_HPA, PA_PER_KPA
+from process_models.forcing import saturation_vapour_pressure
 
 __all__ = [
     "DataValidationError",
@@ -68,9 +72,6 @@ def check_field_counts(source: object, raw: bytes, sep: str = ",") -> None:
     if not raw:
         return
     if b'"' in raw:
-        import csv
-        import io
-
         rows = csv.reader(io.StringIO(raw.decode("utf-8", errors="replace")), delimiter=sep)
         counts = np.array([len(r) for r in rows if r], dtype=np.int64)
         lines = None
@@ -227,8 +228,6 @@ def check_vpd_against_tair(ds: xr.Dataset, source: object = None) -> None:
     is found at any site, not only where VPD stays below 1: raises `DataValidationError`."""
     if "vpd" not in ds.data_vars or "tair" not in ds.data_vars:
         return
-    from process_models.constants import PA_PER_HPA, PA_PER_KPA
-    from process_models.forcing import saturation_vapour_pressure
 
     vpd, tair = xr.broadcast(ds["vpd"], ds["tair"])
     v, t = np.asarray(vpd.values, float).ravel(), np.asarray(tair.values, float).ravel()

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
+from kgml.data.cache import cached_read
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -608,8 +610,6 @@ def read_cosore(
     base = root / "datasets" if (root / "datasets").is_dir() else root
     names = list(datasets) if datasets is not None else cosore_datasets(root)
     if cache:
-        from kgml.data.cache import cached_read
-
         sources = [f for n in names for f in sorted((base / n).glob("*")) if f.name in (
             "DESCRIPTION.txt", "PORTS.txt", "data.csv.gz", "data.csv")]
         options = {"reader": "read_cosore", "datasets": names, "errors": errors, **kwargs}
@@ -620,8 +620,6 @@ def read_cosore(
     parts, skipped = [], []
     iterator: Iterable[str] = names
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(names, desc="COSORE", unit="dataset")
     for ds_name in iterator:
         try:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.schema import DataWarning
+from kgml.io import write_text_atomic
 from kgml.paths import dataset_path
 from process_models import constants as C
 from process_models.forcing import saturation_vapour_pressure
@@ -118,9 +121,7 @@ def _check_tmin_tmax(tmin: np.ndarray, tmax: np.ndarray, path: Path, min_col: st
     text = f"column {min_col!r} exceeds {max_col!r} on {int(above.sum())} of {int(both.sum())} days"
     if above.sum() > SWAPPED_TMIN_TMAX_FRACTION * both.sum():
         raise StationDataError(f"{path}: {text}: are the {max_col} and {min_col} columns swapped?")
-    import warnings
 
-    from kgml.data.schema import DataWarning
 
     warnings.warn(f"{path}: {text} (first at data row {int(np.argmax(above)) + 1}); kept", DataWarning, stacklevel=3)
     return text
@@ -587,7 +588,6 @@ def fit_default_generator(
         "params": params_to_dict(params),
     }
     out = Path(out_path) if out_path is not None else _RESOURCE_DIR / DEFAULT_GENERATOR_RESOURCE
-    from kgml.io import write_text_atomic
 
     write_text_atomic(json.dumps(document, indent=1) + "\n", out)
     return document

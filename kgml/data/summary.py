@@ -8,16 +8,35 @@ Add a kind with `register_dataset_kind`. `load_folder` gives the datasets themse
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
+
+from kgml.data.schema import DataValidationError, skip_or_raise
+from kgml.data.sitemeta import read_site_metadata
+from kgml.data.towers import (
+    _site_like,
+    combine_sites,
+    parse_fluxnet_filename,
+    read_bigleaf_csv,
+    read_fluxnet_dir,
+    read_fluxnet_file,
+    read_oneflux_qca_dir,
+    read_reddyproc_nc,
+    read_reddyproc_table,
+)
+from kgml.data.yields import read_county_locations
+from kgml.variables import VARIABLES
 
 __all__ = [
     "DatasetKind",
@@ -64,14 +83,10 @@ def _call(module: str, function: str, *args, **kwargs):
 
 
 def _fluxnet_files(folder: Path) -> list[Path]:
-    from kgml.data.towers import parse_fluxnet_filename
-
     return [p for p in folder.iterdir() if parse_fluxnet_filename(p) is not None]
 
 
 def _load_fluxnet(folder: Path, cache=False) -> Loaded:
-    from kgml.data.towers import parse_fluxnet_filename, read_fluxnet_dir
-
     resolutions = sorted({parse_fluxnet_filename(p).resolution for p in _fluxnet_files(folder)})
     return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop", cache=cache)) for res in resolutions]
 
@@ -79,10 +94,6 @@ def _load_fluxnet(folder: Path, cache=False) -> Loaded:
 def fluxnet_table_files(folder: Path) -> list[Path]:
     """Tables with FLUXNET columns whatever they are called: a header starting with ``TIMESTAMP`` that names
     at least one standard FLUXNET variable (kgml.variables), as CSV or gzipped CSV."""
-    import gzip
-    import zlib
-
-    from kgml.variables import VARIABLES
 
     known = {c for v in VARIABLES.values() for c in v.fluxnet}
     out = []
@@ -109,10 +120,6 @@ def _load_fluxnet_tables(folder: Path) -> Loaded:
     """Each table read by `kgml.data.towers.read_fluxnet_file`: the site comes from the file name when it
     holds a site code (``US-Ne1``, anywhere in the name), else from the folder's ``sites.csv`` when it lists one site;
     else that file's error asks for it. Unreadable tables are skipped (``skipped_files``), the others kept."""
-    from kgml.data.schema import DataValidationError, skip_or_raise
-    from kgml.data.sitemeta import read_site_metadata
-    from kgml.data.towers import _site_like, combine_sites, read_fluxnet_file
-
     table = folder / "sites.csv"
     only_site = None
     if table.exists():
@@ -133,8 +140,6 @@ def _load_fluxnet_tables(folder: Path) -> Loaded:
 
 
 def _load_qca(folder: Path) -> Loaded:
-    from kgml.data.towers import read_oneflux_qca_dir
-
     out = []
     for site_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         out.append((site_dir.name, read_oneflux_qca_dir(site_dir, invalid="drop")))
@@ -143,9 +148,6 @@ def _load_qca(folder: Path) -> Loaded:
 
 def _meta_table(folder: Path):
     """Site coordinates for example data without their own table: any sites.csv in a sibling folder."""
-    import pandas as pd
-
-    from kgml.data.sitemeta import read_site_metadata
 
     tables = [read_site_metadata(p) for p in sorted(folder.parent.glob("*/sites.csv"))]
     if not tables:
@@ -155,8 +157,6 @@ def _meta_table(folder: Path):
 
 
 def _load_reddyproc(folder: Path) -> Loaded:
-    from kgml.data.towers import read_reddyproc_nc, read_reddyproc_table
-
     meta = _meta_table(folder)
     out = []
     for p in sorted(folder.glob("*.txt")) + sorted(folder.glob("*.csv")):
@@ -175,8 +175,6 @@ def _is_bigleaf(folder: Path) -> bool:
 
 
 def _load_bigleaf(folder: Path) -> Loaded:
-    from kgml.data.towers import combine_sites, read_bigleaf_csv
-
     meta = _meta_table(folder)
     parts = [read_bigleaf_csv(p, site_metadata=meta, invalid="drop") for p in sorted(folder.glob("*.csv"))]
     return [("HH", combine_sites(parts, source=folder))]
@@ -233,9 +231,6 @@ def _load_biocro_weather(folder: Path) -> Loaded:
 
 def _county_locations(folder: Path):
     """County centroids for county datasets without their own: every ``county_locations.csv`` beside ``folder``."""
-    import pandas as pd
-
-    from kgml.data.yields import read_county_locations
 
     tables = [read_county_locations(p) for p in sorted(folder.parent.glob("*/county_locations.csv"))]
     if not tables:
@@ -262,8 +257,6 @@ def _load_netcdf_grids(folder: Path) -> Loaded:
     """One dataset per product: files of one grid and time axis (one variable per file, as WFDE5) are opened
     together so that derived variables (vpd from specific humidity and air temperature) exist; files that do
     not share the grid are described one by one."""
-    from kgml.data.schema import DataValidationError
-
     files = sorted(folder.glob("*.nc"))
     out = []
     for pattern, reader in _GRID_PRODUCTS.items():
@@ -344,7 +337,6 @@ def _coverage(ds: xr.Dataset, unit_dim: str | None) -> dict[str, float]:
     span = None
     if unit_dim and "time" in ds.dims and names:
         dims = (unit_dim, "time")
-        from kgml.variables import VARIABLES
 
         usable = [n for n in names if set(ds[n].dims) == set(dims) and n in VARIABLES]
         if usable:

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
+from kgml.data.cache import cached_read
 from kgml.data.schema import DataValidationError, DataWarning, validate_dataset, validate_variable
 from kgml.data.sitemeta import attach_site_metadata, find_site_metadata, read_site_metadata
 from kgml.variables import VARIABLES, convert_units, get_variable
@@ -684,8 +686,6 @@ def _read_many(
     good, skipped = [], []
     iterator: Iterable[Path] = files
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(files, desc=f"reading {source.name}", unit="file")
     for f in iterator:
         try:
@@ -778,7 +778,6 @@ def read_fluxnet_dir(
 
     if not cache:
         return build()
-    from kgml.data.cache import cached_read
 
     sources = list(files)
     if isinstance(site_metadata, (str, os.PathLike)) and not (isinstance(site_metadata, str) and site_metadata == "auto"):

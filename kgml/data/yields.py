@@ -26,8 +26,10 @@ from kgml.data.schema import (
     register_layout,
     validate_dataset,
 )
-from kgml.variables import get_variable
+from kgml.variables import convert_units, get_variable
 from process_models.constants import HOURS_PER_DAY, HPA_PER_KPA, PA_PER_HPA
+from process_models.forcing import saturation_vapour_pressure
+from process_models.radiation import daylength
 
 __all__ = [
     "ACRE_M2",
@@ -410,8 +412,6 @@ def read_nass_state(path: str | Path, crop: str | None = None, *, validate: bool
 
 
 def _fahrenheit_to_celsius(values: np.ndarray) -> np.ndarray:
-    from kgml.variables import convert_units
-
     return np.asarray(convert_units(values, "degF", "degC"))
 
 
@@ -526,15 +526,11 @@ _DAYS_PER_WEEK = 7
 
 
 def _saturation_vapour_pressure_hpa(t_celsius: np.ndarray) -> np.ndarray:
-    from process_models.forcing import saturation_vapour_pressure
-
     # saturation_vapour_pressure gives kPa (FAO-56 eq. 11).
     return np.asarray(saturation_vapour_pressure(np.asarray(t_celsius, dtype=np.float32)), dtype=float) * HPA_PER_KPA
 
 
 def _daylength_hours(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:
-    from process_models.radiation import daylength
-
     return np.asarray(daylength(np.asarray(lat, dtype=np.float32), np.asarray(doy, dtype=np.float32)), dtype=float)
 
 
