@@ -806,6 +806,8 @@ def prepare_suite(suite: Suite, *, data_dir=None, quick: bool = False, folds_dir
         kind = split.info.get("fold_kind", "folds")
         if fold_kinds and kind not in fold_kinds:
             continue
+        if suite.folds_name and kind not in {k.name for k in suite.folds}:
+            continue  # a variant sharing another suite's frozen folds runs only the kinds it declares
         s = restrict_split(split, present)
         if s is not None:
             by_kind.setdefault(kind, []).append(s)
