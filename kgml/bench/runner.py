@@ -594,7 +594,8 @@ ABLATION_MODELS = ("hybrid_no_location", "hybrid_no_static", "hybrid_site_attent
 ABLATIONS = {
     "physics layer": ("hybrid_global", "neural", "same-size network in place of parameters → process model"),
     "learned parameters": ("hybrid_global", "process_global", "process model with one calibrated parameter set"),
-    "location encoding": ("hybrid_global", "hybrid_no_location", "no multi-scale lat/lon encoding"),
+    "location encoding": ("hybrid_global", "hybrid_no_location",
+                          "no location encoder: neither lat/lon nor the static attributes it carries"),
     "static attributes": ("hybrid_global", "hybrid_no_static", "no static site attributes"),
     "site attention": ("hybrid_site_attention", "hybrid_global",
                        f"added: attention over {ABLATION_CONTEXT_SITES} training context sites"),
