@@ -610,13 +610,21 @@ SLOTS = {
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
 }
+def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
+    if ctx.suite.resolution != "daily":
+        raise NotAvailable("site attention's context pool summarises daily targets only "
+                           "(kgml.hybrid.observation_summary); this suite scores "
+                           f"{ctx.suite.resolution} targets")
+    return _ablation_slot(
+        "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
+        model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES})(ctx)
+
+
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
     "hybrid_no_static": _hybrid_no_static,
-    "hybrid_site_attention": _ablation_slot(
-        "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
-        model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES}),
+    "hybrid_site_attention": _hybrid_site_attention,
     "hybrid_residual": _hybrid_residual,
 })
 MODEL_LABELS.update({
