@@ -661,7 +661,8 @@ ABLATION_MODELS = ("hybrid_no_location", "hybrid_no_static", "hybrid_site_attent
 ABLATIONS = {
     "physics layer": ("hybrid_global", "neural", "same-size network in place of parameters → process model"),
     "learned parameters": ("hybrid_global", "process_global", "process model with one calibrated parameter set"),
-    "location encoding": ("hybrid_global", "hybrid_no_location", "no multi-scale lat/lon encoding"),
+    "location encoding": ("hybrid_global", "hybrid_no_location",
+                          "no location encoder: neither lat/lon nor the static attributes it carries"),
     "static attributes": ("hybrid_global", "hybrid_no_static", "no static site attributes"),
     "site attention": ("hybrid_site_attention", "hybrid_global",
                        f"added: attention over {ABLATION_CONTEXT_SITES} training context sites"),
@@ -678,13 +679,21 @@ SLOTS = {
     "hybrid_trend": _hybrid_trend, "process_trend": _process_trend,
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
+def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
+    if ctx.suite.resolution != "daily":
+        raise NotAvailable("site attention's context pool summarises daily targets only "
+                           "(kgml.hybrid.observation_summary); this suite scores "
+                           f"{ctx.suite.resolution} targets")
+    return _ablation_slot(
+        "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
+        model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES})(ctx)
+
+
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
     "hybrid_no_static": _hybrid_no_static,
-    "hybrid_site_attention": _ablation_slot(
-        "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
-        model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES}),
+    "hybrid_site_attention": _hybrid_site_attention,
     "hybrid_residual": _hybrid_residual,
 })
 MODEL_LABELS.update({

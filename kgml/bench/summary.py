@@ -98,13 +98,13 @@ def decomposition_table(metrics: xr.Dataset, kind: str) -> list[str]:
         cells = [str(model), str(int(np.nanmax(n))) if np.isfinite(n).any() else "–"]
         for v in variables:
             key = f"seed_{lead_metric(v)}_median"
-            vals = metrics[key].sel(sel, variable=v).values if key in metrics else np.array([])
+            vals = metrics[key].sel({**sel, "variable": v}).values if key in metrics else np.array([])
             vals = vals[np.isfinite(vals)]
             cells.append(f"{_num(vals.min())}–{_num(vals.max())}" if vals.size > 1 else "–")
         for v in variables:
+            at = {**sel, "variable": v}
             for comp, _ in _COMPONENTS:
-                cells.append(f"{_num(metrics[f'{comp}_r2'].sel(sel, variable=v))} / "
-                             f"{_num(metrics[f'{comp}_nse'].sel(sel, variable=v))}")
+                cells.append(f"{_num(metrics[f'{comp}_r2'].sel(at))} / {_num(metrics[f'{comp}_nse'].sel(at))}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -4,6 +4,8 @@ switch of ``kgml bench shift`` on the tiny synthetic suite."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -120,3 +122,29 @@ def test_ablation_switch_on_tiny_suite(tmp_path, capsys):
     assert main(args) == 0  # resumed: every (fold, model, seed) is there
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert main(["bench", "shift", "--suite", "synthetic_shift", "--quick", "--seeds", "0", "--out", str(out)]) == 2
+
+
+def test_summary_prints_decomposition_and_seed_range(tmp_path):
+    """`kgml bench summary` copies the component scores and the per-seed range of metrics.nc."""
+    from kgml.bench.suites import get_suite
+    from kgml.bench.summary import summary_markdown
+    from kgml.io import write_netcdf_atomic
+
+    suite = get_suite("synthetic_shift")
+    rows = []
+    for k, var in enumerate(suite.targets):
+        st = {s: 0.1 * (k + 1) for s in runner._STATS}
+        st.update({s: 0.01 * (i + 1) + k for i, s in enumerate(runner.DECOMPOSITION_STATS)})
+        seed_values = {s: [math.nan] * 2 for s in runner.SEED_STATS}
+        seed_values["r2_median"] = [0.41, 0.47]
+        rows.append({"model": "hybrid_global", "fold_kind": "site_kfold", "variable": var, **st, "n_seeds": 2,
+                     "seed_values": seed_values})
+    ds = runner.metrics_dataset(suite, rows, {}, {}, {}, seeds=[0, 1])
+    write_netcdf_atomic(ds, tmp_path / "synthetic_shift" / "metrics.nc")
+    md = summary_markdown(tmp_path)
+    row = [line for line in md.splitlines() if line.startswith("| hybrid_global | 2 |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[2] == "0.41–0.47"  # NEE R² median over the two seeds
+    # NEE site mean R² / NSE, then seasonal: the values written above
+    assert cells[5] == "0.01 / 0.02" and cells[6] == "0.03 / 0.04" and cells[8] == "0.07 / 0.08"
