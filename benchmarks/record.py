@@ -18,33 +18,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kgml.machine import cpu_model, memory_gib
+
 RESULTS = Path(__file__).with_name("results.jsonl")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
     """Platform, CPU model, core counts, memory, and the JAX backend and devices when jax is in use."""
     info = {
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
     }
-    try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        info["memory_gb"] = round(pages * size / 1e9, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
+    mem = memory_gib()
+    if mem is not None:
+        info["memory_gb"] = round(mem * 2**30 / 1e9, 1)
     if "jax" in sys.modules:  # never import jax just to describe the machine
         jax = sys.modules["jax"]
         info["jax"] = jax.__version__

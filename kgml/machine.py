@@ -9,10 +9,11 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["describe_machine", "machine_line"]
+__all__ = ["cpu_model", "describe_machine", "machine_line", "memory_gib"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model name (/proc/cpuinfo; else what `platform` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -22,7 +23,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _memory_gib() -> float | None:
+def memory_gib() -> float | None:
+    """Total memory (GiB), None where /proc/meminfo is not readable."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -35,10 +37,10 @@ def _memory_gib() -> float | None:
 def describe_machine() -> dict:
     """Platform, CPU model, logical cores, memory (GiB), JAX version, backend and devices."""
     devices = jax.devices()
-    mem = _memory_gib()
+    mem = memory_gib()
     return {
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count() or 1,
         "memory_gib": None if mem is None else round(mem, 1),
         "python": platform.python_version(),
