@@ -21,7 +21,15 @@ import xarray as xr
 
 from kgml.data import assemble
 from kgml.data.soil_respiration import read_srdb
-from kgml.data.splits import Part, Split, kfold_by_site, leave_region_out, load_splits, save_splits
+from kgml.data.splits import (
+    Part,
+    Split,
+    climate_extrapolation,
+    kfold_by_site,
+    leave_region_out,
+    load_splits,
+    save_splits,
+)
 from kgml.data.srdb_prior import IGBP_TO_SRDB, fit_srdb_prior
 from kgml.paths import find_data_dir
 from kgml.synthetic import STATES, CorpusSpec, make_corpus
@@ -135,6 +143,14 @@ def _kfold(k: int, val_fraction: float = 0.15) -> Callable[[xr.Dataset, int], li
 def _lro(coord: str, min_units: int = 1) -> Callable[[xr.Dataset, int], list[Split]]:
     def make(ds, seed):
         return leave_region_out(ds, coord, seed=seed, val_fraction=0.15, test_fraction=0.0, min_units=min_units)
+
+    return make
+
+
+def _climate(by: str, quantile: float) -> Callable[[xr.Dataset, int], list[Split]]:
+    """One split holding out the sites at a climate extreme (`kgml.data.splits.climate_extrapolation`)."""
+    def make(ds, seed):
+        return [climate_extrapolation(ds, by=by, quantile=quantile, seed=seed, val_fraction=0.15, test_fraction=0.0)]
 
     return make
 
@@ -326,7 +342,11 @@ _register(Suite(
     folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
            FoldKind("leave_continent_out", "each continent held out", _lro("continent", 3), heldout="ood"),
            FoldKind("leave_climate_zone_out", "each climate zone held out", _lro("climate_zone", 3), heldout="ood"),
-           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood")),
+           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood"),
+           FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
+                    _climate("warm", 0.2), heldout="ood"),
+           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
+                    _climate("dry", 0.2), heldout="ood")),
     static=("mat", "map"),
     anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
            "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
