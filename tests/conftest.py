@@ -30,3 +30,15 @@ def dataset_dir(data_dir):
         return path
 
     return get
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free JAX's compiled programs after each test module: the suite compiles hundreds of models in one
+    process, and XLA's CPU backend crashed (segmentation fault while compiling) late in a run that kept them
+    all; no test relies on a compilation cached by another module."""
+    yield
+    jax.clear_caches()
+    import gc
+
+    gc.collect()
