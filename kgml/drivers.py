@@ -102,13 +102,23 @@ def check_drivers(ds: xr.Dataset, names: Iterable[str], source=None) -> None:
         _check_swapped(np.asarray(ds["tmin"].values, float), np.asarray(ds["tmax"].values, float), src)
 
 
-def require_driver_values(ds: xr.Dataset, names: Sequence[str], source=None) -> None:
-    """Every site of ``ds`` (training sites) has some value of each driver in ``names``: a driver that a site
-    lacks entirely cannot be interpolated, and a zero in its place would be trained on as a measurement."""
+def require_driver_values(ds: xr.Dataset, names: Sequence[str], source=None, targets: Sequence[str] = ()) -> None:
+    """Every site of ``ds`` (training sites) that has an observed value of one of ``targets`` (all sites when
+    ``targets`` is empty) has some value of each driver in ``names``: a driver that a site lacks entirely
+    cannot be interpolated, and a zero in its place would be trained on as a measurement. A site without
+    targets there (e.g. a county whose record ends before the training years) contributes no window, so its
+    missing drivers do no harm."""
     src = _source(ds, source)
+    observed = np.ones(ds.sizes["site"], bool)
+    present = [t for t in targets if t in ds.data_vars]
+    if present:
+        observed = np.zeros(ds.sizes["site"], bool)
+        for t in present:
+            observed |= np.isfinite(np.asarray(ds[t].transpose("site", ...).values, float)).reshape(
+                ds.sizes["site"], -1).any(axis=1)
     for name in names:
         v = np.asarray(ds[name].transpose("site", ...).values, float).reshape(ds.sizes["site"], -1)
-        empty = ~np.isfinite(v).any(axis=1)
+        empty = ~np.isfinite(v).any(axis=1) & observed
         if empty.any():
             sites = ds.site.values.astype(str)[empty].tolist()
             raise DataValidationError(src, name, f"no value at {len(sites)} training site(s) {sites[:5]}: give the "
@@ -211,18 +221,18 @@ def _warn_once(key: str, message: str) -> None:
 def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | None = None) -> Met:
     """The raw daily drivers of a (site, time) dataset as a `Met` of numpy float32 arrays (site, time).
 
-    A missing required driver (`REQUIRED_DRIVERS`) is a `DataValidationError` naming it; ``tair``, ``vpd``
-    and ``tsoil`` are derived as in `make_met` when absent; a missing ``co2`` or ``patm`` takes its
+    A missing required driver (`REQUIRED_DRIVERS`) is a `DataValidationError` naming it, except tmin/tmax
+    where ``tair`` is given: both become ``tair`` (no diurnal range), warned once and recorded in ``defaults``;
+    ``tair``, ``vpd`` and ``tsoil`` are derived as in `make_met` when absent; a missing ``co2`` or ``patm`` takes its
     `OPTIONAL_DRIVER_DEFAULTS` value, warned once per process and written into ``defaults`` (driver →
     "value units") when given, so that outputs can record it. ``doy`` comes from the time coordinate, ``lat``
     from the site coordinate.
     """
     source = ds.encoding.get("source")
-    missing = [k for k in REQUIRED_DRIVERS if k not in ds]
+    have_range = "tmin" in ds and "tmax" in ds
+    missing = [k for k in REQUIRED_DRIVERS if k not in ds and not (k in ("tmin", "tmax") and "tair" in ds)]
     if missing:
-        hint = " (the dataset has tair: derive tmin/tmax explicitly, e.g. tair ∓ a diurnal range / 2 as " \
-               "kgml.data.assemble does)" if "tair" in ds and set(missing) & {"tmin", "tmax"} else ""
-        raise DataValidationError(source, missing[0], f"required driver(s) {missing} missing{hint}")
+        raise DataValidationError(source, missing[0], f"required driver(s) {missing} missing")
     doy = np.asarray(ds.time.dt.dayofyear.values, np.float32)
     n_sites = ds.sizes["site"]
     doy = np.broadcast_to(doy, (n_sites, doy.size))
@@ -233,6 +243,13 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
 
     kwargs = {k: get(k) for k in ("tmin", "tmax", "sw_in", "precip", "tair", "vpd", "tsoil")}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if not have_range:
+        # Only the mean temperature: tmin = tmax = tair (no diurnal range), warned once and recorded.
+        kwargs["tmin"] = kwargs["tmax"] = kwargs["tair"]
+        if defaults is not None:
+            defaults["tmin"] = defaults["tmax"] = "tair (no diurnal range)"
+        _warn_once("tmin/tmax", f"{source or 'dataset'}: no tmin/tmax: using tair for both (no diurnal range; "
+                                "affects net radiation and derived VPD; recorded as driver_defaults)")
     if "swc" in ds:  # % in the dataset (kgml.variables), m3 m-3 in Met
         kwargs["swc"] = get("swc") / 100.0
     for k, (value, units) in OPTIONAL_DRIVER_DEFAULTS.items():

@@ -367,7 +367,9 @@ def train_run(
     check_drivers(ds, model_drivers(ds, config.data.features))
     split = split or site_split(ds, config)
     train_ds = split.select(ds, "train")
-    require_driver_values(train_ds, model_drivers(train_ds, ()))
+    task = task_of(config)
+    require_driver_values(train_ds, model_drivers(train_ds, ()), targets=[
+        *task.daily, *task.monthly_variables, *(("crop_yield",) if task.annual else ())])
     if init is not None and init.config.model.kind != config.model.kind:
         raise ConfigError(f"[model] kind {config.model.kind!r} cannot start from a run of kind "
                           f"{init.config.model.kind!r}: fine-tuning keeps the model kind")

@@ -1206,7 +1206,11 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
         for m in ("r2", "nse"):
             ds[f"{c}_{m}"].attrs["long_name"] = f"pooled {m.upper()} of the {c.replace('_', ' ')} component over the " \
                                                "held-out sites (kgml.evaluation.decompose)"
-    ds["n_seeds"].attrs["long_name"] = "seeds complete on every fold (the rows score the mean over seeds)"
+    ds["n_seeds"].attrs.update(long_name="seeds complete on every fold (the rows score the mean over seeds)",
+                               units="1")
+    for name in ds.data_vars:
+        if str(name).startswith("ablation_"):  # deltas of R² and NSE: dimensionless
+            ds[name].attrs["units"] = "1"
     if ablation:
         ds["ablation_delta"].attrs["long_name"] = "mean over seeds of skill(with component) - skill(without), " \
                                                   "paired by seed"

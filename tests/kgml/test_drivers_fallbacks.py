@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from kgml import drivers
 from kgml.data.normalisation import Normaliser
 from kgml.data.schema import DataValidationError, DataWarning
 from kgml.drivers import fill_driver_gaps, met_from_dataset
@@ -33,8 +34,15 @@ def _ds(drop=(), **extra):
 def test_missing_required_driver_is_an_error_naming_it():
     with pytest.raises(DataValidationError, match="sw_in"):
         met_from_dataset(_ds(drop=("sw_in",)))
-    with pytest.raises(DataValidationError, match="tmin.*derive tmin/tmax explicitly"):
-        met_from_dataset(_ds(drop=("tmin", "tmax"), tair=(("site", "time"), np.full((2, 365), 10.0))))
+    with pytest.raises(DataValidationError, match="tmin"):
+        met_from_dataset(_ds(drop=("tmin", "tmax")))
+    # only the mean temperature: used for both, warned and recorded (not silent)
+    defaults: dict[str, str] = {}
+    drivers._WARNED.clear()  # warned once per process
+    with pytest.warns(DataWarning, match="no tmin/tmax"):
+        met = met_from_dataset(_ds(drop=("tmin", "tmax"), tair=(("site", "time"), np.full((2, 365), 10.0))),
+                               defaults=defaults)
+    assert defaults["tmin"] == "tair (no diurnal range)" and float(np.asarray(met.tmax).max()) == 10.0
 
 
 def test_optional_driver_defaults_are_recorded():
