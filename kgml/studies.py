@@ -42,6 +42,7 @@ import xarray as xr
 from kgml import __version__
 from kgml.attribution import driver_sensitivities
 from kgml.bench import runner
+from kgml.bench.figures import held_out_predictions
 from kgml.bench.runner import MODEL_LABELS as ENGINE_LABELS
 from kgml.bench.runner import SLOTS
 from kgml.bench.suites import Suite
@@ -474,22 +475,6 @@ def _lead(var: str) -> str:
 _TAIL = {"r2": "r2_p10", "rmse": "rmse_p90", "nse": "nse_p10", "kge": "kge_p10", "bias": "abs_bias_p90"}
 
 
-def _held_out(directory: Path, kind: str, splits: Sequence[Split], model: str) -> xr.Dataset | None:
-    """The engine's held-out predictions of ``model`` on every split of ``kind``, as one dataset."""
-    preds = []
-    for sp in splits:
-        path = directory / "folds" / kind / sp.name / f"{model}.nc"
-        if path.exists():
-            with xr.open_dataset(path) as f:
-                preds.append(f.load())
-    if not preds:
-        return None
-    out = preds[0]
-    for p in preds[1:]:
-        out = out.combine_first(p)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Extra analyses
 # ---------------------------------------------------------------------------------------------------------
@@ -693,7 +678,7 @@ def run_study(
     combined = {}
     for kind, splits in folds.items():
         for m in s.models:
-            pred = _held_out(directory, kind, splits, m)
+            pred = held_out_predictions(directory, kind, splits, m, config.seed)
             if pred is None:
                 continue
             pred.attrs.update(Conventions="CF-1.8", title=f"kgml study {name}: held-out predictions of {m} ({kind})",

@@ -15,7 +15,7 @@ from kgml.evaluation import metric_order, paired
 from kgml.io import pyplot, write_png_atomic
 from kgml.variables import units_label
 
-__all__ = ["suite_figures"]
+__all__ = ["held_out_predictions", "prediction_path", "seed_suffix", "suite_figures"]
 
 
 def _plt():
@@ -30,10 +30,23 @@ def _lead(var: str) -> str:
     return metric_order(var)[0]
 
 
-def _held_out(directory: Path, kind: str, splits, model: str) -> xr.Dataset | None:
+def seed_suffix(seed: int) -> str:
+    """File-name suffix of a seed's outputs: none for seed 0 (single-seed runs keep their layout), else
+    ``_seed<k>``."""
+    return "" if int(seed) == 0 else f"_seed{int(seed)}"
+
+
+def prediction_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
+    """Held-out predictions of (fold, model, seed): ``<fold_dir>/<model>[_seed<k>].nc``."""
+    return Path(fold_dir) / f"{model}{seed_suffix(seed)}.nc"
+
+
+def held_out_predictions(directory: Path, kind: str, splits, model: str, seed: int = 0) -> xr.Dataset | None:
+    """The engine's held-out predictions of (``model``, ``seed``) on every split of ``kind``, as one dataset
+    (None when none is saved)."""
     preds = []
     for s in splits:
-        p = directory / "folds" / kind / s.name / f"{model}.nc"
+        p = prediction_path(directory / "folds" / kind / s.name, model, seed)
         if p.exists():
             with xr.open_dataset(p) as f:
                 preds.append(f.load())
@@ -62,7 +75,7 @@ def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory
         rows = int(np.ceil(n / cols))
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
         for ax, m in zip(axes.ravel(), have, strict=False):
-            pred = _held_out(directory, kind, splits, m)
+            pred = held_out_predictions(directory, kind, splits, m)
             try:
                 p, o = paired(pred, obs, var, ref, resolution=suite.resolution)
             except (KeyError, ValueError):

@@ -52,6 +52,7 @@ from kgml import evaluation as ev
 from kgml.baselines import FeatureBaseline, LSTMBaseline, YieldBaseline
 from kgml.bench import figures as fg
 from kgml.bench import regions_detect as rd
+from kgml.bench.figures import prediction_path, seed_suffix
 from kgml.bench.suites import (
     Suite,
     check_folds,
@@ -709,15 +710,6 @@ def ablation_models() -> tuple[str, ...]:
     return tuple(dict.fromkeys(m for w, wo, _ in ABLATIONS.values() for m in (w, wo)))
 
 
-def seed_suffix(seed: int) -> str:
-    """File-name suffix of a seed's outputs: none for seed 0 (single-seed runs keep their layout), else
-    ``_seed<k>``."""
-    return "" if int(seed) == 0 else f"_seed{int(seed)}"
-
-
-def prediction_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
-    """Held-out predictions of (fold, model, seed): ``<fold_dir>/<model>[_seed<k>].nc``."""
-    return Path(fold_dir) / f"{model}{seed_suffix(seed)}.nc"
 
 
 # ---------------------------------------------------------------------------------------------------------
