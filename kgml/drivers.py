@@ -228,7 +228,7 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
     "value units") when given, so that outputs can record it. ``doy`` comes from the time coordinate, ``lat``
     from the site coordinate.
     """
-    source = ds.encoding.get("source")
+    source = _source(ds, ds.encoding.get("source"))
     have_range = "tmin" in ds and "tmax" in ds
     missing = [k for k in REQUIRED_DRIVERS if k not in ds and not (k in ("tmin", "tmax") and "tair" in ds)]
     if missing:
@@ -248,7 +248,7 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
         kwargs["tmin"] = kwargs["tmax"] = kwargs["tair"]
         if defaults is not None:
             defaults["tmin"] = defaults["tmax"] = "tair (no diurnal range)"
-        _warn_once("tmin/tmax", f"{source or 'dataset'}: no tmin/tmax: using tair for both (no diurnal range; "
+        _warn_once("tmin/tmax", f"{source}: no tmin/tmax: using tair for both (no diurnal range; "
                                 "affects net radiation and derived VPD; recorded as driver_defaults)")
     if "swc" in ds:  # % in the dataset (kgml.variables), m3 m-3 in Met
         kwargs["swc"] = get("swc") / 100.0
@@ -259,7 +259,7 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
             kwargs[k] = np.float32(value)
             if defaults is not None:
                 defaults[k] = f"{value:g} {units}"
-            _warn_once(k, f"{source or 'dataset'}: driver {k!r} not in the data: using {value:g} {units} "
+            _warn_once(k, f"{source}: driver {k!r} not in the data: using {value:g} {units} "
                           f"everywhere (recorded as driver_defaults)")
     met = make_met(doy=doy, lat=lat, **kwargs)
     return Met(*(None if v is None else np.asarray(v) for v in met))
