@@ -8,11 +8,11 @@ below 0.8 count as gaps); daily COSORE chamber soil respiration with soil temper
 For each record, gap length (1 step, 1 day, 1 week, 1 month; daily records: 1 day, 1 week, 1 month) and
 repetition, non-overlapping artificial gaps covering 10 % of the record are placed at random and filled:
 
-* MDS — `kgml.gapfill.mds_gapfill` (towers: SW_IN, TA, VPD look-ups; without VPD SW_IN only, as REddyProc;
+* MDS — `kgml.fluxsite.gapfill.mds_gapfill` (towers: SW_IN, TA, VPD look-ups; without VPD SW_IN only, as REddyProc;
   COSORE: look-ups on soil temperature ± 1 °C, then neighbouring days);
-* ML — `kgml.gapfill.ml_gapfill`: gradient boosting (towers) or random forest (COSORE) on the drivers and
+* ML — `kgml.fluxsite.gapfill.ml_gapfill`: gradient boosting (towers) or random forest (COSORE) on the drivers and
   time features, trained on the record's remaining observations; σ calibrated on held-out days;
-* Hybrid — `kgml.fluxhybrid.hybrid_gapfill` (towers only): NEE = Rb_NN · Q10^((TA−15)/10) − LUE_NN · SW_IN, a
+* Hybrid — `kgml.fluxsite.fluxhybrid.hybrid_gapfill` (towers only): NEE = Rb_NN · Q10^((TA−15)/10) − LUE_NN · SW_IN, a
   5-member deep ensemble conditioned on the drivers and the record's own observed NEE, σ calibrated on held-out days;
 * NN (``--methods ... NN``) — the same inputs and training without physics (`FluxNeural`).
 
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgml.gapfill import mds_gapfill, ml_gapfill
+from kgml.fluxsite.gapfill import mds_gapfill, ml_gapfill
 from kgml.paths import data_dir
 
 GAP_FRACTION = 0.10
@@ -75,9 +75,9 @@ def _values(ds, name):
 
 
 def load_records(root: Path, quick: bool) -> list[Record]:
+    from kgml.cli.gapfill import vpd_from_rh
     from kgml.data.soil_respiration import read_cosore_dataset
     from kgml.data.towers import QCPolicy, read_fluxnet_file, read_oneflux_qca, read_reddyproc_table
-    from kgml.gapfill_cli import vpd_from_rh
 
     records = []
     warnings.simplefilter("ignore")
@@ -147,7 +147,7 @@ def fill(record: Record, y: np.ndarray, method: str, seed: int):
         if method in ("Hybrid", "NN"):
             if record.kind == "chamber":
                 return None  # no SW_IN / GPP: the flux hybrid is for towers
-            from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
+            from kgml.fluxsite.fluxhybrid import HybridConfig, hybrid_gapfill
 
             res = hybrid_gapfill(y, record.drivers, record.times, model="hybrid" if method == "Hybrid" else "neural",
                                  config=HybridConfig(seed=seed))
@@ -314,8 +314,8 @@ def partition_records(root: Path, quick: bool):
 
 def evaluate_partitioning(root: Path, quick: bool, seed: int = 0):
     """Hybrid GPP/Reco vs each FLUXNET reference (R², RMSE, bias in gC m-2 d-1), and NT vs DT as a yardstick."""
-    from kgml.fluxhybrid import HybridConfig
-    from kgml.partition import hybrid_partition
+    from kgml.fluxsite.fluxhybrid import HybridConfig
+    from kgml.fluxsite.partition import hybrid_partition
 
     rows = []
     for name, res_, times, nee, drivers, refs in partition_records(root, quick):

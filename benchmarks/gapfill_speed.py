@@ -1,7 +1,7 @@
 """Speed of marginal distribution sampling (MDS) for one site-year of half-hourly data (DE-Tha 1998, the
 REddyProc example), against two references run in the same process:
 
-* a straightforward per-gap loop of the same algorithm (`kgml.gapfill.mds_gapfill_loop`, a transcription of
+* a straightforward per-gap loop of the same algorithm (`kgml.fluxsite.gapfill.mds_gapfill_loop`, a transcription of
   REddyProc's sFillLUT / sFillMDC loops) — results must be identical;
 * hesseflux's MDS (``pip install hesseflux``; a widely used Python implementation with slightly different
   windows, so its fills agree only in part), when installed.
@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from kgml.gapfill import mds_gapfill, mds_gapfill_loop
+from kgml.fluxsite.gapfill import mds_gapfill, mds_gapfill_loop
 from kgml.paths import data_dir
 
 

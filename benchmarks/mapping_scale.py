@@ -2,12 +2,12 @@
 forcing generated lazily per dask chunk, mapped with a trained hybrid.
 
 Measures, on a seeded sample of land blocks (``--sample-blocks``; ``--full`` maps every block):
-- the fast path (`kgml.mapping.monthly_fluxes_fast`: parameters once per cell from the location/static
+- the fast path (`kgml.spatial.mapping.monthly_fluxes_fast`: parameters once per cell from the location/static
   head, physics per cell-year from monthly means, jit-compiled, vmapped over cell-years) over
   `dask.array.map_blocks`, on the threaded scheduler (1 and 2 threads) and on a `distributed.LocalCluster`
   (1 and 2 worker processes): cell-months per second, peak memory, projected wall time of the full grid;
-- the model path (`kgml.mapping.map_run(path="model")`: encoder + heads + physics per cell-year window,
-  xarray in and out) on a small sub-grid, and the bare jit-compiled `kgml.hybrid.predict` on stacked
+- the model path (`kgml.spatial.mapping.map_run(path="model")`: encoder + heads + physics per cell-year window,
+  xarray in and out) on a small sub-grid, and the bare jit-compiled `kgml.models.hybrid.predict` on stacked
   windows (no xarray), both projected to the full grid.
 
 The synthetic monthly climate is a documented stand-in (south–north temperature gradient and seasonal
@@ -78,7 +78,7 @@ def synthetic_monthly(lat, lon, seed: int) -> dict[str, np.ndarray]:
 
 def _block_sums(dummy, block_info=None, *, run, grid: Grid, batch: int):
     """One (lat, lon) chunk: generate its forcing, map its land cells, return area-weighted monthly totals."""
-    from kgml.mapping import EARTH_RADIUS, monthly_fluxes_fast
+    from kgml.spatial.mapping import EARTH_RADIUS, monthly_fluxes_fast
 
     (y0, y1), (x0, x1) = block_info[0]["array-location"]
     la, lo = np.meshgrid(grid.lat[y0:y1], grid.lon[x0:x1], indexing="ij")
@@ -174,8 +174,8 @@ def model_path(run, cells_side: int, years: int) -> dict:
     import xarray as xr
 
     from kgml.experiment import windows
-    from kgml.hybrid import predict
-    from kgml.mapping import map_run
+    from kgml.models.hybrid import predict
+    from kgml.spatial.mapping import map_run
 
     lat = np.linspace(30, 32, cells_side)
     lon = np.linspace(110, 112, cells_side)
@@ -191,7 +191,7 @@ def model_path(run, cells_side: int, years: int) -> dict:
     wall = time.perf_counter() - t0
     rate_map = cells_side**2 * months / wall
     # bare predict: windows built once (not timed), then the jit-compiled hybrid on batches of 256 windows
-    from kgml.mapping import _site_dataset, daily_drivers
+    from kgml.spatial.mapping import _site_dataset, daily_drivers
 
     vals = {k: forcing[k].values.reshape(-1, months) for k in forcing.data_vars}
     drivers, days, ok, _ = daily_drivers(vals, forcing.time.values, la.ravel())
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     load0 = [round(x, 2) for x in os.getloadavg()]
 
     from kgml.experiment import load_run
-    from kgml.mapping import fast_path_reason, train_demo_run
+    from kgml.spatial.mapping import fast_path_reason, train_demo_run
 
     t_start = time.perf_counter()
     run = load_run(args.run) if args.run else train_demo_run(None, steps=20)

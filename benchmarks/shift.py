@@ -1,11 +1,11 @@
-"""Distribution-shift benchmark: a thin wrapper of ``kgml bench shift`` (see kgml/bench and README.md).
+"""Distribution-shift benchmark: a thin wrapper of ``kgml bench shift`` (see kgml/compare and README.md).
 
     python benchmarks/shift.py --suite synthetic_shift [--quick] [--models rf,hybrid_global] [--out runs/bench]
 """
 
 import sys
 
-from kgml.bench.cli import main
+from kgml.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

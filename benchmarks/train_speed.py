@@ -155,7 +155,13 @@ def torch_gru_step_time(args) -> float | None:
 def hybrid_step_time(args) -> float:
     from kgml.config import TrainConfig
     from kgml.data.normalisation import Normaliser
-    from kgml.hybrid import HybridObjective, TaskSpec, build_hybrid, prepare_windows, target_scales
+    from kgml.models.hybrid import (
+        HybridObjective,
+        TaskSpec,
+        build_hybrid,
+        prepare_windows,
+        target_scales,
+    )
     from kgml.synthetic import CorpusSpec, build_model, make_corpus
     from kgml.training import _batch_indices, _train_step, make_optimizer
 

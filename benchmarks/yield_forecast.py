@@ -8,9 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kgml.bench.runner import MODELS, prepare_suite
-from kgml.bench.suites import get_suite
-from kgml.bench.yields import forecast_figure, yield_markdown, yield_rows
+from kgml.compare.runner import MODELS, prepare_suite
+from kgml.compare.suites import get_suite
+from kgml.compare.yields import forecast_figure, yield_markdown, yield_rows
 from kgml.io import write_text_atomic
 
 

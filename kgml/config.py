@@ -127,8 +127,8 @@ class DataConfig:
                               "n_context": "non_negative", "max_train_sites": "non_negative"})
 
 
-#: Model kinds (``[model] kind``): the hybrid, the pure-neural comparison (`kgml.neural.NeuralModel`) and
-#: the process model with one calibrated parameter set (`kgml.hybrid.ProcessModel`).
+#: Model kinds (``[model] kind``): the hybrid, the pure-neural comparison (`kgml.models.neural.NeuralModel`) and
+#: the process model with one calibrated parameter set (`kgml.models.hybrid.ProcessModel`).
 MODEL_KINDS = ("hybrid", "neural", "process")
 
 
@@ -165,7 +165,7 @@ class ModelConfig:
     residual: tuple[str, ...] = ()  #: residual corrections of these fluxes (gpp, reco, rsoil)
     residual_scale: float = 1.0  #: bound of the residual (gC m-2 d-1)
     soil_respiration: str = "lloyd_taylor"
-    #: bounded technology trend on the crop's yield potential (`kgml.hybrid.TechnologyTrend`; yield targets)
+    #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
     technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
 

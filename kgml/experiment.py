@@ -38,17 +38,19 @@ from kgml.config import (
     save_config,
 )
 from kgml.data.assemble import BUILDERS, build, builder_name
-from kgml.data.normalisation import Normaliser
-from kgml.data.splits import Part, Split, save_splits
-from kgml.drivers import (
+from kgml.data.drivers import (
     PHYSICS_DRIVERS,
     check_drivers,
     mask_missing_drivers,
     model_drivers,
     require_driver_values,
 )
+from kgml.data.normalisation import Normaliser
+from kgml.data.splits import Part, Split, save_splits
 from kgml.evaluation import to_monthly
-from kgml.hybrid import (
+from kgml.io import atomic_path, write_netcdf_atomic, write_text_atomic
+from kgml.metrics import align_labels, score_table
+from kgml.models.hybrid import (
     ContextPool,
     HybridModel,
     HybridObjective,
@@ -62,9 +64,7 @@ from kgml.hybrid import (
     prepare_windows,
     target_scales,
 )
-from kgml.io import atomic_path, write_netcdf_atomic, write_text_atomic
-from kgml.metrics import align_labels, score_table
-from kgml.neural import build_neural, matching_head_width
+from kgml.models.neural import build_neural, matching_head_width
 from kgml.synthetic import _soil_respiration, build_model, make_corpus
 from kgml.training import (
     CheckpointError,
@@ -266,9 +266,9 @@ def count_parameters(model) -> int:
 
 def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> eqx.Module:
     """A fresh model of ``config.model.kind``: ``"hybrid"`` (`HybridModel`; untrained: the process model at its
-    defaults / fixed values), ``"neural"`` (`kgml.neural.NeuralModel` with the hybrid's encoder, location and
+    defaults / fixed values), ``"neural"`` (`kgml.models.neural.NeuralModel` with the hybrid's encoder, location and
     site-attention sizes and heads sized to the hybrid's parameter count) or ``"process"``
-    (`kgml.hybrid.ProcessModel` at the defaults)."""
+    (`kgml.models.hybrid.ProcessModel` at the defaults)."""
     m = config.model
     key = jax.random.PRNGKey(config.seed) if key is None else key
     if m.kind == "process":
@@ -429,8 +429,8 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     """Predictions of ``run`` for every whole window of every site of ``ds`` as a CF dataset (site, time) +
     (site, year) + learned parameters per site, with the site coordinates of ``ds``. ``missing_static="zero"``
     uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus).
-    The drivers are checked first (`kgml.drivers.check_drivers`); outputs are NaN where a physics driver is
-    missing, recorded per site in ``driver_coverage`` / ``driver_missing`` (`kgml.drivers.mask_missing_drivers`)."""
+    The drivers are checked first (`kgml.data.drivers.check_drivers`); outputs are NaN where a physics driver is
+    missing, recorded per site in ``driver_coverage`` / ``driver_missing`` (`kgml.data.drivers.mask_missing_drivers`)."""
     check_drivers(ds, model_drivers(ds, run.config.data.features))
     data = windows(ds, run.config, run.prepared, require_targets=False, missing_static=missing_static)
     parts = []

@@ -24,6 +24,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from kgml.data.assemble import DIURNAL_RANGE, _fill_short_gaps, fluxnet_daily, il_corn
+from kgml.data.drivers import met_from_dataset
 from kgml.data.nldas_county import read_nldas_county_weather
 from kgml.data.stations import (
     AMES_DATASET,
@@ -35,7 +36,6 @@ from kgml.data.stations import (
     read_champaign_il,
 )
 from kgml.data.yields import US_STATES, read_county_locations
-from kgml.drivers import met_from_dataset
 from kgml.io import write_netcdf_atomic
 from kgml.paths import data_dir as resolve_data_dir
 from kgml.variables import get_variable

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from kgml.compare.studies import STUDIES, load_study_config, study_config_path
 from kgml.data.splits import load_splits
-from kgml.studies import STUDIES, load_study_config, study_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kgml import studies
-from kgml.bench import runner
+from kgml.compare import runner, studies
 from kgml.config import ConfigError, config_from_dict
 from kgml.data.splits import load_splits
 
@@ -74,7 +73,7 @@ def tiny_study(tiny_corpus, monkeypatch, tmp_path):
 
 
 def test_study_hybrid_per_region_is_the_bench_model(tiny_study, tiny_corpus, tmp_path):
-    from kgml.bench.suites import get_suite
+    from kgml.compare.suites import get_suite
     from kgml.experiment import select_sites
 
     _, path = tiny_study
@@ -142,10 +141,10 @@ def test_study_config_unknown_key_named(tmp_path):
 
 
 def test_demo_skill_is_the_benchmark_scorer(tiny_corpus):
-    """The demo's table cells (`kgml.demo._skill`, from `kgml.evaluation.score_sites`) equal the pooled metrics
+    """The demo's table cells (`kgml.compare.demo._skill`, from `kgml.evaluation.score_sites`) equal the pooled metrics
     over all held-out site-days (and within each state) that the demo computed by hand before."""
     from kgml import metrics
-    from kgml.demo import _skill
+    from kgml.compare.demo import _skill
 
     ds = tiny_corpus
     rng = np.random.default_rng(0)

@@ -2,13 +2,13 @@
 
 Each builder reads through the readers of `kgml.data` and returns a daily ``(site, time)`` dataset with
 canonical drivers, targets at their own resolution, site coordinates (lat, lon, regions, vegetation) and
-static ``mat``/``map``, ready for `kgml.hybrid.prepare_windows` (use ``require_targets=True``, see below).
+static ``mat``/``map``, ready for `kgml.models.hybrid.prepare_windows` (use ``require_targets=True``, see below).
 
 Conventions shared by every builder (each docstring adds its own method):
 
 * The daily time axis runs from 1 January of the first year to 31 December of the last year of the union of
   the sites' records (29 February included; windows drop it). Outside a site's record its drivers are NaN and
-  its targets are NaN. `kgml.hybrid.prepare_windows` fills NaN drivers by interpolation, so such windows have
+  its targets are NaN. `kgml.models.hybrid.prepare_windows` fills NaN drivers by interpolation, so such windows have
   made-up drivers — but they carry no target, and ``require_targets=True`` drops them. Always cut windows of
   these datasets with ``require_targets=True`` (or select the years of ``first_year`` … ``last_year``).
 * Driver gaps: runs of at most ``max_gap`` missing steps inside a site's record are filled by linear
@@ -16,7 +16,7 @@ Conventions shared by every builder (each docstring adds its own method):
   targets set to NaN, so no window with invented drivers is ever trained or scored on (counted in
   ``attrs["masked_site_years"]``). Optional drivers are filled as each builder documents and flagged.
 * tmin/tmax, when the source has no daily extremes, are tair ∓ half of `DIURNAL_RANGE` (10 °C, the
-  `kgml.mapping` default); the daily mean stays tair exactly.
+  `kgml.spatial.mapping` default); the daily mean stays tair exactly.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Assumed diurnal temperature range (°C) when a source gives only the daily/monthly mean: tmin = tair − 5,
-#: tmax = tair + 5. The `kgml.mapping` default; the order of the land-mean diurnal range of mid-latitude
+#: tmax = tair + 5. The `kgml.spatial.mapping` default; the order of the land-mean diurnal range of mid-latitude
 #: stations (Easterling et al. 1997, Science 277:364, report land DTRs of roughly 8–14 °C).
 DIURNAL_RANGE = 10.0
 #: Default minimum NEE_VUT_REF_QC (fraction of measured or good-quality gap-filled half-hours in the period)

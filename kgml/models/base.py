@@ -1,12 +1,12 @@
 """The interface of every site model kind: hybrid, same-size neural network and calibrated process model.
 
-A site model maps one site window (`kgml.hybrid.SiteWindow`: normalised drivers, raw drivers for the
-physics, location, static attributes, context) to `kgml.hybrid.Predictions`. Code that trains, scores or
+A site model maps one site window (`kgml.models.hybrid.SiteWindow`: normalised drivers, raw drivers for the
+physics, location, static attributes, context) to `kgml.models.hybrid.Predictions`. Code that trains, scores or
 maps a model reads only what this interface declares: ``process`` (the physics layer, or None for a model
 without physics), ``specs`` (its parameters), ``learned`` (per-site parameters), ``global_unconstrained``
 (one learned value per parameter shared by all sites), ``time_varying`` and ``residual_targets``.
-The kinds are final classes (`kgml.hybrid.HybridModel`, `kgml.hybrid.ProcessModel`,
-`kgml.neural.NeuralModel`) chosen by ``[model] kind``; nothing probes a model's capabilities by attribute.
+The kinds are final classes (`kgml.models.hybrid.HybridModel`, `kgml.models.hybrid.ProcessModel`,
+`kgml.models.neural.NeuralModel`) chosen by ``[model] kind``; nothing probes a model's capabilities by attribute.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class AbstractSiteModel(eqx.Module):
 
     @abc.abstractmethod
     def __call__(self, w) -> Any:
-        """`kgml.hybrid.Predictions` for one site window."""
+        """`kgml.models.hybrid.Predictions` for one site window."""
 
     @property
     def has_physics(self) -> bool:

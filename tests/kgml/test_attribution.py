@@ -1,4 +1,4 @@
-"""Driver attribution (`kgml.attribution`): exact sensitivities against finite differences, permutation
+"""Driver attribution (`kgml.spatial.attribution`): exact sensitivities against finite differences, permutation
 importance that is zero for a driver the physics ignores, parameters back on the grid."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kgml import attribution as A
-from kgml import mapping as M
+from kgml.spatial import attribution as A
+from kgml.spatial import mapping as M
 from tests.kgml.test_mapping import demo_run
 
 

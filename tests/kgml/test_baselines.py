@@ -1,4 +1,4 @@
-"""kgml.baselines on a tiny synthetic corpus: the feature baselines beat the training mean on held-out
+"""kgml.compare.baselines on a tiny synthetic corpus: the feature baselines beat the training mean on held-out
 sites, the LSTM trains, outputs have the layout of kgml.experiment.predict_dataset, bad inputs fail clearly."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from kgml import evaluation as ev
-from kgml.baselines import FeatureBaseline, LSTMBaseline, default_features, default_static
+from kgml.compare.baselines import FeatureBaseline, LSTMBaseline, default_features, default_static
 
 TOWER = ("nee", "gpp", "reco")
 
@@ -31,7 +31,7 @@ def reference_layout(corpus):
     """What `predict_dataset` returns for ``corpus``: `predictions_to_dataset` on its windows (with
     placeholder values; no model needs to run to get the layout)."""
     from kgml.data.normalisation import Normaliser
-    from kgml.hybrid import Predictions, TaskSpec, predictions_to_dataset, prepare_windows
+    from kgml.models.hybrid import Predictions, TaskSpec, predictions_to_dataset, prepare_windows
 
     feats = ("tair", "sw_in")
     data = prepare_windows(corpus, features=feats, static=(), task=TaskSpec(daily=(), annual=True),

@@ -1,4 +1,4 @@
-"""The distribution-shift benchmark (kgml.bench): region detection recovers a planted shift, frozen folds are
+"""The distribution-shift benchmark (kgml.compare): region detection recovers a planted shift, frozen folds are
 consistent with the data, every suite runs end to end in its tiny (--quick) form, and runs resume."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kgml.bench import regions_detect as rd
-from kgml.bench.runner import MODELS, run_suite
-from kgml.bench.suites import SUITES, fold_units, get_suite, load_folds, restrict_split
+from kgml.compare import regions_detect as rd
+from kgml.compare.runner import MODELS, run_suite
+from kgml.compare.suites import SUITES, fold_units, get_suite, load_folds, restrict_split
 
 TEST_MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "hybrid_global", "hybrid_per_region",
                "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained")
@@ -160,7 +160,7 @@ def test_pretrained_slot_cached_once_and_fine_tuned_from_it(synthetic_run, monke
     import equinox as eqx
     import jax
 
-    from kgml.bench import runner
+    from kgml.compare import runner
     from kgml.experiment import load_run
 
     out, res, _ = synthetic_run
@@ -202,8 +202,8 @@ def test_real_suite_quick_end_to_end(name, dataset_dir, tmp_path):
     """The command on a few real sites and one fold of two kinds (random forest: the data, the frozen folds,
     scoring and outputs of the suite; the hybrid slots are exercised on synthetic_shift above): outputs
     written, and the sites loaded by the names in the frozen folds are the data's sites."""
-    from kgml.bench.suites import SuiteUnavailable
     from kgml.cli import main
+    from kgml.compare.suites import SuiteUnavailable
 
     suite = SUITES[name]
     root = dataset_dir(suite.dataset_folder).parent
@@ -237,8 +237,8 @@ def test_real_suite_quick_end_to_end(name, dataset_dir, tmp_path):
 def test_summary_table_copies_the_metrics_file(synthetic_run, capsys):
     """`kgml bench summary` prints, per suite, the medians and tails stored in metrics.nc (bold = best median)
     and names the file it lacks."""
-    from kgml.bench.summary import summary_markdown
     from kgml.cli import main
+    from kgml.compare.summary import summary_markdown
 
     out, _, _ = synthetic_run
     md = summary_markdown(out, metrics_by_variable={"nee": ["r2", "rmse"]})
@@ -260,7 +260,7 @@ def test_summary_table_copies_the_metrics_file(synthetic_run, capsys):
 def test_nee_only_suite_trains_the_physics_on_nee_and_the_told_reference_on_every_flux():
     """fluxnet_mm_nee_only: the hybrid's and process model's config hold NEE as the only target, the
     same-size network (no physics to reach GPP/Reco otherwise) is told every flux; all three are scored."""
-    from kgml.bench.runner import base_config
+    from kgml.compare.runner import base_config
 
     suite = get_suite("fluxnet_mm_nee_only")
     assert suite.targets == ("nee", "gpp", "reco") and suite.train_targets == ("nee",)
@@ -268,7 +268,7 @@ def test_nee_only_suite_trains_the_physics_on_nee_and_the_told_reference_on_ever
     assert base_config(suite, told=True).data.monthly_targets == ("nee", "gpp", "reco")
     assert base_config(get_suite("fluxnet_mm")).data.monthly_targets == ("nee", "gpp", "reco")
     # the variant runs on fluxnet_mm's frozen folds
-    from kgml.bench.suites import folds_path
+    from kgml.compare.suites import folds_path
 
     assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
 

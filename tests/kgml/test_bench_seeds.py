@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from kgml import evaluation as ev
-from kgml.bench import runner
+from kgml.compare import runner
 
 
 def _monthly(values: np.ndarray, name: str = "nee_monthly", first_code: int = 2001 * 12) -> xr.Dataset:
@@ -126,8 +126,8 @@ def test_ablation_switch_on_tiny_suite(tmp_path, capsys):
 
 def test_summary_prints_decomposition_and_seed_range(tmp_path):
     """`kgml bench summary` copies the component scores and the per-seed range of metrics.nc."""
-    from kgml.bench.suites import get_suite
-    from kgml.bench.summary import summary_markdown
+    from kgml.compare.suites import get_suite
+    from kgml.compare.summary import summary_markdown
     from kgml.io import write_netcdf_atomic
 
     suite = get_suite("synthetic_shift")

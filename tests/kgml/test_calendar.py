@@ -95,8 +95,8 @@ def test_cf_spelling_of_kgml_units():
     """Every unit kgml declares (variable registry, physics parameters, prediction outputs) has a UDUNITS-2
     spelling cf-units accepts, and kgml's converter reads that spelling back (one flux unit)."""
     cf = pytest.importorskip("cf_units", reason="cf-units is in the test extra")
-    from kgml.hybrid import _UNITS
     from kgml.io import cf_units
+    from kgml.models.hybrid import _UNITS
     from kgml.synthetic import build_model
     from kgml.variables import VARIABLES, convert_units
 

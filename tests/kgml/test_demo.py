@@ -10,8 +10,7 @@ import pytest
 import tomllib
 import xarray as xr
 
-from kgml.config import ConfigError
-from kgml.demo import (
+from kgml.compare.demo import (
     NEURAL,
     PROCESS_CALIBRATED,
     CurveSizes,
@@ -24,6 +23,7 @@ from kgml.demo import (
     process_config,
     simulate_states,
 )
+from kgml.config import ConfigError
 
 
 def test_process_model_demo_writes_cf_netcdf_and_a_table(tmp_path):

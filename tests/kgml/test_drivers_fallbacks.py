@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from kgml import drivers
+from kgml.data import drivers
+from kgml.data.drivers import fill_driver_gaps, met_from_dataset
 from kgml.data.normalisation import Normaliser
 from kgml.data.schema import DataValidationError, DataWarning
-from kgml.drivers import fill_driver_gaps, met_from_dataset
-from kgml.hybrid import _static
+from kgml.models.hybrid import _static
 
 
 def _ds(drop=(), **extra):

@@ -1,4 +1,4 @@
-"""The site-level flux hybrid (kgml.fluxhybrid): structure and identities of the modules, recovery of a known Q10
+"""The site-level flux hybrid (kgml.fluxsite.fluxhybrid): structure and identities of the modules, recovery of a known Q10
 and of the true GPP/Reco partitioning on a constructed half-hourly series, gap-filling contract (observed values
 untouched, flags), calibrated uncertainty, the record features, and the ``kgml gapfill --method hybrid`` round trip
 on a real FLUXNET file."""
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from kgml.data.schema import DataValidationError
-from kgml.fluxhybrid import (
+from kgml.fluxsite.fluxhybrid import (
     Q10_RECO_SPEC,
     TREF_C,
     FluxHybrid,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from kgml.data.schema import DataValidationError
-from kgml.gapfill import (
+from kgml.fluxsite.gapfill import (
     gap_run_lengths,
     mds_gapfill,
     mds_gapfill_dataset,
@@ -486,7 +486,7 @@ def test_ml_filler_recovers_synthetic_flux_with_calibrated_sd(model):
 
 
 def test_calibration_split_holds_out_whole_days():
-    from kgml.gapfill import calibration_split
+    from kgml.fluxsite.gapfill import calibration_split
 
     observed = np.ones(100 * SPD, bool)
     observed[::7] = False
@@ -501,8 +501,8 @@ def test_calibration_split_holds_out_whole_days():
 def test_hybrid_gapfill_dataset_two_sites():
     import xarray as xr
 
-    from kgml.fluxhybrid import HybridConfig
-    from kgml.gapfill import hybrid_gapfill_dataset
+    from kgml.fluxsite.fluxhybrid import HybridConfig
+    from kgml.fluxsite.gapfill import hybrid_gapfill_dataset
 
     sites = []
     for seed in (0, 1):
@@ -558,7 +558,7 @@ def test_cosore_forest_soil_co2_gapfill(dataset_dir):
     fill with the random forest on soil temperature and moisture; R² > 0.8 (0.95 when written)."""
     pytest.importorskip("sklearn")
     from kgml.data.soil_respiration import read_cosore_dataset
-    from kgml.gapfill import soil_co2_gapfill
+    from kgml.fluxsite.gapfill import soil_co2_gapfill
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -718,7 +718,7 @@ def test_cli_fills_constructed_file_and_ml_method(tmp_path):
     np.testing.assert_allclose(table["NEE_F_MDS"], ref.filled, rtol=1e-6)
     if pytest.importorskip("sklearn"):
         out2 = tmp_path / "site_rf.csv"
-        from kgml.gapfill_cli import gapfill_file
+        from kgml.cli.gapfill import gapfill_file
 
         report = gapfill_file(src, out2, method="rf", fill_all=False)
         assert report.added == ["NEE_F_RF", "NEE_F_RF_QC", "NEE_F_RF_SD"]

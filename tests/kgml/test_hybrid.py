@@ -15,7 +15,7 @@ import xarray as xr
 from kgml import synthetic as syn
 from kgml.config import CorpusConfig, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from kgml.data.normalisation import Normaliser
-from kgml.hybrid import (
+from kgml.models.hybrid import (
     HybridObjective,
     TaskSpec,
     build_hybrid,

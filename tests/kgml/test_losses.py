@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kgml import constraints, losses
+from kgml.models import constraints, losses
 from process_models.crop import MAIZE_STANDARD_MOISTURE, grain_yield
 from process_models.soil_respiration import LloydTaylor, Q10Respiration
 

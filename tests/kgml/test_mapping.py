@@ -1,4 +1,4 @@
-"""Mapping over grids (`kgml.mapping`): driver preparation, the model and fast paths, dask local vs
+"""Mapping over grids (`kgml.spatial.mapping`): driver preparation, the model and fast paths, dask local vs
 distributed, CF output, budgets, a real grid, and the `kgml map | explain | scenario` commands."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kgml import mapping as M
+from kgml.spatial import mapping as M
 
 
 @functools.lru_cache(maxsize=1)
@@ -212,8 +212,8 @@ def test_commands_map_explain_scenario_on_a_real_grid(runs, dataset_dir, tmp_pat
 def test_runs_of_other_model_kinds_are_refused_by_name(runs):
     """Mapping and attribution read the hybrid's heads and physics: a neural or process run is an error
     naming its kind, never a silent fallback."""
-    from kgml import attribution as A
-    from kgml.hybrid import build_process_model
+    from kgml.models.hybrid import build_process_model
+    from kgml.spatial import attribution as A
 
     r0, _ = runs
     cfg = dataclasses.replace(r0.config, model=dataclasses.replace(r0.config.model, kind="process"))
@@ -225,7 +225,7 @@ def test_runs_of_other_model_kinds_are_refused_by_name(runs):
 
 
 def test_nearly_uniform_parameter_maps_are_not_stretched():
-    from kgml.mapping import colour_limits
+    from kgml.spatial.mapping import colour_limits
 
     lo, hi, uniform = colour_limits(np.array([1.0000, 1.0003, np.nan]), diverging=False)  # 0.03 % range
     assert uniform and lo < 1.0 and hi > 1.0003 and (hi - lo) == pytest.approx(0.01, rel=0.05)

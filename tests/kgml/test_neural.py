@@ -23,8 +23,8 @@ from kgml.config import (
     config_from_dict,
 )
 from kgml.experiment import count_parameters, load_run, new_model, prepare, train_run, windows
-from kgml.hybrid import HybridModel, ProcessModel, predict
-from kgml.neural import NeuralModel, head_parameter_count
+from kgml.models.hybrid import HybridModel, ProcessModel, predict
+from kgml.models.neural import NeuralModel, head_parameter_count
 from process_models.simulate import simulate
 
 _predict = eqx.filter_jit(predict)

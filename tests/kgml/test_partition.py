@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kgml.data.schema import DataValidationError
-from kgml.partition import (
+from kgml.fluxsite.partition import (
     PartitionError,
     daytime_partition,
     fit_lloyd_taylor,
@@ -279,13 +279,13 @@ def test_partition_dataset_converts_units(dataset_dir):
 
 @pytest.mark.realdata
 def test_hybrid_partitioning_against_fluxnet_nt_on_fr_pue(dataset_dir):
-    """The hybrid (kgml.fluxhybrid) trained on the month's measured NEE only, through ``partition_dataset``,
+    """The hybrid (kgml.fluxsite.fluxhybrid) trained on the month's measured NEE only, through ``partition_dataset``,
     against FLUXNET2015 GPP_NT_VUT_USTAR50 / RECO_NT_VUT_USTAR50 of FR-Pue May 2012. Documented tolerance: R² > 0.8
     (GPP) and > 0.7 (Reco), monthly mean GPP within 15 % and Reco within 20 % — the night-time and daytime methods
     themselves differ by 10–20 % (Lasslop et al. 2010, Fig. 9); the hybrid's daytime Reco follows its own Q10 rather
     than the night-time Lloyd–Taylor extrapolation. Q10 inside its bounds. (Written, 3 members: Reco mean −16 %;
     5 members: GPP R² 0.91, bias −0.24 of 4.90 gC m-2 d-1, Reco R² 0.86, bias −0.47 of 4.70.)"""
-    from kgml.fluxhybrid import HybridConfig
+    from kgml.fluxsite.fluxhybrid import HybridConfig
 
     m = bigleaf_month(dataset_dir, "FR_Pue_May_2012")
     ds = m["measured"][["nee", "tair", "vpd"]].copy()

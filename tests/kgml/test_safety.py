@@ -21,7 +21,7 @@ from kgml.io import UnsafeOutputError, guard_outputs, write_csv_atomic, write_te
 @pytest.fixture(scope="module")
 def run_and_data():
     from kgml.experiment import corpus_spec
-    from kgml.mapping import demo_run_config, train_demo_run
+    from kgml.spatial.mapping import demo_run_config, train_demo_run
     from kgml.synthetic import make_corpus
 
     root = Path(tempfile.mkdtemp(prefix="kgml-safety-"))
@@ -164,7 +164,7 @@ def test_nan_drivers_give_nan_outputs_and_a_coverage_record(run_and_data, tmp_pa
 
 def test_training_site_without_a_driver_is_an_error(run_and_data):
     from kgml.experiment import train_run
-    from kgml.mapping import demo_run_config
+    from kgml.spatial.mapping import demo_run_config
 
     _, ds, _ = run_and_data
     bad = ds.copy(deep=True)
@@ -176,7 +176,7 @@ def test_training_site_without_a_driver_is_an_error(run_and_data):
 
 
 def test_gridded_drivers_are_checked_before_mapping(run_and_data):
-    from kgml.mapping import map_run
+    from kgml.spatial.mapping import map_run
 
     run, _, _ = run_and_data
     t = np.arange("2018-01", "2018-03", dtype="datetime64[D]").astype("datetime64[ns]")
@@ -258,7 +258,7 @@ def test_resume_with_another_config_is_refused_before_config_json_is_rewritten(r
     import json
 
     from kgml.experiment import run_experiment
-    from kgml.mapping import demo_run_config
+    from kgml.spatial.mapping import demo_run_config
     from kgml.training import CheckpointError
 
     _, ds, _ = run_and_data

@@ -1,4 +1,4 @@
-"""Delta-method scenarios (`kgml.scenarios`): the deltas on the forcing, and budget changes that vanish for
+"""Delta-method scenarios (`kgml.spatial.scenarios`): the deltas on the forcing, and budget changes that vanish for
 a null scenario and for CO2 under light-use-efficiency physics."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kgml.scenarios import Scenario, apply_scenario, budget_changes, run_scenario
+from kgml.spatial.scenarios import Scenario, apply_scenario, budget_changes, run_scenario
 from tests.kgml.test_mapping import demo_run
 
 
@@ -52,7 +52,7 @@ def test_null_and_co2_scenarios_change_nothing_warming_raises_respiration():
 
 
 def test_a_driver_delta_the_physics_cannot_feel_is_warned_about():
-    from kgml.scenarios import ScenarioWarning, physics_response, scenario_warnings
+    from kgml.spatial.scenarios import ScenarioWarning, physics_response, scenario_warnings
     from kgml.synthetic import build_model
 
     assert physics_response(build_model("grassland"), "co2", 400.0, 800.0) == 0.0  # light-use efficiency

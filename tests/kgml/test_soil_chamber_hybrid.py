@@ -14,7 +14,7 @@ import xarray as xr
 
 from kgml import synthetic as syn
 from kgml.data.normalisation import Normaliser
-from kgml.hybrid import TaskSpec, build_hybrid, predict, prepare_windows, target_scales
+from kgml.models.hybrid import TaskSpec, build_hybrid, predict, prepare_windows, target_scales
 from process_models.simulate import simulate
 
 FEATURES = ("tsoil", "swc", "tair")

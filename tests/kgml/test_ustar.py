@@ -8,7 +8,13 @@ import warnings
 import numpy as np
 import pytest
 
-from kgml.ustar import UstarError, estimate_ustar_threshold, fw2_threshold, seasons_of, ustar_filter
+from kgml.fluxsite.ustar import (
+    UstarError,
+    estimate_ustar_threshold,
+    fw2_threshold,
+    seasons_of,
+    ustar_filter,
+)
 
 # Binned means from REddyProc tests/testthat/test_UStarFilter.R ("usEstUstarThresholdSingleFw2Binned"): the
 # package's expected threshold is 0.46 (tolerance 0.01).

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kgml.baselines import FeatureBaseline, YieldBaseline
-from kgml.bench.suites import FOLDS_DIR, forecast_origins, get_suite, select_part
+from kgml.compare.baselines import FeatureBaseline, YieldBaseline
+from kgml.compare.suites import FOLDS_DIR, forecast_origins, get_suite, select_part
 from process_models.crop import TECHNOLOGY_SPECS, technology_factor
 
 # --- the technology factor ----------------------------------------------------------------------------

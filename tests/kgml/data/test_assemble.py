@@ -1,5 +1,5 @@
 """Contract-A datasets built from the real data (kgml.data.assemble): values against the raw files, the layout,
-errors on broken copies, and the whole path through `kgml.hybrid.prepare_windows`. Small slices only; skips
+errors on broken copies, and the whole path through `kgml.models.hybrid.prepare_windows`. Small slices only; skips
 with the reason where a folder is absent."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import xarray as xr
 from kgml.data import assemble
 from kgml.data.normalisation import Normaliser
 from kgml.data.schema import DataValidationError
-from kgml.hybrid import TaskSpec, prepare_windows
+from kgml.models.hybrid import TaskSpec, prepare_windows
 from kgml.paths import DataNotFoundError
 
 pytestmark = pytest.mark.realdata

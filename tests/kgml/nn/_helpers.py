@@ -1,4 +1,4 @@
-"""Helpers shared by the kgml.nn tests."""
+"""Helpers shared by the kgml.models.nn tests."""
 
 from __future__ import annotations
 

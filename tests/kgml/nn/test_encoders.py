@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kgml.nn import (
+from kgml.models.nn import (
     AttentionPool,
     GRUEncoder,
     LSTMEncoder,

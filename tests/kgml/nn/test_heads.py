@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kgml.nn import ParameterHead, ResidualHead
+from kgml.models.nn import ParameterHead, ResidualHead
 from process_models.parameters import collect_specs
 from process_models.soil_respiration import DAMM, LloydTaylor, Q10Respiration
 from tests.kgml.nn._helpers import _normal, assert_grads_reach_every_leaf

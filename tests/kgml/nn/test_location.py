@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kgml.nn import (
+from kgml.models.nn import (
     EARTH_RADIUS_KM,
     LocationEncoder,
     fourier_location_features,

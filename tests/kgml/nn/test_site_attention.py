@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kgml.nn import EARTH_RADIUS_KM, SiteAttention, nearest_context
+from kgml.models.nn import EARTH_RADIUS_KM, SiteAttention, nearest_context
 from tests.kgml.nn._helpers import _normal, assert_grads_reach_every_leaf
 
 DIM, N_CTX = 8, 5
@@ -174,7 +174,7 @@ def test_bad_shapes_are_rejected():
 
 
 def _brute_force_distances(lat, lon):
-    """Float64 numpy haversine (arcsin form) for every pair; independent of kgml.nn.location."""
+    """Float64 numpy haversine (arcsin form) for every pair; independent of kgml.models.nn.location."""
     p, lam = np.radians(lat), np.radians(lon)
     dp = p[None, :] - p[:, None]
     dl = lam[None, :] - lam[:, None]

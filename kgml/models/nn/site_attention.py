@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from kgml.nn.location import haversine_km
+from kgml.models.nn.location import haversine_km
 
 __all__ = ["SiteAttention", "nearest_context"]
 

@@ -1,6 +1,6 @@
 """``kgml map | explain | scenario``: a trained run (or an ensemble of runs) over gridded forcing — CF netCDF
 maps with budgets and PNGs, driver attribution, and delta-method scenarios (thin wrappers over
-`kgml.mapping`, `kgml.attribution`, `kgml.scenarios`; heavy imports inside the handlers).
+`kgml.spatial.mapping`, `kgml.spatial.attribution`, `kgml.spatial.scenarios`; heavy imports inside the handlers).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 _DEMO_HELP = (
     "RUN: one or more run directories (several = an ensemble; its spread is the uncertainty layer). With "
     "--train-demo, a RUN directory that does not exist is first filled with a small synthetic demonstration "
-    "run (kgml.mapping.train_demo_run: natural grassland physics, Q10 soil respiration, parameters q10_rh, "
+    "run (kgml.spatial.mapping.train_demo_run: natural grassland physics, Q10 soil respiration, parameters q10_rh, "
     "rref_rh, lue_max learned from location and mean annual climate; trained for a few seconds on a "
     "synthetic Midwest corpus; member i gets seed i) — a model for showing maps, not a calibrated one."
 )
@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 
 def _assumptions(items):
-    from kgml.mapping import DriverAssumptions
+    from kgml.spatial.mapping import DriverAssumptions
 
     fields = {f.name: f.type for f in dataclasses.fields(DriverAssumptions)}
     kw = {}
@@ -102,7 +102,7 @@ def _guard(args, outputs) -> None:
 
 def _runs(args):
     from kgml.experiment import load_run
-    from kgml.mapping import train_demo_run
+    from kgml.spatial.mapping import train_demo_run
 
     out = []
     for i, r in enumerate(args.runs):
@@ -130,7 +130,7 @@ def _scheduler(spec):
 
 
 def _forcing(args):
-    from kgml.mapping import open_forcing
+    from kgml.spatial.mapping import open_forcing
 
     bbox = [float(x) for x in args.bbox.split(",")] if args.bbox else None
     if bbox is not None and len(bbox) != 4:
@@ -142,7 +142,7 @@ def _map(args) -> int:
     import xarray as xr
 
     from kgml.io import write_csv_atomic, write_text_atomic
-    from kgml.mapping import budget_markdown, budget_table, map_run, plot_maps, write_map
+    from kgml.spatial.mapping import budget_markdown, budget_table, map_run, plot_maps, write_map
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -178,9 +178,9 @@ def _map(args) -> int:
 def _explain(args) -> int:
     import numpy as np
 
-    from kgml import attribution as A
     from kgml.io import write_csv_atomic, write_text_atomic
-    from kgml.mapping import grid_sites, write_map
+    from kgml.spatial import attribution as A
+    from kgml.spatial.mapping import grid_sites, write_map
 
     out = Path(args.out)
     _guard(args, [out, *(out / n for n in ("sensitivity.nc", "importance.csv", "importance.md",
@@ -219,8 +219,8 @@ def _explain(args) -> int:
 
 def _scenario(args) -> int:
     from kgml.io import write_csv_atomic, write_text_atomic
-    from kgml.mapping import plot_maps, write_map
-    from kgml.scenarios import Scenario, run_scenario
+    from kgml.spatial.mapping import plot_maps, write_map
+    from kgml.spatial.scenarios import Scenario, run_scenario
 
     out = Path(args.out)
     _guard(args, [out, *(out / n for n in ("baseline.nc", "scenario.nc", "difference.nc", "difference.png",
@@ -232,7 +232,7 @@ def _scenario(args) -> int:
     import sys
     import warnings
 
-    from kgml.scenarios import ScenarioWarning, scenario_warnings
+    from kgml.spatial.scenarios import ScenarioWarning, scenario_warnings
 
     for note in scenario_warnings(runs, scen):  # before the (long) mapping, not after it
         print(f"warning: {note}", file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """``kgml partition FILE --out OUT.nc``: u* filtering and flux partitioning of a half-hourly or hourly tower
 record (REddyProc's order: u* threshold and filter, MDS gap-filling, partitioning), a thin wrapper over
-`kgml.ustar`, `kgml.gapfill.mds_gapfill_dataset` and `kgml.partition.partition_dataset`."""
+`kgml.fluxsite.ustar`, `kgml.fluxsite.gapfill.mds_gapfill_dataset` and `kgml.fluxsite.partition.partition_dataset`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def ustar_filtered(ds, choice: str):
     import numpy as np
 
     from kgml.data.schema import DataValidationError
-    from kgml.ustar import estimate_ustar_threshold, ustar_filter
+    from kgml.fluxsite.ustar import estimate_ustar_threshold, ustar_filter
 
     if choice == "none":
         return ds, float("nan"), {}
@@ -83,9 +83,9 @@ def _partition(args: argparse.Namespace) -> int:
     import numpy as np
     import xarray as xr
 
-    from kgml.gapfill import mds_gapfill_dataset
+    from kgml.fluxsite.gapfill import mds_gapfill_dataset
+    from kgml.fluxsite.partition import partition_dataset
     from kgml.io import write_netcdf_atomic
-    from kgml.partition import partition_dataset
 
     path = Path(args.file)
     ds = read_record(path, args.site)

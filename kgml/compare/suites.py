@@ -208,7 +208,7 @@ class Suite:
     #: models that can only reach a flux by being trained on it (RF, GBM, LSTM, same-size network) are
     #: trained on every target: the "told" reference.
     train_targets: tuple[str, ...] = ()
-    #: Reference year of the technology trend of yield suites (`kgml.hybrid.TechnologyTrend`); 0: none.
+    #: Reference year of the technology trend of yield suites (`kgml.models.hybrid.TechnologyTrend`); 0: none.
     trend_reference_year: int = 0
 
     def observed_name(self, target: str) -> str:

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    from kgml.bench.suites import SUITES
+    from kgml.compare.suites import SUITES
 
     s.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite")
     s.add_argument("--data-dir", default=None, help="real-data directory (default: KGML_DATA or ../shared/data)")
@@ -72,8 +72,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def _shift(args: argparse.Namespace) -> int:
-    from kgml.bench.runner import RESULTS_MD, command_line, run_suite
-    from kgml.bench.suites import SuiteUnavailable
+    from kgml.compare.runner import RESULTS_MD, command_line, run_suite
+    from kgml.compare.suites import SuiteUnavailable
     from kgml.io import guard_outputs
     from kgml.paths import DataNotFoundError, data_dir
 
@@ -107,7 +107,7 @@ def _shift(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from kgml.bench.summary import summary_markdown
+    from kgml.compare.summary import summary_markdown
 
     by_var = {}
     for item in args.metric:

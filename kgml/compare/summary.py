@@ -1,6 +1,6 @@
 """``kgml bench summary``: one compact table across the distribution-shift suites already run.
 
-Reads ``OUT/<suite>/metrics.nc`` written by `kgml.bench.runner.run_suite` and prints, per suite, a row per
+Reads ``OUT/<suite>/metrics.nc`` written by `kgml.compare.runner.run_suite` and prints, per suite, a row per
 model with the lead metric of each (fold kind, target) as *median / bad tail* over held-out sites (NEE: R²
 median / 10th percentile; other fluxes and yields: NSE median / 10th percentile, and RMSE median where
 asked), the best median of each column in bold. Nothing is trained or re-scored here, so the README table is

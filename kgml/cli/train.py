@@ -287,7 +287,7 @@ def _predict(args: argparse.Namespace) -> int:
                 ds = f.load()
         except (OSError, ValueError) as err:
             raise DataValidationError(args.data, None, f"cannot open as netCDF: {err}") from None
-        from kgml.drivers import check_drivers, model_drivers
+        from kgml.data.drivers import check_drivers, model_drivers
 
         check_drivers(ds, model_drivers(ds, run.config.data.features), args.data)  # errors name this file
     else:

@@ -3,19 +3,19 @@ predictions written atomically per (model, fold) and skipped when present (resum
 scores (`kgml.evaluation`), a metrics netCDF + markdown table, figures, and a dated block in
 benchmarks/RESULTS.md.
 
-Model slots (`MODELS`): feature baselines ``rf`` and ``gbm`` and the sequence ``lstm`` (`kgml.baselines`);
+Model slots (`MODELS`): feature baselines ``rf`` and ``gbm`` and the sequence ``lstm`` (`kgml.compare.baselines`);
 ``process_global`` / ``process_per_region`` (the process model calibrated once / per region) and ``neural``
 (same encoder and size, no physics) through ``config.model.kind``; the hybrid in four scopes:
 ``hybrid_global`` (one model), ``hybrid_per_region`` (one model per region of ``suite.region``),
 ``hybrid_finetune`` (the global model fine-tuned per region) and ``hybrid_region_aware`` (one shared model
 with region embeddings of regions *detected* from the training sites' fluxes,
-`kgml.bench.regions_detect`); and ``hybrid_pretrained``: one hybrid per suite pretrained on a synthetic corpus
+`kgml.compare.regions_detect`); and ``hybrid_pretrained``: one hybrid per suite pretrained on a synthetic corpus
 of its physics layer (`pretrained_run`, cached in ``<out>/<suite>/pretrained``), fine-tuned per fold with
 hybrid_global's budget.
 
 Yield suites add ``hybrid_trend`` / ``process_trend`` (hybrid_global / process_global with the bounded
-technology trend on yield potential, `kgml.hybrid.TechnologyTrend`) and the naive baselines of
-`kgml.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
+technology trend on yield potential, `kgml.models.hybrid.TechnologyTrend`) and the naive baselines of
+`kgml.compare.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
 
@@ -23,7 +23,7 @@ Held-out sites of a region without its own model (a held-out region) use the mod
 region (distance between the mean unit vectors of the regions' site locations).
 
 The engine (`run_folds`, `FoldContext`, `SLOTS`, `score_suite`) also runs the studies of ``experiments/``
-(`kgml.studies`), whose suites are built from their configs and whose folds are their own.
+(`kgml.compare.studies`), whose suites are built from their configs and whose folds are their own.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from tqdm.auto import tqdm
 from kgml import __version__
 from kgml import config as kc
 from kgml import evaluation as ev
-from kgml.baselines import FeatureBaseline, LSTMBaseline, YieldBaseline
-from kgml.bench import figures as fg
-from kgml.bench import regions_detect as rd
-from kgml.bench.figures import prediction_path, seed_suffix
-from kgml.bench.suites import (
+from kgml.compare import figures as fg
+from kgml.compare import regions_detect as rd
+from kgml.compare.baselines import FeatureBaseline, LSTMBaseline, YieldBaseline
+from kgml.compare.figures import prediction_path, seed_suffix
+from kgml.compare.suites import (
     Suite,
     check_folds,
     fold_units,
@@ -77,10 +77,10 @@ from kgml.experiment import (
     task_of,
     train_run,
 )
-from kgml.hybrid import target_scales
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
 from kgml.metrics import add_metric_units
+from kgml.models.hybrid import target_scales
 from kgml.synthetic import DRIVERS, STATES, CorpusSpec, StateClimate, build_model, make_corpus
 from kgml.variables import VARIABLES
 
@@ -90,7 +90,7 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
           "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf")
-#: The naive yield baselines (`kgml.baselines.YieldBaseline`): slot → kind.
+#: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
 MODEL_LABELS = {
@@ -122,7 +122,7 @@ class NotAvailable(Exception):  # noqa: N818 - a status, not an error of the run
 
 def loss_scales(suite: Suite, ds: xr.Dataset) -> dict[str, float]:
     """One loss scale per target for the whole suite (the spread of its observations over all sites,
-    `kgml.hybrid.target_scales`). A scale only weighs the loss terms; fixing it per suite (instead of per
+    `kgml.models.hybrid.target_scales`). A scale only weighs the loss terms; fixing it per suite (instead of per
     training set) lets every fold and region share one compiled training step."""
     cfg = base_config(suite, told=True)
     return target_scales(ds, task_of(cfg))
@@ -406,7 +406,7 @@ def _hybrid_global(ctx: FoldContext) -> xr.Dataset:
 
 
 def trend_config(cfg, suite: Suite):
-    """``cfg`` with the bounded technology trend on yield potential (`kgml.hybrid.TechnologyTrend`), its
+    """``cfg`` with the bounded technology trend on yield potential (`kgml.models.hybrid.TechnologyTrend`), its
     reference year the suite's (fixed per suite, so every fold shares one compiled step)."""
     if suite.resolution != "annual" or not suite.trend_reference_year:
         raise NotAvailable("the technology trend is for annual yield suites with a trend_reference_year")
@@ -493,7 +493,7 @@ def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
 # --- pretrained on synthetic data, fine-tuned on the towers ----------------------------------------------
 
 #: Sites per synthetic climate, years per site and training steps of the suite's pretraining corpus: the
-#: `kgml.demo` sizes that make pretraining learn (~190 sites, 2 years, 300 steps; a smaller corpus overfits,
+#: `kgml.compare.demo` sizes that make pretraining learn (~190 sites, 2 years, 300 steps; a smaller corpus overfits,
 #: and its validation part, a fifth of the sites, must hold ≥ ~15 sites).
 PRETRAIN_SITES = 13
 PRETRAIN_YEARS = 2
@@ -650,7 +650,7 @@ def _hybrid_residual(ctx: FoldContext) -> xr.Dataset:
                           model={"residual": fluxes})(ctx)
 
 
-#: Context sites per site of the site-attention variant (`kgml.nn.site_attention`).
+#: Context sites per site of the site-attention variant (`kgml.models.nn.site_attention`).
 ABLATION_CONTEXT_SITES = 8
 
 #: Model slots that exist only for the ablations: the global hybrid with one component changed.
@@ -683,7 +683,7 @@ SLOTS = {
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
     if ctx.suite.resolution != "daily":
         raise NotAvailable("site attention's context pool summarises daily targets only "
-                           "(kgml.hybrid.observation_summary); this suite scores "
+                           "(kgml.models.hybrid.observation_summary); this suite scores "
                            f"{ctx.suite.resolution} targets")
     return _ablation_slot(
         "site-attention", f"hybrid_global + site attention over {ABLATION_CONTEXT_SITES} context sites",
@@ -1186,7 +1186,7 @@ def metrics_dataset(suite: Suite, rows: list[dict], site_scores: dict, status: d
     ds = xr.Dataset(dv, coords={"model": models, "fold_kind": kinds, "variable": variables, **extra,
                                 **({"site": sites} if sites else {})},
                     attrs={"Conventions": "CF-1.8", "title": f"kgml distribution-shift benchmark: {suite.name}",
-                           "source": f"kgml {__version__} kgml.bench", "resolution": suite.resolution,
+                           "source": f"kgml {__version__} kgml.compare", "resolution": suite.resolution,
                            "status": json.dumps(status), "detected_regions": json.dumps(detected, default=float),
                            "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} kgml bench shift"})
 

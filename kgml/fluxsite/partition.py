@@ -1,6 +1,6 @@
 """Flux partitioning of NEE into GPP and ecosystem respiration: the night-time method (Reichstein et al. 2005)
 and the daytime light-response method (Lasslop et al. 2010), as REddyProc implements them, and the hybrid
-(`kgml.fluxhybrid`: NEE = Rb_NN · Q10^((TA−15)/10) − LUE_NN · SW_IN, Reichstein et al. 2022; Tramontana et al. 2020).
+(`kgml.fluxsite.fluxhybrid`: NEE = Rb_NN · Q10^((TA−15)/10) − LUE_NN · SW_IN, Reichstein et al. 2022; Tramontana et al. 2020).
 
 Array functions take fluxes in µmol CO2 m-2 s-1 (the units of the published parameter bounds);
 `partition_dataset` converts a kgml (site, time) dataset (gC m-2 d-1) and returns xarray. Non-linear fits
@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.schema import DataValidationError
-from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
+from kgml.fluxsite.fluxhybrid import HybridConfig, hybrid_gapfill
 from kgml.variables import UMOL_CO2_M2_S_TO_GC_M2_D
 from process_models import constants as C
 from process_models.radiation import inverse_relative_distance, solar_declination
@@ -611,7 +611,7 @@ def _fit_light_response(groups, y, rg, temp, vp, sigma, e0, rref_night, vpd0, al
 class HybridPartition:
     """Hybrid partitioning result, per step in the units of the NEE given: ``gpp``, ``reco`` (ensemble means),
     ``gpp_sd``, ``reco_sd`` (ensemble spread), ``nee`` (the model's NEE = reco − gpp), ``q10`` (one per ensemble
-    member) and ``fit`` (the `kgml.fluxhybrid.HybridFit`)."""
+    member) and ``fit`` (the `kgml.fluxsite.fluxhybrid.HybridFit`)."""
 
     gpp: np.ndarray
     reco: np.ndarray
@@ -630,7 +630,7 @@ def hybrid_partition(
     Q10^((TA − 15 °C)/10) with one learned Q10 per site (Reichstein et al. 2022, Knowledge-Guided Machine Learning
     ch. 14; GPP sub-network as NNC-part, Tramontana et al. 2020 Glob. Change Biol. 26:5235). Unlike the night-time
     method, no night/day split and no window fits are needed: both fluxes come from one model of all measured NEE.
-    Any flux units; tair °C, sw_in W m-2, vpd hPa, swc %. ``config``: a `kgml.fluxhybrid.HybridConfig`.
+    Any flux units; tair °C, sw_in W m-2, vpd hPa, swc %. ``config``: a `kgml.fluxsite.fluxhybrid.HybridConfig`.
     """
     drivers = {"sw_in": sw_in, "tair": tair, "vpd": vpd, "swc": swc}
     res = hybrid_gapfill(
@@ -654,7 +654,7 @@ def partition_dataset(
 ) -> xr.Dataset:
     """Partition every site of a half-hourly/hourly kgml ``(site, time)`` dataset (fluxes gC m-2 d-1).
 
-    ``nee`` holds measured NEE (NaN elsewhere); ``nee_filled`` (e.g. ``nee_f`` from `kgml.gapfill`) gives
+    ``nee`` holds measured NEE (NaN elsewhere); ``nee_filled`` (e.g. ``nee_f`` from `kgml.fluxsite.gapfill`) gives
     GPP = Reco − NEE_f in the night-time method. Drivers: ``tair`` (°C), ``sw_in`` (W m-2), ``vpd`` (hPa;
     daytime). Potential radiation is used for day/night when the site has lat, lon and utc_offset.
     Returns ``gpp_nt``/``reco_nt`` (or ``gpp_dt``/``reco_dt``) in gC m-2 d-1 and ``e0_nt`` (K).

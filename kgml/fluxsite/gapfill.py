@@ -15,8 +15,8 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.schema import DataValidationError
-from kgml.fluxfeatures import calibration_split, time_features
-from kgml.fluxhybrid import hybrid_gapfill
+from kgml.fluxsite.features import calibration_split, time_features
+from kgml.fluxsite.fluxhybrid import hybrid_gapfill
 
 __all__ = [
     "FILL_METHODS",
@@ -686,7 +686,7 @@ def hybrid_gapfill_dataset(
     model: str = "hybrid",
     **options,
 ) -> xr.Dataset:
-    """`kgml.fluxhybrid.hybrid_gapfill` on every site of a (site, time) tower dataset (any regular step: HH, HR, DD).
+    """`kgml.fluxsite.fluxhybrid.hybrid_gapfill` on every site of a (site, time) tower dataset (any regular step: HH, HR, DD).
 
     Returns ``{variable}_f`` (observed where present), ``_fsd`` (calibrated 1 σ, every step), ``_fqc`` (0 observed,
     1 filled, 2 filled where a driver was interpolated), the partitioning of the same model ``gpp_hybrid``,
@@ -732,7 +732,7 @@ def hybrid_gapfill_dataset(
     result.attrs = {
         "source": str(source),
         "gapfill_method": (
-            f"kgml.fluxhybrid ({model}): NEE = Reco - GPP, GPP = LUE_NN x SW_IN, Reco = Rb_NN x Q10^((TA-15)/10) "
+            f"kgml.fluxsite.fluxhybrid ({model}): NEE = Reco - GPP, GPP = LUE_NN x SW_IN, Reco = Rb_NN x Q10^((TA-15)/10) "
             "(Reichstein et al. 2022; Tramontana et al. 2020 Glob. Change Biol. 26:5235), deep ensemble"
         ),
     }

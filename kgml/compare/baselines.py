@@ -23,8 +23,8 @@ from tqdm import tqdm
 from kgml import __version__
 from kgml.data.normalisation import Normaliser
 from kgml.evaluation import to_monthly
-from kgml.hybrid import TaskSpec, prepare_windows
-from kgml.nn.encoders import LSTMEncoder
+from kgml.models.hybrid import TaskSpec, prepare_windows
+from kgml.models.nn.encoders import LSTMEncoder
 
 __all__ = [
     "DRIVER_FEATURES",
@@ -513,7 +513,7 @@ class LSTMBaseline:
 
     Inputs: `default_features` (or ``features``) standardised on the training sites, sin/cos of day of year,
     and the standardised static attributes (`default_static`) repeated each day — windows (whole years from
-    1 January, 29 February dropped) come from `kgml.hybrid.prepare_windows`, as for the hybrid.
+    1 January, 29 February dropped) come from `kgml.models.hybrid.prepare_windows`, as for the hybrid.
     ``resolution="monthly"`` trains the daily output on monthly means (``<v>_monthly``: the daily predictions
     averaged over each observed month). Annual targets (yield) are left to `FeatureBaseline`.
     Deterministic for a given ``seed`` (initialisation, validation sites and batches).

@@ -2,7 +2,7 @@
 (and a bounded correction); the process model, run on the raw drivers, makes the fluxes and the yield.
 
 `HybridModel` acts on one site window (`SiteWindow`); callers vmap. `ProcessModel` is the process model
-alone with one calibrated global parameter set (the pure-neural model is `kgml.neural.NeuralModel`).
+alone with one calibrated global parameter set (the pure-neural model is `kgml.models.neural.NeuralModel`).
 `prepare_windows` turns a (site, time) dataset into windows of inputs and targets (numpy, host memory);
 `hybrid_objective` is the training loss of all three.
 """
@@ -22,15 +22,15 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from kgml import constraints, losses
 from kgml.data.batching import make_windows
+from kgml.data.drivers import fill_driver_gaps, met_from_dataset
 from kgml.data.schema import DataWarning
-from kgml.drivers import fill_driver_gaps, met_from_dataset
+from kgml.models import constraints, losses
 from kgml.models.base import AbstractNetworkModel, AbstractSiteModel
-from kgml.nn.encoders import TemporalEncoder
-from kgml.nn.heads import ParameterHead, ResidualHead
-from kgml.nn.location import LocationEncoder, haversine_km
-from kgml.nn.site_attention import SiteAttention
+from kgml.models.nn.encoders import TemporalEncoder
+from kgml.models.nn.heads import ParameterHead, ResidualHead
+from kgml.models.nn.location import LocationEncoder, haversine_km
+from kgml.models.nn.site_attention import SiteAttention
 from process_models.crop import TECHNOLOGY_SPECS, technology_factor
 from process_models.ecosystem import CropEcosystem, Ecosystem
 from process_models.forcing import Met
@@ -179,7 +179,7 @@ def _annual_yield(technology: TechnologyTrend | None, annual: Array, w: SiteWind
         return annual
     if w.year is None:
         raise ValueError("the technology trend needs the windows' calendar year (SiteWindow.year); build the "
-                         "windows with kgml.hybrid.prepare_windows")
+                         "windows with kgml.models.hybrid.prepare_windows")
     years = w.year + jnp.arange(annual.shape[-1], dtype=jnp.float32)
     return annual * technology(years)
 
@@ -193,7 +193,7 @@ def _locate(location: LocationEncoder, lat, lon, static, region):
 def site_embedding(model, w: SiteWindow) -> tuple[Array, Array]:
     """(daily features (time, hidden), site embedding (embed_dim,)) of one window, for any model with the
     fields ``encoder``, ``location``, ``embed``, ``context_proj``, ``site_attention`` and ``use_summary``
-    (`HybridModel`, `kgml.neural.NeuralModel`): the encoder's summary (if ``use_summary``) ⊕ the location
+    (`HybridModel`, `kgml.models.neural.NeuralModel`): the encoder's summary (if ``use_summary``) ⊕ the location
     encoding → linear embedding, then site attention over the context sites (their location encoding ⊕
     observation summary, projected)."""
     h_seq, summary = model.encoder(w.x, w.x_mask)
@@ -504,7 +504,7 @@ def hybrid_objective(
     predictions (`losses.monthly_means`); ``crop_yield`` compares the year-end yield of each whole year.
     Penalties: parameter prior (`constraints.prior_penalty`), residual size, monotone temperature response
     of heterotrophic respiration, yield consistent with the year's GPP — the last two only for a model with a
-    process model (``model.process``; `ProcessModel` too, not `kgml.neural.NeuralModel`). Returns (total, parts)."""
+    process model (``model.process``; `ProcessModel` too, not `kgml.models.neural.NeuralModel`). Returns (total, parts)."""
     inputs, targets = batch
     weights = dict(weights or {})
     pred = predict(model, inputs)
@@ -523,7 +523,7 @@ def hybrid_objective(
     data, parts = losses.multitask_loss(preds, obs, masks, weights, scales)
     penalties = {}
     specs = model.specs
-    process = model.process if model.has_physics else None  # kgml.neural.NeuralModel has no physics
+    process = model.process if model.has_physics else None  # kgml.models.neural.NeuralModel has no physics
     penalties["prior"] = constraints.prior_penalty(pred.unconstrained, specs.values(), prior_sd)
     penalties["residual"] = constraints.residual_penalty(pred.residual, scales)
     soil_names = set() if process is None else {s.name for s in process.soil_respiration.parameter_specs}

@@ -1,14 +1,14 @@
 """The studies in ``experiments/`` are configs of the engine that runs ``kgml bench shift``
-(`kgml.bench.runner`): each ``experiments/NAME/run.py`` is a thin script that calls `run_study(NAME, ...)` with
+(`kgml.compare.runner`): each ``experiments/NAME/run.py`` is a thin script that calls `run_study(NAME, ...)` with
 its TOML config; this module loads the real data (`kgml.data.assemble`) and makes whole-unit splits (held-out
 sites, counties, states or years — never random days); the engine trains every model slot on every split
-(`kgml.bench.runner.run_folds`: one `~kgml.bench.runner.FoldContext`, one slot registry, per-region models with
+(`kgml.compare.runner.run_folds`: one `~kgml.compare.runner.FoldContext`, one slot registry, per-region models with
 held-out sites of a region without training sites predicted by the nearest region's model, one failure
-policy), scores them on the held-out units (`kgml.bench.runner.score_suite`, `kgml.evaluation`: median and bad
+policy), scores them on the held-out units (`kgml.compare.runner.score_suite`, `kgml.evaluation`: median and bad
 tail over units) and writes its run directory; the study adds its extra analyses (IAV, failures, yield,
 attribution) on the engine's predictions.
 
-Study model names are the engine's slot names (`kgml.bench.runner.MODELS`), with ``hybrid`` and ``process``
+Study model names are the engine's slot names (`kgml.compare.runner.MODELS`), with ``hybrid`` and ``process``
 the aliases of ``hybrid_global`` and ``process_global`` (`ENGINE_NAMES`), and the study-only ``hybrid_damm``.
 
 A study config is an `ExperimentConfig` TOML (the hybrid's ``[data]``/``[model]``/``[train]``/``[loss]``) plus a
@@ -40,12 +40,11 @@ import tomllib
 import xarray as xr
 
 from kgml import __version__
-from kgml.attribution import driver_sensitivities
-from kgml.bench import runner
-from kgml.bench.figures import held_out_predictions
-from kgml.bench.runner import MODEL_LABELS as ENGINE_LABELS
-from kgml.bench.runner import SLOTS
-from kgml.bench.suites import Suite
+from kgml.compare import runner
+from kgml.compare.figures import held_out_predictions
+from kgml.compare.runner import MODEL_LABELS as ENGINE_LABELS
+from kgml.compare.runner import SLOTS
+from kgml.compare.suites import Suite
 from kgml.config import (
     ConfigError,
     ExperimentConfig,
@@ -57,10 +56,11 @@ from kgml.data.assemble import cosore_daily, fluxnet_daily, fluxnet_monthly, il_
 from kgml.data.splits import Part, Split, kfold_by_site, save_splits
 from kgml.evaluation import decomposition_scores, metric_order
 from kgml.experiment import load_run, select_sites, task_of, train_run
-from kgml.hybrid import target_scales
 from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
+from kgml.models.hybrid import target_scales
 from kgml.paths import data_dir as resolve_data_dir
+from kgml.spatial.attribution import driver_sensitivities
 from kgml.synthetic import REAL_WEATHER_SOURCES, STATES, CorpusSpec, make_corpus
 
 __all__ = [
@@ -77,9 +77,9 @@ __all__ = [
     "study_suite",
 ]
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
-#: Study model name → the engine slot it is (`kgml.bench.runner.SLOTS`), where the names differ.
+#: Study model name → the engine slot it is (`kgml.compare.runner.SLOTS`), where the names differ.
 ENGINE_NAMES = {"hybrid": "hybrid_global", "process": "process_global"}
 MODEL_LABELS = {
     **ENGINE_LABELS, **{name: ENGINE_LABELS[engine] for name, engine in ENGINE_NAMES.items()},
@@ -104,7 +104,7 @@ class StudySettings:
     years of every unit held out, the ``val_years`` before them for early stopping); ``units``/``n_units``:
     which sites to load (explicit list, or that many spread over the sorted list; empty/0: all);
     ``first_year``/``last_year``: restrict the years (0: all); ``rf_trees`` (trees of ``rf``, iterations of
-    ``gbm``), ``lstm_steps``, ``lstm_hidden``: baseline sizes (`kgml.bench.runner.FoldContext.options`);
+    ``gbm``), ``lstm_steps``, ``lstm_hidden``: baseline sizes (`kgml.compare.runner.FoldContext.options`);
     ``pretrain_*``: the synthetic pretraining corpus of ``hybrid_pretrained`` (`pretrain_synthetic`; the engine's
     slot fine-tunes it per fold with the global hybrid's budget; ``pretrain_weather``
     = ``"generator"`` | ``"stations"`` (real site-years, every source required) | ``"available_stations"`` (real
@@ -368,12 +368,12 @@ def make_folds(ds: xr.Dataset, spec: StudySpec, s: StudySettings) -> dict[str, l
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The engine (kgml.bench.runner): a study is a suite of it
+# The engine (kgml.compare.runner): a study is a suite of it
 # ---------------------------------------------------------------------------------------------------------
 
 
 def study_suite(spec: StudySpec, config: ExperimentConfig, s: StudySettings, ds: xr.Dataset):
-    """The `kgml.bench.suites.Suite` of a study: its targets and resolution, the hybrid config's vegetation,
+    """The `kgml.compare.suites.Suite` of a study: its targets and resolution, the hybrid config's vegetation,
     features, static attributes (those the data have) and ``data.region`` (the regions of the per-region
     slots). Its folds are the study's own (`make_folds`), not frozen ones."""
     d = config.data
@@ -393,7 +393,7 @@ def _slot_damm(ctx) -> xr.Dataset:
 
 
 def study_slots() -> dict[str, Callable]:
-    """The engine's slot registry (`kgml.bench.runner.SLOTS`) under the studies' names: every engine slot,
+    """The engine's slot registry (`kgml.compare.runner.SLOTS`) under the studies' names: every engine slot,
     the aliases of `ENGINE_NAMES` (the same slot functions) and the study-only ``hybrid_damm``."""
     return {**SLOTS, **{name: SLOTS[engine] for name, engine in ENGINE_NAMES.items()}, "hybrid_damm": _slot_damm}
 
@@ -412,7 +412,7 @@ def pretrain_synthetic(config: ExperimentConfig, s: StudySettings, *, seed: int 
     ``s.pretrain_weather_sources`` must be present; ``"available_stations"``: whichever are), or — only when
     configured — the weather generator fitted on Ames, IA (``"generator"``). Trained into ``directory`` when
     given. Returns (run, corpus attrs); the attrs record the weather sources and site-years used. The engine's
-    ``hybrid_pretrained`` slot fine-tunes it per fold (`kgml.bench.runner.pretrained_init`)."""
+    ``hybrid_pretrained`` slot fine-tunes it per fold (`kgml.compare.runner.pretrained_init`)."""
     weather, missing = _PRETRAIN_WEATHER[s.pretrain_weather]
     states = tuple(st for st in STATES if st.name in ("IA", "IL", "NE")) or tuple(STATES)
     spec = CorpusSpec(states=states, vegetation=("maize",), sites_per_block=s.pretrain_sites,
@@ -624,7 +624,7 @@ def run_study(
     command: str = "",
 ) -> StudyResult:
     """Run study ``name`` (a key of `STUDIES`) with its config (default ``experiments/NAME/config.toml``) on the
-    engine of ``kgml bench shift`` (`kgml.bench.runner.run_folds`, `~kgml.bench.runner.score_suite`): every model
+    engine of ``kgml bench shift`` (`kgml.compare.runner.run_folds`, `~kgml.compare.runner.score_suite`): every model
     of ``[study] models`` on every fold, in the engine's run directory ``<out>/<name>/``:
     ``folds/<fold_kind>/<split>/<model>.nc`` (held-out predictions of each fold), ``metrics.nc``, ``metrics.md``
     and PNG figures; and the study's own ``config.json``, ``study.json``, ``splits.json``,
@@ -682,7 +682,7 @@ def run_study(
             if pred is None:
                 continue
             pred.attrs.update(Conventions="CF-1.8", title=f"kgml study {name}: held-out predictions of {m} ({kind})",
-                              source=f"kgml {__version__} kgml.studies (engine kgml.bench.runner); data: "
+                              source=f"kgml {__version__} kgml.compare.studies (engine kgml.compare.runner); data: "
                                      f"{ds.attrs.get('source', '')}"[:2000],
                               history=f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
                                       f"{command or 'run_study'}",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from kgml.bench.regions_detect import DetectedRegions, plot_region_map
+from kgml.compare.regions_detect import DetectedRegions, plot_region_map
 from kgml.evaluation import metric_order, paired
 from kgml.io import pyplot, write_png_atomic
 from kgml.variables import units_label

@@ -59,8 +59,8 @@ from kgml.config import (
     config_to_dict,
 )
 from kgml.data import gridded as G
+from kgml.data.drivers import check_gridded_drivers
 from kgml.data.gridded import _resolution as res
-from kgml.drivers import check_gridded_drivers
 from kgml.experiment import (
     Run,
     config_hash,
@@ -70,8 +70,8 @@ from kgml.experiment import (
     train_run,
     windows,
 )
-from kgml.hybrid import HybridModel
 from kgml.io import atomic_path, cf_encode, pyplot, write_png_atomic
+from kgml.models.hybrid import HybridModel
 from kgml.synthetic import make_corpus
 from kgml.variables import convert_units, get_variable
 from process_models import constants as C
@@ -986,7 +986,7 @@ def _to_dataset(out, plan: _Plan, forcing: xr.Dataset, notes: dict, cal: _Calend
         title=f"kgml maps: {run0.config.name}" + (f" (ensemble of {nm})" if nm > 1 else ""),
         institution="kgml",
         source=f"kgml {__version__} HybridModel ({type(run0.model.process).__name__}), path={plan.path}",
-        history=f"{np.datetime64('now')}Z kgml.mapping.map_run",
+        history=f"{np.datetime64('now')}Z kgml.spatial.mapping.map_run",
         references="kgml DESIGN.md; forcing as in forcing_files",
         forcing_files=str(forcing.attrs.get("source", "in-memory dataset")),
         forcing_sha256=str(forcing.attrs.get("forcing_sha256", "")) or f"dask-token:{_token(forcing)}",

@@ -3,7 +3,7 @@
 Every module acts on one example (one site); `jax.vmap` over sites at the call site.
 """
 
-from kgml.nn.encoders import (
+from kgml.models.nn.encoders import (
     AttentionPool,
     GRUEncoder,
     LSTMEncoder,
@@ -11,15 +11,15 @@ from kgml.nn.encoders import (
     TemporalAttention,
     TemporalEncoder,
 )
-from kgml.nn.heads import ParameterHead, ResidualHead
-from kgml.nn.location import (
+from kgml.models.nn.heads import ParameterHead, ResidualHead
+from kgml.models.nn.location import (
     EARTH_RADIUS_KM,
     LocationEncoder,
     fourier_location_features,
     haversine_km,
     n_location_features,
 )
-from kgml.nn.site_attention import SiteAttention, nearest_context
+from kgml.models.nn.site_attention import SiteAttention, nearest_context
 
 __all__ = [
     "EARTH_RADIUS_KM",

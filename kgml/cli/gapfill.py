@@ -8,7 +8,7 @@ comes in added columns: ``<COL>_F_MDS`` (filled series), ``_QC`` (0 original, 1/
 ``_fsd``, ``_fnum``, ``_fmeth``, ``_fwin`` in a REddyProc table. Missing = -9999 (or NA where the file uses NA).
 
 ``--method gbm|rf``: ``<COL>_F_GBM`` (or ``_RF``), ``_QC`` (0 original, 1 filled, 2 filled with a driver missing),
-``_SD`` (calibrated 1 σ). ``--method hybrid`` (`kgml.fluxhybrid`: NEE = Rb_NN·Q10^((TA−15)/10) − LUE_NN·SW_IN, a
+``_SD`` (calibrated 1 σ). ``--method hybrid`` (`kgml.fluxsite.fluxhybrid`: NEE = Rb_NN·Q10^((TA−15)/10) − LUE_NN·SW_IN, a
 deep ensemble trained on the column's own measured values; needs TA): ``<COL>_F_HYB``, ``_QC`` (0 original,
 1 filled, 2 filled where a driver was interpolated), ``_SD`` (calibrated 1 σ) and the partitioning of the same
 model, ``<COL>_F_HYB_GPP`` and ``<COL>_F_HYB_RECO`` (the column's units; REddyProc tables: ``NEE_hybrid_f``,
@@ -325,14 +325,14 @@ def gapfill_file(
     or whose ``<COL>_QC`` fraction is below ``min_fraction`` (daily). Raises `DataValidationError` naming the
     file, column and problem for bad input; `FileExistsError` when ``out`` is the input (always) or exists
     (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`). ``hybrid_config``: a
-    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None).
+    `kgml.fluxsite.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None).
     """
     import warnings
 
     import numpy as np
 
     from kgml.data.schema import DataValidationError
-    from kgml.gapfill import mds_gapfill, ml_gapfill
+    from kgml.fluxsite.gapfill import mds_gapfill, ml_gapfill
     from kgml.io import atomic_path
 
     path, out = Path(path), Path(out)
@@ -409,7 +409,7 @@ def gapfill_file(
                         np.where(res.method > 0, res.method, np.nan), res.window]
                 qc = res.qc
             elif method == "hybrid":
-                from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
+                from kgml.fluxsite.fluxhybrid import HybridConfig, hybrid_gapfill
 
                 drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp), ("swc", swc)) if v is not None}
                 res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(), source=f"{path} {col}")

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.experiment import process_model
-from kgml.mapping import FLUXES, DriverAssumptions, budget_table, map_run
+from kgml.spatial.mapping import FLUXES, DriverAssumptions, budget_table, map_run
 from process_models.forcing import make_met, saturation_vapour_pressure
 from process_models.simulate import simulate
 
@@ -105,7 +105,7 @@ def apply_scenario(forcing: xr.Dataset, scenario: Scenario, *, assumptions=None)
             new = new.astype("datetime64[ns]") + offset
         out = out.assign_coords(time=np.asarray(new).astype("datetime64[ns]"))
     out.attrs = {**forcing.attrs, "scenario": scenario.name, "scenario_description": scenario.describe(),
-                 "scenario_method": "delta method on the forcing (kgml.scenarios.apply_scenario)"}
+                 "scenario_method": "delta method on the forcing (kgml.spatial.scenarios.apply_scenario)"}
     return out
 
 
@@ -131,7 +131,7 @@ def difference_maps(base: xr.Dataset, scen: xr.Dataset, variables: Sequence[str]
 
 
 def budget_changes(base: xr.Dataset, scen: xr.Dataset, groups=None):
-    """`kgml.mapping.budget_table` of baseline and scenario side by side with the changes (scenario −
+    """`kgml.spatial.mapping.budget_table` of baseline and scenario side by side with the changes (scenario −
     baseline) of the mean rates (gC m-2 d-1) and totals (TgC), over identical cell sets: a cell counts only
     where it is mapped in both, a (month, cell) value only where both are finite, and every group label
     (including ``training_climate``, which warming would move) is the baseline's."""

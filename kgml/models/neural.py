@@ -1,7 +1,7 @@
 """The pure-neural comparison model: the hybrid's encoder, location encoding and site attention, but no
 physics — heads predict daily GPP, Reco and Rsoil (≥ 0) and the annual yield directly; NEE = Reco − GPP.
 
-`NeuralModel` acts on one `kgml.hybrid.SiteWindow` and returns the same `kgml.hybrid.Predictions`, so the
+`NeuralModel` acts on one `kgml.models.hybrid.SiteWindow` and returns the same `kgml.models.hybrid.Predictions`, so the
 objective, `kgml.training.fit`, checkpoints and `kgml.experiment` treat it like the hybrid (``model.kind``).
 """
 
@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from kgml.hybrid import DAYS_PER_YEAR, Predictions, SiteWindow, site_embedding
 from kgml.models.base import AbstractNetworkModel
-from kgml.nn.encoders import TemporalEncoder
-from kgml.nn.location import LocationEncoder
-from kgml.nn.site_attention import SiteAttention
+from kgml.models.hybrid import DAYS_PER_YEAR, Predictions, SiteWindow, site_embedding
+from kgml.models.nn.encoders import TemporalEncoder
+from kgml.models.nn.location import LocationEncoder
+from kgml.models.nn.site_attention import SiteAttention
 
 __all__ = ["FLUX_OUTPUTS", "NeuralModel", "build_neural", "head_parameter_count", "matching_head_width"]
 
@@ -69,7 +69,7 @@ def _inverse_softplus(y: float) -> float:
 class NeuralModel(AbstractNetworkModel):
     """Encoder + location encoding (+ site attention) → flux head and yield head; no process model.
 
-    For one site window the site embedding is made exactly as in `kgml.hybrid.HybridModel`. The flux head
+    For one site window the site embedding is made exactly as in `kgml.models.hybrid.HybridModel`. The flux head
     is an MLP of [daily encoder features h_t, site embedding] giving, with ``s_k`` the target's typical
     spread (the loss scale), ``GPP_t = s_gpp·softplus(·)``, ``Reco_t = s_reco·softplus(·)``,
     ``Rsoil_t = s_rsoil·softplus(·)`` (all ≥ 0, gC m-2 d-1) and ``NEE_t = Reco_t − GPP_t`` exactly. The yield
@@ -175,7 +175,7 @@ def build_neural(
     use_summary: bool = True,
 ) -> NeuralModel:
     """Assemble a `NeuralModel`: encoder, location encoder, embedding and site attention built exactly as by
-    `kgml.hybrid.build_hybrid` with the same arguments; flux and yield heads of ``head_width`` (use
+    `kgml.models.hybrid.build_hybrid` with the same arguments; flux and yield heads of ``head_width`` (use
     `matching_head_width` for a model as large as a given hybrid). ``scales`` (target name → typical
     spread, e.g. the loss scales) sets the output scales of gpp, reco, rsoil and crop_yield (default 1);
     ``means`` (target name → mean observed value) their initial values (default: the scale)."""

@@ -39,7 +39,7 @@ import optax
 from jaxtyping import Array, Float
 
 from kgml.data.schema import DataValidationError
-from kgml.fluxfeatures import calibration_split, time_features
+from kgml.fluxsite.features import calibration_split, time_features
 from process_models.parameters import ParameterSpec
 from process_models.temperature import q10_response
 
@@ -448,7 +448,7 @@ def _pad(a: np.ndarray, n: int, fill=0.0) -> np.ndarray:
 
 def validation_split(observed: np.ndarray, steps_per_day: int, config: HybridConfig = HybridConfig()) -> np.ndarray:
     """The held-out 10 % of observed steps: whole days (sub-daily data) or weeks (daily data) drawn at random with
-    ``config.seed`` (`kgml.gapfill.calibration_split`, shared with the ML fillers)."""
+    ``config.seed`` (`kgml.fluxsite.gapfill.calibration_split`, shared with the ML fillers)."""
     return calibration_split(observed, steps_per_day, config.seed, _VAL_FRACTION)
 
 

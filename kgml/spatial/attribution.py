@@ -1,6 +1,6 @@
 """Why a trained hybrid predicts what it does: sensitivities of GPP, Reco and NEE to each driver as exact
 derivatives through the model (forward-mode autodiff), permutation importance of each driver, and maps of
-the learned parameters — for sites, or for the cells of a grid (`kgml.mapping.grid_sites`).
+the learned parameters — for sites, or for the cells of a grid (`kgml.spatial.mapping.grid_sites`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import xarray as xr
 
 from kgml.experiment import predict_dataset, windows
 from kgml.io import pyplot, write_png_atomic
-from kgml.mapping import require_hybrid
+from kgml.spatial.mapping import require_hybrid
 
 __all__ = [
     "DRIVER_GROUPS",
@@ -228,7 +228,7 @@ def permutation_importance(
 
 
 def to_grid(values: xr.Dataset, cell: np.ndarray, lat, lon) -> xr.Dataset:
-    """Put per-site results of grid cells (``cell``: (2, n) lat/lon indices from `kgml.mapping.grid_sites`)
+    """Put per-site results of grid cells (``cell``: (2, n) lat/lon indices from `kgml.spatial.mapping.grid_sites`)
     back on the (lat, lon) grid (NaN elsewhere)."""
     out = {}
     for name, da in values.data_vars.items():

@@ -13,13 +13,13 @@ import sys
 from kgml import __version__
 
 _SUBCOMMAND_MODULES = (
-    "kgml.bench.cli",
-    "kgml.data.cli",
-    "kgml.demo",
-    "kgml.gapfill_cli",
-    "kgml.map_cli",
-    "kgml.partition_cli",
-    "kgml.train_cli",
+    "kgml.cli.bench",
+    "kgml.cli.data",
+    "kgml.compare.demo",
+    "kgml.cli.gapfill",
+    "kgml.cli.map",
+    "kgml.cli.partition",
+    "kgml.cli.train",
 )
 
 
