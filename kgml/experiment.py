@@ -65,7 +65,7 @@ from kgml.models.hybrid import (
     target_scales,
 )
 from kgml.models.neural import build_neural, matching_head_width
-from kgml.synthetic import _soil_respiration, build_model, make_corpus
+from kgml.synthetic import build_model, make_corpus, soil_respiration_model
 from kgml.training import (
     CheckpointError,
     check_resume_config,
@@ -256,7 +256,7 @@ def windows(ds: xr.Dataset, config: ExperimentConfig, prepared: Prepared, *, req
 
 
 def process_model(config: ExperimentConfig):
-    return build_model(config.data.vegetation, _soil_respiration(config.model.soil_respiration))
+    return build_model(config.data.vegetation, soil_respiration_model(config.model.soil_respiration))
 
 
 def count_parameters(model) -> int:

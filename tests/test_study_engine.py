@@ -141,10 +141,10 @@ def test_study_config_unknown_key_named(tmp_path):
 
 
 def test_demo_skill_is_the_benchmark_scorer(tiny_corpus):
-    """The demo's table cells (`kgml.compare.demo._skill`, from `kgml.evaluation.score_sites`) equal the pooled metrics
+    """The demo's table cells (`kgml.compare.demo_hybrid._skill`, from `kgml.evaluation.score_sites`) equal the pooled metrics
     over all held-out site-days (and within each state) that the demo computed by hand before."""
     from kgml import metrics
-    from kgml.compare.demo import _skill
+    from kgml.compare.demo_hybrid import _skill
 
     ds = tiny_corpus
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Skill vs number of training sites, with and without synthetic pretraining (`kgml.compare.demo.pretraining_curve`).
+"""Skill vs number of training sites, with and without synthetic pretraining (`kgml.compare.pretraining_curve.pretraining_curve`).
 
     python experiments/pretraining_curve/run.py [--quick] [--config curve.toml] [--out runs/pretraining_curve]
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomllib
 
-from kgml.compare.demo import CurveSizes, pretraining_curve
+from kgml.compare.pretraining_curve import CurveSizes, pretraining_curve
 
 HERE = Path(__file__).resolve().parent
 

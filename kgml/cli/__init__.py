@@ -15,7 +15,7 @@ from kgml import __version__
 _SUBCOMMAND_MODULES = (
     "kgml.cli.bench",
     "kgml.cli.data",
-    "kgml.compare.demo",
+    "kgml.cli.demo",
     "kgml.cli.gapfill",
     "kgml.cli.map",
     "kgml.cli.partition",

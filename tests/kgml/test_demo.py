@@ -10,19 +10,17 @@ import pytest
 import tomllib
 import xarray as xr
 
-from kgml.compare.demo import (
+from kgml.compare.demo import simulate_states
+from kgml.compare.demo_hybrid import (
     NEURAL,
     PROCESS_CALIBRATED,
-    CurveSizes,
     DemoSizes,
     _comparison_table,
-    _curve_split,
-    _tower_order,
     demo_config,
     neural_config,
     process_config,
-    simulate_states,
 )
+from kgml.compare.pretraining_curve import CurveSizes, _curve_split, _tower_order
 from kgml.config import ConfigError
 
 

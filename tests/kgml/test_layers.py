@@ -21,7 +21,7 @@ LAYERS = [
     ("foundations", r"kgml(\.(variables|io|paths|config|metrics|machine|_moved))?$"),
     ("data", r"kgml\.data(\.\w+)?$"),
     ("models", r"kgml\.models(\.\w+)*$"),
-    ("runs", r"kgml\.(training|experiment|evaluation|uncertainty|synthetic)$"),
+    ("runs", r"kgml\.(training|experiment|evaluation|uncertainty|synthetic(\.\w+)?)$"),
     ("tools", r"kgml\.(compare|fluxsite|spatial)(\.\w+)?$"),
     ("cli", r"kgml\.cli(\.\w+)?$"),
 ]

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from kgml.compare.demo import DemoSizes, demo_config
+from kgml.compare.demo_hybrid import DemoSizes, demo_config
 
 
 def test_demo_pretraining_corpus_has_enough_validation_sites():

@@ -15,6 +15,7 @@ import xarray as xr
 from kgml import synthetic as syn
 from kgml.data.normalisation import Normaliser
 from kgml.models.hybrid import TaskSpec, build_hybrid, predict, prepare_windows, target_scales
+from process_models.forcing import make_met
 from process_models.simulate import simulate
 
 FEATURES = ("tsoil", "swc", "tair")
@@ -31,7 +32,7 @@ def chamber_setup():
     model = syn.build_model("soil")
     theta = model.default_parameters()
     rref = np.array([0.8, 1.5, 2.5], np.float32)
-    met = syn.make_met(tmin=tsoil, tmax=tsoil, sw_in=np.zeros_like(tsoil), precip=np.zeros_like(tsoil),
+    met = make_met(tmin=tsoil, tmax=tsoil, sw_in=np.zeros_like(tsoil), precip=np.zeros_like(tsoil),
                        doy=np.broadcast_to(doy, tsoil.shape), lat=40.0, tsoil=tsoil, swc=swc / 100)
     rs = np.stack([np.asarray(simulate(model, {**theta, "rref_rh": jnp.float32(r)},
                                        jax.tree_util.tree_map(lambda a, i=i: a[i], met)).outputs.rsoil)

@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from kgml import synthetic as syn
+from kgml.synthetic.observation import _tower_mask
 
 SPEC = syn.CorpusSpec(vegetation=("maize", "grassland"), sites_per_block=3, years=2, seed=3, monthly_fraction=0.34)
 
@@ -109,7 +110,7 @@ def test_observation_noise_is_heteroscedastic_and_gaps_as_configured():
 def test_multiday_gaps():
     rng = np.random.default_rng(1)
     gaps = syn.GapModel(tower_p_day=0.0, tower_gaps_per_year=5.0, tower_gap_days=(10, 10))
-    ok = syn._tower_mask(rng, 50, 365, gaps)
+    ok = _tower_mask(rng, 50, 365, gaps)
     missing = ~ok
     # every gap is a run of ≥ 10 consecutive days (runs may merge)
     runs = []
