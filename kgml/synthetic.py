@@ -26,10 +26,8 @@ from tqdm import tqdm
 from kgml.data.assemble import DIURNAL_RANGE, _fill_short_gaps, fluxnet_daily, il_corn
 from kgml.data.nldas_county import read_nldas_county_weather
 from kgml.data.stations import (
-    AMES_DATASET,
-    AMES_FILE,
-    CHAMPAIGN_DATASET,
-    CHAMPAIGN_FILE,
+    ames_file,
+    champaign_file,
     load_default_generator,
     read_ames_ia,
     read_champaign_il,
@@ -388,12 +386,11 @@ def _station_table(ds: xr.Dataset, station: str, state: str) -> xr.Dataset:
 
 
 def _load_ames_ia(root) -> tuple[xr.Dataset, list[str]]:
-    return _station_table(read_ames_ia(root), "Ames_IA", "IA"), [str(root / AMES_DATASET / AMES_FILE)]
+    return _station_table(read_ames_ia(root), "Ames_IA", "IA"), [str(ames_file(root))]
 
 
 def _load_champaign_il(root) -> tuple[xr.Dataset, list[str]]:
-    return _station_table(read_champaign_il(root), "Champaign_IL", "IL"), [
-        str(root / CHAMPAIGN_DATASET / CHAMPAIGN_FILE)]
+    return _station_table(read_champaign_il(root), "Champaign_IL", "IL"), [str(champaign_file(root))]
 
 
 def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
