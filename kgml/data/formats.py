@@ -105,16 +105,33 @@ def _split(line: str) -> tuple[tuple[str, ...], str]:
     return tuple(line.split()), " "
 
 
+def _gunzip_start(raw: bytes) -> bytes:
+    """Up to `_HEAD_BYTES` of a gzip stream's content: as much as decompresses before any damage (so a file
+    damaged further in is still recognised, and its reader then names the damage)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = b""
+    for i in range(0, len(raw), 512):
+        try:
+            out += inflater.decompress(raw[i:i + 512], _HEAD_BYTES - len(out))
+        except zlib.error:
+            break
+        if len(out) >= _HEAD_BYTES or inflater.unconsumed_tail:
+            break
+    return out
+
+
 def head(path: str | os.PathLike, *, comment: str = "#") -> Head | None:
     """The first lines of a text file (gzip or plain by magic bytes); None for binary or unreadable files."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             raw = fh.read(_HEAD_BYTES if not _magic(path, 2) == GZIP_MAGIC else 1 << 20)
-        if raw[:2] == GZIP_MAGIC:
-            raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, _HEAD_BYTES)
-    except (OSError, EOFError, zlib.error):
+    except OSError:
         return None
+    if raw[:2] == GZIP_MAGIC:
+        raw = _gunzip_start(raw)
+        if not raw:
+            return None
     if b"\x00" in raw[:_HEAD_BYTES] or raw.startswith(NETCDF_MAGIC):
         return None
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
@@ -382,8 +399,11 @@ def _recognise(path: Path) -> str | None:
     return None
 
 
-def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False) -> list[Path]:
-    """The files of ``folder`` (and, with ``recursive``, its sub-folders) whose content is one of ``formats``."""
+def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False,
+             named: re.Pattern | None = None) -> list[Path]:
+    """The files of ``folder`` (and, with ``recursive``, its sub-folders) whose content is one of ``formats``;
+    with ``named`` (a pattern of the format's naming convention), also the files so named whose content is not
+    recognised at all, so that a damaged file is read and reported by its reader instead of passed over."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; known: {sorted(FORMATS)}")
@@ -391,7 +411,13 @@ def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False) 
     if not folder.is_dir():
         return []
     candidates: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if p.is_file() and not p.name.startswith(".") and recognise(p) in formats)
+    out = []
+    for p in candidates:
+        if p.is_file() and not p.name.startswith("."):
+            kind = recognise(p)
+            if kind in formats or (kind is None and named is not None and named.search(p.name)):
+                out.append(p)
+    return sorted(out)
 
 
 def one_file(folder: str | os.PathLike, fmt: str, what: str) -> Path:

@@ -542,7 +542,7 @@ def read_cosore_dataset(
         port_treatment[p] = str(row.get("CSR_TREATMENT", "None") or "None").strip().strip('"') or "None"
     frame = frame[frame["port"].isin(list(port_var))]
     if frame.empty:
-        raise DataValidationError(path / "PORTS.txt", "CSR_MSMT_VAR", "no port measures Rs, Rh, Reco or NEE")
+        raise DataValidationError(files["ports"], "CSR_MSMT_VAR", "no port measures Rs, Rh, Reco or NEE")
 
     columns = ["flux", *drivers]
     daily = _daily_mean(frame, ["port"], columns, block_hours, min_coverage, by_block=not day_resolution)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.formats import files_of, recognise
+from kgml.data.formats import files_of
 from kgml.data.schema import DataValidationError, DataWarning, skip_or_raise, validate_dataset
 from kgml.data.towers import _parse_table, _read_text
 from kgml.data.yields import read_county_locations
@@ -194,8 +194,7 @@ def read_soyface_biomass(
     stds: dict[tuple[str, int], pd.DataFrame] = {}
     # the tables by content (DOY and organ columns), and files named as tables (read so that a broken one is
     # reported, not passed over)
-    tables = sorted(set(files_of(folder, "soyface")) | {p for p in folder.iterdir() if p.is_file()
-                                                         and _FILE_NAME.match(p.name) and recognise(p) is None})
+    tables = files_of(folder, "soyface", named=_FILE_NAME)
     std_paths: dict[tuple[str, int], Path] = {}
     for path in tables:
         match = _FILE_NAME.match(path.name)

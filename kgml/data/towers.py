@@ -749,8 +749,9 @@ def read_fluxnet_dir(
         raise DataValidationError(directory, None, "directory does not exist")
     if pattern is not None:
         files = sorted(p for p in directory.glob(pattern) if p.is_file())
-    else:  # FLUXNET tables recognised by their columns (kgml.data.formats), whatever they are called
-        files = files_of(directory, "fluxnet")
+    else:  # FLUXNET tables recognised by their columns (kgml.data.formats), whatever they are called, and files
+        # named in the FLUXNET convention that are not (read, so that a broken one is reported, not passed over)
+        files = files_of(directory, "fluxnet", named=_FLUXNET_NAME)
     infos = {p: parse_fluxnet_filename(p) for p in files}
     if resolution is not None:
         files = [p for p in files if infos[p] is None or infos[p].resolution == resolution]
@@ -957,6 +958,10 @@ def read_oneflux_qca(
     return _finish(ds, path, site_metadata, validate, invalid=invalid, require=tuple(require))
 
 
+#: The ONEFlux naming convention of qca_ustar files (``US-Ne1_qca_ustar_2018.csv.gz``).
+_QCA_NAME = re.compile(r"_qca_ustar_\d{4}\b")
+
+
 def qca_site(path: str | os.PathLike) -> str | None:
     """The site of a qca_ustar file: its ``site,<SITE>`` header line, else the site code in its name."""
     h = head(path)
@@ -980,8 +985,8 @@ def read_oneflux_qca_dir(
     cannot share one time axis: pass ``sites=`` or `aggregate_to` each first.
     """
     directory = Path(directory)
-    files = files_of(directory, "qca_ustar") or [
-        f for sub in sorted(p for p in directory.iterdir() if p.is_dir()) for f in files_of(sub, "qca_ustar")]
+    files = files_of(directory, "qca_ustar", named=_QCA_NAME) or [
+        f for sub in sorted(p for p in directory.iterdir() if p.is_dir()) for f in files_of(sub, "qca_ustar", named=_QCA_NAME)]
     if sites is not None:
         wanted = set(sites)
         files = [f for f in files if qca_site(f) in wanted]
