@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.formats import files_of, head, recognise
+from kgml.data.formats import FORMATS, files_of, head, recognise
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -642,7 +642,8 @@ def _observed_kind(path: Path) -> str:
 
 def _observed_files(path: Path) -> tuple[Path | None, Path | None]:
     """The A (end-of-season) and T (time-series) files of the experiment in X file ``path``, found beside it by
-    content: their first line names the same experiment and crop (``*EXP.DATA (A): IUAM9701SB``)."""
+    content: their first line names the same experiment and crop (``*EXP.DATA (A): IUAM9701SB``); else by DSSAT's
+    file naming convention."""
     code = _experiment_code(path, crop=True)
     out: dict[str, Path | None] = {"A": None, "T": None}
     for p in files_of(path.parent, "dssat_observed"):
@@ -652,6 +653,12 @@ def _observed_files(path: Path) -> tuple[Path | None, Path | None]:
         if out[kind] is not None:
             raise DataValidationError(path.parent, None, f"two {kind} files of experiment {code}: {out[kind].name}, {p.name}")
         out[kind] = p
+    if out["A"] is None and out["T"] is None and len(path.suffix) == 4:
+        # by DSSAT's naming convention when the first lines do not say: IUAM9701.SBX → IUAM9701.SBA / .SBT
+        for p in sorted(path.parent.iterdir()):
+            same = p.is_file() and p.stem == path.stem and len(p.suffix) == 4
+            if same and p.suffix[:3].upper() == path.suffix[:3].upper() and p.suffix[-1].upper() in out:
+                out[p.suffix[-1].upper()] = p
     return out["A"], out["T"]
 
 
@@ -679,8 +686,10 @@ def read_dssat_experiment(
     path = Path(path)
     if not path.exists():
         raise DataValidationError(path, None, "experiment file not found")
-    if recognise(path) != "dssat_experiment":
-        raise DataValidationError(path, None, "not a DSSAT experiment file (expected an X file starting *EXP.DETAILS)")
+    kind = recognise(path)
+    if kind is not None and kind != "dssat_experiment":
+        raise DataValidationError(path, None, f"not a DSSAT experiment file (an X file, *EXP.DETAILS): its content is "
+                                  f"{FORMATS[kind].description}")
     xtables = parse_dssat_tables(path)
     treatments = _table(xtables, "TREATMENTS", "TNAME")
     if treatments is None or not treatments.rows:

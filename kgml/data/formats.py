@@ -205,11 +205,11 @@ def _is_cosore_index(h: Head) -> bool:
 
 
 def _is_srdb(h: Head) -> bool:
-    return h.has("Record_number", "Study_midyear", "Rs_annual")
+    return "Record_number" in h.names and len({"Study_number", "Study_midyear", "Rs_annual", "Rh_annual"} & h.names) >= 2
 
 
 def _is_nass_state(h: Head) -> bool:
-    return h.sep == "\t" and h.fields == ("year", "state", "acres", "yield")
+    return h.sep == "\t" and h.has("year", "state") and bool({"acres", "yield"} & h.names) and len(h.names) <= 5
 
 
 def _is_thompson(h: Head) -> bool:
@@ -221,7 +221,7 @@ def _is_wallace(h: Head) -> bool:
 
 
 def _is_you2017_yield(h: Head) -> bool:
-    return h.has("year", "state_fips", "county_fips") and any(re.fullmatch(r"[a-z]+_yield_bu_per_acre", n) for n in h.names)
+    return h.has("year", "state_fips", "county_fips") and any("yield" in n.lower() for n in h.names)
 
 
 def _is_county_locations(h: Head) -> bool:
@@ -229,29 +229,29 @@ def _is_county_locations(h: Head) -> bool:
 
 
 def _is_khaki(h: Head) -> bool:
-    return h.has("loc_id", "year", "yield_bu_per_acre") and any(n.startswith("W_1_") for n in h.names)
+    return h.has("loc_id", "year") and sum(re.fullmatch(r"W_\d+_\d+", n) is not None for n in h.names) >= 10
 
 
 def _is_nldas_weather(h: Head) -> bool:
-    return h.has("fips", "Year", "Day", "Tair", "Precipitation", "Radiation")
+    return h.has("fips", "Year", "Day") and len({"Tair", "RH", "Wind", "Precipitation", "Radiation"} & h.names) >= 2
 
 
 def _is_slope_gpp(h: Head) -> bool:
-    return h.has("fips", "crop", "year", "doy", "gpp")
+    return h.has("fips", "crop", "year", "doy") and len(h.names) <= 6
 
 
 def _is_soyface(h: Head) -> bool:
-    return "DOY" in h.names and {"Leaf", "Stem", "Rep"} <= {n.partition("_")[0] for n in h.names}
+    return "DOY" in h.names and len({"Leaf", "Stem", "Rep", "Seed", "Litter"} & {n.partition("_")[0] for n in h.names}) >= 2
 
 
 def _is_biocro_hourly(h: Head) -> bool:
-    return h.sep == "," and set(BIOCRO_HOURLY_COLUMNS) <= h.lower
+    return h.sep == "," and {"year", "doy", "hour"} <= h.lower and len(set(BIOCRO_HOURLY_COLUMNS[3:]) & h.lower) >= 2
 
 
 def _is_apsim_met(h: Head) -> bool:
     body = [ln.split("!", 1)[0].strip().lower() for ln in h.lines]
     columns = next((ln.split() for ln in body if ln.startswith("year") and "day" in ln.split()), None)
-    return columns is not None and {"radn", "maxt", "mint", "rain"} <= set(columns)
+    return columns is not None and len({"radn", "maxt", "mint", "rain"} & set(columns)) >= 2
 
 
 def _first_line(h: Head) -> str:
