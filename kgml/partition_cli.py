@@ -99,10 +99,11 @@ def _partition(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from kgml.gapfill import mds_gapfill_dataset
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
     from kgml.partition import partition_dataset
 
     path = Path(args.file)
+    guard_outputs([args.out], [path])  # never the input (issue 16 item 1), before reading it
     ds = read_record(path, args.site)
     if ds.sizes["site"] != 1:
         raise ValueError(f"{path}: one site per file, found {ds.sizes['site']}")

@@ -64,8 +64,7 @@ def _summary(args) -> int:
         print(f"error: {err}")
         return 2
     if args.site is not None and not args.only:
-        print("error: --site names the site of the folders given with --only")
-        return 2
+        raise ValueError("--site names the site of the folders given with --only")
     print(f"data directory: {root}\n")
     failures = 0
     if args.only:
@@ -103,8 +102,10 @@ def parse_options(items) -> dict:
 
 def _build(args) -> int:
     from kgml.data.assemble import build
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
+    from kgml.paths import data_dir
 
+    guard_outputs([args.out], [data_dir(args.data_dir)])  # nothing written inside the data it reads (item 1)
     options = parse_options(args.option)
     ds = build(args.name, args.data_dir, **options)
     path = write_netcdf_atomic(ds, args.out)
