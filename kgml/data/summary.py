@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.formats import files_of, site_from_name
+from kgml.data.formats import files_of, head, site_from_name
 from kgml.data.schema import DataValidationError, skip_or_raise
 from kgml.data.sitemeta import read_site_metadata, site_table_files
 from kgml.data.towers import (
@@ -181,7 +181,8 @@ def _meta_table(folder: Path):
 def _load_reddyproc(folder: Path) -> Loaded:
     meta = _meta_table(folder)
     out = []
-    for p in files_of(folder, "reddyproc"):
+    # REddyProc's own tab-separated tables first, then DateTime CSVs, then the netCDF (each by name)
+    for p in sorted(files_of(folder, "reddyproc"), key=lambda p: (head(p).sep != "\t", p.name)):
         out.append((p.name, read_reddyproc_table(p, site_metadata=meta, invalid="drop")))
     for p in files_of(folder, "reddyproc_nc"):
         out.append((p.name, read_reddyproc_nc(p, site_metadata=meta, invalid="drop")))
@@ -455,7 +456,7 @@ def summarise_folder(folder: Path, *, cache=False, site: str | None = None) -> t
     if kind is None:
         return "", "not recognised (no reader for these files)"
     try:
-        _, loaded = load_folder(folder, cache=cache, site=site)
+        _, loaded = load_folder(folder, cache=cache, **({"site": site} if site is not None else {}))
     except Exception as err:  # report every failure, keep going with the other datasets
         return kind.name, f"{type(err).__name__}: {err}"
     return kind.name, [(label, describe(ds)) for label, ds in loaded]
