@@ -1037,6 +1037,16 @@ _REDDYPROC_COLUMNS = {
 }
 
 
+def _one_site_of_table(path: Path, site_metadata) -> str:
+    """The one site of the site table (``site_metadata``, or the table beside the file), else an error asking for
+    the site: the file name did not carry it."""
+    table = _resolve_metadata("auto" if site_metadata is None else site_metadata, path)
+    if table is not None and len(table.index) == 1:
+        return str(table.index[0])
+    raise DataValidationError(path, "site", "cannot tell the site from the file name and no one-site table names it; "
+                              "pass site= (--site on the command line)")
+
+
 def _site_like(path: Path) -> str | None:
     match = re.search(r"([A-Z]{2})[-_]?([A-Z][a-z]{2}|[A-Z][A-Za-z0-9]{2})", path.stem)
     return f"{match.group(1)}-{match.group(2)}" if match else None
@@ -1056,9 +1066,7 @@ def read_reddyproc_table(
     ``DEGebExample``. NEE µmol m-2 s-1 → gC m-2 d-1; -9999/NA → NaN. ``time`` is the period start.
     """
     path = Path(path)
-    site = site or _site_like(path)
-    if site is None:
-        raise DataValidationError(path, "site", "cannot tell the site from the file name; pass site=")
+    site = site or _site_like(path) or _one_site_of_table(path, site_metadata)
     lines = _read_text(path).splitlines()
     if not lines:
         raise DataValidationError(path, None, "file is empty")
@@ -1182,9 +1190,7 @@ def read_bigleaf_csv(
     NEE/GPP/Reco µmol m-2 s-1 → gC m-2 d-1; ``*_qc`` are HH flags (0–3) applied with ``qc.max_flag``.
     """
     path = Path(path)
-    site = site or _site_like(path)
-    if site is None:
-        raise DataValidationError(path, "site", "cannot tell the site from the file name; pass site=")
+    site = site or _site_like(path) or _one_site_of_table(path, site_metadata)
     frame = _parse_table(path, _read_text(path).splitlines(), na_strings=("NA",))
     for col in ("year", "doy", "hour"):
         if col not in frame:

@@ -313,3 +313,24 @@ def test_every_shared_data_file_is_recognised(data_dir):
             if kind is not None:
                 found[kind] = found.get(kind, 0) + 1
         assert found == counts, name
+
+
+def test_reddyproc_table_site_from_name_then_option_then_table(tmp_path):
+    """The REddyProc readers follow the same order: a site code in the name, else site=, else the one-site table
+    beside the file, else an error that asks for --site."""
+    from kgml.data.towers import read_reddyproc_table
+
+    times = pd.date_range("2004-01-01 00:30", periods=96, freq="30min")
+    frame = pd.DataFrame({"DateTime": times.strftime("%Y-%m-%d %H:%M:%S"), "NEE": np.linspace(-2, 2, 96),
+                          "Ustar": 0.3, "Tair": 5.0, "rH": 80.0, "Rg": 0.0})
+    folder = tmp_path / "record"
+    folder.mkdir()
+    frame.to_csv(folder / "halfhours.csv", index=False)
+    assert recognise(folder / "halfhours.csv") == "reddyproc"
+    with pytest.raises(DataValidationError, match=r"halfhours\.csv.*--site"):
+        read_reddyproc_table(folder / "halfhours.csv")
+    assert list(read_reddyproc_table(folder / "halfhours.csv", site="DE-Opt").site.values) == ["DE-Opt"]
+    (folder / "station").write_text("siteid,lat,lon\nDE-Tab,50.9,13.6\n")
+    assert list(read_reddyproc_table(folder / "halfhours.csv").site.values) == ["DE-Tab"]
+    shutil.copy(folder / "halfhours.csv", folder / "DE-Nam_halfhours.csv")
+    assert list(read_reddyproc_table(folder / "DE-Nam_halfhours.csv").site.values) == ["DE-Nam"]
