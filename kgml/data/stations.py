@@ -250,7 +250,11 @@ def read_apsim_met(
     columns: list[str] | None = None
     rows: list[list[str]] = []
     line_numbers: list[int] = []
-    with text_of(path) as handle:  # gzip by its magic bytes, whatever the file is called
+    try:
+        text = text_of(path)  # gzip by its magic bytes, whatever the file is called
+    except (OSError, EOFError, zlib.error) as err:
+        raise StationDataError(f"{path}: cannot read file: {err}") from None
+    with text as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.split("!", 1)[0].strip()
             if not line or line.startswith("["):
