@@ -858,8 +858,11 @@ def read_ameriflux_base(
     """
     path = Path(path)
     match = _BASE_NAME.match(path.name)
-    site = site or (match.group("site") if match else _site_from_name(path))
-    lines = [ln for ln in _read_text(path).splitlines() if not ln.startswith("#")]
+    text = _read_text(path).splitlines()
+    stated = next((m.group(1) for ln in text[:5] if (m := re.match(r"^#\s*site\s*:\s*(\S+)", ln, re.IGNORECASE))), None)
+    site = site or (match.group("site") if match else stated or _site_from_name(
+        path, "auto" if site_metadata is None else site_metadata))
+    lines = [ln for ln in text if not ln.startswith("#")]
     frame = _parse_table(path, lines, text_columns=("TIMESTAMP_START", "TIMESTAMP_END"), bad_rows=bad_rows)
     columns = list(frame.columns)
     for col in ("TIMESTAMP_START", "TIMESTAMP_END"):

@@ -334,3 +334,20 @@ def test_reddyproc_table_site_from_name_then_option_then_table(tmp_path):
     assert list(read_reddyproc_table(folder / "halfhours.csv").site.values) == ["DE-Tab"]
     shutil.copy(folder / "halfhours.csv", folder / "DE-Nam_halfhours.csv")
     assert list(read_reddyproc_table(folder / "DE-Nam_halfhours.csv").site.values) == ["DE-Nam"]
+
+
+def test_ameriflux_base_site_from_its_header_line_whatever_the_file_is_called(tmp_path):
+    from kgml.data.towers import read_ameriflux_base
+
+    times = pd.date_range("2019-06-01", periods=48, freq="30min")
+    body = pd.DataFrame({"TIMESTAMP_START": times.strftime("%Y%m%d%H%M"),
+                         "TIMESTAMP_END": (times + pd.Timedelta("30min")).strftime("%Y%m%d%H%M"),
+                         "NEE_PI": np.linspace(-5, 5, 48).round(3), "TA": 20.0}).to_csv(index=False)
+    path = tmp_path / "download"
+    path.write_text("# Site: US-Hdr\n# Version: 1-5\n" + body)
+    assert recognise(path) == "ameriflux_base"
+    assert list(read_ameriflux_base(path, utc_offset=-6).site.values) == ["US-Hdr"]
+    bare = tmp_path / "bare"
+    bare.write_text("# Version: 1-5\n" + body)
+    with pytest.raises(DataValidationError, match="--site"):
+        read_ameriflux_base(bare, utc_offset=-6)
