@@ -24,6 +24,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from kgml.data.assemble import DIURNAL_RANGE, _fill_short_gaps, fluxnet_daily, il_corn
+from kgml.data.formats import files_of, one_file
 from kgml.data.nldas_county import read_nldas_county_weather
 from kgml.data.stations import (
     ames_file,
@@ -405,12 +406,12 @@ def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
 
 def _load_il_counties_nldas(root) -> tuple[xr.Dataset, list[str]]:
     folder = root / "kgmlda_nldas2_county_daily_il2"
-    files = sorted(folder.glob("county_daily_inputs*.csv*"))
+    files = files_of(folder, "nldas_weather")  # recognised by their columns, whatever they are called
     if not files:
-        raise RealWeatherError(f"{folder}: no county_daily_inputs*.csv file")
+        raise RealWeatherError(f"{folder}: no county weather table (fips, Year, Day, Tair, ...)")
     ds = xr.merge([read_nldas_county_weather(f) for f in files], join="outer", compat="no_conflicts",
                   combine_attrs="drop")
-    locations = root / "usda_nass_soybean_county_yield_you2017" / "county_locations.csv"
+    locations = one_file(root / "usda_nass_soybean_county_yield_you2017", "county_locations", "county centroid table")
     table = read_county_locations(locations).reindex(ds["county"].values.astype(np.int64))
     if not np.isfinite(table["lat"].to_numpy(dtype=float)).all():
         unknown = ds["county"].values[~np.isfinite(table["lat"].to_numpy(dtype=float))].tolist()

@@ -199,3 +199,24 @@ def test_partition_takes_the_site_from_the_name_or_site_option(tmp_path, capsys)
     with pytest.raises(DataValidationError, match="says site US-Nam but --site US-Opt"):
         read_record(named, "US-Opt")
     pd.testing.assert_index_equal(pd.Index(read_record(named).time.values), pd.Index(read_record(bare, "X").time.values))
+
+
+def test_forcing_folders_give_their_netcdf_and_zarr_by_content(tmp_path):
+    """``--forcing FOLDER`` takes the netCDF files it holds whatever they are called (magic bytes) and zarr stores
+    by their metadata files, not by a ``.nc`` / ``.zarr`` suffix (item 5 on the mapping path)."""
+    from kgml.mapping import _expand, is_zarr_store
+
+    folder = tmp_path / "forcing"
+    _grid(folder / "tair_2018.bin")
+    (folder / "README.nc").write_text("not a netCDF file despite its name\n")
+    store = folder / "store"
+    store.mkdir()
+    (store / ".zgroup").write_text('{"zarr_format": 2}\n')
+    (folder / "not_a_store.zarr").mkdir()
+    assert is_zarr_store(store) and not is_zarr_store(folder / "not_a_store.zarr")
+    assert _expand(folder) == [store, folder / "tair_2018.bin"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.nc").write_text("text\n")
+    with pytest.raises(FileNotFoundError, match="no netCDF files or zarr stores"):
+        _expand(empty)
