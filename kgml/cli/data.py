@@ -19,6 +19,10 @@ def register(subparsers) -> None:
     )
     summary.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
     summary.add_argument("--only", nargs="*", default=None, help="only these dataset folders")
+    summary.add_argument("--site", default=None,
+                         help="site ID of single-site tower or station files whose names do not carry it (the "
+                         "FLUXNET / AmeriFlux / ICOS convention, e.g. FLX_US-Ne1_..., US-Ne1_...) and whose folder "
+                         "has no one-site table; needs --only")
     summary.add_argument(
         "--cache", nargs="?", const=True, default=False, metavar="DIR",
         help="keep processed COSORE and FLUXNET folders as netCDF and reuse them while their files are unchanged "
@@ -59,6 +63,8 @@ def _summary(args) -> int:
     except DataNotFoundError as err:
         print(f"error: {err}")
         return 2
+    if args.site is not None and not args.only:
+        raise ValueError("--site names the site of the folders given with --only")
     print(f"data directory: {root}\n")
     failures = 0
     if args.only:
@@ -67,7 +73,7 @@ def _summary(args) -> int:
             import time
 
             t0 = time.perf_counter()
-            kind, result = summarise_folder(root / name, cache=args.cache)
+            kind, result = summarise_folder(root / name, cache=args.cache, site=args.site)
             items.append((name, kind, result, time.perf_counter() - t0))
     else:
         items = summarise(root, cache=args.cache)
@@ -96,8 +102,10 @@ def parse_options(items) -> dict:
 
 def _build(args) -> int:
     from kgml.data.assemble import build
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
+    from kgml.paths import data_dir
 
+    guard_outputs([args.out], [data_dir(args.data_dir)])  # nothing written inside the data it reads (item 1)
     options = parse_options(args.option)
     ds = build(args.name, args.data_dir, **options)
     path = write_netcdf_atomic(ds, args.out)

@@ -127,7 +127,8 @@ def _read_table(path: Path) -> _Table:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw  # gzip by its magic bytes, not its name
     except (OSError, EOFError, zlib.error) as err:
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
     text = raw.decode("utf-8", errors="strict") if raw else ""

@@ -31,18 +31,33 @@ def register(subparsers) -> None:
 
 
 def read_record(path: Path, site: str | None = None):
-    """A (site, time) dataset of a half-hourly / hourly record: REddyProc table or netCDF, else FLUXNET."""
+    """A (site, time) dataset of a half-hourly / hourly record, recognised by content whatever it is called:
+    REddyProc table or netCDF, FLUXNET table or AmeriFlux BASE file. The site comes from the file name when it
+    follows the FLUXNET / AmeriFlux / ICOS convention (or the netCDF's Site_ID), else ``site`` (``--site``), else
+    the site table beside the file; a name and ``--site`` that disagree are an error."""
     from kgml.data import towers
+    from kgml.data.formats import recognise, site_from_name
+    from kgml.data.schema import DataValidationError
 
-    if path.suffix == ".nc":
-        return towers.read_reddyproc_nc(path)
-    try:
-        return towers.read_reddyproc_table(path, site=site)
-    except towers.DataValidationError as first:
-        try:
-            return towers.read_fluxnet_file(path)
-        except Exception:
-            raise first from None
+    kind = recognise(path)
+    named = site_from_name(path)
+    if named and site and named != site:
+        raise DataValidationError(path, "site", f"the file name says site {named} but --site {site} was given")
+    if kind == "reddyproc_nc":
+        ds = towers.read_reddyproc_nc(path)
+        if site and str(ds.site.values[0]) != site:
+            raise DataValidationError(path, "site", f"the file says site {ds.site.values[0]} but --site {site} was given")
+        return ds
+    if kind == "reddyproc":
+        return towers.read_reddyproc_table(path, site=named or site)
+    if kind == "fluxnet":
+        return towers.read_fluxnet_file(path, site=None if towers.parse_fluxnet_filename(path) else named or site)
+    if kind == "ameriflux_base":
+        return towers.read_ameriflux_base(path, site=named or site)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raise DataValidationError(path, None, f"not a tower record kgml can partition (recognised as {kind or 'nothing'}; "
+                              "expected a REddyProc table or netCDF, a FLUXNET table or an AmeriFlux BASE file)")
 
 
 def ustar_filtered(ds, choice: str):
@@ -85,9 +100,10 @@ def _partition(args: argparse.Namespace) -> int:
 
     from kgml.fluxsite.gapfill import mds_gapfill_dataset
     from kgml.fluxsite.partition import partition_dataset
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import guard_outputs, write_netcdf_atomic
 
     path = Path(args.file)
+    guard_outputs([args.out], [path])  # never the input (issue 16 item 1), before reading it
     ds = read_record(path, args.site)
     if ds.sizes["site"] != 1:
         raise ValueError(f"{path}: one site per file, found {ds.sizes['site']}")

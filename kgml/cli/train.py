@@ -119,10 +119,11 @@ def find_datasets(directory: Path) -> list[tuple[str, object]]:
     and time dimensions, and folders of FLUXNET daily tables. Unreadable ones are reported and skipped."""
     import xarray as xr
 
+    from kgml.data.formats import is_netcdf
     from kgml.data.towers import read_fluxnet_dir
 
     found = []
-    for path in sorted(directory.rglob("*.nc")):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and is_netcdf(p)):  # by content, any name
         try:
             with xr.open_dataset(path) as f:
                 if {"site", "time"} <= set(f.dims):
@@ -133,14 +134,12 @@ def find_datasets(directory: Path) -> list[tuple[str, object]]:
             print(f"skipped {path}: {type(err).__name__}: {err}")
     folders = [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]
     for folder in folders:
-        for kwargs in ({"resolution": "DD"}, {"pattern": "*_daily.csv"}):
-            try:
-                ds = read_fluxnet_dir(folder, errors="warn", **kwargs)
-            except Exception:  # not a tower folder (or not this layout): try the next
-                continue
-            if ds.sizes.get("site", 0):
-                found.append((str(folder.relative_to(directory)) or ".", ds))
-                break
+        try:  # daily FLUXNET tables recognised by their columns, whatever they are called
+            ds = read_fluxnet_dir(folder, resolution="DD", errors="warn")
+        except Exception:  # not a tower folder (or not this layout)
+            continue
+        if ds.sizes.get("site", 0):
+            found.append((str(folder.relative_to(directory)) or ".", ds))
     return found
 
 

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import one_file
 from kgml.data.regions import _STATE_BOXES, add_regions, get_region_map, site_climate
 from kgml.data.schema import DataValidationError, DataWarning
-from kgml.data.soil_respiration import cosore_datasets, read_cosore
+from kgml.data.soil_respiration import cosore_base, cosore_datasets, read_cosore
 from kgml.data.towers import QCPolicy, combine_sites, read_fluxnet_dir
 from kgml.data.yields import read_khaki_corn, read_thompson
 from kgml.paths import DataNotFoundError, dataset_path
@@ -774,7 +775,7 @@ def cosore_daily(
     ds = xr.Dataset(data_vars, coords=coords)
     ds = _add_site_labels(ds, "soil")
     return _finish(ds, title="COSORE daily soil respiration (kgml site dataset)",
-                   sources=[str(root / "datasets" / d) for d in sorted(set(sel["dataset"].values.astype(str)))]
+                   sources=[str(cosore_base(root) / d) for d in sorted(set(sel["dataset"].values.astype(str)))]
                    + [str(tower_root)],
                    call=f"cosore_daily(min_days={min_days}, treatments={list(treatments)}, "
                         f"require_measured_tsoil={require_measured_tsoil}, n_sites={idx.size})",
@@ -902,7 +903,7 @@ def state_yield(data_dir: str | os.PathLike | None = None, *, crop: str = "corn"
                 cache: bool | str | os.PathLike = True) -> xr.Dataset:
     """Thompson (1969) state yields (IA, IL, IN, MO, OH; 1930–1962) with daily drivers, annual ``crop_yield``.
 
-    Read with `kgml.data.yields.read_thompson` (``agridat_us_corn_soy_state/thompson.cornsoy.txt``). Sites are the
+    Read with `kgml.data.yields.read_thompson` (the Thompson table of ``agridat_us_corn_soy_state``, recognised by its columns). Sites are the
     states (postal code; coordinate ``state``), placed at the centre of the state's bounding box
     (`kgml.data.regions`); vegetation "maize" for corn, "soybean" for soybean.
 
@@ -917,9 +918,7 @@ def state_yield(data_dir: str | os.PathLike | None = None, *, crop: str = "corn"
     if crop not in ("corn", "soybean"):
         raise ValueError(f"crop must be 'corn' or 'soybean', got {crop!r}")
     root = dataset_path("agridat_us_corn_soy_state", data_dir)
-    path = root / "thompson.cornsoy.txt"
-    if not path.is_file():
-        raise DataValidationError(path, None, "Thompson table not found")
+    path = one_file(root, "thompson", "Thompson state yield and weather table")
     raw = read_thompson(path, crop=crop)
     tower_root = dataset_path("fluxnet2015_subset_mm", data_dir)
     towers, _, clim, full = _tower_climatology(tower_root, cache)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import FORMATS, files_of, head, recognise
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -446,9 +447,10 @@ def read_dssat_weather(
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
     folder = Path(folder)
-    paths = sorted(folder / f for f in files) if files is not None else sorted(folder.glob("*.WTH")) + sorted(folder.glob("*.wth"))
+    paths = sorted(folder / f for f in files) if files is not None else files_of(folder, "dssat_weather")
     if not paths:
-        raise DataValidationError(folder, None, "no .WTH files found")
+        raise DataValidationError(folder, None, "no DSSAT weather (.WTH) files found (recognised by content: a "
+                                  "*WEATHER line or @ INSI and @DATE headers)")
     groups: dict[str, list[xr.Dataset]] = {}
     skipped = []
     for p in paths:
@@ -582,8 +584,10 @@ def _weather_folder(path: Path, weather_dir) -> Path | None:
         return None
     if weather_dir != "auto":
         return Path(weather_dir)
-    for candidate in (path.parent, path.parent.parent / "weather", path.parent.parent / "Weather"):
-        if candidate.is_dir() and (any(candidate.glob("*.WTH")) or any(candidate.glob("*.wth"))):
+    # beside the X file, else a sibling folder (``weather/`` in the DSSAT layout) holding weather files by content
+    siblings = sorted(p for p in path.parent.parent.iterdir() if p.is_dir() and p != path.parent)
+    for candidate in (path.parent, *siblings):
+        if files_of(candidate, "dssat_weather"):
             return candidate
     return None
 
@@ -594,7 +598,7 @@ def _station_location(folder: Path | None, station: str, experiment: str, lon_he
     none = (np.nan, np.nan, np.nan, "")
     if folder is None or not station:
         return none
-    files = sorted(p for p in folder.iterdir() if p.suffix.upper() == ".WTH" and p.stem.upper().startswith(station.upper()))
+    files = [p for p in files_of(folder, "dssat_weather") if p.stem.upper().startswith(station.upper())]
     if not files:
         return none
     same = [p for p in files if p.stem.upper() == station.upper()] or [p for p in files if p.stem[4:6] == experiment[4:6]]
@@ -609,6 +613,53 @@ def _station_location(folder: Path | None, station: str, experiment: str, lon_he
     if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
         return none
     return lat, lon, elevation, chosen.name
+
+
+_EXP_LINE = re.compile(r"^\*EXP[^:]*:\s*(?P<code>[A-Z0-9]{8})\s?(?P<crop>[A-Z]{2})?(?![A-Z0-9])", re.IGNORECASE)
+
+
+def _experiment_code(path: Path, *, crop: bool = False) -> str | None:
+    """The experiment code (``IUAM9701``; with ``crop`` also the crop, ``IUAM9701SB``) of a DSSAT X, A or T file,
+    from its first line (``*EXP.DETAILS: IUAM9701SB ...``, ``*EXP.DATA (A): IUAM9701SB``, ``*EXP: IUCA7901 SB``)."""
+    h = head(path)
+    line = next((ln.strip() for ln in (h.lines if h else ()) if ln.strip()), "")
+    match = _EXP_LINE.match(line)
+    if not match:
+        return None
+    return match.group("code").upper() + ((match.group("crop") or "").upper() if crop else "")
+
+
+def _observed_kind(path: Path) -> str:
+    """"A" (end-of-season summary) or "T" (time series) for a DSSAT observed-data file: as its first line says
+    (``*EXP.DATA (T)``), else "T" when a table header has a ``DATE`` column."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "").upper()
+    said = re.search(r"\(([AT])\)", first.split(":", 1)[0])
+    if said:
+        return said.group(1)
+    return "T" if any(ln.startswith("@") and "DATE" in ln.split() for ln in text.splitlines()) else "A"
+
+
+def _observed_files(path: Path) -> tuple[Path | None, Path | None]:
+    """The A (end-of-season) and T (time-series) files of the experiment in X file ``path``, found beside it by
+    content: their first line names the same experiment and crop (``*EXP.DATA (A): IUAM9701SB``); else by DSSAT's
+    file naming convention."""
+    code = _experiment_code(path, crop=True)
+    out: dict[str, Path | None] = {"A": None, "T": None}
+    for p in files_of(path.parent, "dssat_observed"):
+        if code is None or _experiment_code(p, crop=True) != code:
+            continue
+        kind = _observed_kind(p)
+        if out[kind] is not None:
+            raise DataValidationError(path.parent, None, f"two {kind} files of experiment {code}: {out[kind].name}, {p.name}")
+        out[kind] = p
+    if out["A"] is None and out["T"] is None and len(path.suffix) == 4:
+        # by DSSAT's naming convention when the first lines do not say: IUAM9701.SBX → IUAM9701.SBA / .SBT
+        for p in sorted(path.parent.iterdir()):
+            same = p.is_file() and p.stem == path.stem and len(p.suffix) == 4
+            if same and p.suffix[:3].upper() == path.suffix[:3].upper() and p.suffix[-1].upper() in out:
+                out[p.suffix[-1].upper()] = p
+    return out["A"], out["T"]
 
 
 def read_dssat_experiment(
@@ -635,14 +686,15 @@ def read_dssat_experiment(
     path = Path(path)
     if not path.exists():
         raise DataValidationError(path, None, "experiment file not found")
-    suffix = path.suffix
-    if len(suffix) != 4 or suffix[-1].upper() != "X":
-        raise DataValidationError(path, None, "not a DSSAT experiment file (expected a .??X suffix such as .MZX)")
+    kind = recognise(path)
+    if kind is not None and kind != "dssat_experiment":
+        raise DataValidationError(path, None, f"not a DSSAT experiment file (an X file, *EXP.DETAILS): its content is "
+                                  f"{FORMATS[kind].description}")
     xtables = parse_dssat_tables(path)
     treatments = _table(xtables, "TREATMENTS", "TNAME")
     if treatments is None or not treatments.rows:
         raise DataValidationError(path, "TNAME", "no *TREATMENTS table")
-    experiment = path.stem
+    experiment = _experiment_code(path) or path.stem
     tr = treatments.frame()
     trno = pd.to_numeric(tr["N"], errors="coerce")
     if trno.isna().any() or trno.duplicated().any():
@@ -696,10 +748,9 @@ def read_dssat_experiment(
     site_of_trno = dict(zip(trno.astype(int), sites, strict=True))
 
     ds = xr.Dataset(coords={"site": sites})
-    a_path = path.with_suffix(suffix[:-1] + ("A" if suffix[-1] == "X" else "a"))
-    t_path = path.with_suffix(suffix[:-1] + ("T" if suffix[-1] == "X" else "t"))
+    a_path, t_path = _observed_files(path)
     measured_any = False
-    if a_path.exists():
+    if a_path is not None:
         summary = _measured_frame(parse_dssat_tables(a_path), a_path, with_date=False)
         unknown = sorted(set(summary.index) - set(site_of_trno))
         if unknown:
@@ -721,7 +772,7 @@ def read_dssat_experiment(
                 values = mask_spikes(values, "crop_yield", a_path, code, counts)
             ds[name] = ("site", values.astype("float32"), attrs)
             measured_any = True
-    if t_path.exists():
+    if t_path is not None:
         series = _measured_frame(parse_dssat_tables(t_path), t_path, with_date=True)
         trnos = series.index.get_level_values("TRNO")
         unknown = sorted(set(trnos) - set(site_of_trno))
@@ -745,7 +796,8 @@ def read_dssat_experiment(
             ds[name] = (("site", "time"), grid.astype("float32"), attrs)
             measured_any = True
     if not measured_any:
-        raise DataValidationError(path, None, f"no measured data: neither {a_path.name} nor {t_path.name} exists")
+        raise DataValidationError(path, None, f"no measured data: no A or T file of experiment {experiment} "
+                                  f"(*EXP.DATA (A) / (T): {_experiment_code(path, crop=True)}) beside it")
     ds = ds.assign_coords(
         experiment=("site", [experiment] * len(sites)),
         treatment=("site", trno.astype(int).to_numpy()),
@@ -773,9 +825,9 @@ def read_dssat_experiments(
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
     folder = Path(folder)
-    paths = sorted(p for p in folder.iterdir() if len(p.suffix) == 4 and p.suffix[-1].upper() == "X")
+    paths = files_of(folder, "dssat_experiment")
     if not paths:
-        raise DataValidationError(folder, None, "no DSSAT experiment (.??X) files")
+        raise DataValidationError(folder, None, "no DSSAT experiment (.??X) files (recognised by content: *EXP.DETAILS)")
     parts, skipped = [], []
     for p in paths:
         try:

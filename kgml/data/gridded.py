@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import files_of
 from kgml.data.schema import DataValidationError, DataWarning, validate_dataset
 from kgml.data.soil_respiration import mask_spikes
 from kgml.variables import UnitConversionError, convert_units, get_variable, normalise_units
@@ -28,10 +29,12 @@ __all__ = [
     "STANDARD_NAMES",
     "aggregate_daily",
     "aggregate_monthly",
+    "is_monthly_grid",
     "open_gridded",
     "read_bcsd_obs",
     "read_ghcn_cams",
     "read_gridded",
+    "read_monthly_grid",
     "read_wfde5",
     "specific_humidity_to_vpd",
 ]
@@ -399,32 +402,47 @@ def _monthly_labels(ds: xr.Dataset) -> xr.Dataset:
 # The shared datasets
 
 
+def _grid_files(path: Path) -> list[Path]:
+    """The gridded netCDF files of a folder, recognised by content (`kgml.data.formats`), or ``[path]``."""
+    if not path.is_dir():
+        return [path]
+    files = files_of(path, "netcdf_grid")
+    if not files:
+        raise DataValidationError(path, None, "no gridded netCDF file (recognised by content: netCDF with lat/lon)")
+    return files
+
+
 def read_wfde5(folder: str | Path, *, resolution: str | None = "daily", psurf: float | None = None,
                min_coverage: float = DEFAULT_MIN_COVERAGE) -> xr.Dataset:
     """WFDE5 hourly forcing (one variable per netCDF file in ``folder``) → daily (default), monthly or hourly."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.nc"))
-    if not files:
-        raise DataValidationError(folder, None, "no .nc files")
-    return read_gridded(files, resolution=resolution, min_coverage=min_coverage, psurf=psurf)
+    return read_gridded(_grid_files(Path(folder)), resolution=resolution, min_coverage=min_coverage, psurf=psurf)
+
+
+def read_monthly_grid(path: str | Path) -> xr.Dataset:
+    """A monthly gridded product (one netCDF file, or the one such file of a folder), values labelled by the
+    first day of their month."""
+    path = Path(path)
+    files = _grid_files(path)
+    if len(files) != 1:
+        raise DataValidationError(path, None, f"expected one gridded netCDF file, found {[p.name for p in files]}")
+    ds = _monthly_labels(open_gridded(files[0], validate=False))
+    validate_dataset(ds, source=files[0], layout="grid")
+    return ds
+
+
+def is_monthly_grid(path: str | Path) -> bool:
+    """Whether a netCDF grid's time step is a month (read with `read_monthly_grid`)."""
+    with _open_one(Path(path)) as raw:
+        ds = _normalise_grid(raw, Path(path))
+        return _resolution(ds["time"].values) == "monthly"
 
 
 def read_ghcn_cams(path: str | Path) -> xr.Dataset:
     """NOAA CPC GHCN-CAMS monthly 2-m air temperature (``air`` in degK) → ``tair`` °C, monthly."""
-    path = Path(path)
-    file = path / "air.mon.mean.nc" if path.is_dir() else path
-    ds = _monthly_labels(open_gridded(file, validate=False))
-    validate_dataset(ds, source=file, layout="grid")
-    return ds
+    return read_monthly_grid(path)
 
 
 def read_bcsd_obs(path: str | Path) -> xr.Dataset:
     """Maurer et al. (2002) BCSD observed monthly grids (``pr`` mm per month, ``tas`` °C) → monthly
     ``precip`` (mm d-1) and ``tair`` (°C)."""
-    path = Path(path)
-    file = next(iter(sorted(path.glob("*.nc"))), None) if path.is_dir() else path
-    if file is None:
-        raise DataValidationError(path, None, "no .nc file")
-    ds = _monthly_labels(open_gridded(file, validate=False))
-    validate_dataset(ds, source=file, layout="grid")
-    return ds
+    return read_monthly_grid(path)

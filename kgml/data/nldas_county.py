@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import files_of
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -290,10 +291,11 @@ def read_nldas_county(
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
     folder = Path(folder)
-    weather_files = sorted(folder.glob("county_daily_inputs*.csv*"))
-    gpp_files = sorted(folder.glob("slope_gpp_county_daily*.csv*"))
+    weather_files = files_of(folder, "nldas_weather")  # recognised by their columns, whatever they are called
+    gpp_files = files_of(folder, "slope_gpp")
     if not weather_files and not gpp_files:
-        raise DataValidationError(folder, None, "no county_daily_inputs*.csv or slope_gpp_county_daily*.csv file")
+        raise DataValidationError(folder, None, "no county weather table (fips, Year, Day, Tair, ...) or SLOPE GPP "
+                                  "table (fips, crop, year, doy, gpp)")
     parts, skipped = [], []
     jobs = [(p, lambda p: read_nldas_county_weather(p, units=units, validate=validate)) for p in weather_files]
     jobs += [(p, lambda p: read_slope_gpp_county(p, validate=validate)) for p in gpp_files]

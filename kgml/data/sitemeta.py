@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import LAT_COLUMNS, LON_COLUMNS, SITE_COLUMNS, files_of
 from kgml.data.schema import DataValidationError, DataWarning
 
 __all__ = [
     "SITE_COORDS",
     "attach_site_metadata",
     "find_site_metadata",
+    "site_table_files",
     "read_site_metadata",
 ]
 
@@ -36,10 +38,10 @@ SITE_COORDS: dict[str, str] = {
 _EXTRA_COORDS: dict[str, str] = {"site_name": "1", "mat": "degC", "map": "mm yr-1", "koeppen": "1"}
 
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "site": ("site", "site_id", "siteid", "sitecode", "site_code", "fluxnet_id", "id"),
+    "site": SITE_COLUMNS,
     "site_name": ("site_name", "sitename", "name"),
-    "lat": ("lat", "latitude", "location_lat", "lat_deg"),
-    "lon": ("lon", "long", "longitude", "location_long", "location_lon", "lon_deg"),
+    "lat": LAT_COLUMNS,
+    "lon": LON_COLUMNS,
     "elevation": ("elevation", "elev", "elv", "location_elev", "altitude", "alt"),
     "igbp": ("igbp", "igbpcode", "igbp_code", "classid", "igbp_class"),
     "utc_offset": ("utc_offset", "timezone", "time_zone", "utc"),
@@ -91,13 +93,22 @@ def read_site_metadata(table: str | os.PathLike | pd.DataFrame | Mapping) -> pd.
     return frame.set_index("site")
 
 
+def site_table_files(directory: str | os.PathLike) -> list[Path]:
+    """The site tables (site code, lat, lon columns; recognised by content, whatever they are called) of a folder."""
+    return files_of(directory, "site_table")
+
+
 def find_site_metadata(directory: str | os.PathLike) -> pd.DataFrame | None:
-    """The ``sites.csv`` next to the data files (as in ../shared/data), normalised, or None."""
+    """The site table next to the data files (as ``sites.csv`` in ../shared/data, recognised by its columns
+    whatever it is called), normalised, or None. Two site tables in one folder are an error naming both."""
     path = Path(directory)
     if path.is_file():
         path = path.parent
-    candidate = path / "sites.csv"
-    return read_site_metadata(candidate) if candidate.is_file() else None
+    tables = site_table_files(path)
+    if len(tables) > 1:
+        raise DataValidationError(path, "site", f"several site tables {[p.name for p in tables]}; pass site_metadata= "
+                                  "to choose one")
+    return read_site_metadata(tables[0]) if tables else None
 
 
 def attach_site_metadata(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import io
 import re
 import warnings
@@ -27,6 +26,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from kgml.data.cache import cached_read
+from kgml.data.formats import one_file, open_bytes, recognise
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -104,18 +104,40 @@ register_layout("record", ("record",))
 
 
 def _read_text(path: Path) -> str:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        return path.read_text(encoding="utf-8", errors="replace")
+    try:  # gzip by its magic bytes, whatever the file is called
+        return open_bytes(path).decode("utf-8", errors="replace")
     except (OSError, EOFError, zlib.error) as err:  # damaged gzip streams too
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
 
 
-def _read_description(path: Path) -> dict[str, str]:
+#: The three files of a COSORE dataset folder: role → (format in kgml.data.formats, the COSORE standard's name
+#: stem). Each is recognised by its content; a file that is not, but carries the standard's name, is read anyway
+#: so that its reader names what is wrong with it.
+_COSORE_ROLES = {"description": ("cosore_description", "DESCRIPTION"), "ports": ("cosore_ports", "PORTS"),
+                 "data": ("cosore_data", "data")}
+
+
+def cosore_files(folder: str | Path) -> dict[str, Path | None]:
+    """The DESCRIPTION, PORTS and flux-table files of one COSORE dataset folder, recognised by content whatever
+    they are called (None where the folder has none); two files of one role are an error naming them."""
+    folder = Path(folder)
+    out: dict[str, Path | None] = {}
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    kinds = {p: recognise(p) for p in files}
+    for role, (fmt, stem) in _COSORE_ROLES.items():
+        found = [p for p in files if kinds[p] == fmt]
+        if not found:  # by the standard's name: its reader then says what is wrong with it
+            found = [p for p in files if kinds[p] is None and p.name.split(".")[0] == stem]
+        if len(found) > 1:
+            raise DataValidationError(folder, None, f"two COSORE {role} files {[p.name for p in found]}")
+        out[role] = found[0] if found else None
+    return out
+
+
+def _read_description(path: Path | None, folder: Path | None = None) -> dict[str, str]:
     """``KEY: value`` lines of a COSORE DESCRIPTION.txt (comment and continuation lines ignored)."""
-    if not path.exists():
+    if path is None or not path.exists():
+        path = path or folder
         raise DataValidationError(path, None, "DESCRIPTION.txt is missing from the COSORE dataset folder")
     out: dict[str, str] = {}
     for line in _read_text(path).splitlines():
@@ -148,9 +170,10 @@ def _parse_timezone(name: str | None, source: Path) -> dt.tzinfo:
         ) from err
 
 
-def _read_ports(path: Path) -> pd.DataFrame:
+def _read_ports(path: Path | None, folder: Path | None = None) -> pd.DataFrame:
     """The PORTS.txt chamber table (comma separated, tab padded, ``#`` comment lines)."""
-    if not path.exists():
+    if path is None or not path.exists():
+        path = path or folder
         raise DataValidationError(path, None, "PORTS.txt is missing from the COSORE dataset folder")
     lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     rows = list(csv.reader(lines, skipinitialspace=True))
@@ -199,16 +222,46 @@ def _sensor_column(columns: Iterable[str], pattern: re.Pattern, depth: float) ->
     return column, d
 
 
-def cosore_datasets(root: str | Path) -> list[str]:
-    """Names of the COSORE dataset folders under ``root`` (the ``cosore`` folder or its ``datasets/``)."""
+def _is_cosore_dataset(folder: Path) -> bool:
+    return folder.is_dir() and any(cosore_files(folder).values())
+
+
+def cosore_base(root: str | Path) -> Path:
+    """The folder holding the COSORE dataset folders: ``root`` itself when one of its sub-folders is a COSORE
+    dataset (recognised by content), else the one sub-folder of ``root`` that holds them (``datasets/`` in the
+    COSORE repository layout); ``root`` when neither."""
     root = Path(root)
-    base = root / "datasets" if (root / "datasets").is_dir() else root
+    if not root.is_dir():
+        return root
+    subs = sorted(p for p in root.iterdir() if p.is_dir())
+    if any(_is_cosore_dataset(p) for p in subs):
+        return root
+    holders = [p for p in subs if any(_is_cosore_dataset(q) for q in p.iterdir() if q.is_dir())]
+    if len(holders) > 1:
+        raise DataValidationError(root, None, f"COSORE dataset folders in several sub-folders {[p.name for p in holders]}")
+    return holders[0] if holders else root
+
+
+def is_cosore_root(folder: str | Path) -> bool:
+    """Whether ``folder`` holds COSORE dataset folders (directly or in one sub-folder), recognised by content."""
+    folder = Path(folder)
+    try:
+        base = cosore_base(folder)
+    except DataValidationError:
+        return True
+    return base.is_dir() and any(_is_cosore_dataset(p) for p in base.iterdir() if p.is_dir())
+
+
+def cosore_datasets(root: str | Path) -> list[str]:
+    """Names of the COSORE dataset folders under ``root`` (the ``cosore`` folder or its ``datasets/``); a dataset
+    folder is one with a COSORE DESCRIPTION, PORTS or flux table, recognised by content (`cosore_files`)."""
+    root = Path(root)
+    base = cosore_base(root)
     if not base.is_dir():
         raise DataValidationError(root, None, "not a COSORE folder (no datasets/ directory)")
     # a folder with any COSORE file counts (one without DESCRIPTION.txt is then an error naming it, not skipped
     # silently)
-    known = ("DESCRIPTION.txt", "PORTS.txt", "data.csv", "data.csv.gz")
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and any((p / f).exists() for f in known))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and any(cosore_files(p).values()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -372,14 +425,17 @@ def read_cosore_dataset(
     if not path.is_dir():
         raise DataValidationError(path, None, "COSORE dataset folder not found")
     name = path.name
-    desc = _read_description(path / "DESCRIPTION.txt")
-    tz = _parse_timezone(desc.get("CSR_TIMEZONE"), path / "DESCRIPTION.txt")
-    ports = _read_ports(path / "PORTS.txt")
-    data_file = next((path / f for f in ("data.csv.gz", "data.csv") if (path / f).exists()), None)
+    files = cosore_files(path)
+    desc_file = files["description"]
+    desc = _read_description(desc_file, path)
+    tz = _parse_timezone(desc.get("CSR_TIMEZONE"), desc_file)
+    ports = _read_ports(files["ports"], path)
+    data_file = files["data"]
     if data_file is None:
-        raise DataValidationError(path, None, "no data.csv.gz (flux table) in the COSORE dataset folder")
+        raise DataValidationError(path, None, "no data.csv.gz (flux table: CSR_PORT, CSR_TIMESTAMP_BEGIN, CSR_FLUX_CO2 "
+                                  "columns) in the COSORE dataset folder")
     try:
-        raw = gzip.decompress(data_file.read_bytes()) if data_file.suffix == ".gz" else data_file.read_bytes()
+        raw = open_bytes(data_file)
         check_field_counts(data_file, raw)
         df = pd.read_csv(io.BytesIO(raw), low_memory=False)
     except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
@@ -407,7 +463,7 @@ def read_cosore_dataset(
     # Day-only raw timestamps (format without hours) were written as midnight in the instrument's zone: their
     # date is the recorded one there, and converting midnight to another zone would shift it by a day.
     day_resolution = not re.search(r"%[HTIRkl]", desc.get("CSR_TIMESTAMP_FORMAT", "%H"))
-    stamp_tz = _parse_timezone(desc.get("CSR_TIMESTAMP_TZ") or desc.get("CSR_TIMEZONE"), path / "DESCRIPTION.txt")
+    stamp_tz = _parse_timezone(desc.get("CSR_TIMESTAMP_TZ") or desc.get("CSR_TIMEZONE"), desc_file)
     frame["time"] = _local_times(
         df["CSR_TIMESTAMP_BEGIN"],
         None if day_resolution or "CSR_TIMESTAMP_END" not in df else df["CSR_TIMESTAMP_END"],
@@ -469,14 +525,14 @@ def read_cosore_dataset(
         elif len(ports) == 1:
             meta_rows[p] = ports.iloc[0]
         else:
-            warnings.warn(f"{path / 'PORTS.txt'}: port {p} of the data is not described; assumed Rs", DataWarning, 2)
+            warnings.warn(f"{files['ports']}: port {p} of the data is not described; assumed Rs", DataWarning, 2)
             meta_rows[p] = pd.Series({"CSR_MSMT_VAR": "Rs", "CSR_TREATMENT": "None"})
     port_var, port_treatment = {}, {}
     for p, row in meta_rows.items():
         msmt = str(row.get("CSR_MSMT_VAR", "")).strip().strip('"')
         if msmt not in COSORE_FLUX_VARIABLES:
             warnings.warn(
-                f"{path / 'PORTS.txt'}: port {p}: CSR_MSMT_VAR {msmt!r} is not one of {sorted(COSORE_FLUX_VARIABLES)}; "
+                f"{files['ports']}: port {p}: CSR_MSMT_VAR {msmt!r} is not one of {sorted(COSORE_FLUX_VARIABLES)}; "
                 "port skipped",
                 DataWarning,
                 stacklevel=2,
@@ -486,7 +542,7 @@ def read_cosore_dataset(
         port_treatment[p] = str(row.get("CSR_TREATMENT", "None") or "None").strip().strip('"') or "None"
     frame = frame[frame["port"].isin(list(port_var))]
     if frame.empty:
-        raise DataValidationError(path / "PORTS.txt", "CSR_MSMT_VAR", "no port measures Rs, Rh, Reco or NEE")
+        raise DataValidationError(files["ports"], "CSR_MSMT_VAR", "no port measures Rs, Rh, Reco or NEE")
 
     columns = ["flux", *drivers]
     daily = _daily_mean(frame, ["port"], columns, block_hours, min_coverage, by_block=not day_resolution)
@@ -607,11 +663,10 @@ def read_cosore(
     if errors not in ("warn", "raise"):
         raise ValueError(f"errors must be 'warn' or 'raise', got {errors!r}")
     root = Path(root)
-    base = root / "datasets" if (root / "datasets").is_dir() else root
+    base = cosore_base(root)
     names = list(datasets) if datasets is not None else cosore_datasets(root)
     if cache:
-        sources = [f for n in names for f in sorted((base / n).glob("*")) if f.name in (
-            "DESCRIPTION.txt", "PORTS.txt", "data.csv.gz", "data.csv")]
+        sources = [f for n in names for f in cosore_files(base / n).values() if f is not None]
         options = {"reader": "read_cosore", "datasets": names, "errors": errors, **kwargs}
         return cached_read(
             "cosore", sources, lambda: read_cosore(root, names, errors=errors, progress=progress, **kwargs),
@@ -768,11 +823,11 @@ def read_srdb(
     "Q13")``); ``drop_duplicates`` removes records marked as known duplicates.
     """
     path = Path(path)
-    file = path / "srdb-data.csv" if path.is_dir() else path
+    file = one_file(path, "srdb", "SRDB data table") if path.is_dir() else path
     if not file.exists():
         raise DataValidationError(file, None, "SRDB data file not found")
     try:
-        df = pd.read_csv(file, low_memory=False)
+        df = pd.read_csv(io.BytesIO(open_bytes(file)), low_memory=False)
     except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         raise DataValidationError(file, None, f"cannot parse: {err}") from err
     for column in _SRDB_REQUIRED:

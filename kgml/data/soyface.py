@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import files_of
 from kgml.data.schema import DataValidationError, DataWarning, skip_or_raise, validate_dataset
 from kgml.data.towers import _parse_table, _read_text
 from kgml.data.yields import read_county_locations
@@ -59,7 +60,7 @@ SOYFACE_COUNTY = 17019
 
 #: Unit suffixes of the organ columns (``Leaf_Mg_per_ha``) → unit strings of kgml.variables.
 _UNIT_SUFFIXES = {"Mg_per_ha": "t ha-1", "t_per_ha": "t ha-1", "kg_per_ha": "kg ha-1", "g_per_m2": "g m-2"}
-_FILE_NAME = re.compile(r"^(?P<year>\d{4})_(?P<treatment>[A-Za-z0-9]+)_biomass(?P<std>_std)?\.csv(?:\.gz)?$")
+_FILE_NAME = re.compile(r"^(?P<year>\d{4})_(?P<treatment>[A-Za-z0-9]+)_biomass(?P<std>_std)?(?:\.\w+)*$")
 _TARGET_UNITS = "t ha-1"
 
 
@@ -191,7 +192,11 @@ def read_soyface_biomass(
 
     means: dict[tuple[str, int], pd.DataFrame] = {}
     stds: dict[tuple[str, int], pd.DataFrame] = {}
-    for path in sorted(folder.glob("*_biomass*.csv*")):
+    # the tables by content (DOY and organ columns), and files named as tables (read so that a broken one is
+    # reported, not passed over)
+    tables = files_of(folder, "soyface", named=_FILE_NAME)
+    std_paths: dict[tuple[str, int], Path] = {}
+    for path in tables:
         match = _FILE_NAME.match(path.name)
         if match is None or match.group("treatment") not in SOYFACE_TREATMENTS:
             fail(DataValidationError(
@@ -205,19 +210,21 @@ def read_soyface_biomass(
             fail(err)
             continue
         (stds if match.group("std") else means)[key] = table
+        if match.group("std"):
+            std_paths[key] = path
     for key, table in list(stds.items()):
         mean = means.get(key)
         if mean is None:
             del stds[key]
-            fail(DataValidationError(folder / f"{key[1]}_{key[0]}_biomass_std.csv", None, "standard deviations without their means table"))
+            fail(DataValidationError(std_paths[key], None, "standard deviations without their means table"))
         elif not mean.index.equals(table.index):
             del stds[key]
             fail(DataValidationError(
-                folder / f"{key[1]}_{key[0]}_biomass_std.csv", "DOY",
+                std_paths[key], "DOY",
                 f"harvest days {table.index.day_of_year.tolist()} differ from the means table's {mean.index.day_of_year.tolist()}",
             ))
     if not means:
-        raise DataValidationError(folder, None, f"no SoyFACE biomass table could be read ({skipped[:3] or 'no *_biomass.csv files'})")
+        raise DataValidationError(folder, None, f"no SoyFACE biomass table could be read ({skipped[:3] or 'no biomass table (DOY and organ columns) found'})")
     missing_std = sorted(f"{y}_{t}" for (t, y) in means if (t, y) not in stds)
     treatments = [t for t in SOYFACE_TREATMENTS if any(k[0] == t for k in means)]
     times = pd.DatetimeIndex(sorted({t for table in means.values() for t in table.index}), name="time")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import hashlib
+import io
 import json
 import math
 import os
@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.schema import DataWarning
+from kgml.data.formats import (
+    BIOCRO_HOURLY_COLUMNS,
+    files_of,
+    one_file,
+    open_bytes,
+    recognise,
+    text_of,
+)
+from kgml.data.schema import DataValidationError, DataWarning
 from kgml.io import write_text_atomic
 from kgml.paths import dataset_path
 from process_models import constants as C
@@ -62,13 +70,11 @@ _TEMPERATURE_RANGE = (-90.0, 60.0)
 
 #: Ames, IA station used for the built-in default generator.
 AMES_DATASET = "apsimx_ames_ia_daily_weather"
-AMES_FILE = "Ames_2000-2018_excl2014-2015.met"
 #: The .met header gives ``longitude = 0`` (a placeholder); this is the town of Ames, approximate.
 AMES_LON = -93.62
 
 #: Champaign, IL hourly weather (SURFRAD Bondville coordinates, from the dataset's SOURCE.md).
 CHAMPAIGN_DATASET = "biocro_champaign_il_hourly_weather"
-CHAMPAIGN_FILE = "cmi_weather_hourly_1995-2023.csv.gz"
 CHAMPAIGN_LAT = 40.05
 CHAMPAIGN_LON = -88.37
 
@@ -244,7 +250,11 @@ def read_apsim_met(
     columns: list[str] | None = None
     rows: list[list[str]] = []
     line_numbers: list[int] = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    try:
+        text = text_of(path)  # gzip by its magic bytes, whatever the file is called
+    except (OSError, EOFError, zlib.error) as err:
+        raise StationDataError(f"{path}: cannot read file: {err}") from None
+    with text as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.split("!", 1)[0].strip()
             if not line or line.startswith("["):
@@ -356,7 +366,7 @@ def read_apsim_met(
 # BioCro hourly CSV (Champaign, IL) → daily
 # ---------------------------------------------------------------------------------------------------------
 
-_HOURLY_REQUIRED = ("year", "doy", "hour", "precip", "rh", "solar", "temp")
+_HOURLY_REQUIRED = BIOCRO_HOURLY_COLUMNS
 
 
 def read_biocro_hourly_weather(
@@ -391,7 +401,7 @@ def read_biocro_hourly_weather(
     if not 1 <= min_valid_hours <= 24:
         raise ValueError(f"min_valid_hours must be in 1..24, got {min_valid_hours}")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(io.BytesIO(open_bytes(path)))  # gzip by its magic bytes, whatever the name
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, zlib.error) as err:
         raise StationDataError(f"{path}: cannot parse as CSV: {err}") from None
     missing = [c for c in _HOURLY_REQUIRED if c not in df.columns]
@@ -484,43 +494,62 @@ def read_biocro_hourly_weather(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def read_ames_ia(data_dir: str | os.PathLike | None = None) -> xr.Dataset:
-    """Ames, IA daily weather 2000–2018 (no 2014–2015) from the apsimx .met file (lat 42.03 from the header)."""
-    return read_apsim_met(dataset_path(AMES_DATASET, data_dir) / AMES_FILE, site="Ames_IA", lon=AMES_LON)
-
-
-def is_biocro_hourly_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` (CSV, optionally gzipped) has the BioCro hourly weather columns (`_HOURLY_REQUIRED`) in
-    its header: the file is recognised by its content, whatever it is called."""
-    path = Path(path)
-    if not path.is_file() or not path.name.lower().endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
-        return False
+def ames_file(data_dir: str | os.PathLike | None = None) -> Path:
+    """The Ames, IA weather file: the one APSIM .met file of the Ames dataset folder, recognised by content."""
+    folder = dataset_path(AMES_DATASET, data_dir)
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            header = fh.readline()
-    except (OSError, EOFError, zlib.error):
-        return False
-    names = {c.strip().strip('"').lower() for c in header.split(",")}
-    return set(_HOURLY_REQUIRED) <= names
+        return one_file(folder, "apsim_met", "APSIM weather file")
+    except DataValidationError as err:
+        raise StationDataError(str(err)) from err
 
 
-def biocro_hourly_files(folder: str | os.PathLike) -> list[Path]:
-    """The BioCro hourly weather files of ``folder``, recognised by content (`is_biocro_hourly_file`)."""
-    return sorted(p for p in Path(folder).iterdir() if is_biocro_hourly_file(p))
-
-
-def read_champaign_il(data_dir: str | os.PathLike | None = None, min_valid_hours: int = MIN_VALID_HOURS) -> xr.Dataset:
-    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV of the
-    dataset folder (the one file with the hourly columns, whatever its name)."""
+def champaign_file(data_dir: str | os.PathLike | None = None) -> Path:
+    """The Champaign, IL hourly weather file: the one BioCro hourly CSV of its dataset folder, by content."""
     folder = dataset_path(CHAMPAIGN_DATASET, data_dir)
     files = biocro_hourly_files(folder)
     if len(files) != 1:
         found = [p.name for p in files]
         raise StationDataError(f"{folder}: expected one hourly weather CSV with columns {list(_HOURLY_REQUIRED)}, "
                                f"found {found or 'none'}")
+    return files[0]
+
+
+def __getattr__(name: str):
+    """``AMES_FILE`` / ``CHAMPAIGN_FILE`` (deprecated): the name of the file found by content in the data folder
+    (the files are no longer looked up by a fixed name; use `ames_file` / `champaign_file`)."""
+    lookup = {"AMES_FILE": ames_file, "CHAMPAIGN_FILE": champaign_file}
+    if name in lookup:
+        warnings.warn(f"kgml.data.stations.{name} is deprecated: use {lookup[name].__name__}()", DeprecationWarning, 2)
+        return lookup[name]().name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def read_ames_ia(data_dir: str | os.PathLike | None = None) -> xr.Dataset:
+    """Ames, IA daily weather 2000–2018 (no 2014–2015) from the apsimx .met file (lat 42.03 from the header)."""
+    return read_apsim_met(ames_file(data_dir), site="Ames_IA", lon=AMES_LON)
+
+
+def is_biocro_hourly_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (CSV, gzipped or not, whatever its name) has the BioCro hourly weather columns
+    (`_HOURLY_REQUIRED`) in its header: the file is recognised by its content (`kgml.data.formats`)."""
+    return recognise(path) == "biocro_hourly"
+
+
+def biocro_hourly_files(folder: str | os.PathLike) -> list[Path]:
+    """The BioCro hourly weather files of ``folder``, recognised by content (`is_biocro_hourly_file`)."""
+    return files_of(folder, "biocro_hourly")
+
+
+def apsim_met_files(folder: str | os.PathLike) -> list[Path]:
+    """The APSIM .met weather files of ``folder``, recognised by content (a ``year day radn maxt mint rain`` header)."""
+    return files_of(folder, "apsim_met")
+
+
+def read_champaign_il(data_dir: str | os.PathLike | None = None, min_valid_hours: int = MIN_VALID_HOURS) -> xr.Dataset:
+    """Champaign, IL daily weather 1995–2023 (no 2014–2015) aggregated from the BioCro hourly CSV of the
+    dataset folder (the one file with the hourly columns, whatever its name)."""
     return read_biocro_hourly_weather(
-        files[0], site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
+        champaign_file(data_dir), site="Champaign_IL", lat=CHAMPAIGN_LAT, lon=CHAMPAIGN_LON, min_valid_hours=min_valid_hours,
     )
 
 
@@ -563,7 +592,7 @@ def fit_default_generator(
 
     Returns the written document. ``out_path`` defaults to ``kgml/resources/weather_ames_ia.json``.
     """
-    path = dataset_path(AMES_DATASET, data_dir) / AMES_FILE
+    path = ames_file(data_dir)
     ds = read_ames_ia(data_dir)
     params = fit_generator_from_dataset(ds)
     valid = np.isfinite(ds[["tmin", "tmax", "sw_in", "precip"]].to_array()).all("variable")
@@ -575,7 +604,7 @@ def fit_default_generator(
         "lon": float(ds["lon"]),
         "source": {
             "dataset": AMES_DATASET,
-            "file": AMES_FILE,
+            "file": path.name,
             "sha256": _sha256(path),
             "origin": "apsimx R package, inst/extdata/Ames.met (femiguez/apsimx @ 6c3ca7ff), Iowa Environmental "
             "Mesonet; 2014-2015 held out",

@@ -8,12 +8,10 @@ Add a kind with `register_dataset_kind`. `load_folder` gives the datasets themse
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import os
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import files_of, head, site_from_name
 from kgml.data.schema import DataValidationError, skip_or_raise
-from kgml.data.sitemeta import read_site_metadata
+from kgml.data.sitemeta import read_site_metadata, site_table_files
 from kgml.data.towers import (
-    _site_like,
     combine_sites,
     parse_fluxnet_filename,
     read_bigleaf_csv,
@@ -57,13 +55,15 @@ class DatasetKind:
     """``detect(folder) -> bool``; ``load(folder) -> [(label, Dataset), ...]``.
 
     A ``cacheable`` kind's ``load`` also accepts ``cache=`` (False, True or a cache folder), passed on to readers
-    that keep their processed result as netCDF (`kgml.data.cache`).
+    that keep their processed result as netCDF (`kgml.data.cache`); a ``single_site`` kind's ``load`` accepts
+    ``site=`` for files whose name does not carry their site.
     """
 
     name: str
     detect: Callable[[Path], bool]
     load: Callable[..., Loaded]
     cacheable: bool = False
+    single_site: bool = False  #: ``load`` accepts ``site=`` (``--site``) for files that do not name their site
 
 
 _KINDS: list[DatasetKind] = []
@@ -79,57 +79,69 @@ def _call(module: str, function: str, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+# Every kind below recognises its files by content (kgml.data.formats), whatever they are called; file names are
+# used only as labels and for what the content cannot say (a tower's site code, a crop, a SoyFACE year).
+
+
+def _files(*formats: str) -> Callable[[Path], bool]:
+    return lambda folder: bool(files_of(folder, *formats))
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 # --- tower kinds --------------------------------------------------------------------------------------
 
 
 def _fluxnet_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if parse_fluxnet_filename(p) is not None]
+    """FLUXNET tables (by content) that are also named in the FLUXNET / ONEFlux / ICOS convention."""
+    return [p for p in files_of(folder, "fluxnet") if parse_fluxnet_filename(p) is not None]
 
 
-def _load_fluxnet(folder: Path, cache=False) -> Loaded:
+def _is_fluxnet_dir(folder: Path) -> bool:
+    tables = files_of(folder, "fluxnet")
+    return bool(tables) and all(parse_fluxnet_filename(p) is not None for p in tables)
+
+
+def _load_fluxnet(folder: Path, cache=False, site=None) -> Loaded:
+    if site is not None:
+        named = sorted({parse_fluxnet_filename(p).site for p in _fluxnet_files(folder)})
+        if named != [site]:
+            raise DataValidationError(folder, "site", f"the file names say site(s) {named[:5]} but --site {site} was given")
     resolutions = sorted({parse_fluxnet_filename(p).resolution for p in _fluxnet_files(folder)})
     return [(f"{res}", read_fluxnet_dir(folder, resolution=res, invalid="drop", cache=cache)) for res in resolutions]
 
 
 def fluxnet_table_files(folder: Path) -> list[Path]:
     """Tables with FLUXNET columns whatever they are called: a header starting with ``TIMESTAMP`` that names
-    at least one standard FLUXNET variable (kgml.variables), as CSV or gzipped CSV."""
-
-    known = {c for v in VARIABLES.values() for c in v.fluxnet}
-    out = []
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or not p.name.lower().endswith((".csv", ".csv.gz")):
-            continue
-        try:
-            opener = gzip.open if p.suffix == ".gz" else open
-            with opener(p, "rt", encoding="utf-8", errors="replace") as fh:
-                header = fh.readline().lstrip("\ufeff")
-        except (OSError, EOFError, zlib.error):
-            continue
-        names = [c.strip() for c in header.split(",")]
-        if names and names[0].startswith("TIMESTAMP") and known & set(names):
-            out.append(p)
-    return out
+    at least one standard FLUXNET variable (kgml.variables), as CSV or gzipped CSV (`kgml.data.formats`)."""
+    return files_of(folder, "fluxnet")
 
 
 def _is_fluxnet_table_dir(folder: Path) -> bool:
     return bool(fluxnet_table_files(folder))
 
 
-def _load_fluxnet_tables(folder: Path) -> Loaded:
+def _load_fluxnet_tables(folder: Path, site: str | None = None) -> Loaded:
     """Each table read by `kgml.data.towers.read_fluxnet_file`: the site comes from the file name when it
-    holds a site code (``US-Ne1``, anywhere in the name), else from the folder's ``sites.csv`` when it lists one site;
-    else that file's error asks for it. Unreadable tables are skipped (``skipped_files``), the others kept."""
-    table = folder / "sites.csv"
+    holds a site code in the FLUXNET / AmeriFlux / ICOS convention (``US-Ne1``, anywhere in the name), else from
+    ``site`` (``--site``), else from the folder's site table when it lists one site; else that file's error asks
+    for it. A site code in the name that differs from ``site`` is an error. Unreadable tables are skipped
+    (``skipped_files``), the others kept."""
+    tables = site_table_files(folder)
     only_site = None
-    if table.exists():
-        listed = list(read_site_metadata(table).index)
+    if len(tables) == 1:
+        listed = list(read_site_metadata(tables[0]).index)
         only_site = listed[0] if len(listed) == 1 else None
     parts, skipped = [], []
     for p in fluxnet_table_files(folder):
-        site = _site_like(p) or only_site  # a site code anywhere in the name (US-Xyz_export.csv), or the table's
+        named = site_from_name(p)
+        if named and site and named != site:
+            raise DataValidationError(p, "site", f"the file name says site {named} but --site {site} was given")
+        chosen = named or site or only_site
         try:
-            parts.append(read_fluxnet_file(p, site=site, site_metadata="auto", invalid="drop"))
+            parts.append(read_fluxnet_file(p, site=chosen, site_metadata="auto", invalid="drop"))
         except DataValidationError as err:
             skip_or_raise(err, "warn", skipped, f"tower table {p.name}", p.name)
     if not parts:
@@ -139,17 +151,27 @@ def _load_fluxnet_tables(folder: Path) -> Loaded:
     return [(str(parts[0].attrs.get("time_resolution", "tables")), ds)]
 
 
+def _qca_folders(folder: Path) -> list[Path]:
+    """The folder itself when it holds qca_ustar files (by content), else its sub-folders that do."""
+    if files_of(folder, "qca_ustar"):
+        return [folder]
+    return [p for p in _sub_folders(folder) if files_of(p, "qca_ustar")]
+
+
 def _load_qca(folder: Path) -> Loaded:
     out = []
-    for site_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        out.append((site_dir.name, read_oneflux_qca_dir(site_dir, invalid="drop")))
+    for site_dir in _qca_folders(folder):
+        ds = read_oneflux_qca_dir(site_dir, invalid="drop")
+        label = site_dir.name if site_dir != folder else ", ".join(map(str, ds["site"].values))
+        out.append((label, ds))
     return out
 
 
 def _meta_table(folder: Path):
-    """Site coordinates for example data without their own table: any sites.csv in a sibling folder."""
+    """Site coordinates for example data without their own table: the site tables (by content) of the folder's
+    siblings."""
 
-    tables = [read_site_metadata(p) for p in sorted(folder.parent.glob("*/sites.csv"))]
+    tables = [read_site_metadata(p) for sib in _sub_folders(folder.parent) for p in site_table_files(sib)]
     if not tables:
         return None
     merged = pd.concat(tables)
@@ -159,28 +181,29 @@ def _meta_table(folder: Path):
 def _load_reddyproc(folder: Path) -> Loaded:
     meta = _meta_table(folder)
     out = []
-    for p in sorted(folder.glob("*.txt")) + sorted(folder.glob("*.csv")):
+    # REddyProc's own tab-separated tables first, then DateTime CSVs, then the netCDF (each by name)
+    for p in sorted(files_of(folder, "reddyproc"), key=lambda p: (head(p).sep != "\t", p.name)):
         out.append((p.name, read_reddyproc_table(p, site_metadata=meta, invalid="drop")))
-    for p in sorted(folder.glob("*.nc")):
+    for p in files_of(folder, "reddyproc_nc"):
         out.append((p.name, read_reddyproc_nc(p, site_metadata=meta, invalid="drop")))
     return out
 
 
 def _is_bigleaf(folder: Path) -> bool:
-    files = sorted(folder.glob("*.csv"))
-    if not files:
-        return False
-    with open(files[0]) as fh:
-        return fh.readline().startswith("year,month,doy,hour")
+    return bool(files_of(folder, "bigleaf"))
 
 
 def _load_bigleaf(folder: Path) -> Loaded:
     meta = _meta_table(folder)
-    parts = [read_bigleaf_csv(p, site_metadata=meta, invalid="drop") for p in sorted(folder.glob("*.csv"))]
+    parts = [read_bigleaf_csv(p, site_metadata=meta, invalid="drop") for p in files_of(folder, "bigleaf")]
     return [("HH", combine_sites(parts, source=folder))]
 
 
 # --- kinds read by other modules (looked up lazily) ----------------------------------------------------
+
+
+def _is_cosore(folder: Path) -> bool:
+    return bool(_call("kgml.data.soil_respiration", "is_cosore_root", folder))
 
 
 def _load_cosore(folder: Path, cache=False) -> Loaded:
@@ -188,18 +211,17 @@ def _load_cosore(folder: Path, cache=False) -> Loaded:
 
 
 def _load_srdb(folder: Path) -> Loaded:
-    return [("srdb-data.csv", _call("kgml.data.soil_respiration", "read_srdb", folder / "srdb-data.csv"))]
+    return [(p.name, _call("kgml.data.soil_respiration", "read_srdb", p)) for p in files_of(folder, "srdb")]
 
 
 def _load_agridat(folder: Path) -> Loaded:
     out = []
-    for name, crop in (("nass.corn.txt", "corn"), ("nass.soybean.txt", "soybean")):
-        if (folder / name).exists():
-            out.append((name, _call("kgml.data.yields", "read_nass_state", folder / name, crop)))
-    if (folder / "thompson.cornsoy.txt").exists():
-        out.append(("thompson.cornsoy.txt", _call("kgml.data.yields", "read_thompson", folder / "thompson.cornsoy.txt")))
-    if (folder / "wallace.iowaland.txt").exists():
-        out.append(("wallace.iowaland.txt", _call("kgml.data.yields", "read_wallace_iowa", folder / "wallace.iowaland.txt")))
+    for p in files_of(folder, "nass_state"):
+        out.append((p.name, _call("kgml.data.yields", "read_nass_state", p)))  # crop from the name (nass.corn.txt)
+    for p in files_of(folder, "thompson"):
+        out.append((p.name, _call("kgml.data.yields", "read_thompson", p)))
+    for p in files_of(folder, "wallace"):
+        out.append((p.name, _call("kgml.data.yields", "read_wallace_iowa", p)))
     return out
 
 
@@ -208,31 +230,50 @@ def _load_you2017(folder: Path) -> Loaded:
 
 
 def _load_khaki(folder: Path) -> Loaded:
-    path = next(folder.glob("corn_*weekly*"))
-    return [(path.name, _call("kgml.data.yields", "read_khaki_corn", path))]
+    return [(p.name, _call("kgml.data.yields", "read_khaki_corn", p)) for p in files_of(folder, "khaki")]
+
+
+def _dssat_folders(folder: Path, fmt: str) -> list[Path]:
+    return [p for p in [folder, *_sub_folders(folder)] if files_of(p, fmt)]
+
+
+def _is_dssat(folder: Path) -> bool:
+    return bool(_dssat_folders(folder, "dssat_experiment") or _dssat_folders(folder, "dssat_weather"))
 
 
 def _load_dssat(folder: Path) -> Loaded:
     out = []
-    if (folder / "experiments").is_dir():
-        out.append(("experiments", _call("kgml.data.dssat", "read_dssat_experiments", folder / "experiments")))
-    if (folder / "weather").is_dir():
-        out.append(("weather", _call("kgml.data.dssat", "read_dssat_weather", folder / "weather")))
+    for label, fmt, reader in (("experiments", "dssat_experiment", "read_dssat_experiments"),
+                               ("weather", "dssat_weather", "read_dssat_weather")):
+        found = _dssat_folders(folder, fmt)
+        for sub in found:
+            name = label if len(found) == 1 else f"{label} ({sub.name})"
+            out.append((name, _call("kgml.data.dssat", reader, sub)))
     return out
 
 
-def _load_apsim(folder: Path) -> Loaded:
-    return [(p.name, _call("kgml.data.stations", "read_apsim_met", p)) for p in sorted(folder.glob("*.met"))]
+def _load_apsim(folder: Path, site: str | None = None) -> Loaded:
+    return [(p.name, _call("kgml.data.stations", "read_apsim_met", p, site=site))
+            for p in _call("kgml.data.stations", "apsim_met_files", folder)]
 
 
-def _load_biocro_weather(folder: Path) -> Loaded:
-    return [("hourly → daily", _call("kgml.data.stations", "read_champaign_il", folder.parent))]
+def _load_biocro_weather(folder: Path, site: str | None = None) -> Loaded:
+    stations = importlib.import_module("kgml.data.stations")
+    if folder.name == stations.CHAMPAIGN_DATASET and site is None:  # the project's Champaign station (its location)
+        return [("hourly → daily", stations.read_champaign_il(folder.parent))]
+    out = []
+    for p in stations.biocro_hourly_files(folder):
+        if site is None:
+            raise DataValidationError(p, "site", "hourly weather without a station name or location: pass --site")
+        out.append((p.name, stations.read_biocro_hourly_weather(p, site=site, lat=np.nan, lon=np.nan)))
+    return out
 
 
 def _county_locations(folder: Path):
-    """County centroids for county datasets without their own: every ``county_locations.csv`` beside ``folder``."""
+    """County centroids for county datasets without their own: every county centroid table (by content) beside
+    ``folder``."""
 
-    tables = [read_county_locations(p) for p in sorted(folder.parent.glob("*/county_locations.csv"))]
+    tables = [read_county_locations(p) for sib in _sub_folders(folder.parent) for p in files_of(sib, "county_locations")]
     if not tables:
         return None
     merged = pd.concat(tables)
@@ -249,19 +290,16 @@ def _load_nldas_county(folder: Path) -> Loaded:
     return [("weather + soil + GPP by crop", ds)]
 
 
-#: Gridded products with a reader of their own (file-name pattern → function in kgml.data.gridded).
-_GRID_PRODUCTS = {"air.mon.mean.nc": "read_ghcn_cams", "bcsd_obs*.nc": "read_bcsd_obs"}
-
-
 def _load_netcdf_grids(folder: Path) -> Loaded:
-    """One dataset per product: files of one grid and time axis (one variable per file, as WFDE5) are opened
-    together so that derived variables (vpd from specific humidity and air temperature) exist; files that do
-    not share the grid are described one by one."""
-    files = sorted(folder.glob("*.nc"))
+    """One dataset per product: monthly grids (GHCN-CAMS, BCSD: the time step decides, not the name) file by file;
+    other files of one grid and time axis (one variable per file, as WFDE5) are opened together so that derived
+    variables (vpd from specific humidity and air temperature) exist; files that do not share the grid are
+    described one by one."""
+    files = files_of(folder, "netcdf_grid")
     out = []
-    for pattern, reader in _GRID_PRODUCTS.items():
-        for p in sorted(folder.glob(pattern)):
-            out.append((p.name, _call("kgml.data.gridded", reader, p)))
+    for p in list(files):
+        if _call("kgml.data.gridded", "is_monthly_grid", p):
+            out.append((p.name, _call("kgml.data.gridded", "read_monthly_grid", p)))
             files.remove(p)
     if len(files) > 1:
         try:
@@ -275,29 +313,25 @@ def _load_netcdf_grids(folder: Path) -> Loaded:
     return out
 
 
-def _has(*names: str) -> Callable[[Path], bool]:
-    return lambda folder: all(any(folder.glob(n)) for n in names)
-
-
 for _kind in (
-    DatasetKind("FLUXNET / ONEFlux / ICOS tower files", lambda f: bool(_fluxnet_files(f)), _load_fluxnet, cacheable=True),
-    DatasetKind("FLUXNET-column daily tables", _is_fluxnet_table_dir, _load_fluxnet_tables),
-    DatasetKind("ONEFlux measured NEE (qca_ustar)", _has("*/*_qca_ustar_*.csv*"), _load_qca),
-    DatasetKind("REddyProc example tables", _has("Example_*"), _load_reddyproc),
+    DatasetKind("FLUXNET / ONEFlux / ICOS tower files", _is_fluxnet_dir, _load_fluxnet, cacheable=True,
+                single_site=True),
+    DatasetKind("FLUXNET-column daily tables", _is_fluxnet_table_dir, _load_fluxnet_tables, single_site=True),
+    DatasetKind("ONEFlux measured NEE (qca_ustar)", lambda f: bool(_qca_folders(f)), _load_qca),
+    DatasetKind("REddyProc example tables", _files("reddyproc", "reddyproc_nc"), _load_reddyproc),
     DatasetKind("bigleaf example tables", _is_bigleaf, _load_bigleaf),
-    DatasetKind("COSORE chamber soil respiration", _has("datasets_index.csv"), _load_cosore, cacheable=True),
-    DatasetKind("SRDB soil respiration database", _has("srdb-data.csv"), _load_srdb),
-    DatasetKind("NASS / agridat yield tables", _has("nass.*.txt"), _load_agridat),
-    DatasetKind("NASS county yields (You et al. 2017)", _has("soybean_yield_county.csv"), _load_you2017),
-    DatasetKind("county corn yield + weekly Daymet", _has("corn_*weekly*"), _load_khaki),
-    DatasetKind("DSSAT experiments and weather", _has("experiments", "weather"), _load_dssat),
-    DatasetKind("APSIM .met weather", _has("*.met"), _load_apsim),
-    DatasetKind("BioCro hourly weather", lambda f: bool(_call("kgml.data.stations", "biocro_hourly_files", f)),
-                _load_biocro_weather),
-    DatasetKind("SoyFACE soybean biomass by organ", _has("*_ambient_biomass*.csv*"), _load_soyface),
-    DatasetKind("county NLDAS-2 weather + SLOPE GPP (KGML-DA)", lambda f: _has("county_daily_inputs*.csv*")(f)
-                or _has("slope_gpp_county_daily*.csv*")(f), _load_nldas_county),
-    DatasetKind("gridded netCDF", _has("*.nc"), _load_netcdf_grids),
+    DatasetKind("COSORE chamber soil respiration", _is_cosore, _load_cosore, cacheable=True),
+    DatasetKind("SRDB soil respiration database", _files("srdb"), _load_srdb),
+    DatasetKind("NASS / agridat yield tables", _files("nass_state", "thompson", "wallace"), _load_agridat),
+    DatasetKind("NASS county yields (You et al. 2017)", _files("you2017_yield"), _load_you2017),
+    DatasetKind("county corn yield + weekly Daymet", _files("khaki"), _load_khaki),
+    DatasetKind("DSSAT experiments and weather", _is_dssat, _load_dssat),
+    DatasetKind("APSIM .met weather", _files("apsim_met"), _load_apsim, single_site=True),
+    DatasetKind("BioCro hourly weather", _files("biocro_hourly"), _load_biocro_weather, single_site=True),
+    DatasetKind("SoyFACE soybean biomass by organ", _files("soyface"), _load_soyface),
+    DatasetKind("county NLDAS-2 weather + SLOPE GPP (KGML-DA)", _files("nldas_weather", "slope_gpp"),
+                _load_nldas_county),
+    DatasetKind("gridded netCDF", _files("netcdf_grid"), _load_netcdf_grids),
 ):
     register_dataset_kind(_kind)
 
@@ -390,31 +424,39 @@ def find_kind(folder: Path) -> DatasetKind | None:
     return None
 
 
-def load_folder(folder: str | os.PathLike, *, cache=False, quiet: bool = True) -> tuple[str, Loaded]:
+def load_folder(folder: str | os.PathLike, *, cache=False, quiet: bool = True, site: str | None = None
+                ) -> tuple[str, Loaded]:
     """Read one dataset folder with its kind's readers: (kind name, [(label, Dataset), ...]).
 
     Raises what the reader raises; ``LookupError`` when no kind recognises the folder. ``cache`` goes to the
     kinds whose readers cache their result (COSORE, FLUXNET folders). ``quiet`` silences reader warnings (what
-    was skipped is in each dataset's ``skipped_files`` attribute).
+    was skipped is in each dataset's ``skipped_files`` attribute). ``site`` names the site of single-site files
+    whose name does not follow the FLUXNET / AmeriFlux / ICOS convention (``--site``); a kind whose files name
+    their units themselves (COSORE, yields, grids, ...) refuses it.
     """
     folder = Path(folder)
     kind = find_kind(folder)
     if kind is None:
         raise LookupError(f"{folder}: not recognised (no reader for these files)")
     options = {"cache": cache} if kind.cacheable and cache else {}
+    if site is not None:
+        if not kind.single_site:
+            raise DataValidationError(folder, "site", f"--site applies to single-site tower and station files, not to "
+                                      f"{kind.name} (their files name their sites or units)")
+        options["site"] = site
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
         return kind.name, kind.load(folder, **options)
 
 
-def summarise_folder(folder: Path, *, cache=False) -> tuple[str, list[tuple[str, dict]] | str]:
+def summarise_folder(folder: Path, *, cache=False, site: str | None = None) -> tuple[str, list[tuple[str, dict]] | str]:
     """(kind name, [(label, description), ...]) for one folder, or (kind, error text) when reading failed."""
     kind = find_kind(Path(folder))
     if kind is None:
         return "", "not recognised (no reader for these files)"
     try:
-        _, loaded = load_folder(folder, cache=cache)
+        _, loaded = load_folder(folder, cache=cache, **({"site": site} if site is not None else {}))
     except Exception as err:  # report every failure, keep going with the other datasets
         return kind.name, f"{type(err).__name__}: {err}"
     return kind.name, [(label, describe(ds)) for label, ds in loaded]

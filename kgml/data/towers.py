@@ -42,8 +42,14 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from kgml.data.cache import cached_read
+from kgml.data.formats import GZIP_MAGIC, files_of, head, site_from_name
 from kgml.data.schema import DataValidationError, DataWarning, validate_dataset, validate_variable
-from kgml.data.sitemeta import attach_site_metadata, find_site_metadata, read_site_metadata
+from kgml.data.sitemeta import (
+    attach_site_metadata,
+    find_site_metadata,
+    read_site_metadata,
+    site_table_files,
+)
 from kgml.variables import VARIABLES, convert_units, get_variable
 
 __all__ = [
@@ -134,7 +140,7 @@ class FluxnetFileInfo:
 _FLUXNET_NAME = re.compile(
     r"^(?P<prefix>FLX|AMF|ICOSETC|ICOS)_(?P<site>[A-Z]{2}-[A-Za-z0-9]{3})_(?P<product>FLUXNET\d*)"
     r"(?:_(?P<dataset>FULLSET|SUBSET|ERAI|ERA5|ERA))?_(?P<res>HH|HR|DD|WW|MM|YY)"
-    r"(?:_(?P<y0>\d{4})-(?P<y1>\d{4}))?(?:_(?P<version>[^.]+))?\.csv(?:\.gz)?$"
+    r"(?:_(?P<y0>\d{4})-(?P<y1>\d{4}))?(?:_(?P<version>[^.]+))?(?:\.\w+)*$"
 )
 _SITE_PREFIX = re.compile(r"^(?P<site>[A-Z]{2}-[A-Za-z0-9]{3})(?=[_.])")
 
@@ -165,11 +171,9 @@ def parse_fluxnet_filename(path: str | os.PathLike) -> FluxnetFileInfo | None:
 def _read_text(path: Path) -> str:
     _TEXT_NOTES.pop(str(path), None)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
+        raw = path.read_bytes()
+        if raw[:2] == GZIP_MAGIC:  # gzip by its magic bytes, whatever the file is called
+            raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:  # truncated or damaged gzip streams end up here
         raise DataValidationError(path, None, f"cannot read file: {err}") from err
     if raw and not raw.endswith((b"\n", b"\r")):
@@ -577,7 +581,7 @@ def read_fluxnet_file(
     path = Path(path)
     info = parse_fluxnet_filename(path)
     if site is None:
-        site = info.site if info else _site_from_name(path)
+        site = info.site if info else _site_from_name(path, site_metadata)
     if resolution is not None and resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {list(RESOLUTIONS)}, got {resolution!r}")
     if info and resolution and info.resolution != resolution:
@@ -627,11 +631,19 @@ def read_fluxnet_file(
     return _finish(ds, path, site_metadata, validate, invalid=invalid, require=require)
 
 
-def _site_from_name(path: Path) -> str:
+def _site_from_name(path: Path, site_metadata=None) -> str:
+    """The site code at the start of the file name (FLUXNET / AmeriFlux / ICOS convention: ``US-Ne1_...``), else
+    the one site of the site table (``site_metadata``, "auto": the table beside the file), else an error asking
+    for the site."""
     match = _SITE_PREFIX.match(path.name)
+    if not match and site_metadata is not None:
+        table = _resolve_metadata(site_metadata, path)
+        if table is not None and len(table.index) == 1:
+            return str(table.index[0])
     if not match:
         raise DataValidationError(
-            path, "site", "cannot tell the site from the file name (expected e.g. FLX_US-Ne1_... or US-Ne1_...); pass site="
+            path, "site", "cannot tell the site from the file name (expected e.g. FLX_US-Ne1_... or US-Ne1_...) and "
+            "no site table names it; pass site= (--site on the command line)"
         )
     return match.group("site")
 
@@ -737,8 +749,9 @@ def read_fluxnet_dir(
         raise DataValidationError(directory, None, "directory does not exist")
     if pattern is not None:
         files = sorted(p for p in directory.glob(pattern) if p.is_file())
-    else:
-        files = sorted(p for p in directory.iterdir() if parse_fluxnet_filename(p) is not None)
+    else:  # FLUXNET tables recognised by their columns (kgml.data.formats), whatever they are called, and files
+        # named in the FLUXNET convention that are not (read, so that a broken one is reported, not passed over)
+        files = files_of(directory, "fluxnet", named=_FLUXNET_NAME)
     infos = {p: parse_fluxnet_filename(p) for p in files}
     if resolution is not None:
         files = [p for p in files if infos[p] is None or infos[p].resolution == resolution]
@@ -746,7 +759,7 @@ def read_fluxnet_dir(
         files = [p for p in files if infos[p] is not None and infos[p].dataset == dataset]
     if sites is not None:
         wanted = set(sites)
-        files = [p for p in files if (infos[p].site if infos[p] else _SITE_PREFIX.match(p.name).group("site")) in wanted]
+        files = [p for p in files if (infos[p].site if infos[p] else site_from_name(p)) in wanted]
     if not files:
         raise DataValidationError(directory, None, f"no FLUXNET files found (pattern={pattern!r}, resolution={resolution!r})")
     named = {infos[p].resolution for p in files if infos[p] is not None}
@@ -782,8 +795,8 @@ def read_fluxnet_dir(
     sources = list(files)
     if isinstance(site_metadata, (str, os.PathLike)) and not (isinstance(site_metadata, str) and site_metadata == "auto"):
         sources.append(Path(site_metadata))
-    elif isinstance(site_metadata, str) and (directory / "sites.csv").is_file():
-        sources.append(directory / "sites.csv")
+    elif isinstance(site_metadata, str):
+        sources.extend(site_table_files(directory))
     options = {
         "reader": "read_fluxnet_dir", "pattern": pattern, "resolution": resolution, "dataset": dataset,
         "sites": None if sites is None else sorted(sites), "variables": None if variables is None else list(variables),
@@ -845,8 +858,11 @@ def read_ameriflux_base(
     """
     path = Path(path)
     match = _BASE_NAME.match(path.name)
-    site = site or (match.group("site") if match else _site_from_name(path))
-    lines = [ln for ln in _read_text(path).splitlines() if not ln.startswith("#")]
+    text = _read_text(path).splitlines()
+    stated = next((m.group(1) for ln in text[:5] if (m := re.match(r"^#\s*site\s*:\s*(\S+)", ln, re.IGNORECASE))), None)
+    site = site or (match.group("site") if match else stated or _site_from_name(
+        path, "auto" if site_metadata is None else site_metadata))
+    lines = [ln for ln in text if not ln.startswith("#")]
     frame = _parse_table(path, lines, text_columns=("TIMESTAMP_START", "TIMESTAMP_END"), bad_rows=bad_rows)
     columns = list(frame.columns)
     for col in ("TIMESTAMP_START", "TIMESTAMP_END"):
@@ -945,6 +961,17 @@ def read_oneflux_qca(
     return _finish(ds, path, site_metadata, validate, invalid=invalid, require=tuple(require))
 
 
+#: The ONEFlux naming convention of qca_ustar files (``US-Ne1_qca_ustar_2018.csv.gz``).
+_QCA_NAME = re.compile(r"_qca_ustar_\d{4}\b")
+
+
+def qca_site(path: str | os.PathLike) -> str | None:
+    """The site of a qca_ustar file: its ``site,<SITE>`` header line, else the site code in its name."""
+    h = head(path)
+    line = next((ln for ln in (h.lines if h else ()) if ln.startswith("site,")), "")
+    return line.partition(",")[2].strip() or site_from_name(path)
+
+
 def read_oneflux_qca_dir(
     directory: str | os.PathLike,
     *,
@@ -961,12 +988,14 @@ def read_oneflux_qca_dir(
     cannot share one time axis: pass ``sites=`` or `aggregate_to` each first.
     """
     directory = Path(directory)
-    files = sorted(directory.glob("*_qca_ustar_*.csv*")) or sorted(directory.glob("*/*_qca_ustar_*.csv*"))
+    files = files_of(directory, "qca_ustar", named=_QCA_NAME) or [
+        f for sub in sorted(p for p in directory.iterdir() if p.is_dir()) for f in files_of(sub, "qca_ustar", named=_QCA_NAME)]
     if sites is not None:
         wanted = set(sites)
-        files = [f for f in files if f.name.split("_qca_ustar_")[0] in wanted]
+        files = [f for f in files if qca_site(f) in wanted]
     if not files:
-        raise DataValidationError(directory, None, "no *_qca_ustar_* files found")
+        raise DataValidationError(directory, None, "no ONEFlux qca_ustar file found (recognised by content: "
+                                  "key,value header with site and timezone, then TIMESTAMP_START)")
     good, skipped = _read_many(
         files, lambda p: read_oneflux_qca(p, require=(), validate=True, invalid=invalid), errors=errors, source=directory, progress=progress
     )
@@ -985,7 +1014,7 @@ def read_oneflux_qca_dir(
         if len(res) > 1:
             raise DataValidationError(directory / site, "time", f"site {site} files mix resolutions {sorted(res)}")
         combined = xr.concat(parts, dim="time", data_vars="all", coords="minimal", compat="override", join="outer")
-        combined = combined.assign_coords(source_file=("site", [f"{site}_qca_ustar_*.csv.gz ({len(parts)} files)"]))
+        combined = combined.assign_coords(source_file=("site", [f"{len(parts)} qca_ustar files of {site}"]))
         combined.attrs["source"] = str(directory)
         joined.append(combined)
     ds = combine_sites(joined, source=directory)
@@ -1011,6 +1040,16 @@ _REDDYPROC_COLUMNS = {
 }
 
 
+def _one_site_of_table(path: Path, site_metadata) -> str:
+    """The one site of the site table (``site_metadata``, or the table beside the file), else an error asking for
+    the site: the file name did not carry it."""
+    table = _resolve_metadata("auto" if site_metadata is None else site_metadata, path)
+    if table is not None and len(table.index) == 1:
+        return str(table.index[0])
+    raise DataValidationError(path, "site", "cannot tell the site from the file name and no one-site table names it; "
+                              "pass site= (--site on the command line)")
+
+
 def _site_like(path: Path) -> str | None:
     match = re.search(r"([A-Z]{2})[-_]?([A-Z][a-z]{2}|[A-Z][A-Za-z0-9]{2})", path.stem)
     return f"{match.group(1)}-{match.group(2)}" if match else None
@@ -1030,9 +1069,7 @@ def read_reddyproc_table(
     ``DEGebExample``. NEE µmol m-2 s-1 → gC m-2 d-1; -9999/NA → NaN. ``time`` is the period start.
     """
     path = Path(path)
-    site = site or _site_like(path)
-    if site is None:
-        raise DataValidationError(path, "site", "cannot tell the site from the file name; pass site=")
+    site = site or _site_like(path) or _one_site_of_table(path, site_metadata)
     lines = _read_text(path).splitlines()
     if not lines:
         raise DataValidationError(path, None, "file is empty")
@@ -1156,9 +1193,7 @@ def read_bigleaf_csv(
     NEE/GPP/Reco µmol m-2 s-1 → gC m-2 d-1; ``*_qc`` are HH flags (0–3) applied with ``qc.max_flag``.
     """
     path = Path(path)
-    site = site or _site_like(path)
-    if site is None:
-        raise DataValidationError(path, "site", "cannot tell the site from the file name; pass site=")
+    site = site or _site_like(path) or _one_site_of_table(path, site_metadata)
     frame = _parse_table(path, _read_text(path).splitlines(), na_strings=("NA",))
     for col in ("year", "doy", "hour"):
         if col not in frame:

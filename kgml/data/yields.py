@@ -10,6 +10,7 @@ two-letter postal code; weekly weather is (county, year, week).
 from __future__ import annotations
 
 import calendar
+import io
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kgml.data.formats import files_of, is_gzip, one_file, open_bytes
 from kgml.data.schema import (
     DataValidationError,
     DataWarning,
@@ -40,6 +42,7 @@ __all__ = [
     "US_STATES",
     "bushels_per_acre_to_t_ha",
     "county_name",
+    "nass_state_crop",
     "read_khaki_corn",
     "read_nass_county",
     "read_county_locations",
@@ -48,6 +51,7 @@ __all__ = [
     "read_wallace_iowa",
     "read_you2017_soybean",
     "state_abbreviation",
+    "you2017_tables",
 ]
 
 # --- unit constants --------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def _check_last_row(path: Path, n_columns: int, sep: str) -> list[str]:
     """A text table cut short (a copy or download that stopped) ends without a newline: its last row with
     fewer fields than the header is an error (pandas would fill them with NaN, and a FIPS code cut in two
     makes a phantom county); a complete-looking last row is kept with a warning (its last value may be cut)."""
-    if path.suffix == ".gz" or not path.is_file():
+    if not path.is_file() or is_gzip(path):
         return []
     size = path.stat().st_size
     if size == 0:
@@ -183,12 +187,14 @@ def _read_table(path: Path, sep: str = ",", required: Sequence[str] = ()) -> pd.
         raise DataValidationError(path, None, "file not found")
     notes = []
     try:
-        if path.suffix != ".gz":
+        if not is_gzip(path):  # gzip by its magic bytes, whatever the file is called
             raw = path.read_bytes()
             header = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace")
             notes = _check_last_row(path, len(header.split(sep)), sep)
             check_field_counts(path, raw, sep)
-        df = pd.read_csv(path, sep=sep, low_memory=False)
+        else:
+            raw = open_bytes(path)
+        df = pd.read_csv(io.BytesIO(raw), sep=sep, low_memory=False)
     except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as err:
         if isinstance(err, DataValidationError):
             raise
@@ -362,16 +368,49 @@ def read_nass_county(
     return ds
 
 
-def read_you2017_soybean(folder: str | Path, *, high_quality: bool = False, validate: bool = True) -> xr.Dataset:
-    """The You et al. (2017) NASS county soybean table (``usda_nass_soybean_county_yield_you2017``)."""
+def you2017_tables(folder: str | Path) -> tuple[Path, Path | None]:
+    """(full table, high-quality subset or None) of a You et al. (2017) folder, recognised by content: the yield
+    tables (``year, state_fips, county_fips, soybean_yield_bu_per_acre``) whatever they are called; with two, the
+    high-quality one is the smaller, and its (year, county) rows must all be in the other."""
     folder = Path(folder)
-    name = "soybean_yield_county_highquality.csv" if high_quality else "soybean_yield_county.csv"
-    ds = read_nass_county(folder / name, "soybean", locations=folder / "county_locations.csv", validate=validate)
+    tables = files_of(folder, "you2017_yield")
+    if not tables or len(tables) > 2:
+        raise DataValidationError(folder, None, f"expected one or two NASS county yield tables (year, state_fips, "
+                                  f"county_fips, <crop>_yield_bu_per_acre), found {[p.name for p in tables] or 'none'}")
+    if len(tables) == 1:
+        return tables[0], None
+    keys = {p: pd.read_csv(io.BytesIO(open_bytes(p)), usecols=["year", "state_fips", "county_fips"]) for p in tables}
+    small, full = sorted(tables, key=lambda p: (len(keys[p]), p.name))
+    inner = keys[small].merge(keys[full].drop_duplicates(), how="left", indicator=True)
+    if len(keys[small]) == len(keys[full]) or (inner["_merge"] != "both").any():
+        raise DataValidationError(folder, None, f"two county yield tables {[p.name for p in tables]} but neither is a "
+                                  "subset of the other (the high-quality table is); pass the file to read_nass_county")
+    return full, small
+
+
+def read_you2017_soybean(folder: str | Path, *, high_quality: bool = False, validate: bool = True) -> xr.Dataset:
+    """The You et al. (2017) NASS county soybean table (``usda_nass_soybean_county_yield_you2017``); files are
+    recognised by content (`you2017_tables`, the county centroid table by its columns)."""
+    folder = Path(folder)
+    full, hq = you2017_tables(folder)
+    if high_quality and hq is None:
+        raise DataValidationError(folder, None, "no high-quality county table (a subset of the full one) in the folder")
+    ds = read_nass_county(hq if high_quality else full, "soybean",
+                          locations=one_file(folder, "county_locations", "county centroid table"), validate=validate)
     ds.attrs["references"] = "USDA NASS Quick Stats; You et al. (2017) AAAI-17 (Deep Gaussian Process for crop yield)"
     return ds
 
 
 # --- NASS state (agridat) --------------------------------------------------------------------------------
+
+
+def nass_state_crop(path: str | Path) -> str:
+    """The crop of an agridat ``nass.<crop>`` state table, from its name (the table's columns do not say)."""
+    crop = next((c for c in BUSHEL_WEIGHT_LB if c in Path(path).name.lower()), None)
+    if crop is None:
+        raise DataValidationError(path, None, f"cannot tell the crop from the file name; pass crop= one of "
+                                  f"{sorted(BUSHEL_WEIGHT_LB)}")
+    return crop
 
 
 def read_nass_state(path: str | Path, crop: str | None = None, *, validate: bool = True) -> xr.Dataset:
@@ -382,9 +421,7 @@ def read_nass_state(path: str | Path, crop: str | None = None, *, validate: bool
     """
     path = Path(path)
     if crop is None:
-        crop = next((c for c in BUSHEL_WEIGHT_LB if c in path.name.lower()), None)
-        if crop is None:
-            raise DataValidationError(path, None, f"cannot tell the crop from the file name; pass crop= one of {sorted(BUSHEL_WEIGHT_LB)}")
+        crop = nass_state_crop(path)
     df = _read_table(path, sep="\t", required=("year", "state", "acres", "yield"))
     states = [state_abbreviation(s, path) for s in df["state"]]
     years = _numeric_column(df, "year", path).astype(np.int64)
@@ -548,7 +585,7 @@ def read_khaki_corn(path: str | Path, *, validate: bool = True) -> xr.Dataset:
     ``path`` is the .csv.gz or its folder. The county label is the FIPS GEOID, looked up by state and name.
     """
     path = Path(path)
-    file = path / "corn_il40_weekly_weather_yield.csv.gz" if path.is_dir() else path
+    file = one_file(path, "khaki", "county corn yield + weekly weather table") if path.is_dir() else path
     weather_cols = [f"W_{i}_{j}" for i in range(1, len(KHAKI_WEATHER) + 1) for j in range(1, KHAKI_WEEKS + 1)]
     soil_cols = [f"S_{i}_{j}" for i in range(1, KHAKI_SOIL_PROPERTIES + 1) for j in range(1, len(KHAKI_SOIL_LAYERS) + 1)]
     plant_cols = [f"P_{k}" for k in range(1, KHAKI_PLANTING_WEEKS + 1)]

@@ -60,6 +60,7 @@ from kgml.config import (
 )
 from kgml.data import gridded as G
 from kgml.data.drivers import check_gridded_drivers
+from kgml.data.formats import is_netcdf
 from kgml.data.gridded import _resolution as res
 from kgml.experiment import (
     Run,
@@ -705,14 +706,25 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Metadata files that make a folder a zarr store (zarr v2 and v3 format specifications).
+_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
+
+
+def is_zarr_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr store: a folder with zarr's own metadata files, whatever it is called."""
+    return path.is_dir() and any((path / m).is_file() for m in _ZARR_MARKERS)
+
+
 def _expand(paths) -> list[Path]:
+    """Forcing files and stores: netCDF recognised by its magic bytes and zarr stores by their metadata, whatever
+    they are called; a folder gives the ones it holds."""
     out = []
     for p in [paths] if isinstance(paths, (str, Path)) else paths:
         p = Path(p)
-        if p.is_dir() and p.suffix != ".zarr":
-            found = sorted(p.glob("*.nc")) + sorted(p.glob("*.zarr"))
+        if p.is_dir() and not is_zarr_store(p):
+            found = sorted(q for q in p.iterdir() if (q.is_file() and is_netcdf(q)) or is_zarr_store(q))
             if not found:
-                raise FileNotFoundError(f"{p}: no .nc files or .zarr stores")
+                raise FileNotFoundError(f"{p}: no netCDF files or zarr stores")
             out += found
         elif not p.exists():
             raise FileNotFoundError(f"forcing file {p} does not exist")
@@ -741,7 +753,7 @@ def open_forcing(
     files = _expand(paths)
     pieces: dict[str, xr.DataArray] = {}
     for path in files:
-        if path.suffix == ".zarr":
+        if is_zarr_store(path):
             raw = xr.open_zarr(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=False))
         else:
             try:

@@ -11,12 +11,11 @@ import numpy as np
 import xarray as xr
 
 from kgml.data.assemble import DIURNAL_RANGE, _fill_short_gaps, fluxnet_daily, il_corn
+from kgml.data.formats import files_of, one_file
 from kgml.data.nldas_county import read_nldas_county_weather
 from kgml.data.stations import (
-    AMES_DATASET,
-    AMES_FILE,
-    CHAMPAIGN_DATASET,
-    CHAMPAIGN_FILE,
+    ames_file,
+    champaign_file,
     read_ames_ia,
     read_champaign_il,
 )
@@ -87,12 +86,11 @@ def _station_table(ds: xr.Dataset, station: str, state: str) -> xr.Dataset:
 
 
 def _load_ames_ia(root) -> tuple[xr.Dataset, list[str]]:
-    return _station_table(read_ames_ia(root), "Ames_IA", "IA"), [str(root / AMES_DATASET / AMES_FILE)]
+    return _station_table(read_ames_ia(root), "Ames_IA", "IA"), [str(ames_file(root))]
 
 
 def _load_champaign_il(root) -> tuple[xr.Dataset, list[str]]:
-    return _station_table(read_champaign_il(root), "Champaign_IL", "IL"), [
-        str(root / CHAMPAIGN_DATASET / CHAMPAIGN_FILE)]
+    return _station_table(read_champaign_il(root), "Champaign_IL", "IL"), [str(champaign_file(root))]
 
 
 def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
@@ -107,12 +105,12 @@ def _load_il_counties_daymet(root) -> tuple[xr.Dataset, list[str]]:
 
 def _load_il_counties_nldas(root) -> tuple[xr.Dataset, list[str]]:
     folder = root / "kgmlda_nldas2_county_daily_il2"
-    files = sorted(folder.glob("county_daily_inputs*.csv*"))
+    files = files_of(folder, "nldas_weather")  # recognised by their columns, whatever they are called
     if not files:
-        raise RealWeatherError(f"{folder}: no county_daily_inputs*.csv file")
+        raise RealWeatherError(f"{folder}: no county weather table (fips, Year, Day, Tair, ...)")
     ds = xr.merge([read_nldas_county_weather(f) for f in files], join="outer", compat="no_conflicts",
                   combine_attrs="drop")
-    locations = root / "usda_nass_soybean_county_yield_you2017" / "county_locations.csv"
+    locations = one_file(root / "usda_nass_soybean_county_yield_you2017", "county_locations", "county centroid table")
     table = read_county_locations(locations).reindex(ds["county"].values.astype(np.int64))
     if not np.isfinite(table["lat"].to_numpy(dtype=float)).all():
         unknown = ds["county"].values[~np.isfinite(table["lat"].to_numpy(dtype=float))].tolist()

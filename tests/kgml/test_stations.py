@@ -216,7 +216,7 @@ def test_default_generator_resource_loads_and_records_its_source():
     assert float(params.lat) == pytest.approx(42.03)
     text = (S._RESOURCE_DIR / S.DEFAULT_GENERATOR_RESOURCE).read_text()
     doc = json.loads(text)
-    assert doc["source"]["file"] == S.AMES_FILE and doc["fitted_on"] and doc["source"]["sha256"]
+    assert doc["source"]["file"] == S.ames_file().name and doc["fitted_on"] and doc["source"]["sha256"]
     w = W.generate_weather(params, jax.random.key(0), 365)
     assert float(w.tmax.mean()) == pytest.approx(14.9, abs=2.0)  # Ames annual mean tmax ≈ 14.9 °C
 
@@ -255,7 +255,7 @@ def test_real_champaign_schema_and_daily_golden(champaign, dataset_dir):
     years = champaign.time.dt.year.values
     assert years.min() == 1995 and years.max() == 2023 and not np.isin(years, [2014, 2015]).any()
     # independent aggregation of one day straight from the raw file
-    raw = pd.read_csv(dataset_dir(S.CHAMPAIGN_DATASET) / S.CHAMPAIGN_FILE)
+    raw = pd.read_csv(S.champaign_file(dataset_dir(S.CHAMPAIGN_DATASET).parent))
     day = raw[(raw.year == 2010) & (raw.doy == 200)]
     got = champaign.sel(time="2010-07-19")
     assert float(got.tmax) == pytest.approx(day.temp.max(), abs=1e-4)
