@@ -37,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def iter_commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()):
+    """(command words, parser) of every subcommand under ``parser`` (default: `build_parser`), depth first:
+    ``(("bench",), p)``, ``(("bench", "shift"), p)``, … — for the documentation's command reference and
+    the test of the flag conventions."""
+    parser = build_parser() if parser is None else parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from iter_commands(sub, (*prefix, name))
+
+
 #: Exit status of a command refused for bad input (a file, a value, a path), as argparse uses for bad options.
 EXIT_BAD_INPUT = 2
 
