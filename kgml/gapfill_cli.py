@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kgml.progress import error_stream
 
 _FLUX_CANDIDATES = ("NEE_VUT_REF", "NEE", "NEE_PI", "FC", "NEE_CUT_REF", "NEE_VUT_USTAR50")
 _SW_CANDIDATES = ("SW_IN_F", "SW_IN", "SW_IN_F_MDS", "SW_IN_PI_F", "Rg")
@@ -70,10 +71,10 @@ def _run(args) -> int:
         report = gapfill_file(
             args.file, args.out, flux=args.flux, method=args.method, sw_in=args.sw_in, tair=args.ta, vpd=args.vpd,
             max_flag=args.max_flag, min_fraction=args.min_fraction, use_qc=not args.ignore_qc,
-            fill_all=not args.gaps_only, overwrite=args.force,
+            fill_all=not args.gaps_only, overwrite=args.force, progress=True,
         )
     except (DataValidationError, FileExistsError, FileNotFoundError, ValueError, ImportError) as err:
-        print(f"kgml gapfill: error: {err}", file=sys.stderr)
+        print(f"kgml gapfill: error: {err}", file=error_stream())
         return 2
     for line in report.summary():
         print(line)
@@ -318,6 +319,7 @@ def gapfill_file(
     fill_all: bool = True,
     overwrite: bool = False,
     hybrid_config=None,
+    progress: bool = False,
 ) -> GapfillReport:
     """Gap-fill ``flux`` columns of ``path`` and write ``out`` in the same format with added columns.
 
@@ -325,7 +327,8 @@ def gapfill_file(
     or whose ``<COL>_QC`` fraction is below ``min_fraction`` (daily). Raises `DataValidationError` naming the
     file, column and problem for bad input; `FileExistsError` when ``out`` is the input (always) or exists
     (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`). ``hybrid_config``: a
-    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None).
+    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None); ``progress``: a
+    progress bar while the hybrid trains.
     """
     import warnings
 
@@ -412,7 +415,8 @@ def gapfill_file(
                 from kgml.fluxhybrid import HybridConfig, hybrid_gapfill
 
                 drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp), ("swc", swc)) if v is not None}
-                res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(), source=f"{path} {col}")
+                res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(), source=f"{path} {col}",
+                                     progress=progress)
                 qc = res.qc
                 sd = res.sd if fill_all else np.where(gaps, res.sd, np.nan)
                 cols = [res.filled, res.qc.astype(float), sd, res.gpp, res.reco]

@@ -195,8 +195,9 @@ def _explain(args) -> int:
     if forcing.attrs.get("resolution") == "monthly":
         months = np.unique(np.asarray(forcing.time.values).astype("datetime64[M]"))
         covered = np.isin(ds.time.values.astype("datetime64[M]"), months)
-    sens = A.driver_sensitivities(run, ds, drivers=args.drivers, mode=args.mode, day_mask=covered)
-    imp = A.permutation_importance(run, ds, drivers=args.drivers, n_repeats=args.repeats, day_mask=covered)
+    sens = A.driver_sensitivities(run, ds, drivers=args.drivers, mode=args.mode, day_mask=covered, progress=True)
+    imp = A.permutation_importance(run, ds, drivers=args.drivers, n_repeats=args.repeats, day_mask=covered,
+                                   progress=True)
     grid = A.to_grid(sens, cell, forcing.lat.values, forcing.lon.values)
     grid.attrs.update(Conventions="CF-1.8", title=f"kgml attribution: {run.config.name}",
                       forcing_sha256=forcing.attrs.get("forcing_sha256", ""), cells=int(cell.shape[1]))

@@ -63,7 +63,7 @@ def ustar_filtered(ds, choice: str):
     get = lambda v: np.asarray(ds[v].sel(site=site).values, np.float64)  # noqa: E731
     if choice == "auto":
         est = estimate_ustar_threshold(get("nee"), get("tair"), get("ustar"), get("sw_in"), ds.time.values,
-                                       n_boot=100, source=source)
+                                       n_boot=100, source=source, progress=True)
         threshold, details = est.threshold, {f"ustar_threshold_{k}": v for k, v in est.quantiles.items()}
     else:
         try:

@@ -225,8 +225,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=str(args.data_dir)))
         if run.split is None:
             raise ConfigError(f"{args.run}: the run records no site split; pass --data-dir to score it on other data")
-        ds = load_data(config)
-        pred = predict_dataset(run, ds)
+        ds = load_data(config, progress=True)
+        pred = predict_dataset(run, ds, progress=True)
         got = score_by_part(run, pred, ds)
         rows += [{**r, "dataset": config.data.source} for r in got]
         held_out = "test" if run.split.test.units else "val"  # as run_experiment scores
@@ -250,7 +250,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if not ds.sizes.get("site", 0):
                 continue
             try:
-                pred = predict_dataset(run, ds, missing_static="zero")
+                pred = predict_dataset(run, ds, missing_static="zero", progress=True)
             except (KeyError, ValueError) as err:
                 print(f"{name}: cannot evaluate ({err})")
                 continue
@@ -262,7 +262,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                     text.append(metrics_markdown(sel, f"{name}: {PART_TITLES[part]}"
                                                       f" ({len({r['key'] for r in sel if r['scope'] == 'site'})} sites)"))
         if not rows:
-            print(f"no {veg} sites with usable drivers found under {directory}")
+            from kgml.progress import error_stream
+
+            print(f"no {veg} sites with usable drivers found under {directory}", file=error_stream())
             return 1
     write_text_atomic(json.dumps(rows, indent=1, default=float) + "\n", out / "metrics.json")
     write_text_atomic("\n".join(text), out / "metrics.md")
@@ -291,9 +293,9 @@ def _predict(args: argparse.Namespace) -> int:
 
         check_drivers(ds, model_drivers(ds, run.config.data.features), args.data)  # errors name this file
     else:
-        ds = load_data(run.config)
+        ds = load_data(run.config, progress=True)
         guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])
-    pred = predict_dataset(run, ds, missing_static="zero" if args.data else "raise")
+    pred = predict_dataset(run, ds, missing_static="zero" if args.data else "raise", progress=True)
     write_netcdf_atomic(pred, args.out)
     cov = pred.get("driver_coverage")
     note = ""

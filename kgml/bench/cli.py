@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kgml.progress import error_stream
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmarks (distribution shift)",
@@ -78,7 +80,7 @@ def _shift(args: argparse.Namespace) -> int:
     from kgml.paths import DataNotFoundError, data_dir
 
     if args.seeds < 1:
-        print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=error_stream())
         return 2
     results = None
     if not args.no_results:
@@ -99,7 +101,7 @@ def _shift(args: argparse.Namespace) -> int:
             figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,
         )
     except SuiteUnavailable as err:
-        print(f"suite {args.suite!r} cannot run here: {err}", file=sys.stderr)
+        print(f"suite {args.suite!r} cannot run here: {err}", file=error_stream())
         return 2
     print(res.markdown)
     print(f"wrote {res.directory}")
@@ -115,14 +117,14 @@ def _summary(args: argparse.Namespace) -> int:
         chosen = [m.strip() for m in metrics.split(",") if m.strip()]
         bad = [m for m in chosen if m not in ("r2", "nse", "kge", "rmse")]
         if not sep or not chosen or bad:
-            print(f"--metric {item!r}: expected VARIABLE=M1[,M2] with metrics from r2, nse, kge, rmse", file=sys.stderr)
+            print(f"--metric {item!r}: expected VARIABLE=M1[,M2] with metrics from r2, nse, kge, rmse", file=error_stream())
             return 2
         by_var[var.strip()] = chosen
     try:
         md = summary_markdown(args.out, [s.strip() for s in args.suites.split(",")] if args.suites else None,
                               metrics_by_variable=by_var)
     except (FileNotFoundError, ValueError) as err:
-        print(f"kgml bench summary: {err}", file=sys.stderr)
+        print(f"kgml bench summary: {err}", file=error_stream())
         return 2
     print(md)
     return 0

@@ -53,11 +53,12 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def _summary(args) -> int:
     from kgml.data.summary import format_summary, summarise, summarise_folder
     from kgml.paths import DataNotFoundError, data_dir
+    from kgml.progress import error_stream, is_quiet
 
     try:
         root = data_dir(args.data_dir)
     except DataNotFoundError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=error_stream())
         return 2
     print(f"data directory: {root}\n")
     failures = 0
@@ -75,6 +76,8 @@ def _summary(args) -> int:
         failures += isinstance(result, str)
         print(format_summary(name, kind, result, seconds), flush=True)
         print()
+        if isinstance(result, str) and is_quiet():  # the summary above is silenced; the failure is not
+            print(f"kgml data summary: error: {name}: {result}", file=error_stream())
     return 1 if failures else 0
 
 
@@ -99,7 +102,7 @@ def _build(args) -> int:
     from kgml.io import write_netcdf_atomic
 
     options = parse_options(args.option)
-    ds = build(args.name, args.data_dir, **options)
+    ds = build(args.name, args.data_dir, progress=True, **options)
     path = write_netcdf_atomic(ds, args.out)
     dims = ", ".join(f"{k} {v}" for k, v in ds.sizes.items())
     targets = [v for v in ("nee", "gpp", "reco", "rsoil", "crop_yield", "nee_monthly") if v in ds]
