@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from kgml import __version__
+from kgml.cliopts import KeyValueAction, ListAction, add_alias, add_force  # noqa: F401 (public here too)
 
 _SUBCOMMAND_MODULES = (
     "kgml.bench.cli",

@@ -9,6 +9,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import KeyValueAction, ListAction, add_force
+
     data = subparsers.add_parser("data", help="inspect the real-data directory", description=__doc__)
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     summary = sub.add_parser(
@@ -17,8 +19,10 @@ def register(subparsers) -> None:
         description="Find every dataset kgml can read under DIR and print its sites, years, variables and "
         "coverage. DIR comes from --data-dir, the KGML_DATA environment variable, or ../shared/data.",
     )
-    summary.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
-    summary.add_argument("--only", nargs="*", default=None, help="only these dataset folders")
+    summary.add_argument("--data-dir", default=None, metavar="DIR",
+                         help="data directory (default: $KGML_DATA or ../shared/data)")
+    summary.add_argument("--only", action=ListAction, default=None, metavar="FOLDER",
+                         help="only these dataset folders (commas or spaces)")
     summary.add_argument(
         "--cache", nargs="?", const=True, default=False, metavar="DIR",
         help="keep processed COSORE and FLUXNET folders as netCDF and reuse them while their files are unchanged "
@@ -36,11 +40,13 @@ def register(subparsers) -> None:
         "([data] source = NAME, data_dir, options).",
     )
     build.add_argument("name", choices=sorted(BUILDERS), metavar="NAME", help="builder: " + ", ".join(sorted(BUILDERS)))
-    build.add_argument("--out", required=True, help="netCDF file to write")
-    build.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
-    build.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="a builder keyword option, VALUE a TOML value, e.g. --option 'sites=[\"US-Ne1\"]' "
-                       "--option min_days=90 (repeatable)")
+    build.add_argument("--out", required=True, metavar="FILE.nc", help="netCDF file to write")
+    add_force(build)
+    build.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="data directory (default: $KGML_DATA or ../shared/data)")
+    build.add_argument("--option", action=KeyValueAction, default=[],
+                       help="builder keyword options, VALUE a TOML value, e.g. --option 'sites=[\"US-Ne1\"]' "
+                       "min_days=90 (spaces, or repeat the option)")
     build.set_defaults(handler=_build)
     data.set_defaults(handler=lambda args: _help(data))
 
@@ -99,8 +105,9 @@ def parse_options(items) -> dict:
 
 def _build(args) -> int:
     from kgml.data.assemble import build
-    from kgml.io import write_netcdf_atomic
+    from kgml.io import refuse_existing, write_netcdf_atomic
 
+    refuse_existing([args.out], args.force)
     options = parse_options(args.option)
     ds = build(args.name, args.data_dir, progress=True, **options)
     path = write_netcdf_atomic(ds, args.out)

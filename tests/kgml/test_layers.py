@@ -18,7 +18,7 @@ PKG = ROOT / "kgml"
 
 #: (layer, regular expression on the dotted module name), lowest first.
 LAYERS = [
-    ("foundations", r"kgml(\.(variables|io|paths|config|metrics|machine|progress))?$"),
+    ("foundations", r"kgml(\.(variables|io|paths|config|metrics|machine|progress|cliopts))?$"),
     ("data", r"kgml\.(data(\.(?!cli$)\w+)?|drivers)$"),
     ("models", r"kgml\.(nn(\.\w+)?|models(\.\w+)?|hybrid|neural|losses|constraints)$"),
     ("runs", r"kgml\.(training|experiment|evaluation|uncertainty|synthetic)$"),
