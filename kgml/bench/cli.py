@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python benchmarks/shift.py --suite NAME ...`` (same options as ``kgml bench shift``)."""
     parser = argparse.ArgumentParser(prog="benchmarks/shift.py", description=__doc__)
     add_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
     args.argv = ["bench", "shift", *(sys.argv[1:] if argv is None else argv)]
+    if args.quiet:
+        from kgml.progress import quiet_output
+
+        with quiet_output():
+            return _shift(args)
     return _shift(args)
