@@ -332,8 +332,8 @@ def gapfill_file(
     or whose ``<COL>_QC`` fraction is below ``min_fraction`` (daily). Raises `DataValidationError` naming the
     file, column and problem for bad input; `FileExistsError` when ``out`` is the input (always) or exists
     (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`). ``hybrid_config``: a
-    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None); ``progress``: a
-    progress bar while the hybrid trains; ``seed``: of the gbm / rf fillers and of a default hybrid config.
+    `kgml.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None); ``progress``: progress
+    bars (MDS look-up stages, the hybrid's training); ``seed``: of the gbm / rf fillers and of a default hybrid config.
     """
     import warnings
 
@@ -412,7 +412,8 @@ def gapfill_file(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if method == "mds":
-                res = mds_gapfill(y, sw, ta, vp, steps_per_day=per_day, fill_all=fill_all, source=f"{path} {col}")
+                res = mds_gapfill(y, sw, ta, vp, steps_per_day=per_day, fill_all=fill_all, source=f"{path} {col}",
+                                  progress=progress)
                 cols = [res.filled, np.where(res.qc >= 0, res.qc, np.nan), res.sd, res.n.astype(float),
                         np.where(res.method > 0, res.method, np.nan), res.window]
                 qc = res.qc

@@ -106,7 +106,7 @@ def _partition(args: argparse.Namespace) -> int:
             units = {"lat": "degrees_north", "lon": "degrees_east", "utc_offset": "h"}[name]
             ds = ds.assign_coords({name: ("site", [value], {"units": units})})
     ds, threshold, details = ustar_filtered(ds, args.ustar, args.seed)
-    filled = mds_gapfill_dataset(ds, "nee")
+    filled = mds_gapfill_dataset(ds, "nee", progress=True)
     ds["nee_f"] = filled["nee_f"]
     parts = [ds[["nee", "nee_f"]]]
     methods = ("nighttime", "daytime") if args.method == "both" else (args.method,)
