@@ -34,6 +34,8 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "config_from_dict",
+    "config_reference",
+    "config_reference_markdown",
     "config_to_dict",
     "load_config",
     "merge_config",
@@ -341,6 +343,20 @@ def _key_comments(cls) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^\n]*#:\s*([^\n]*)$", src, re.M)}
 
 
+def _reference_rows(cls) -> list[tuple[str, str, str, str]]:
+    """(key, default as TOML/JSON, type, comment) of every non-table field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    notes = _key_comments(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = json.dumps(default) if isinstance(default, str) else json.dumps(config_to_dict(default))
+        rows.append((f.name, shown, _type_name(hints[f.name]), notes.get(f.name, "")))
+    return rows
+
+
 def config_reference() -> str:
     """Plain-text reference of every config section and key with its default, type and comment, generated
     from the config dataclasses (``kgml train --help`` prints it)."""
@@ -349,17 +365,28 @@ def config_reference() -> str:
         lines.append(f"[{section}]" if section != "experiment" else "top level (before any [section])")
         for para in (cls.__doc__ or "").strip().split("\n\n"):
             lines += textwrap.wrap(" ".join(para.split()), 100, initial_indent="  ", subsequent_indent="  ")
-        hints = typing.get_type_hints(cls)
-        notes = _key_comments(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            shown = json.dumps(default) if isinstance(default, str) else json.dumps(config_to_dict(default))
-            note = f"  # {notes[f.name]}" if f.name in notes else ""
-            lines.append(f"    {f.name} = {shown}  ({_type_name(hints[f.name])}){note}")
+        for name, shown, type_name, note in _reference_rows(cls):
+            lines.append(f"    {name} = {shown}  ({type_name})" + (f"  # {note}" if note else ""))
         lines.append("")
     return "\n".join(lines)
+
+
+def config_reference_markdown(heading_level: int = 2) -> str:
+    """Markdown reference of every config section and key (a table per section: key, default, type,
+    meaning), generated from the config dataclasses like `config_reference` (the documentation site's
+    configuration page is this text)."""
+    hashes = "#" * heading_level
+    out = []
+    for cls, section in _SECTION_NAMES.items():
+        title = f"`[{section}]`" if section != "experiment" else "Top level (before any `[section]`)"
+        out += [f"{hashes} {title}", "", f"`{cls.__module__}.{cls.__name__}`", ""]
+        out += [" ".join(p.split()) + "\n" for p in (cls.__doc__ or "").strip().split("\n\n")]
+        out += ["| key | default | type | meaning |", "|---|---|---|---|"]
+        for name, shown, type_name, note in _reference_rows(cls):
+            cell = shown.replace("|", "\\|")
+            out.append(f"| `{name}` | `{cell}` | `{type_name.replace('|', '∣')}` | {note.replace('|', '∣')} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def table_from_dict(cls, d: Mapping[str, Any], section: str):

@@ -65,6 +65,7 @@ from kgml.models.hybrid import (
     target_scales,
 )
 from kgml.models.neural import build_neural, matching_head_width
+from kgml.progress import bar
 from kgml.synthetic import build_model, make_corpus, soil_respiration_model
 from kgml.training import (
     CheckpointError,
@@ -126,7 +127,7 @@ def load_data(config: ExperimentConfig, *, progress: bool = False) -> xr.Dataset
     if data.source == "synthetic":
         ds = make_corpus(corpus_spec(data.corpus), progress=progress)
     elif builder_name(data.source):
-        ds = build(data.source, data.data_dir or None, **dict(data.options))
+        ds = build(data.source, data.data_dir or None, progress=progress, **dict(data.options))
     else:
         if data.options or data.data_dir:
             raise ConfigError(f"[data] options and data_dir apply to a dataset builder source "
@@ -425,7 +426,8 @@ def load_run(directory: str | os.PathLike, which: str = "best") -> Run:
 _predict_jit = eqx.filter_jit(predict)
 
 
-def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_static: str = "raise") -> xr.Dataset:
+def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_static: str = "raise",
+                    progress: bool = False) -> xr.Dataset:
     """Predictions of ``run`` for every whole window of every site of ``ds`` as a CF dataset (site, time) +
     (site, year) + learned parameters per site, with the site coordinates of ``ds``. ``missing_static="zero"``
     uses the training mean for static attributes that ``ds`` lacks (e.g. real towers vs a synthetic corpus).
@@ -436,7 +438,8 @@ def predict_dataset(run: Run, ds: xr.Dataset, *, batch_size: int = 64, missing_s
     parts = []
     n = len(data)
     size = min(batch_size, n)
-    for i in range(0, n, size):
+    for i in bar(range(0, n, size), desc="predicting (the first batch compiles)", unit="batch",
+                 disable=not progress, leave=False):
         # Every chunk has the same shape (the last is padded by repeating windows, then trimmed), so
         # prediction compiles once per model structure and batch size.
         idx = np.minimum(np.arange(i, i + size), n - 1)

@@ -199,6 +199,24 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def refuse_existing(outputs: Iterable, force: bool) -> None:
+    """The commands' ``--force`` rule: refuse (`FileExistsError`, one line) to replace any of ``outputs``
+    that exists — a file, or a folder with anything in it — unless ``force``. Call it before any work, with
+    every path the command will write (`guard_outputs` separately refuses inputs and run files, always)."""
+    if force:
+        return
+    found = []
+    for out in outputs:
+        if out is None:
+            continue
+        path = Path(out)
+        if path.is_file() or path.is_symlink() or (path.is_dir() and any(path.iterdir())):
+            found.append(path)
+    if found:
+        more = f" (and {len(found) - 1} more of its outputs)" if len(found) > 1 else ""
+        raise FileExistsError(f"{found[0]} exists{more}; pass --force to replace it")
+
+
 def guard_outputs(outputs: Iterable, inputs: Iterable = (), runs: Iterable = ()) -> None:
     """Refuse (`UnsafeOutputError`, one line) any of ``outputs`` that resolves — through symbolic links
     (``realpath``) or as a hard link (same device and inode) — to one of ``inputs`` (files, or folders: then

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from kgml.config import TrainConfig
 from kgml.io import apply_umask, atomic_path, fsync_path, write_text_atomic
+from kgml.progress import COMPILING_NOTE, is_quiet, note
 
 __all__ = [
     "CheckpointError",
@@ -409,7 +410,10 @@ def fit(
         history.append({"step": 0, **{f"val_{k}": v for k, v in ev.items()}})
         best_val, best_step, best_diff, evaluated = float(ev["monitor"]), 0, diff, True
     end = cfg.steps if max_steps_this_call is None else min(cfg.steps, start + max_steps_this_call)
-    bar = tqdm(total=cfg.steps, initial=start, desc=description, unit="step", disable=not progress, leave=False)
+    show = progress and not is_quiet()
+    if show and start < end:
+        note(f"{description}: {COMPILING_NOTE}" if description else COMPILING_NOTE)
+    bar = None  # made after the first (compiling) step, so that its rate and ETA count training steps only
     stopped = False
     step = start
     try:
@@ -419,7 +423,11 @@ def fit(
             step += 1
             for k, v in aux.items():
                 running[k] = running.get(k, 0.0) + float(v)
-            bar.update(1)
+            if bar is None:
+                bar = tqdm(total=cfg.steps, initial=step, desc=description, unit="step", disable=not show,
+                           leave=False)
+            else:
+                bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 count = cfg.eval_every if step % cfg.eval_every == 0 else (step % cfg.eval_every or cfg.eval_every)
                 record = {"step": step, **{f"train_{k}": v / count for k, v in running.items()}}
@@ -444,7 +452,8 @@ def fit(
             if directory is not None and step % cfg.checkpoint_every == 0:
                 checkpoint(step, False)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     checkpoint(step, stopped)
     final = eqx.combine(diff, static)
     best = eqx.combine(best_diff, static) if evaluated else final

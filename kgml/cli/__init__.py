@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from kgml import __version__
+from kgml.cliopts import KeyValueAction, ListAction, add_alias, add_force  # noqa: F401 (public here too)
 
 _SUBCOMMAND_MODULES = (
     "kgml.cli.bench",
@@ -31,10 +32,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kgml {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (default: one line naming the problem)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (progress, notes, results)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for _, sub in iter_commands(parser):
+        if not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            add_common_options(sub)
     return parser
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--debug``, on every command (`main` reads them anywhere on the line)."""
+    group = p.add_argument_group("output")
+    group.add_argument("--quiet", action="store_true",
+                       help="print nothing but errors: no progress bars, notes or results on the terminal "
+                            "(the files are written as usual)")
+    group.add_argument("--debug", action="store_true",
+                       help="show the full traceback of an error (default: one line naming the problem)")
+
+
+def iter_commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()):
+    """(command words, parser) of every subcommand under ``parser`` (default: `build_parser`), depth first:
+    ``(("bench",), p)``, ``(("bench", "shift"), p)``, … — for the documentation's command reference and
+    the test of the flag conventions."""
+    parser = build_parser() if parser is None else parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from iter_commands(sub, (*prefix, name))
 
 
 #: Exit status of a command refused for bad input (a file, a value, a path), as argparse uses for bad options.
@@ -51,17 +78,26 @@ def error_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # --debug is accepted anywhere on the line (before or after the subcommand)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    # --debug and --quiet are accepted anywhere on the line (before or after the subcommand)
+    debug, quiet = "--debug" in argv, "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+
+    def call() -> int:
+        if not quiet:
+            return int(args.handler(args) or 0)
+        from kgml.progress import quiet_output
+
+        with quiet_output():
+            return int(args.handler(args) or 0)
+
     if debug:
-        return int(args.handler(args) or 0)
+        return call()
     try:
-        return int(args.handler(args) or 0)
+        return call()
     except SystemExit as err:
         if isinstance(err.code, str):  # a handler's own refusal, e.g. "not a run directory"
             print(f"kgml {args.command}: error: {err.code}", file=sys.stderr)

@@ -7,8 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from kgml.progress import error_stream
+
 
 def register(subparsers) -> None:
+    from kgml.cliopts import KeyValueAction, ListAction, add_alias
+
     p = subparsers.add_parser("bench", help="benchmarks (distribution shift)",
                               description="Benchmark suites; see benchmarks/README.md.")
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH")
@@ -19,32 +23,40 @@ def register(subparsers) -> None:
     add_arguments(s)
     s.set_defaults(handler=_shift)
     t = sub.add_parser("summary", help="one compact table across the suites already run",
-                       description="Per suite found under --out, a row per model with the lead metric (NEE: R²; "
-                       "others: NSE) of each fold kind and target as median / bad tail over held-out sites, read "
-                       "from OUT/SUITE/metrics.nc (nothing is trained).")
-    t.add_argument("--out", default="runs/bench", help="where `kgml bench shift --out` wrote the suites")
-    t.add_argument("--suites", default=None, help="comma-separated suites (default: every one found)")
-    t.add_argument("--metric", action="append", default=[], metavar="VARIABLE=M1[,M2]",
-                   help="metrics shown for a target, from r2, nse, kge, rmse (e.g. nee=r2,rmse); repeatable")
+                       description="Per suite found under --bench-dir, a row per model with the lead metric (NEE: "
+                       "R²; others: NSE) of each fold kind and target as median / bad tail over held-out sites, "
+                       "read from DIR/SUITE/metrics.nc (nothing is trained or written).")
+    t.add_argument("--bench-dir", default="runs/bench", metavar="DIR",
+                   help="where `kgml bench shift --out DIR` wrote the suites (default: runs/bench)")
+    add_alias(t, "--out", "bench_dir")
+    t.add_argument("--suites", action=ListAction, default=None, metavar="SUITE",
+                   help="suites (commas or spaces; default: every one found)")
+    t.add_argument("--metric", action=KeyValueAction, default=[], metavar="VARIABLE=M1[,M2]",
+                   help="metrics shown for a target, from r2, nse, kge, rmse (e.g. nee=r2,rmse gpp=nse)")
     t.set_defaults(handler=_summary)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
+    from kgml.cliopts import ListAction
     from kgml.compare.suites import SUITES
 
     s.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite")
-    s.add_argument("--data-dir", default=None, help="real-data directory (default: KGML_DATA or ../shared/data)")
-    s.add_argument("--out", default="runs/bench", help="output directory (a sub-directory per suite)")
+    s.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="real-data directory (default: $KGML_DATA or ../shared/data)")
+    s.add_argument("--out", default="runs/bench", metavar="DIR",
+                   help="output directory, a sub-directory per suite (default: runs/bench); a run there resumes: "
+                        "finished (model, fold, seed) fits are kept, never replaced")
     s.add_argument("--quick", action="store_true", help="tiny: few sites, one fold of two kinds, a few steps")
-    s.add_argument("--models", default=None,
-                   help="comma-separated model slots (default: all): rf, gbm, lstm, process_global, "
+    s.add_argument("--models", action=ListAction, default=None, metavar="MODEL",
+                   help="model slots, commas or spaces (default: all): rf, gbm, lstm, process_global, "
                         "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
                         "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
                         "physics once per suite, fine-tuned per fold), hybrid_trend and process_trend (with the "
                         "technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
                         "yield_trend_rf (naive yield baselines)")
-    s.add_argument("--fold-kinds", default=None, help="comma-separated fold kinds to run (default: all)")
+    s.add_argument("--fold-kinds", action=ListAction, default=None, metavar="KIND",
+                   help="fold kinds to run, commas or spaces (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
     s.add_argument("--signature", default=None,
                    help="region-detection signature: theta, cycle, response or joined by + (default per suite)")
@@ -60,15 +72,16 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
     s.add_argument("--add-fold-kinds", action="store_true",
                    help="append the suite's fold kinds missing from its frozen folds (existing folds unchanged)")
-    s.add_argument("--folds-dir", default=None, help="where the frozen folds are (default: benchmarks/folds)")
+    s.add_argument("--folds-dir", default=None, metavar="DIR", help="where the frozen folds are (default: benchmarks/folds)")
     s.add_argument("--results", default=None,
                    help="markdown file to append the dated block to (default: benchmarks/RESULTS.md; "
                         "none with --quick)")
     s.add_argument("--no-results", action="store_true", help="do not append to a results file")
-    s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--no-figures", action="store_true", help="skip PNG figures")
     s.add_argument("--score-only", action="store_true",
                    help="train nothing: score the (model, fold) results already written (partial runs)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (results are still printed; --quiet prints nothing but errors)")
 
 
 def _shift(args: argparse.Namespace) -> int:
@@ -78,7 +91,7 @@ def _shift(args: argparse.Namespace) -> int:
     from kgml.paths import DataNotFoundError, data_dir
 
     if args.seeds < 1:
-        print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=error_stream())
         return 2
     results = None
     if not args.no_results:
@@ -91,15 +104,15 @@ def _shift(args: argparse.Namespace) -> int:
     try:
         res = run_suite(
             args.suite, data_dir=args.data_dir, out=args.out, quick=args.quick,
-            models=[m.strip() for m in args.models.split(",")] if args.models else None,
+            models=args.models or None,
             progress=not args.no_progress, results_md=results, folds_dir=args.folds_dir,
             freeze=args.freeze_folds, add_fold_kinds=args.add_fold_kinds, max_folds=args.max_folds,
-            fold_kinds=[k.strip() for k in args.fold_kinds.split(",")] if args.fold_kinds else None,
+            fold_kinds=args.fold_kinds or None,
             signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
             figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,
         )
     except SuiteUnavailable as err:
-        print(f"suite {args.suite!r} cannot run here: {err}", file=sys.stderr)
+        print(f"suite {args.suite!r} cannot run here: {err}", file=error_stream())
         return 2
     print(res.markdown)
     print(f"wrote {res.directory}")
@@ -115,14 +128,14 @@ def _summary(args: argparse.Namespace) -> int:
         chosen = [m.strip() for m in metrics.split(",") if m.strip()]
         bad = [m for m in chosen if m not in ("r2", "nse", "kge", "rmse")]
         if not sep or not chosen or bad:
-            print(f"--metric {item!r}: expected VARIABLE=M1[,M2] with metrics from r2, nse, kge, rmse", file=sys.stderr)
+            print(f"--metric {item!r}: expected VARIABLE=M1[,M2] with metrics from r2, nse, kge, rmse", file=error_stream())
             return 2
         by_var[var.strip()] = chosen
     try:
-        md = summary_markdown(args.out, [s.strip() for s in args.suites.split(",")] if args.suites else None,
+        md = summary_markdown(args.bench_dir, args.suites or None,
                               metrics_by_variable=by_var)
     except (FileNotFoundError, ValueError) as err:
-        print(f"kgml bench summary: {err}", file=sys.stderr)
+        print(f"kgml bench summary: {err}", file=error_stream())
         return 2
     print(md)
     return 0
@@ -132,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python benchmarks/shift.py --suite NAME ...`` (same options as ``kgml bench shift``)."""
     parser = argparse.ArgumentParser(prog="benchmarks/shift.py", description=__doc__)
     add_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
     args.argv = ["bench", "shift", *(sys.argv[1:] if argv is None else argv)]
+    if args.quiet:
+        from kgml.progress import quiet_output
+
+        with quiet_output():
+            return _shift(args)
     return _shift(args)

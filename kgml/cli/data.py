@@ -9,6 +9,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import KeyValueAction, ListAction, add_force
+
     data = subparsers.add_parser("data", help="inspect the real-data directory", description=__doc__)
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     summary = sub.add_parser(
@@ -17,8 +19,10 @@ def register(subparsers) -> None:
         description="Find every dataset kgml can read under DIR and print its sites, years, variables and "
         "coverage. DIR comes from --data-dir, the KGML_DATA environment variable, or ../shared/data.",
     )
-    summary.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
-    summary.add_argument("--only", nargs="*", default=None, help="only these dataset folders")
+    summary.add_argument("--data-dir", default=None, metavar="DIR",
+                         help="data directory (default: $KGML_DATA or ../shared/data)")
+    summary.add_argument("--only", action=ListAction, default=None, metavar="FOLDER",
+                         help="only these dataset folders (commas or spaces)")
     summary.add_argument("--site", default=None,
                          help="site ID of single-site tower or station files whose names do not carry it (the "
                          "FLUXNET / AmeriFlux / ICOS convention, e.g. FLX_US-Ne1_..., US-Ne1_...) and whose folder "
@@ -40,11 +44,13 @@ def register(subparsers) -> None:
         "([data] source = NAME, data_dir, options).",
     )
     build.add_argument("name", choices=sorted(BUILDERS), metavar="NAME", help="builder: " + ", ".join(sorted(BUILDERS)))
-    build.add_argument("--out", required=True, help="netCDF file to write")
-    build.add_argument("--data-dir", default=None, help="data directory (default: $KGML_DATA or ../shared/data)")
-    build.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="a builder keyword option, VALUE a TOML value, e.g. --option 'sites=[\"US-Ne1\"]' "
-                       "--option min_days=90 (repeatable)")
+    build.add_argument("--out", required=True, metavar="FILE.nc", help="netCDF file to write")
+    add_force(build)
+    build.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="data directory (default: $KGML_DATA or ../shared/data)")
+    build.add_argument("--option", action=KeyValueAction, default=[],
+                       help="builder keyword options, VALUE a TOML value, e.g. --option 'sites=[\"US-Ne1\"]' "
+                       "min_days=90 (spaces, or repeat the option)")
     build.set_defaults(handler=_build)
     data.set_defaults(handler=lambda args: _help(data))
 
@@ -57,11 +63,12 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def _summary(args) -> int:
     from kgml.data.summary import format_summary, summarise, summarise_folder
     from kgml.paths import DataNotFoundError, data_dir
+    from kgml.progress import error_stream, is_quiet
 
     try:
         root = data_dir(args.data_dir)
     except DataNotFoundError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=error_stream())
         return 2
     if args.site is not None and not args.only:
         raise ValueError("--site names the site of the folders given with --only")
@@ -81,6 +88,8 @@ def _summary(args) -> int:
         failures += isinstance(result, str)
         print(format_summary(name, kind, result, seconds), flush=True)
         print()
+        if isinstance(result, str) and is_quiet():  # the summary above is silenced; the failure is not
+            print(f"kgml data summary: error: {name}: {result}", file=error_stream())
     return 1 if failures else 0
 
 
@@ -102,12 +111,13 @@ def parse_options(items) -> dict:
 
 def _build(args) -> int:
     from kgml.data.assemble import build
-    from kgml.io import guard_outputs, write_netcdf_atomic
+    from kgml.io import guard_outputs, refuse_existing, write_netcdf_atomic
     from kgml.paths import data_dir
 
     guard_outputs([args.out], [data_dir(args.data_dir)])  # nothing written inside the data it reads (item 1)
+    refuse_existing([args.out], args.force)
     options = parse_options(args.option)
-    ds = build(args.name, args.data_dir, **options)
+    ds = build(args.name, args.data_dir, progress=True, **options)
     path = write_netcdf_atomic(ds, args.out)
     dims = ", ".join(f"{k} {v}" for k, v in ds.sizes.items())
     targets = [v for v in ("nee", "gpp", "reco", "rsoil", "crop_yield", "nee_monthly") if v in ds]

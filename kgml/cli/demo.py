@@ -16,6 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
+from kgml.cliopts import add_alias, add_force
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,11 +26,13 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
+    add_force(p)
     p.add_argument("--sites-per-state", type=int, default=8, help="process-model table: sites per state and vegetation")
     p.add_argument("--years", type=int, default=4, help="process-model table: simulated years per site")
     p.add_argument("--seed", type=int, default=0, help="random seed (weather, parameters, networks)")
-    p.add_argument("--no-figure", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    add_alias(p, "--no-figure", "no_figures", action="store_true")
     p.add_argument("--no-hybrid", action="store_true", help="only the process-model part")
     p.add_argument("--quick", action="store_true", help="tiny hybrid sizes (a smoke run, not a result)")
     p.set_defaults(handler=_run)
@@ -36,18 +40,19 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from kgml.compare.demo import DemoSizes, run_demo
-    from kgml.io import guard_outputs
+    from kgml.io import guard_outputs, refuse_existing
     from kgml.paths import find_data_dir
 
     # the demo reads the real weather station files: its outputs must not land on them
     guard_outputs([Path(args.out)], [find_data_dir()])
+    refuse_existing([Path(args.out)], args.force)
     t0 = time.perf_counter()
     result = run_demo(
         out_dir=Path(args.out),
         sites_per_state=args.sites_per_state,
         years=args.years,
         seed=args.seed,
-        figure=not args.no_figure,
+        figure=not args.no_figures,
         hybrid=not args.no_hybrid,
         sizes=DemoSizes.quick() if args.quick else DemoSizes(),
     )

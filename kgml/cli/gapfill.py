@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kgml.progress import error_stream
 
 _FLUX_CANDIDATES = ("NEE_VUT_REF", "NEE", "NEE_PI", "FC", "NEE_CUT_REF", "NEE_VUT_USTAR50")
 _SW_CANDIDATES = ("SW_IN_F", "SW_IN", "SW_IN_F_MDS", "SW_IN_PI_F", "Rg")
@@ -36,6 +37,8 @@ _MISSING = -9999.0
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import ListAction, add_force
+
     p = subparsers.add_parser(
         "gapfill",
         help="gap-fill NEE (or another flux) of a FLUXNET / REddyProc file by MDS, ML or the flux hybrid; same format out, added columns",
@@ -43,9 +46,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", help="input file (FLUXNET-format CSV[.gz], REddyProc table, or DateTime CSV)")
-    p.add_argument("--out", required=True, help="output file (never the input; .gz compresses)")
-    p.add_argument("--flux", action="append", default=None, metavar="COLUMN",
-                   help=f"column to fill (repeatable; default: the first of {', '.join(_FLUX_CANDIDATES)})")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (never the input; .gz compresses)")
+    p.add_argument("--flux", action=ListAction, default=None, metavar="COLUMN",
+                   help=f"columns to fill, commas or spaces (default: the first of {', '.join(_FLUX_CANDIDATES)})")
     p.add_argument("--method", choices=_METHODS, default="mds",
                    help="mds: marginal distribution sampling (default); gbm / rf: ML filler (needs scikit-learn); "
                         "hybrid: the flux hybrid (NEE = Reco(TA) - LUE x SW_IN), also writes its GPP and Reco")
@@ -59,7 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--ignore-qc", action="store_true", help="only -9999/NA values are gaps")
     p.add_argument("--gaps-only", action="store_true",
                    help="estimate gaps only (default also estimates measured steps, for the _SD uncertainty)")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists (never the input)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the gbm / rf / hybrid fillers (MDS is deterministic; default 0)")
+    add_force(p)
     p.set_defaults(handler=_run)
 
 
@@ -70,10 +75,10 @@ def _run(args) -> int:
         report = gapfill_file(
             args.file, args.out, flux=args.flux, method=args.method, sw_in=args.sw_in, tair=args.ta, vpd=args.vpd,
             max_flag=args.max_flag, min_fraction=args.min_fraction, use_qc=not args.ignore_qc,
-            fill_all=not args.gaps_only, overwrite=args.force,
+            fill_all=not args.gaps_only, overwrite=args.force, progress=True, seed=args.seed,
         )
     except (DataValidationError, FileExistsError, FileNotFoundError, ValueError, ImportError) as err:
-        print(f"kgml gapfill: error: {err}", file=sys.stderr)
+        print(f"kgml gapfill: error: {err}", file=error_stream())
         return 2
     for line in report.summary():
         print(line)
@@ -319,6 +324,8 @@ def gapfill_file(
     fill_all: bool = True,
     overwrite: bool = False,
     hybrid_config=None,
+    progress: bool = False,
+    seed: int = 0,
 ) -> GapfillReport:
     """Gap-fill ``flux`` columns of ``path`` and write ``out`` in the same format with added columns.
 
@@ -326,7 +333,8 @@ def gapfill_file(
     or whose ``<COL>_QC`` fraction is below ``min_fraction`` (daily). Raises `DataValidationError` naming the
     file, column and problem for bad input; `FileExistsError` when ``out`` is the input (always) or exists
     (unless ``overwrite``). The output is written atomically (`kgml.io.atomic_path`). ``hybrid_config``: a
-    `kgml.fluxsite.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None).
+    `kgml.fluxsite.fluxhybrid.HybridConfig` for ``method="hybrid"`` (default settings when None); ``progress``: progress
+    bars (MDS look-up stages, the hybrid's training); ``seed``: of the gbm / rf fillers and of a default hybrid config.
     """
     import warnings
 
@@ -405,7 +413,8 @@ def gapfill_file(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if method == "mds":
-                res = mds_gapfill(y, sw, ta, vp, steps_per_day=per_day, fill_all=fill_all, source=f"{path} {col}")
+                res = mds_gapfill(y, sw, ta, vp, steps_per_day=per_day, fill_all=fill_all, source=f"{path} {col}",
+                                  progress=progress)
                 cols = [res.filled, np.where(res.qc >= 0, res.qc, np.nan), res.sd, res.n.astype(float),
                         np.where(res.method > 0, res.method, np.nan), res.window]
                 qc = res.qc
@@ -413,7 +422,8 @@ def gapfill_file(
                 from kgml.fluxsite.fluxhybrid import HybridConfig, hybrid_gapfill
 
                 drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp), ("swc", swc)) if v is not None}
-                res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(), source=f"{path} {col}")
+                res = hybrid_gapfill(y, drivers, starts, config=hybrid_config or HybridConfig(seed=seed), source=f"{path} {col}",
+                                     progress=progress)
                 qc = res.qc
                 sd = res.sd if fill_all else np.where(gaps, res.sd, np.nan)
                 cols = [res.filled, res.qc.astype(float), sd, res.gpp, res.reco]
@@ -421,7 +431,8 @@ def gapfill_file(
                              f"sd calibration factor {res.fit.calibration:.2f}, {res.fit.seconds:.1f} s")
             else:
                 drivers = {k: v for k, v in (("sw_in", sw), ("tair", ta), ("vpd", vp)) if v is not None}
-                res = ml_gapfill(y, drivers, starts, model=method, fill_all=fill_all, source=f"{path} {col}")
+                res = ml_gapfill(y, drivers, starts, model=method, fill_all=fill_all, source=f"{path} {col}",
+                                 seed=seed)
                 qc = res.qc
                 cols = [res.filled, np.where(res.qc >= 0, res.qc, np.nan), res.sd]
         clash = [col + s for s, _ in suffixes if col + s in table.columns]

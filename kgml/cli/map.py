@@ -26,8 +26,10 @@ _FORCING_HELP = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from kgml.cliopts import KeyValueAction, ListAction, add_force
+
     p.add_argument("runs", nargs="+", metavar="RUN", help=_DEMO_HELP)
-    p.add_argument("--forcing", nargs="+", required=True, metavar="FILE", help=_FORCING_HELP)
+    p.add_argument("--forcing", action=ListAction, required=True, metavar="FILE", help=_FORCING_HELP)
     p.add_argument("--bbox", default=None, help="lat_min,lat_max,lon_min,lon_max (degrees; lon in [-180, 180))")
     p.add_argument("--chunk", type=int, default=32, help="cells per block along lat and lon (default 32)")
     p.add_argument("--scheduler", default=None,
@@ -36,17 +38,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", default="auto", choices=("auto", "model", "fast"),
                    help="model: encoder + heads + physics per cell-year; fast: parameters once per cell, then "
                         "physics (only for runs whose parameters ignore the encoder); auto: fast when exact")
-    p.add_argument("--assume", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--assume", action=KeyValueAction, default=[],
                    help="override a DriverAssumptions field, e.g. precip=1.5 relative_humidity=0.8")
     p.add_argument("--train-demo", action="store_true", help="train a demonstration run into missing RUN dirs")
     p.add_argument("--demo-steps", type=int, default=60, help="training steps of a demonstration run")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the --train-demo runs (member i gets SEED+i); explain: also of the cell sample "
+                        "and the permutations (default 0)")
+    p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
+    add_force(p)
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import ListAction
+
     p = subparsers.add_parser("map", help="map a trained run over gridded forcing (CF netCDF, budgets, PNG)",
                               description=__doc__ + "\n" + _DEMO_HELP)
     _common(p)
-    p.add_argument("--out", required=True, help="output netCDF (OUT.nc; also OUT.png, OUT_budget.md/.csv)")
+    p.add_argument("--out", required=True, metavar="FILE.nc",
+                   help="output netCDF (FILE.nc; beside it FILE.png, FILE_budget.md/.csv)")
     p.add_argument("--land-cover", default=None, metavar="FILE:VAR",
                    help="(lat, lon) land-cover labels on the forcing grid for per-class budgets")
     p.set_defaults(handler=_map)
@@ -56,10 +66,12 @@ def register(subparsers) -> None:
                               "model, permutation importance, learned-parameter maps, on the forcing's cells. "
                               + _DEMO_HELP)
     _common(p)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--max-cells", type=int, default=2000, help="seeded sample of cells (default 2000)")
-    p.add_argument("--drivers", nargs="+", default=["tair", "sw_in", "vpd", "precip"])
-    p.add_argument("--mode", default="physics", choices=("physics", "total"))
+    p.add_argument("--drivers", action=ListAction, default=["tair", "sw_in", "vpd", "precip"],
+                   help="drivers to attribute to (default: tair, sw_in, vpd, precip)")
+    p.add_argument("--mode", default="physics", choices=("physics", "total"),
+                   help="physics: shift the process model's drivers only; total: the network's inputs too")
     p.add_argument("--repeats", type=int, default=3, help="permutation repeats")
     p.set_defaults(handler=_explain)
 
@@ -67,8 +79,8 @@ def register(subparsers) -> None:
                               description="Map the baseline and the forcing with deltas; write both maps, the "
                               "difference maps (netCDF + PNG) and a table of budget changes. " + _DEMO_HELP)
     _common(p)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--name", default="scenario")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--name", default="scenario", help="scenario name in titles and tables")
     p.add_argument("--warming", type=float, default=0.0, help="°C added to air (and soil) temperature")
     p.add_argument("--precip-change", type=float, default=0.0, help="fractional change of precipitation (-0.1)")
     p.add_argument("--co2", type=float, default=None, help="CO2 mole fraction (ppm)")
@@ -92,12 +104,13 @@ def _assumptions(items):
 
 def _guard(args, outputs) -> None:
     """Refuse outputs that would overwrite the forcing, the land cover or a run's files (`kgml.io.guard_outputs`)."""
-    from kgml.io import guard_outputs
+    from kgml.io import guard_outputs, refuse_existing
 
     inputs = list(args.forcing)
     if getattr(args, "land_cover", None):
         inputs.append(args.land_cover.partition(":")[0])
     guard_outputs(outputs, inputs, args.runs)
+    refuse_existing([o for o in outputs if not Path(o).is_dir()], args.force)
 
 
 def _runs(args):
@@ -111,8 +124,8 @@ def _runs(args):
             if not args.train_demo:
                 raise SystemExit(f"{path}: not a run directory (no checkpoint/meta.json); train one with "
                                  "`kgml train` or pass --train-demo for a demonstration run")
-            print(f"training demonstration run {path} (seed {i}, {args.demo_steps} steps)")
-            train_demo_run(path, seed=i, steps=args.demo_steps)
+            print(f"training demonstration run {path} (seed {args.seed + i}, {args.demo_steps} steps)")
+            train_demo_run(path, seed=args.seed + i, steps=args.demo_steps, progress=True)
         out.append(load_run(path))
     return out
 
@@ -168,7 +181,7 @@ def _map(args) -> int:
     write_csv_atomic(table, f"{stem}_budget.csv")
     md = budget_markdown(table, f"Budgets: {ds.attrs['title']}")
     write_text_atomic(md, f"{stem}_budget.md")
-    fig = plot_maps(ds, f"{stem}.png", title=ds.attrs["title"])
+    fig = None if args.no_figures else plot_maps(ds, f"{stem}.png", title=ds.attrs["title"])
     print(md)
     print(f"mapped {int(ds.mapped.sum())} of {ds.mapped.size} cells × {ds.sizes['time']} months in "
           f"{time.perf_counter() - t0:.1f} s; wrote {out}, {stem}_budget.md/.csv" + (f", {fig}" if fig else ""))
@@ -189,14 +202,15 @@ def _explain(args) -> int:
     run = runs[0]
     forcing = _forcing(args)
     assumptions = _assumptions(args.assume)
-    ds, cell, _ = grid_sites(forcing, run.config, assumptions=assumptions, max_cells=args.max_cells)
+    ds, cell, _ = grid_sites(forcing, run.config, assumptions=assumptions, max_cells=args.max_cells, seed=args.seed)
     covered = np.isin(ds.time.values.astype("datetime64[D]"),
                       np.unique(np.asarray(forcing.time.values).astype("datetime64[D]")))
     if forcing.attrs.get("resolution") == "monthly":
         months = np.unique(np.asarray(forcing.time.values).astype("datetime64[M]"))
         covered = np.isin(ds.time.values.astype("datetime64[M]"), months)
-    sens = A.driver_sensitivities(run, ds, drivers=args.drivers, mode=args.mode, day_mask=covered)
-    imp = A.permutation_importance(run, ds, drivers=args.drivers, n_repeats=args.repeats, day_mask=covered)
+    sens = A.driver_sensitivities(run, ds, drivers=args.drivers, mode=args.mode, day_mask=covered, progress=True)
+    imp = A.permutation_importance(run, ds, drivers=args.drivers, n_repeats=args.repeats, day_mask=covered,
+                                   seed=args.seed, progress=True)
     grid = A.to_grid(sens, cell, forcing.lat.values, forcing.lon.values)
     grid.attrs.update(Conventions="CF-1.8", title=f"kgml attribution: {run.config.name}",
                       forcing_sha256=forcing.attrs.get("forcing_sha256", ""), cells=int(cell.shape[1]))
@@ -206,14 +220,14 @@ def _explain(args) -> int:
     md = A.importance_markdown(imp, f"Permutation importance (NEE), {cell.shape[1]} cells")
     write_text_atomic(md, out / "importance.md")
     figs = []
-    for flux in ("nee", "gpp"):
+    for flux in () if args.no_figures else ("nee", "gpp"):
         figs.append(A.sensitivity_figure(grid, out / f"sensitivity_{flux}.png", flux=flux, drivers=args.drivers,
                                          importance=imp if flux == "nee" else None,
                                          title=f"{run.config.name}: d{flux}/d driver ({args.mode}), parameters"))
     means = {k: float(np.nanmean(sens[k].values)) for k in sens.data_vars if k.startswith("dnee_")}
     print(md)
     print("mean NEE sensitivities:", {k: f"{v:.4g}" for k, v in means.items()})
-    print(f"wrote {out / 'sensitivity.nc'}, {', '.join(str(f) for f in figs if f)}")
+    print(f"wrote {out / 'sensitivity.nc'}" + "".join(f", {f}" for f in figs if f))
     return 0
 
 
@@ -250,9 +264,9 @@ def _scenario(args) -> int:
     write_map(res["baseline"], out / "baseline.nc")
     write_map(res["scenario"], out / "scenario.nc")
     write_map(res["difference"], out / "difference.nc")
-    fig = plot_maps(res["difference"], out / "difference.png",
-                    [v for v in res["difference"].data_vars if str(v).startswith("d_")],
-                    title=f"{scen.name}: {scen.describe()} (scenario − baseline)")
+    fig = None if args.no_figures else plot_maps(
+        res["difference"], out / "difference.png", [v for v in res["difference"].data_vars if str(v).startswith("d_")],
+        title=f"{scen.name}: {scen.describe()} (scenario − baseline)")
     table = res["budget"]
     write_csv_atomic(table, out / "budget_changes.csv")
     cols = [c for c in table.columns if c.endswith("_change") or c in ("group", "label", "cells")]

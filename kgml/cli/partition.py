@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import add_force
+
     p = subparsers.add_parser(
         "partition", help="u* filtering and night-time / daytime partitioning of NEE into GPP and Reco",
         description="Read a REddyProc table (Year DoY Hour NEE ... or DateTime CSV), the REddyProc example netCDF "
@@ -18,7 +20,8 @@ def register(subparsers) -> None:
         "(Lasslop et al. 2010). Writes a CF netCDF with nee, nee_f, gpp_*, reco_* (g m-2 d-1 of carbon) and the "
         "threshold.")
     p.add_argument("file", help="input record (REddyProc .txt/.csv, REddyProc .nc, FLUXNET HH/HR .csv)")
-    p.add_argument("--out", required=True, help="output netCDF")
+    p.add_argument("--out", required=True, metavar="FILE.nc", help="output netCDF")
+    add_force(p)
     p.add_argument("--method", choices=("nighttime", "daytime", "both"), default="both",
                    help="partitioning method (default: both)")
     p.add_argument("--ustar", default="auto", metavar="auto|none|VALUE",
@@ -27,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--lat", type=float, default=None, help="latitude (°N) for potential radiation")
     p.add_argument("--lon", type=float, default=None, help="longitude (°E) for potential radiation")
     p.add_argument("--utc-offset", type=float, default=None, help="hours of local standard time ahead of UTC")
+    p.add_argument("--seed", type=int, default=0, help="seed of the u* threshold's bootstrap (default 0)")
     p.set_defaults(handler=_partition)
 
 
@@ -60,7 +64,7 @@ def read_record(path: Path, site: str | None = None):
                               "expected a REddyProc table or netCDF, a FLUXNET table or an AmeriFlux BASE file)")
 
 
-def ustar_filtered(ds, choice: str):
+def ustar_filtered(ds, choice: str, seed: int = 0):
     """``ds`` with night-time NEE below the u* threshold set missing, and the threshold (NaN: not filtered)."""
     import numpy as np
 
@@ -78,7 +82,7 @@ def ustar_filtered(ds, choice: str):
     get = lambda v: np.asarray(ds[v].sel(site=site).values, np.float64)  # noqa: E731
     if choice == "auto":
         est = estimate_ustar_threshold(get("nee"), get("tair"), get("ustar"), get("sw_in"), ds.time.values,
-                                       n_boot=100, source=source)
+                                       n_boot=100, seed=seed, source=source, progress=True)
         threshold, details = est.threshold, {f"ustar_threshold_{k}": v for k, v in est.quantiles.items()}
     else:
         try:
@@ -100,10 +104,11 @@ def _partition(args: argparse.Namespace) -> int:
 
     from kgml.fluxsite.gapfill import mds_gapfill_dataset
     from kgml.fluxsite.partition import partition_dataset
-    from kgml.io import guard_outputs, write_netcdf_atomic
+    from kgml.io import guard_outputs, refuse_existing, write_netcdf_atomic
 
     path = Path(args.file)
     guard_outputs([args.out], [path])  # never the input (issue 16 item 1), before reading it
+    refuse_existing([args.out], args.force)
     ds = read_record(path, args.site)
     if ds.sizes["site"] != 1:
         raise ValueError(f"{path}: one site per file, found {ds.sizes['site']}")
@@ -111,8 +116,8 @@ def _partition(args: argparse.Namespace) -> int:
         if value is not None:
             units = {"lat": "degrees_north", "lon": "degrees_east", "utc_offset": "h"}[name]
             ds = ds.assign_coords({name: ("site", [value], {"units": units})})
-    ds, threshold, details = ustar_filtered(ds, args.ustar)
-    filled = mds_gapfill_dataset(ds, "nee")
+    ds, threshold, details = ustar_filtered(ds, args.ustar, args.seed)
+    filled = mds_gapfill_dataset(ds, "nee", progress=True)
     ds["nee_f"] = filled["nee_f"]
     parts = [ds[["nee", "nee_f"]]]
     methods = ("nighttime", "daytime") if args.method == "both" else (args.method,)

@@ -13,6 +13,7 @@ VEGETATION_IGBP = {"maize": ("CRO",), "soybean": ("CRO",), "grassland": ("GRA",)
 
 
 def register(subparsers) -> None:
+    from kgml.cliopts import add_alias, add_force
     from kgml.config import config_reference
 
     p = subparsers.add_parser(
@@ -26,10 +27,13 @@ def register(subparsers) -> None:
         epilog="CONFIG KEYS (TOML; every key is optional, shown with its default):\n\n" + config_reference())
     p.add_argument("config", help="TOML config: keys below; [data] source names the data (synthetic, a dataset "
                    "builder such as fluxnet_daily, or a netCDF file)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--force", action="store_true",
-                   help="with --resume: continue even though CONFIG differs from the run's (both are recorded)")
+    add_force(p, "; with --resume: continue even though CONFIG differs from the run's (both are recorded)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="real-data directory of a builder [data] source (default: the config's data_dir, else "
+                        "$KGML_DATA or ../shared/data); recorded in RUN/config.json")
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the config's seed); recorded")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
     p.set_defaults(handler=_train)
 
@@ -38,8 +42,10 @@ def register(subparsers) -> None:
                               "the keys that change, e.g. [data] source, [train] steps/trainable.")
     p.add_argument("run", help="directory of the pretrained run")
     p.add_argument("config", help="TOML delta applied to RUN's config")
-    p.add_argument("--out", default=None, help="run directory (default: RUN-finetune)")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: RUN-finetune)")
+    add_force(p)
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: RUN's seed or the delta's)")
+    p.add_argument("--no-figures", action="store_true", help="skip PNG figures")
     p.set_defaults(handler=_finetune)
 
     p = subparsers.add_parser("evaluate", help="score a trained run: its own held-out sites, or every site under a "
@@ -52,17 +58,24 @@ def register(subparsers) -> None:
                               "and FLUXNET-style daily tower folder under DIR (sites of the run's vegetation by IGBP), "
                               "with the sites the run was trained on reported separately.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data-dir", default=None, help="directory to read the data from (default: the run's own source)")
-    p.add_argument("--out", default=None, help="where to write metrics (default: RUN/evaluate)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory to read the data from (default: the run's own source)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for metrics.json and metrics.md (default: RUN/evaluate)")
+    add_force(p)
     p.add_argument("--all-sites", action="store_true", help="do not filter sites by IGBP class (survey of --data-dir)")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("predict", help="predict with a trained run",
                               description="Predictions (CF netCDF) for the sites of a (site, time) netCDF dataset, "
-                              "or, without --data, for the run's own data.")
+                              "or, without --dataset, for the run's own data.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data", default=None, help="netCDF dataset with drivers (default: the run's data source)")
-    p.add_argument("--out", required=True, help="output netCDF")
+    p.add_argument("--dataset", default=None, metavar="FILE.nc",
+                   help="(site, time) netCDF dataset with drivers, e.g. from `kgml data build` (default: the "
+                        "run's own data)")
+    add_alias(p, "--data", "dataset")
+    p.add_argument("--out", required=True, metavar="FILE.nc", help="output netCDF")
+    add_force(p)
     p.set_defaults(handler=_predict)
 
 
@@ -79,15 +92,28 @@ def _train_inputs(cfg, config_path) -> tuple[list, list]:
     return inputs, [cfg.init_from] if cfg.init_from else []
 
 
+def _overrides(cfg, args):
+    """``cfg`` with the command line's ``--seed`` and ``--data-dir`` (they are recorded with the run)."""
+    import dataclasses
+
+    if getattr(args, "seed", None) is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    if getattr(args, "data_dir", None) is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(args.data_dir)))
+    return cfg
+
+
 def _train(args: argparse.Namespace) -> int:
     from kgml.config import load_config
     from kgml.experiment import run_experiment
-    from kgml.io import guard_outputs
+    from kgml.io import guard_outputs, refuse_existing
 
-    cfg = load_config(args.config)
+    cfg = _overrides(load_config(args.config), args)
     out = Path(args.out or Path("runs") / cfg.name)
     inputs, runs = _train_inputs(cfg, args.config)
     guard_outputs(run_outputs(out), inputs, runs)
+    if not args.resume:
+        refuse_existing(run_outputs(out), args.force)
     result = run_experiment(cfg, out, figures=not args.no_figures, resume=args.resume, force=args.force)
     print(result["markdown"])
     print(f"wrote {out}")
@@ -102,12 +128,13 @@ def _finetune(args: argparse.Namespace) -> int:
 
     base = load_run(args.run)
     cfg = merge_config(base.config, load_delta(args.config))
-    cfg = dataclasses.replace(cfg, init_from=str(Path(args.run).resolve()))
+    cfg = _overrides(dataclasses.replace(cfg, init_from=str(Path(args.run).resolve())), args)
     out = Path(args.out or f"{str(args.run).rstrip('/')}-finetune")
-    from kgml.io import guard_outputs
+    from kgml.io import guard_outputs, refuse_existing
 
     inputs, runs = _train_inputs(cfg, args.config)
     guard_outputs(run_outputs(out), inputs, [*runs, args.run])
+    refuse_existing(run_outputs(out), args.force)
     result = run_experiment(cfg, out, figures=not args.no_figures)
     print(result["markdown"])
     print(f"wrote {out}")
@@ -209,11 +236,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kgml.config import ConfigError
     from kgml.data.assemble import builder_name
     from kgml.experiment import load_data, load_run, metrics_markdown, predict_dataset
-    from kgml.io import guard_outputs, write_text_atomic
+    from kgml.io import guard_outputs, refuse_existing, write_text_atomic
     from kgml.paths import data_dir
 
     out = Path(args.out or Path(args.run) / "evaluate")
     guard_outputs([out / "metrics.json", out / "metrics.md"], [args.data_dir], [args.run])
+    refuse_existing([out / "metrics.json", out / "metrics.md"], args.force)
     run = load_run(args.run)
     veg = run.config.data.vegetation
     rows, text = [], []
@@ -224,8 +252,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=str(args.data_dir)))
         if run.split is None:
             raise ConfigError(f"{args.run}: the run records no site split; pass --data-dir to score it on other data")
-        ds = load_data(config)
-        pred = predict_dataset(run, ds)
+        ds = load_data(config, progress=True)
+        pred = predict_dataset(run, ds, progress=True)
         got = score_by_part(run, pred, ds)
         rows += [{**r, "dataset": config.data.source} for r in got]
         held_out = "test" if run.split.test.units else "val"  # as run_experiment scores
@@ -249,7 +277,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if not ds.sizes.get("site", 0):
                 continue
             try:
-                pred = predict_dataset(run, ds, missing_static="zero")
+                pred = predict_dataset(run, ds, missing_static="zero", progress=True)
             except (KeyError, ValueError) as err:
                 print(f"{name}: cannot evaluate ({err})")
                 continue
@@ -261,7 +289,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                     text.append(metrics_markdown(sel, f"{name}: {PART_TITLES[part]}"
                                                       f" ({len({r['key'] for r in sel if r['scope'] == 'site'})} sites)"))
         if not rows:
-            print(f"no {veg} sites with usable drivers found under {directory}")
+            from kgml.progress import error_stream
+
+            print(f"no {veg} sites with usable drivers found under {directory}", file=error_stream())
             return 1
     write_text_atomic(json.dumps(rows, indent=1, default=float) + "\n", out / "metrics.json")
     write_text_atomic("\n".join(text), out / "metrics.md")
@@ -274,25 +304,26 @@ def _predict(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from kgml.experiment import load_data, load_run, predict_dataset
-    from kgml.io import guard_outputs, write_netcdf_atomic
+    from kgml.io import guard_outputs, refuse_existing, write_netcdf_atomic
 
-    guard_outputs([args.out], [args.data], [args.run])
+    guard_outputs([args.out], [args.dataset], [args.run])
+    refuse_existing([args.out], args.force)
     run = load_run(args.run)
-    if args.data:
+    if args.dataset:
         from kgml.data.schema import DataValidationError
 
         try:
-            with xr.open_dataset(args.data) as f:
+            with xr.open_dataset(args.dataset) as f:
                 ds = f.load()
         except (OSError, ValueError) as err:
-            raise DataValidationError(args.data, None, f"cannot open as netCDF: {err}") from None
+            raise DataValidationError(args.dataset, None, f"cannot open as netCDF: {err}") from None
         from kgml.data.drivers import check_drivers, model_drivers
 
-        check_drivers(ds, model_drivers(ds, run.config.data.features), args.data)  # errors name this file
+        check_drivers(ds, model_drivers(ds, run.config.data.features), args.dataset)  # errors name this file
     else:
-        ds = load_data(run.config)
+        ds = load_data(run.config, progress=True)
         guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])
-    pred = predict_dataset(run, ds, missing_static="zero" if args.data else "raise")
+    pred = predict_dataset(run, ds, missing_static="zero" if args.dataset else "raise", progress=True)
     write_netcdf_atomic(pred, args.out)
     cov = pred.get("driver_coverage")
     note = ""

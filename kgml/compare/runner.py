@@ -81,6 +81,7 @@ from kgml.io import concat_sites, write_netcdf_atomic, write_text_atomic
 from kgml.machine import machine_line
 from kgml.metrics import add_metric_units
 from kgml.models.hybrid import target_scales
+from kgml.progress import is_quiet, note
 from kgml.synthetic import DRIVERS, STATES, CorpusSpec, StateClimate, build_model, make_corpus
 from kgml.variables import VARIABLES
 
@@ -843,7 +844,10 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
     status: dict[str, str] = {}
     unavailable: set[tuple[str, str]] = set()  # (model, fold kind): e.g. per-unit baselines on held-out units
     jobs = [(kind, split, s, m) for kind, splits in folds.items() for split in splits for s in cfgs for m in models]
-    bar = tqdm(jobs, desc=desc or f"bench {suite.name}", unit="fit", disable=not progress)
+    if progress and not score_only and jobs:
+        note(f"bench {suite.name}: {len(jobs)} fits; compiling each model at its first fit (seconds to a "
+             "minute each) …")
+    bar = tqdm(jobs, desc=desc or f"bench {suite.name}", unit="fit", disable=not progress or is_quiet())
     contexts: dict[tuple[str, int], FoldContext] = {}
     for kind, split, s, m in bar:
         fold_dir = directory / "folds" / kind / split.name

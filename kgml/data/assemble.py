@@ -1019,10 +1019,12 @@ def builder_options(name: str) -> list[str]:
     return [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
 
 
-def build(name: str, data_dir: str | os.PathLike | None = None, **options) -> xr.Dataset:
+def build(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False, **options) -> xr.Dataset:
     """The dataset of builder ``name`` (a `BUILDERS` key, optionally with the ``kgml.data.assemble.`` prefix)
     read from ``data_dir`` (default: ``$KGML_DATA`` or ../shared/data) with the builder's keyword ``options``
-    (e.g. ``sites``, ``datasets``, ``counties``, ``years``); unknown names and options are errors."""
+    (e.g. ``sites``, ``datasets``, ``counties``, ``years``); unknown names and options are errors.
+    ``progress``: a progress bar over the files read, for the builders that read many (a builder's own
+    ``progress`` option, where it has one, wins)."""
     key = builder_name(name)
     if key is None:
         raise ValueError(f"unknown dataset builder {name!r}; builders are {sorted(BUILDERS)}")
@@ -1030,4 +1032,6 @@ def build(name: str, data_dir: str | os.PathLike | None = None, **options) -> xr
     bad = sorted(set(options) - set(allowed))
     if bad:
         raise ValueError(f"dataset builder {key!r} has no option {bad[0]!r}; its options are {allowed}")
+    if progress and "progress" in allowed:
+        options = {"progress": True, **options}
     return BUILDERS[key](data_dir, **options)

@@ -40,6 +40,7 @@ from jaxtyping import Array, Float
 
 from kgml.data.schema import DataValidationError
 from kgml.fluxsite.features import calibration_split, time_features
+from kgml.progress import COMPILING_NOTE, bar, note
 from process_models.parameters import ParameterSpec
 from process_models.temperature import q10_response
 
@@ -487,6 +488,7 @@ def fit_flux_model(
     validation: np.ndarray | None = None,
     min_observed: int = 100,
     source: object = None,
+    progress: bool = False,
 ) -> HybridFit:
     """Train a deep ensemble of `FluxHybrid` (``model="hybrid"``) or `FluxNeural` (``"neural"``) on the observed
     values of ``flux`` (NaN = not observed; any units, e.g. gC m-2 d-1 or µmol m-2 s-1) and predict every step.
@@ -538,10 +540,18 @@ def fit_flux_model(
     waited = np.zeros(config.members, dtype=int)
     batch = min(config.batch, _bucket(train_idx.size, 64))
     steps = 0
+    if progress:
+        note(f"flux {model}: {COMPILING_NOTE}")
+    ticker = None  # made after the first (compiling) chunk, so that its rate counts training steps only
     while steps < config.max_steps:
         batches = jnp.asarray(rng.choice(train_idx, size=(config.members, config.eval_every, batch)).astype(np.int32))
         params, opt_state, val_loss = _train_chunk(params, opt_state, static, optimiser, data, batches, val_idx_j, val_w)
         steps += config.eval_every
+        if ticker is None:
+            ticker = bar(total=config.max_steps, initial=steps, desc=f"flux {model} ({config.members} members)",
+                         unit="step", disable=not progress, leave=False)
+        else:
+            ticker.update(config.eval_every)
         val_loss = np.asarray(val_loss)
         improved = val_loss < best_loss
         best_loss = np.where(improved, val_loss, best_loss)
@@ -549,6 +559,8 @@ def fit_flux_model(
         best = _keep_improved(best, params, jnp.asarray(improved))
         if np.all(waited >= config.patience):
             break
+    if ticker is not None:
+        ticker.close()
 
     fluxes, q10 = _predict(best, static, *data[:4])
     nee_m, gpp_m, reco_m = (np.asarray(a, dtype=np.float64)[:, :n] * y_scale for a in fluxes)
@@ -608,6 +620,7 @@ def hybrid_gapfill(
     config: HybridConfig = HybridConfig(),
     record: bool = True,
     source: object = None,
+    progress: bool = False,
 ) -> HybridFillResult:
     """Fill the gaps (NaN) of a flux series with the flux hybrid (or ``model="neural"``) trained on the series' own
     observations. ``drivers``: ``sw_in`` (W m-2) and ``tair`` (°C) required, ``vpd`` (hPa) and ``swc`` (%) used
@@ -626,7 +639,7 @@ def hybrid_gapfill(
         t, drivers.get("sw_in"), drivers.get("tair"), drivers.get("vpd"), drivers.get("swc"),
         flux=np.where(val, np.nan, y) if record else None, source=source,
     )
-    fit = fit_flux_model(y, inputs, model=model, config=config, validation=val, source=source)
+    fit = fit_flux_model(y, inputs, model=model, config=config, validation=val, source=source, progress=progress)
     filled = np.where(observed, y, fit.nee)
     qc = np.where(observed, 0, np.where(inputs.interpolated, 2, 1)).astype(np.int8)
     return HybridFillResult(filled, fit.nee, fit.sd, qc, fit.gpp, fit.reco, fit)

@@ -17,6 +17,7 @@ import xarray as xr
 from kgml.data.schema import DataValidationError
 from kgml.fluxsite.features import calibration_split, time_features
 from kgml.fluxsite.fluxhybrid import hybrid_gapfill
+from kgml.progress import bar
 
 __all__ = [
     "FILL_METHODS",
@@ -233,6 +234,7 @@ def mds_gapfill(
     max_gap_days: float = 60.0,
     fill_all: bool = False,
     source: object = None,
+    progress: bool = False,
 ) -> MDSResult:
     """Marginal distribution sampling (Reichstein et al. 2005, Appendix A) exactly as REddyProc's sMDSGapFill.
 
@@ -262,6 +264,7 @@ def mds_gapfill(
         fill_all: also estimate every observed step (its own value included, as REddyProc's ``FillAll``),
             giving ``sd`` everywhere for uncertainty budgets. Gap values are the same either way.
         source: file or dataset name used in error messages.
+        progress: a progress bar over the look-up stages (seconds on a year of half-hours).
     """
     y = _as_float("flux", flux, None, source)
     n = y.size
@@ -309,7 +312,7 @@ def mds_gapfill(
     tol_all = np.stack([sw_tol, np.full(n, tair_tolerance), np.full(n, vpd_tolerance)], axis=1) if full else sw_tol[:, None]
     obs_met = met_all[obs_pos]
 
-    for kind, days in _SCHEDULE:
+    for kind, days in bar(_SCHEDULE, desc="MDS look-ups", unit="stage", disable=not progress, leave=False):
         targets = np.flatnonzero(todo)
         if targets.size == 0:
             break

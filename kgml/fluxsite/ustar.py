@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgml.progress import bar
+
 __all__ = ["UstarThreshold", "estimate_ustar_threshold", "fw2_threshold", "seasons_of", "ustar_filter"]
 
 NIGHT_SW_IN = 10.0  #: W m-2; REddyProc usControlUstarSubsetting swThr
@@ -166,11 +168,12 @@ def estimate_ustar_threshold(
     n_boot: int = 0,
     seed: int = 0,
     source: object = None,
+    progress: bool = False,
 ) -> UstarThreshold:
     """u* threshold (m s-1) of a half-hourly or hourly record by the moving-point test (module docstring).
     ``nee`` measured NEE (any flux unit: only its shape against u* matters; NaN where missing or gap-filled),
     ``tair`` °C, ``ustar`` m s-1, ``sw_in`` W m-2, ``times`` datetime64. Defaults are REddyProc's
-    (usControlUstarEst, usControlUstarSubsetting). ``n_boot`` > 0 adds the 5/50/95 % bootstrap quantiles."""
+    (usControlUstarEst, usControlUstarSubsetting). ``n_boot`` > 0 adds the 5/50/95 % bootstrap quantiles (``progress``: a bar over the draws)."""
     arrays = [np.asarray(a, np.float64).ravel() for a in (nee, tair, ustar, sw_in)]
     times = np.asarray(times)
     if any(a.size != times.size for a in arrays):
@@ -194,7 +197,7 @@ def estimate_ustar_threshold(
     if n_boot:
         rng = np.random.default_rng(seed)
         draws = []
-        for _ in range(n_boot):
+        for _ in bar(range(n_boot), desc="u* bootstrap", unit="draw", disable=not progress, leave=False):
             idx = np.concatenate([rng.choice(np.flatnonzero(season == s), size=int((season == s).sum()))
                                   for s in np.unique(season)])
             draws.append(_estimate(*(a[idx] for a in x), season[idx], year[idx], opts)[0])

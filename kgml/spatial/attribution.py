@@ -18,6 +18,7 @@ import xarray as xr
 
 from kgml.experiment import predict_dataset, windows
 from kgml.io import pyplot, write_png_atomic
+from kgml.progress import bar
 from kgml.spatial.mapping import require_hybrid
 
 __all__ = [
@@ -85,6 +86,7 @@ def driver_sensitivities(
     mode: str = "physics",
     day_mask: np.ndarray | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> xr.Dataset:
     """∂(mean GPP, Reco, NEE)/∂(driver) per site: the derivative of each flux's mean over the window's days
     (those in ``day_mask`` (time,) when given, e.g. the covered months of a short record) with respect to a
@@ -121,7 +123,8 @@ def driver_sensitivities(
     n = len(data)
     size = min(batch_size, n)
     vals, jacs = [], []
-    for i in range(0, n, size):
+    for i in bar(range(0, n, size), desc="sensitivities (the first batch compiles)", unit="batch",
+                 disable=not progress, leave=False):
         idx = np.minimum(np.arange(i, i + size), n - 1)
         inp = jax.tree_util.tree_map(lambda a, idx=idx: a[idx], data.inputs)
         v, j = _jac_jit()(run.model, inp, weights[idx], fields, scale, mode)
@@ -177,6 +180,7 @@ def permutation_importance(
     seed: int = 0,
     day_mask: np.ndarray | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ):
     """Permutation importance of each driver group: the drivers' whole series are shuffled between sites
     (seeded, ``n_repeats`` times) and the RMSE of ``target`` against a reference is measured. The reference
@@ -208,9 +212,12 @@ def permutation_importance(
     base_err = rmse(base, ref) if observed else 0.0
     rng = np.random.default_rng(seed)
     rows = []
+    ticker = bar(total=len(drivers) * n_repeats, desc="permutation importance", unit="permutation",
+                 disable=not progress, leave=False)
     for d in drivers:
         names = [f for f in DRIVER_GROUPS[d] if f in ds]
         if not names:
+            ticker.update(n_repeats)
             continue
         errs = []
         for _ in range(n_repeats):
@@ -222,8 +229,10 @@ def permutation_importance(
                 shuffled[f] = (ds[f].dims, ds[f].transpose("site", ...).values[perm], ds[f].attrs)
             p = predict(shuffled).sel(time=base.time.values)
             errs.append(rmse(p, ref) - base_err)
+            ticker.update(1)
         rows.append({"driver": d, "importance": float(np.mean(errs)), "sd": float(np.std(errs)),
                      "units": "gC m-2 d-1 (RMSE increase)", "reference": "observed" if observed else "unpermuted model"})
+    ticker.close()
     return pd.DataFrame(rows)
 
 

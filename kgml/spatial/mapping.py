@@ -73,6 +73,7 @@ from kgml.experiment import (
 )
 from kgml.io import atomic_path, cf_encode, pyplot, write_png_atomic
 from kgml.models.hybrid import HybridModel
+from kgml.progress import dask_progress
 from kgml.synthetic import make_corpus
 from kgml.variables import convert_units, get_variable
 from process_models import constants as C
@@ -822,7 +823,8 @@ def _compute(arr, scheduler):
     import dask
 
     if scheduler is None or scheduler in ("threads", "sync", "synchronous", "processes", "single-threaded"):
-        return dask.compute(arr, scheduler=scheduler or "threads")[0]
+        with dask_progress(scheduler):
+            return dask.compute(arr, scheduler=scheduler or "threads")[0]
     from distributed import Client
 
     if isinstance(scheduler, Client):
