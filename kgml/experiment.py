@@ -303,7 +303,8 @@ def _new_neural(config: ExperimentConfig, prepared: Prepared, key):
         width = matching_head_width(count_parameters(hybrid) - shared, hidden=m.hidden, embed_dim=m.embed_dim,
                                     annual=prepared.task.annual)
     return build_neural(key=key, **_shared_sizes(config, prepared), head_width=width, annual=prepared.task.annual,
-                        scales=prepared.scales, means=prepared.means)
+                        scales=prepared.scales, means=prepared.means, technology_trend=m.technology_trend,
+                        technology_reference_year=m.technology_reference_year)
 
 
 def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridModel:

@@ -52,8 +52,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="model slots, commas or spaces (default: all): rf, gbm, lstm, process_global, "
                         "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
                         "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
-                        "physics once per suite, fine-tuned per fold), hybrid_trend and process_trend (with the "
-                        "technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
+                        "physics once per suite, fine-tuned per fold), hybrid_trend, hybrid_per_region_trend, "
+                        "neural_trend and process_trend (with the technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
                         "yield_trend_rf (naive yield baselines)")
     s.add_argument("--fold-kinds", action=ListAction, default=None, metavar="KIND",
                    help="fold kinds to run, commas or spaces (default: all)")

@@ -13,8 +13,9 @@ with region embeddings of regions *detected* from the training sites' fluxes,
 of its physics layer (`pretrained_run`, cached in ``<out>/<suite>/pretrained``), fine-tuned per fold with
 hybrid_global's budget.
 
-Yield suites add ``hybrid_trend`` / ``process_trend`` (hybrid_global / process_global with the bounded
-technology trend on yield potential, `kgml.models.hybrid.TechnologyTrend`) and the naive baselines of
+Yield suites add ``hybrid_trend`` / ``hybrid_per_region_trend`` / ``neural_trend`` / ``process_trend``
+(hybrid_global / hybrid_per_region / neural / process_global with the bounded technology trend on yield
+potential, `kgml.models.hybrid.TechnologyTrend`; the network's yield head output is scaled by it) and the naive baselines of
 `kgml.compare.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
@@ -90,7 +91,7 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
-          "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf")
+          "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -102,6 +103,8 @@ MODEL_LABELS = {
     "hybrid_region_aware": "hybrid, region-aware (detected regions)",
     "hybrid_pretrained": "hybrid, pretrained on synthetic data, fine-tuned",
     "hybrid_trend": "hybrid, one global model + bounded technology trend on yield potential",
+    "hybrid_per_region_trend": "hybrid, one model per region + bounded technology trend on yield potential",
+    "neural_trend": "neural network, same size, no physics + bounded technology trend on its yield",
     "process_trend": "process model, one global calibration + bounded technology trend",
     "yield_unit_mean": "naive: per-unit mean of the training years",
     "yield_unit_trend": "naive: per-unit linear trend of the training years",
@@ -420,6 +423,17 @@ def _hybrid_trend(ctx: FoldContext) -> xr.Dataset:
     return ctx.predict(run, ctx.heldout_ds())
 
 
+def _hybrid_per_region_trend(ctx: FoldContext) -> xr.Dataset:
+    return ctx.per_region(trend_config(ctx.config, ctx.suite))
+
+
+def _neural_trend(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("neural")
+    cfg = trend_config(ctx.config, ctx.suite)
+    run = ctx.train(_replace(cfg, name=f"{cfg.name}-neural", model={"kind": "neural"}))
+    return ctx.predict(run, ctx.heldout_ds())
+
+
 def _process_trend(ctx: FoldContext) -> xr.Dataset:
     _kind_available("process")
     run = ctx.train(trend_config(_replace(ctx.config, name=f"{ctx.config.name}-process", model={"kind": "process"}),
@@ -678,7 +692,8 @@ SLOTS = {
     "process_global": _process_global, "process_per_region": _process_per_region, "neural": _neural,
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
-    "hybrid_trend": _hybrid_trend, "process_trend": _process_trend,
+    "hybrid_trend": _hybrid_trend, "hybrid_per_region_trend": _hybrid_per_region_trend,
+    "neural_trend": _neural_trend, "process_trend": _process_trend,
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:

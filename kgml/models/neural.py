@@ -20,7 +20,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from kgml.models.base import AbstractNetworkModel
-from kgml.models.hybrid import DAYS_PER_YEAR, Predictions, SiteWindow, site_embedding
+from kgml.models.hybrid import (
+    DAYS_PER_YEAR,
+    Predictions,
+    SiteWindow,
+    TechnologyTrend,
+    _annual_yield,
+    site_embedding,
+)
 from kgml.models.nn.encoders import TemporalEncoder
 from kgml.models.nn.location import LocationEncoder
 from kgml.models.nn.site_attention import SiteAttention
@@ -75,7 +82,10 @@ class NeuralModel(AbstractNetworkModel):
     ``Rsoil_t = s_rsoil·softplus(·)`` (all ≥ 0, gC m-2 d-1) and ``NEE_t = Reco_t − GPP_t`` exactly. The yield
     head is an MLP of [site embedding, mean of h_t over each whole calendar year of the window] giving
     ``yield = s_yield·softplus(·)`` (t ha-1) per year; without a yield head (``annual=False``) the yield is
-    NaN. Not predicted, hence NaN: ``et``, ``lai`` and the physics-only fluxes. ``residual``, ``theta``,
+    NaN. With a ``technology`` trend (`kgml.models.hybrid.TechnologyTrend`, the hybrid's bounded trend on
+    yield potential) the head's yield is scaled by the trend's factor of each calendar year, as the hybrid's
+    physics yield is: a network that sees no year otherwise cannot extrapolate a technology trend. Not
+    predicted, hence NaN: ``et``, ``lai`` and the physics-only fluxes. ``residual``, ``theta``,
     ``theta_daily`` and ``unconstrained`` are empty dicts. Output layers start at zero weights with biases
     that put every output at its target's mean (the initial prediction is that constant).
     """
@@ -88,6 +98,7 @@ class NeuralModel(AbstractNetworkModel):
     flux_head: eqx.nn.MLP
     yield_head: eqx.nn.MLP | None
     flux_scales: tuple[float, ...] = eqx.field(static=True)
+    technology: TechnologyTrend | None = None
     yield_scale: float = eqx.field(static=True, default=1.0)
     use_summary: bool = eqx.field(static=True, default=True)
 
@@ -131,7 +142,7 @@ class NeuralModel(AbstractNetworkModel):
         nan = jnp.full((h_seq.shape[0],), jnp.nan)
         return Predictions(
             gpp=gpp, reco=reco, nee=nee, rsoil=f["rsoil"], et=nan, lai=nan,
-            crop_yield=self.annual_yield(h_seq, emb), gpp_physics=nan, reco_physics=nan, rsoil_physics=nan,
+            crop_yield=_annual_yield(self.technology, self.annual_yield(h_seq, emb), w), gpp_physics=nan, reco_physics=nan, rsoil_physics=nan,
             residual={}, theta={}, theta_daily={}, unconstrained={},
         )
 
@@ -173,12 +184,16 @@ def build_neural(
     scales: Mapping[str, float] | None = None,
     means: Mapping[str, float] | None = None,
     use_summary: bool = True,
+    technology_trend: bool = False,
+    technology_reference_year: float = 2000.0,
 ) -> NeuralModel:
     """Assemble a `NeuralModel`: encoder, location encoder, embedding and site attention built exactly as by
     `kgml.models.hybrid.build_hybrid` with the same arguments; flux and yield heads of ``head_width`` (use
     `matching_head_width` for a model as large as a given hybrid). ``scales`` (target name → typical
     spread, e.g. the loss scales) sets the output scales of gpp, reco, rsoil and crop_yield (default 1);
-    ``means`` (target name → mean observed value) their initial values (default: the scale)."""
+    ``means`` (target name → mean observed value) their initial values (default: the scale).
+    ``technology_trend``: the yields are scaled by a learned, bounded `TechnologyTrend` (factor 1 at
+    ``technology_reference_year``), as in `kgml.models.hybrid.build_hybrid`."""
     if head_width < 1:
         raise ValueError(f"head_width must be >= 1, got {head_width}")
     if not use_summary and not location:
@@ -215,4 +230,5 @@ def build_neural(
         encoder=enc, location=loc, embed=embed, context_proj=ctx_proj, site_attention=att, flux_head=flux,
         yield_head=yhead, flux_scales=tuple(scales[k] for k in FLUX_OUTPUTS), yield_scale=scales["crop_yield"],
         use_summary=use_summary,
+        technology=TechnologyTrend.create(technology_reference_year) if technology_trend else None,
     )

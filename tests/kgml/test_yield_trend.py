@@ -4,6 +4,7 @@ recovering a planted trend while the physics keeps a planted drought year."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -252,3 +253,31 @@ def test_il_corn_quick_bench_runs_naive_baselines_per_fold_kind(dataset_dir, tmp
                     ("leave_county_out", "yield_region_trend")}
     md = (tmp_path / "il_corn_yield" / "metrics.md").read_text()
     assert "| yield_unit_trend | – | not available" in md
+
+
+def test_neural_trend_scales_the_networks_yield_and_is_trained(planted):
+    """The same-size network with the trend (the `neural_trend` bench slot): untrained it is the untrained
+    network × τ(default) exactly; training moves the trend's rate (its gradient reaches the trend)."""
+    from kgml.data.splits import Part, Split
+    from kgml.experiment import Run, predict_dataset, prepare, train_run
+    from kgml.experiment import new_model as make
+
+    ds, physics, tau = planted
+    cfg = dataclasses_replace_model(_trend_config("hybrid"), kind="neural")
+    prepared = prepare(ds, cfg)
+    trended = make(cfg, prepared)
+    assert trended.technology is not None
+    plain_cfg = dataclasses_replace_model(cfg, technology_trend=False)
+    plain = make(plain_cfg, prepared)
+    assert plain.technology is None
+    a = predict_dataset(Run(trended, cfg, prepared), ds, batch_size=12).crop_yield.values[0]
+    b = predict_dataset(Run(plain, plain_cfg, prepared), ds, batch_size=12).crop_yield.values[0]
+    default = {s.name: s.default for s in TECHNOLOGY_SPECS}
+    factor = np.asarray(technology_factor(ds.year.values.astype(np.float32), default["tech_rate"],
+                                          default["tech_max_gain"], REFERENCE_YEAR))
+    np.testing.assert_allclose(a, b * factor, rtol=1e-5)
+    assert not np.allclose(factor, 1.0)  # the years span the reference: the factor is not a constant 1
+    split = Split("all", "test", 0, "site", Part(["P1"]), Part(), Part(), Part())
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=30))
+    run = train_run(short, ds, split=split, progress=False)
+    assert float(run.model.technology.theta()["tech_rate"]) != pytest.approx(default["tech_rate"], rel=1e-3)
