@@ -27,7 +27,7 @@ from kgml.data.schema import (
     skip_or_raise,
     validate_dataset,
 )
-from kgml.data.towers import _parse_table, _read_text
+from kgml.data.towers.common import _parse_table, _read_text
 from kgml.data.yields import US_STATES, county_name, read_county_locations, state_abbreviation
 from kgml.variables import UnitConversionError, convert_units, get_variable
 from process_models.constants import PA_PER_HPA

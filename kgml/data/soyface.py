@@ -20,7 +20,7 @@ import xarray as xr
 
 from kgml.data.formats import files_of
 from kgml.data.schema import DataValidationError, DataWarning, skip_or_raise, validate_dataset
-from kgml.data.towers import _parse_table, _read_text
+from kgml.data.towers.common import _parse_table, _read_text
 from kgml.data.yields import read_county_locations
 from kgml.variables import UnitConversionError, convert_units, get_variable
 

@@ -19,7 +19,7 @@ PKG = ROOT / "kgml"
 #: (layer, regular expression on the dotted module name), lowest first.
 LAYERS = [
     ("foundations", r"kgml(\.(variables|io|paths|config|metrics|machine|progress|cliopts|_moved))?$"),
-    ("data", r"kgml\.data(\.\w+)?$"),
+    ("data", r"kgml\.data(\.\w+)*$"),
     ("models", r"kgml\.models(\.\w+)*$"),
     ("runs", r"kgml\.(training|experiment|evaluation|uncertainty|synthetic(\.\w+)?)$"),
     ("tools", r"kgml\.(compare|fluxsite|spatial)(\.\w+)?$"),

@@ -42,7 +42,7 @@ def test_fluxnet_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
     xr.testing.assert_equal(first, fresh)
     assert list(first.igbp.values) == ["CRO", "GRA"] and first.attrs["time_resolution"] == "DD"
     with monkeypatch.context() as m:
-        m.setattr(towers, "read_fluxnet_file", _refuse)
+        m.setattr(towers.fluxnet, "read_fluxnet_file", _refuse)  # where read_fluxnet_dir looks it up
         again = read_fluxnet_dir(folder, cache=cache)
         xr.testing.assert_identical(again, first)
         with pytest.raises(AssertionError, match="the reader ran"):  # another option is another entry
@@ -89,6 +89,6 @@ def test_cache_argument_and_cli_flag(tmp_path, monkeypatch):
     _towers(data / "towers")
     assert kgml_main(["data", "summary", "--data-dir", str(data), "--cache"]) == 0
     assert len(os.listdir(tmp_path / "env")) == 1
-    monkeypatch.setattr(towers, "read_fluxnet_file", _refuse)
+    monkeypatch.setattr(towers.fluxnet, "read_fluxnet_file", _refuse)
     assert kgml_main(["data", "summary", "--data-dir", str(data), "--cache", str(tmp_path / "env")]) == 0
     assert kgml_main(["data", "summary", "--data-dir", str(data)]) == 1  # without the cache the reader runs
