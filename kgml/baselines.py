@@ -383,7 +383,7 @@ class FeatureBaseline:
 
 
 def _forest_quantiles(model, x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, qs: np.ndarray,
-                      chunk: int = 2048) -> np.ndarray:
+                      chunk: int = 512) -> np.ndarray:
     """Weighted quantiles of ``y_train`` with the quantile-forest weights of each row of ``x``
     (`FeatureBaseline.predict_quantiles`): (rows, quantiles)."""
     from scipy import sparse

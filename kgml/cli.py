@@ -14,6 +14,7 @@ from kgml import __version__
 
 _SUBCOMMAND_MODULES = (
     "kgml.bench.cli",
+    "kgml.calibrate_cli",
     "kgml.data.cli",
     "kgml.demo",
     "kgml.gapfill_cli",
