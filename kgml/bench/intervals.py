@@ -15,6 +15,13 @@ split-conformal quantile of |y − ŷ| / σ̂ on the fold's calibration sites (`
 Because carving changes the training sets, ``--intervals`` runs write under ``<out>/<suite>/intervals`` and
 never change the default benchmark numbers.
 
+Annual aggregates (``<target>_annual``, daily and monthly flux suites): each site's annual flux
+(gC m-2 yr-1: the day-weighted mean rate of a year whose every step is paired, × the days of the year) is
+calibrated on its own — the nonconformity score is the normalised error of the calibration sites' *annual*
+values (`kgml.uncertainty.aggregate_scores`), so whatever correlation the monthly or daily errors have
+within a year is carried into q without assuming a form for it; the seed-spread scale of a year is
+Σ σ̂ × days (the σ̂ of the annual total if the errors were fully correlated: the conservative form). Years are the units of the annual scores; sites stay the exchangeable units of the calibration.
+
 Reference: the random forest's quantile regression forest (Meinshausen 2006, JMLR 7:983;
 `kgml.baselines.FeatureBaseline.predict_quantiles`), first seed, uncalibrated, on the same folds and sites.
 """
@@ -33,11 +40,19 @@ import xarray as xr
 from kgml import evaluation as ev
 from kgml.bench.figures import seed_suffix
 from kgml.data.splits import Part, Split
-from kgml.uncertainty import LEVELS, conformal_quantiles, coverage_scores, nonconformity
+from kgml.uncertainty import (
+    LEVELS,
+    aggregate_scores,
+    conformal_quantiles,
+    coverage_scores,
+    nonconformity,
+)
 
 __all__ = ["CALIBRATION_FRACTION", "QRF_QUANTILES", "calibration_path", "calibration_split", "coverage_figure",
            "interval_rows", "intervals_dataset", "intervals_markdown"]
 
+#: Flux targets whose annual values per site are scored too (``<target>_annual``, gC m-2 yr-1).
+ANNUAL_TARGETS = ("nee", "gpp", "reco", "rsoil")
 #: Share of a fold's training sites carved out for calibration.
 CALIBRATION_FRACTION = 0.2
 #: Quantiles of the quantile-forest reference: the ends of the central intervals at `LEVELS`.
@@ -87,6 +102,35 @@ def _mean_sd(preds: list[xr.Dataset]) -> tuple[xr.Dataset, xr.Dataset | None]:
 
 def _by_site(da: xr.DataArray) -> dict[str, np.ndarray]:
     return {str(s): np.asarray(da.sel(site=s).values, np.float64) for s in da.site.values}
+
+
+def _step_days(da: xr.DataArray, resolution: str) -> tuple[np.ndarray, np.ndarray]:
+    """(year, days) of each step of a (site, step) array: daily steps weigh 1 day, monthly ones their month's
+    days (month code year*12 + month − 1)."""
+    if resolution == "monthly":
+        import calendar
+
+        codes = np.asarray(da["month"].values, np.int64)
+        years, months = codes // 12, codes % 12 + 1
+        return years, np.asarray([calendar.monthrange(int(y), int(m))[1] for y, m in zip(years, months, strict=True)],
+                                 np.float64)
+    return np.asarray(da["time"].dt.year.values, np.int64), np.ones(da.sizes["time"])
+
+
+def _annual(y: dict, yhat: dict, sig: dict | None, years: np.ndarray, days: np.ndarray) -> tuple[dict, dict, dict | None]:
+    """Per site: annual flux (gC m-2 yr-1) of every year that the step axis covers whole (≥ 365 days) and
+    whose steps are all paired — observed, predicted and the σ̂ scale — from the rates (gC m-2 d-1) of its
+    steps: Σ rate × days (`kgml.uncertainty.aggregate_scores`, sum over the year's steps)."""
+    labels, inverse = np.unique(years, return_inverse=True)
+    whole = np.bincount(inverse, weights=days) >= 365
+    ya, pa, sa = {}, {}, ({} if sig is not None else None)
+    for site in y:
+        obs, pred, s = aggregate_scores(y[site] * days, yhat[site] * days, years, how="sum", min_fraction=1.0,
+                                        sigma=None if sig is None else sig[site] * days)
+        ya[site], pa[site] = np.where(whole, obs, np.nan), np.where(whole, pred, np.nan)
+        if sa is not None:
+            sa[site] = np.where(whole, s, np.nan)
+    return ya, pa, sa
 
 
 def _qrf_bounds(pred: xr.Dataset, var: str, level: float) -> tuple[xr.DataArray, xr.DataArray] | None:
@@ -145,8 +189,8 @@ def interval_rows(suite, ds: xr.Dataset, folds: dict[str, list[Split]], director
                     if not held or len(cal) != len(held):
                         continue
                     _fold_intervals(acc, held, cal, obs, var, obs_var, suite.resolution, split, m)
-                for scale, a in acc.items():
-                    rows.append(_finish(a, m, kind, var, scale))
+                for (label, scale), a in acc.items():
+                    rows.append(_finish(a, m, kind, label, scale))
     return rows, notes
 
 
@@ -172,24 +216,30 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             sig_h, sig_c = _by_site(sh), _by_site(sc)
     train = list(map(str, split.train.units)) + list(map(str, split.val.units))
     held_sites = list(split.info.get("heldout_sites", []))
-    for scale in scales:
-        use_c = sig_c if scale == "seed spread" else None
-        use_h = sig_h if scale == "seed spread" else None
-        yc, pc_ = _by_site(oc), _by_site(pc)
-        scores = {s: nonconformity(yc[s], pc_[s], None if use_c is None else use_c[s]) for s in yc}
-        try:
-            calib = conformal_quantiles(scores, train_sites=train, test_sites=held_sites)
-        except ValueError:
-            continue
-        res = coverage_scores(_by_site(oh), _by_site(ph), calib, use_h, per_site=True)
-        a = acc.setdefault(scale, {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
-        _add(a, res, split.name)
-        a["q"].append({lv: calib.q[lv] for lv in LEVELS})
-        a["n_cal"].append(calib.n_sites)
+    views = {var: (_by_site(oc), _by_site(pc), sig_c, _by_site(oh), _by_site(ph), sig_h)}
+    if resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
+        yrs_c, days_c = _step_days(oc, resolution)
+        yrs_h, days_h = _step_days(oh, resolution)
+        views[f"{var}_annual"] = (*_annual(views[var][0], views[var][1], sig_c, yrs_c, days_c),
+                                  *_annual(views[var][3], views[var][4], sig_h, yrs_h, days_h))
+    for label, (yc, pc_, sc_, yh, ph_, sh_) in views.items():
+        for scale in scales:
+            use_c = sc_ if scale == "seed spread" else None
+            use_h = sh_ if scale == "seed spread" else None
+            scores = {s: nonconformity(yc[s], pc_[s], None if use_c is None else use_c[s]) for s in yc}
+            try:
+                calib = conformal_quantiles(scores, train_sites=train, test_sites=held_sites)
+            except ValueError:  # fewer than 2 calibration sites with paired values (e.g. no complete year)
+                continue
+            res = coverage_scores(yh, ph_, calib, use_h, per_site=True)
+            a = acc.setdefault((label, scale), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
+            _add(a, res, split.name)
+            a["q"].append({lv: calib.q[lv] for lv in LEVELS})
+            a["n_cal"].append(calib.n_sites)
     if model == "rf":
         hits = _qrf_site_hits(held[0], obs, var, obs_var, resolution)
         if hits:
-            a = acc.setdefault("quantile forest", {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
+            a = acc.setdefault((var, "quantile forest"), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
             n = 0
             for site, by_lv in hits.items():
                 a["sites"][f"{split.name}/{site}"] = {f"coverage_{round(lv * 100)}": float(h.mean())
@@ -249,7 +299,8 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
              f"carved out for calibration (no model trained on them); seeds {', '.join(map(str, seeds))}. scale "
              "= seed spread: ŷ ± q σ̂ (σ̂ over seeds); residual: ŷ ± q; quantile forest: the RF's uncalibrated "
              "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "
-             "mean interval width (units of the target); CRPS of the calibrated Gaussian. ∞: fewer calibration "
+             "mean interval width (units of the target; ``<target>_annual``: annual totals in gC m-2 yr-1, calibrated "
+             "on the calibration sites' annual errors); CRPS of the calibrated Gaussian. ∞: fewer calibration "
              "sites than the level needs (⌈(n+1)·level⌉ > n).", ""]
     for kind in dict.fromkeys(r["fold_kind"] for r in rows):
         for var in dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind):
@@ -309,9 +360,13 @@ def coverage_figure(rows: list[dict], path: Path, title: str) -> Path | None:
     plt = pyplot()
     kind = rows[0]["fold_kind"]
     variables = list(dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind))
-    fig, axes = plt.subplots(1, len(variables), figsize=(3.6 * len(variables), 3.4), squeeze=False)
+    ncol = min(3, len(variables))
+    nrow = -(-len(variables) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.4 * nrow), squeeze=False)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
     nominal = np.asarray(LEVELS)
-    for ax, var in zip(axes[0], variables, strict=True):
+    for ax, var in zip(axes.ravel(), variables, strict=False):
         ax.plot([0.4, 1.0], [0.4, 1.0], color="0.6", lw=1)
         for i, r in enumerate(r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
             pooled = [r[f"coverage_{round(lv * 100)}"] for lv in LEVELS]

@@ -158,3 +158,43 @@ def test_bench_shift_intervals_quick(tmp_path):
         assert set(m.interval_scale.values) == {"residual", "quantile forest"}
         assert float(m.interval_coverage.sel(level=0.5).min()) >= 0.0
     assert (res.directory / "coverage.png").exists()
+
+
+def _monthly_world(n_sites: int, n_years: int, rho: float, seed: int):
+    """Monthly rates (gC m-2 d-1) whose errors are AR(1) in time (correlation ``rho`` month to month)."""
+    rng = np.random.default_rng(seed)
+    codes = np.arange(2001 * 12, (2001 + n_years) * 12)
+    n = codes.size
+    truth = 1 + 2 * np.sin(2 * np.pi * (codes % 12) / 12)[None, :] + rng.normal(0, 0.2, (n_sites, 1))
+    err = np.zeros((n_sites, n))
+    err[:, 0] = rng.normal(size=n_sites)
+    for t in range(1, n):
+        err[:, t] = rho * err[:, t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=n_sites)
+    sites = [f"m{i:03d}" for i in range(n_sites)]
+    coords = {"site": sites, "month": codes}
+    obs = xr.Dataset({"nee_monthly": (("site", "month"), truth + err, {"units": "gC m-2 d-1"})}, coords=coords)
+    pred = xr.Dataset({"nee_monthly": (("site", "month"), truth, {"units": "gC m-2 d-1"})}, coords=coords)
+    return obs, pred, err
+
+
+def test_annual_totals_are_calibrated_with_their_correlation(tmp_path):
+    """Annual NEE of held-out sites from monthly predictions whose errors are correlated month to month: the
+    interval calibrated on the calibration sites' annual errors covers ~90 %; summing the monthly interval as
+    if the months were independent covers far less."""
+    obs, pred, err = _monthly_world(150, 6, rho=0.8, seed=5)
+    folds = _write_folds(tmp_path, obs, [pred], n_folds=3, fraction=0.4)
+    suite = SimpleNamespace(targets=("nee",), resolution="monthly", observed_name=lambda t: t)
+    rows, _ = iv.interval_rows(suite, obs, folds, tmp_path, ["model"], [0], obs)
+    by = {r["variable"]: r for r in rows}
+    step, annual = by["nee"], by["nee_annual"]
+    assert annual["scale"] == "residual" and annual["n"] == 150 * 6 and annual["n_sites"] == 150
+    assert 0.87 <= step["coverage_90"] <= 0.93, step
+    assert 0.86 <= annual["coverage_90"] <= 0.94, annual
+    # Independence: half-width of the annual total = q (monthly) × sqrt(Σ days²) — too narrow by ~√((1+ρ)/(1−ρ)).
+    import calendar
+
+    days = np.array([calendar.monthrange(int(c // 12), int(c % 12 + 1))[1] for c in obs.month.values], float)
+    total_err = (err * days).reshape(150, 6, 12).sum(-1)
+    naive = step["q_90"] * np.sqrt((days.reshape(6, 12) ** 2).sum(-1))
+    assert (np.abs(total_err) <= naive).mean() < 0.6
+    assert annual["width_90"] > 2.0 * naive.mean()
