@@ -74,6 +74,12 @@ def test_calibrate_predict_and_map_write_cf_bounds(demo, tmp_path):
         q_m = rec["entries"]["monthly"]["nee"]["q"]["0.9"]
         w = (m["nee_upper_90"] - m["nee_lower_90"]).values
         assert np.allclose(w[np.isfinite(w)], 2 * q_m, rtol=1e-5)
+    import pandas as pd
+
+    budget = pd.read_csv(tmp_path / "map_budget.csv").set_index(["group", "label"]).loc[("domain", "all")]
+    assert budget["nee_total_tgc_lower_90"] < budget["nee_total_tgc"] < budget["nee_total_tgc_upper_90"]
+    assert "full" in (tmp_path / "map_budget.md").read_text() and "nee_total_tgc_upper_90" in (
+        tmp_path / "map_budget.md").read_text()
 
 
 def test_calibration_refuses_training_sites_and_bad_records(demo, tmp_path):
