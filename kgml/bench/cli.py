@@ -62,6 +62,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "--seeds >= 2), coverage, width and CRPS on the held-out sites, the random forest's "
                         "quantile forest as reference; the models then differ from the default run, so all is "
                         "written under OUT/SUITE/intervals")
+    s.add_argument("--calibration-fraction", type=float, default=0.2,
+                   help="with --intervals: share of each fold's training sites held back for calibration (default "
+                        "0.2; at least 2 sites; a finite 90 %% interval needs at least 9)")
     s.add_argument("--freeze-folds", action="store_true",
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
     s.add_argument("--add-fold-kinds", action="store_true",
@@ -86,6 +89,10 @@ def _shift(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
         return 2
+    if not 0.0 < args.calibration_fraction < 1.0:
+        print(f"kgml bench shift: --calibration-fraction must be in (0, 1), got {args.calibration_fraction}",
+              file=sys.stderr)
+        return 2
     results = None
     if not args.no_results:
         results = args.results or (None if args.quick else RESULTS_MD)
@@ -103,7 +110,7 @@ def _shift(args: argparse.Namespace) -> int:
             fold_kinds=[k.strip() for k in args.fold_kinds.split(",")] if args.fold_kinds else None,
             signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
             figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,
-            intervals=args.intervals,
+            intervals=args.intervals, calibration_fraction=args.calibration_fraction,
         )
     except SuiteUnavailable as err:
         print(f"suite {args.suite!r} cannot run here: {err}", file=sys.stderr)

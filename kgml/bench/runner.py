@@ -914,6 +914,7 @@ def run_suite(
     seeds: int = 1,
     ablate: bool = False,
     intervals: bool = False,
+    calibration_fraction: float = iv.CALIBRATION_FRACTION,
 ) -> SuiteResult:
     """Run (or resume) suite ``name``: every model of ``models`` (default `MODELS`) on every frozen fold,
     writing ``<out>/<suite>/folds/<kind>/<split>/<model>.nc`` (held-out predictions; present ones are
@@ -924,7 +925,9 @@ def run_suite(
     the slots of the ablation table (`ABLATIONS`; without ``models`` only those). ``intervals``: calibrated
     predictive intervals (`kgml.bench.intervals`): calibration sites carved out of every fold's training
     sites, so the models differ from the default run's; everything is written under
-    ``<out>/<suite>/intervals`` (fold kinds without held-out sites are left out). Returns a `SuiteResult`."""
+    ``<out>/<suite>/intervals`` (fold kinds without held-out sites are left out); ``calibration_fraction``:
+    the share of each fold's training sites carved out (≥ 2 sites; a finite 90 % quantile needs ≥ 9).
+    Returns a `SuiteResult`."""
     suite = get_suite(name)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -944,7 +947,7 @@ def run_suite(
                               add_fold_kinds=add_fold_kinds, max_folds=max_folds, fold_kinds=fold_kinds)
     interval_notes = {}
     if intervals:
-        folds, interval_notes = calibration_folds(folds)
+        folds, interval_notes = calibration_folds(folds, calibration_fraction)
     scales = loss_scales(suite, ds)
     cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature
@@ -956,14 +959,15 @@ def run_suite(
                        interval_notes=interval_notes)
 
 
-def calibration_folds(folds: dict[str, list[Split]]) -> tuple[dict[str, list[Split]], dict[str, str]]:
+def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBRATION_FRACTION
+                      ) -> tuple[dict[str, list[Split]], dict[str, str]]:
     """Every split with its calibration sites carved out (`kgml.bench.intervals.calibration_split`, seeded
     with the frozen folds' seed); fold kinds without held-out sites are left out, with the reason."""
     from kgml.bench.suites import FOLD_SEED
 
     out, notes = {}, {}
     for kind, splits in folds.items():
-        carved = [iv.calibration_split(s, seed=FOLD_SEED) for s in splits]
+        carved = [iv.calibration_split(s, fraction=fraction, seed=FOLD_SEED) for s in splits]
         if any(c is None for c, _ in carved):
             notes[kind] = next(why for c, why in carved if c is None) + "; left out of the interval run"
             continue
