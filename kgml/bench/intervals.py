@@ -366,12 +366,14 @@ def coverage_figure(rows: list[dict], path: Path, title: str) -> Path | None:
     for ax in axes.ravel()[len(variables):]:
         ax.set_visible(False)
     nominal = np.asarray(LEVELS)
+    colour = {k: f"C{i}" for i, k in enumerate(dict.fromkeys((r["model"], r["scale"]) for r in rows))}
     for ax, var in zip(axes.ravel(), variables, strict=False):
         ax.plot([0.4, 1.0], [0.4, 1.0], color="0.6", lw=1)
-        for i, r in enumerate(r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
+        for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
             pooled = [r[f"coverage_{round(lv * 100)}"] for lv in LEVELS]
             tail = [r[f"coverage_{round(lv * 100)}_p10"] for lv in LEVELS]
-            line, = ax.plot(nominal, pooled, "o-", color=f"C{i}", label=f"{r['model']} ({r['scale']})")
+            line, = ax.plot(nominal, pooled, "o-", color=colour[(r["model"], r["scale"])],
+                            label=f"{r['model']} ({r['scale']})")
             ax.plot(nominal, tail, "x--", color=line.get_color(), lw=0.8)
         ax.set(xlabel="nominal level", ylabel="empirical coverage", title=f"{var} — {kind}", xlim=(0.4, 1.0),
                ylim=(0.0, 1.02))
