@@ -82,7 +82,8 @@ def calibration_split(split: Split, *, fraction: float = CALIBRATION_FRACTION, s
     cal = sorted(rng.choice(train, size=n_cal, replace=False).tolist())
     keep = [u for u in train if u not in set(cal)]
     parts = {"train": Part(keep, split.train.years), heldout: Part([*held.units, *cal], held.years)}
-    info = {**split.info, "calibration_sites": cal, "heldout_sites": list(map(str, held.units))}
+    info = {**split.info, "calibration_sites": cal, "heldout_sites": list(map(str, held.units)),
+            "calibration_fraction": float(fraction)}
     return dataclasses.replace(split, **parts, info=info), ""
 
 
@@ -232,6 +233,8 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             except ValueError:  # fewer than 2 calibration sites with paired values (e.g. no complete year)
                 continue
             res = coverage_scores(yh, ph_, calib, use_h, per_site=True)
+            if not res["n"]:  # no held-out step (or complete year) to score
+                continue
             a = acc.setdefault((label, scale), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
             _add(a, res, split.name)
             a["q"].append({lv: calib.q[lv] for lv in LEVELS})
@@ -291,11 +294,12 @@ def _cell(x: float, fmt: str = "{:.3f}") -> str:
     return fmt.format(x)
 
 
-def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[int]) -> str:
+def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[int],
+                       fraction: float = CALIBRATION_FRACTION) -> str:
     """One table per fold kind and target: coverage of the 50/80/90 % intervals pooled and at the p10 site,
     mean widths and CRPS, per model and scale."""
     lines = ["### Calibrated predictive intervals (held-out sites)", "",
-             f"Split-conformal by site (`kgml.bench.intervals`): {int(100 * 0.2)} % of each fold's training sites "
+             f"Split-conformal by site (`kgml.bench.intervals`): {round(100 * fraction)} % of each fold's training sites "
              f"carved out for calibration (no model trained on them); seeds {', '.join(map(str, seeds))}. scale "
              "= seed spread: ŷ ± q σ̂ (σ̂ over seeds); residual: ŷ ± q; quantile forest: the RF's uncalibrated "
              "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "

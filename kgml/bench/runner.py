@@ -1160,7 +1160,10 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     irows = []
     if any("calibration_sites" in s.info for splits in folds.values() for s in splits):
         irows, inotes = iv.interval_rows(suite, ds, folds, directory, models, seeds, obs)
-        md = md.rstrip() + "\n\n" + iv.intervals_markdown(irows, {**inotes, **(interval_notes or {})}, seeds)
+        fraction = next(s.info["calibration_fraction"] for splits in folds.values() for s in splits
+                        if "calibration_fraction" in s.info)
+        md = md.rstrip() + "\n\n" + iv.intervals_markdown(irows, {**inotes, **(interval_notes or {})}, seeds,
+                                                            fraction)
     write_text_atomic(md, directory / "metrics.md")
     mds = metrics_dataset(suite, rows, site_scores, status, detected, seeds=seeds, ablation=ablation)
     extra = iv.intervals_dataset(irows)
