@@ -40,6 +40,7 @@ import xarray as xr
 from kgml import evaluation as ev
 from kgml.bench.figures import seed_suffix
 from kgml.data.splits import Part, Split
+from kgml.io import pyplot, write_png_atomic
 from kgml.uncertainty import (
     LEVELS,
     aggregate_scores,
@@ -359,8 +360,6 @@ def coverage_figure(rows: list[dict], path: Path, title: str) -> Path | None:
     a line per (model, scale) of the first fold kind that has rows; the diagonal is perfect calibration."""
     if not rows:
         return None
-    from kgml.io import pyplot, write_png_atomic
-
     plt = pyplot()
     kind = rows[0]["fold_kind"]
     variables = list(dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind))

@@ -55,6 +55,7 @@ from kgml.bench import intervals as iv
 from kgml.bench import regions_detect as rd
 from kgml.bench.figures import prediction_path, seed_suffix
 from kgml.bench.suites import (
+    FOLD_SEED,
     Suite,
     check_folds,
     fold_units,
@@ -963,8 +964,6 @@ def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBR
                       ) -> tuple[dict[str, list[Split]], dict[str, str]]:
     """Every split with its calibration sites carved out (`kgml.bench.intervals.calibration_split`, seeded
     with the frozen folds' seed); fold kinds without held-out sites are left out, with the reason."""
-    from kgml.bench.suites import FOLD_SEED
-
     out, notes = {}, {}
     for kind, splits in folds.items():
         carved = [iv.calibration_split(s, fraction=fraction, seed=FOLD_SEED) for s in splits]
