@@ -198,3 +198,26 @@ def test_annual_totals_are_calibrated_with_their_correlation(tmp_path):
     naive = step["q_90"] * np.sqrt((days.reshape(6, 12) ** 2).sum(-1))
     assert (np.abs(total_err) <= naive).mean() < 0.6
     assert annual["width_90"] > 2.0 * naive.mean()
+
+
+def test_interval_runs_leave_out_fold_kinds_without_held_out_sites():
+    from kgml.bench.runner import calibration_folds
+
+    sites = [f"s{i:02d}" for i in range(20)]
+    site_fold = _split("f0", sites[:15], [], sites[15:])
+    years = Split("y0", "year_blocks", 0, "site", Part(sites, [2001]), Part(), Part(sites, [2002]), Part(),
+                  {"heldout": "test"})
+    out, notes = calibration_folds({"site_kfold": [site_fold], "leave_years_out": [years]}, 0.3)
+    assert list(out) == ["site_kfold"] and "other years" in notes["leave_years_out"]
+    assert len(out["site_kfold"][0].info["calibration_sites"]) == 4
+    assert out["site_kfold"][0].info["calibration_fraction"] == 0.3
+    with pytest.raises(ValueError, match="no fold kind"):
+        calibration_folds({"leave_years_out": [years]})
+
+
+def test_cli_refuses_a_bad_calibration_fraction(tmp_path, capsys):
+    from kgml.cli import main
+
+    assert main(["bench", "shift", "--suite", "synthetic_shift", "--quick", "--intervals", "--calibration-fraction",
+                 "1.5", "--out", str(tmp_path)]) == 2
+    assert "--calibration-fraction must be in (0, 1)" in capsys.readouterr().err
