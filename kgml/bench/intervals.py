@@ -8,10 +8,13 @@ kinds; leave-years-out folds hold the same sites out in other years and get no s
 `CALIBRATION_FRACTION` of the training sites (at least 2; deterministic: a generator seeded with the suite's
 fold seed and the split's name) become *calibration* sites: no model is trained on them (they leave the
 training part; the validation sites stay as they are), every slot predicts them with the held-out sites
-(`calibration_path` beside `prediction_path`). The interval of a model is the ensemble mean over seeds ± q σ̂,
-σ̂ the standard deviation over the seeds (``scale="seed spread"``; one seed, or a slot whose seeds agree
-exactly somewhere, e.g. deterministic gradient boosting: ``scale="residual"``, σ̂ = 1), q the site-weighted
-split-conformal quantile of |y − ŷ| / σ̂ on the fold's calibration sites (`kgml.uncertainty.conformal_quantiles`).
+(`calibration_path` beside `prediction_path`). The interval of a model is the ensemble mean over seeds ± q s,
+q the site-weighted split-conformal quantile of |y − ŷ| / s on the fold's calibration sites
+(`kgml.uncertainty.conformal_quantiles`), with s = σ̂ + β (``scale="seed spread"``): σ̂ the standard deviation
+over the seeds, β the median σ̂ of the fold's calibration steps — the normalised nonconformity score with a
+sensitivity term (Papadopoulos, Gammerman & Vovk 2008; Lei et al. 2018 §5.2), so a step where the seeds agree
+exactly (GPP in winter) keeps a non-zero interval. One seed, or seeds that always agree (deterministic gradient
+boosting): s = 1 only (``scale="residual"``, reported for every slot as the comparison).
 Because carving changes the training sets, ``--intervals`` runs write under ``<out>/<suite>/intervals`` and
 never change the default benchmark numbers.
 
@@ -210,12 +213,13 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
     if h_sd is not None:
         sh, _ = ev.paired(h_sd, obs, var, obs_var, resolution=resolution)
         sc, _ = ev.paired(c_sd, obs, var, obs_var, resolution=resolution)
-        pos = np.isfinite(sc.values) & (sc.values > 0)
-        paired_c = np.isfinite(pc.values)
-        # Seed spread only where the seeds disagree at every paired calibration and held-out step.
-        if paired_c.any() and pos[paired_c].all() and (sh.values[np.isfinite(ph.values)] > 0).all():
+        spread_c = sc.values[np.isfinite(pc.values) & np.isfinite(sc.values)]
+        beta = float(np.median(spread_c)) if spread_c.size else 0.0
+        # σ̂ + β, β the median spread of the fold's calibration steps: steps where the seeds agree exactly
+        # (GPP in winter) keep a non-zero interval; seeds that always agree (deterministic slots): residual only.
+        if beta > 0:
             scales = ["seed spread", "residual"]
-            sig_h, sig_c = _by_site(sh), _by_site(sc)
+            sig_h, sig_c = _by_site(sh + beta), _by_site(sc + beta)
     train = list(map(str, split.train.units)) + list(map(str, split.val.units))
     held_sites = list(split.info.get("heldout_sites", []))
     views = {var: (_by_site(oc), _by_site(pc), sig_c, _by_site(oh), _by_site(ph), sig_h)}
@@ -302,7 +306,7 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
     lines = ["### Calibrated predictive intervals (held-out sites)", "",
              f"Split-conformal by site (`kgml.bench.intervals`): {round(100 * fraction)} % of each fold's training sites "
              f"carved out for calibration (no model trained on them); seeds {', '.join(map(str, seeds))}. scale "
-             "= seed spread: ŷ ± q σ̂ (σ̂ over seeds); residual: ŷ ± q; quantile forest: the RF's uncalibrated "
+             "= seed spread: ŷ ± q (σ̂ + β), σ̂ over seeds, β its median on the calibration steps; residual: ŷ ± q; quantile forest: the RF's uncalibrated "
              "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "
              "mean interval width (units of the target; ``<target>_annual``: annual totals in gC m-2 yr-1, calibrated "
              "on the calibration sites' annual errors); CRPS of the calibrated Gaussian. ∞: fewer calibration "
