@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "calibrate", help="calibrate predictive intervals of a run on sites it was not trained on",
         description="Predict the calibration sites of a (site, time) netCDF dataset with RUN (several runs: an "
         "ensemble, scaled by its spread), take the site-weighted split-conformal quantiles of the normalised "
-        "absolute errors at 50/80/90 %% for every daily target (and its monthly means), and write a calibration "
+        "absolute errors at 50/80/90 % for every daily target (and its monthly means), and write a calibration "
         "record (default RUN/calibration.json) that `kgml predict` (daily) and `kgml map` (monthly) read to "
         "write lower/upper bounds. Training and validation sites of any run are refused.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (several: an ensemble)")
@@ -62,6 +62,7 @@ def calibrate_runs(runs, ds, sites=None, *, run_names=(), data=""):
     sd = stack.std("member", ddof=1) if len(runs) > 1 else None
     scale = "ensemble spread" if sd is not None else "residual"
     entries = {"daily": {}, "monthly": {}}
+    betas = {}
     views = {"daily": (sub, mean, sd, "")}
     obs_m = to_monthly(sub, targets)
     views["monthly"] = (obs_m, to_monthly(mean, targets), None if sd is None else to_monthly(sd, targets), "_monthly")
@@ -69,16 +70,23 @@ def calibrate_runs(runs, ds, sites=None, *, run_names=(), data=""):
         for t in targets:
             o, p = obs[f"{t}{suffix}"], pm[f"{t}{suffix}"]
             o, p = xr.align(o.reset_coords(drop=True), p.reset_coords(drop=True), join="inner")
-            s = None
-            if ps is not None:
+            s, beta = None, 0.0
+            if ps is not None:  # σ̂ + β, β the median σ̂ of the paired steps (as `kgml.bench.intervals`)
                 s = xr.align(o, ps[f"{t}{suffix}"].reset_coords(drop=True), join="inner")[1]
+                v = s.values[np.isfinite(s.values) & np.isfinite(o.values) & np.isfinite(p.values)]
+                beta = float(np.median(v)) if v.size else 0.0
+                s = s + beta
             scores = {site: nonconformity(o.sel(site=site).values, p.sel(site=site).values,
                                           None if s is None else s.sel(site=site).values) for site in sites}
             if sum(np.isfinite(v).any() for v in scores.values()) < 2:
                 continue
             entries[res][t] = conformal_quantiles(scores, train_sites=sorted(used))
-    return calibration_record({k: v for k, v in entries.items() if v}, scale=scale, n_members=len(runs),
-                              runs=run_names, data=data)
+            betas[(res, t)] = beta
+    rec = calibration_record({k: v for k, v in entries.items() if v}, scale=scale, n_members=len(runs),
+                             runs=run_names, data=data)
+    for (res, t), beta in betas.items():
+        rec["entries"][res][t]["beta"] = beta
+    return rec
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -273,7 +273,8 @@ def add_bounds(ds, record: Mapping, resolution: str, *, sd_suffix: str = "_sd"):
     """``ds`` with the calibrated interval bounds of every variable of ``record["entries"][resolution]``
     present in it: ``<v>_lower_<pct>`` / ``<v>_upper_<pct>`` (``<v>`` ∓ q, or ∓ q σ̂ with σ̂ = ``<v><sd_suffix>``
     when the record's scale is the ensemble spread), same units, linked from ``<v>`` by CF
-    ``ancillary_variables``. Raises ``ValueError`` when the record wants a spread the dataset lacks. Returns
+    ``ancillary_variables``; with the ensemble spread the scale is σ̂ + β, β the entry's ``beta`` (0 when
+    absent). Raises ``ValueError`` when the record wants a spread the dataset lacks. Returns
     (dataset, names of the variables given bounds)."""
     entries = dict(record.get("entries", {}).get(resolution, {}))
     out = ds.copy()
@@ -287,7 +288,7 @@ def add_bounds(ds, record: Mapping, resolution: str, *, sd_suffix: str = "_sd"):
             if sd not in out:
                 raise ValueError(f"the calibration record scales {var!r} by the spread of {record['n_members']} "
                                  f"members, but the output has no {sd!r} (map with the same ensemble)")
-            sigma = out[sd]
+            sigma = out[sd] + float(e.get("beta", 0.0))  # σ̂ + β (β: the record's sensitivity term)
         units = out[var].attrs.get("units", "")
         names = []
         for k, q in sorted(e["q"].items(), key=lambda kv: float(kv[0])):

@@ -110,3 +110,26 @@ def test_ensemble_record_needs_the_spread():
     unbounded = {"scale": "residual", "n_members": 1, "entries": {"daily": {"nee": {"q": {"0.9": None}, "n_sites": 3}}}}
     out, _ = add_bounds(ds, unbounded, "daily")
     assert np.isinf(out.nee_upper_90.values).all()
+
+
+def test_an_ensemble_is_calibrated_on_its_spread_plus_beta(demo):
+    """Two members (the second with its parameter head perturbed): the record is scaled by the spread, with β
+    the median spread, and the bounds of a map-like output use σ̂ + β."""
+    import equinox as eqx
+    import jax
+
+    from kgml.calibrate_cli import calibrate_runs
+
+    run, data, _, _ = demo
+    params, static = eqx.partition(run.model.parameter_head, eqx.is_array)
+    head = eqx.combine(jax.tree_util.tree_map(lambda a: 1.3 * a + 0.05, params), static)
+    other = dataclasses.replace(run, model=eqx.tree_at(lambda m: m.parameter_head, run.model, head), directory=None)
+    with xr.open_dataset(data) as f:
+        ds = f.load()
+    rec = calibrate_runs([run, other], ds)
+    assert rec["scale"] == "ensemble spread" and rec["n_members"] == 2
+    e = rec["entries"]["daily"]["nee"]
+    assert e["beta"] > 0 and 0 < e["q"]["0.5"] < e["q"]["0.9"] < np.inf
+    out = xr.Dataset({"nee": (("site", "time"), np.zeros((1, 2))), "nee_sd": (("site", "time"), np.ones((1, 2)))})
+    bounded, _ = add_bounds(out, rec, "daily")
+    assert float(bounded.nee_upper_90.max()) == pytest.approx(e["q"]["0.9"] * (1 + e["beta"]), rel=1e-6)
