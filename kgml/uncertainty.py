@@ -146,12 +146,15 @@ def coverage_scores(
     sigma_by_site: Mapping[str, np.ndarray] | None = None,
     *,
     tail: float = 0.1,
+    per_site: bool = False,
 ) -> dict:
     """Coverage and sharpness of the calibrated intervals on held-out sites: for each level, the pooled
     coverage (share of paired steps inside), the ``tail`` quantile of per-site coverage over sites (the bad
     tail: p10), mean width; and the mean CRPS of the Gaussian whose σ is the calibrated one, read from the
-    80 % quantile: σ = q₀.₈ σ̂ / z₀.₈, z₀.₈ = Φ⁻¹(0.9) = 1.2816."""
+    80 % quantile: σ = q₀.₈ σ̂ / z₀.₈, z₀.₈ = Φ⁻¹(0.9) = 1.2816. ``per_site``: also ``sites`` = site →
+    {``coverage_<level>``, ``n``} (to pool several folds' held-out sites)."""
     out: dict = {"n_sites": 0, "n": 0}
+    sites_out: dict = {}
     inside = {lv: [] for lv in calibration.q}
     per_site = {lv: [] for lv in calibration.q}
     widths = {lv: [] for lv in calibration.q}
@@ -168,13 +171,17 @@ def coverage_scores(
             continue
         out["n_sites"] += 1
         out["n"] += int(ok.sum())
+        sites_out[str(site)] = {"n": int(ok.sum())}
         for lv, q in calibration.q.items():
             lo, hi = interval(yhat[ok], q, sig[ok])
             hit = (y[ok] >= lo) & (y[ok] <= hi)
             inside[lv].append(hit)
             per_site[lv].append(float(hit.mean()))
+            sites_out[str(site)][f"coverage_{round(lv * 100):d}"] = float(hit.mean())
             widths[lv].append(hi - lo)
         crps.append(crps_gaussian(y[ok], yhat[ok], np.maximum(calibration.q[ref] * sig[ok] / z_ref, 1e-12)))
+    if per_site:
+        out["sites"] = sites_out
     if not out["n_sites"]:
         return out
     for lv in calibration.q:
@@ -208,3 +215,97 @@ def aggregate_scores(
         if sigma is not None:
             sa[i] = f(np.asarray(sigma, np.float64)[m][ok])
     return ya, pa, (sa if sigma is not None else labels)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Calibration records of trained runs, and interval bounds as CF variables
+# ---------------------------------------------------------------------------------------------------------
+
+#: ``kind`` of a calibration record (``calibration.json`` of a run, written by ``kgml calibrate``).
+RECORD_KIND = "kgml split-conformal calibration"
+#: Scales of a record: ``residual`` (ŷ ± q) or ``ensemble spread`` (ŷ ± q σ̂, σ̂ the ``<v>_sd`` of the output).
+RECORD_SCALES = ("residual", "ensemble spread")
+
+
+def calibration_record(entries: Mapping[str, Mapping[str, Calibration]], *, scale: str, n_members: int,
+                       runs: Sequence[str] = (), data: str = "") -> dict:
+    """A JSON-ready calibration record: ``entries[resolution][variable]`` = `Calibration` (resolution
+    ``daily`` for ``kgml predict``'s (site, time) output, ``monthly`` for ``kgml map``'s monthly means); an
+    infinite quantile (too few calibration sites for the level) is stored as null."""
+    if scale not in RECORD_SCALES:
+        raise ValueError(f"calibration scale must be one of {RECORD_SCALES}, got {scale!r}")
+    out = {"kind": RECORD_KIND, "format_version": 1, "scale": scale, "n_members": int(n_members),
+           "runs": [str(r) for r in runs], "data": str(data), "entries": {}}
+    for res, by_var in entries.items():
+        out["entries"][res] = {}
+        for var, cal in by_var.items():
+            d = cal.to_dict()
+            d["q"] = {k: (None if not math.isfinite(v) else v) for k, v in d["q"].items()}
+            out["entries"][res][var] = d
+    return out
+
+
+def read_calibration_record(path) -> dict:
+    """A calibration record from JSON, checked: raises ``ValueError`` naming the file and what is wrong."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the calibration record ({err})") from None
+    if not isinstance(rec, dict) or rec.get("kind") != RECORD_KIND:
+        raise ValueError(f"{path}: not a kgml calibration record (kind must be {RECORD_KIND!r})")
+    if rec.get("scale") not in RECORD_SCALES:
+        raise ValueError(f"{path}: scale must be one of {RECORD_SCALES}, got {rec.get('scale')!r}")
+    for res, by_var in dict(rec.get("entries") or {}).items():
+        for var, e in dict(by_var).items():
+            for k, v in dict(e.get("q") or {}).items():
+                lv = float(k)
+                if not 0 < lv < 1 or not (v is None or (isinstance(v, int | float) and v >= 0)):
+                    raise ValueError(f"{path}: entries.{res}.{var}.q[{k!r}] = {v!r}: need a level in (0, 1) and a "
+                                     "quantile ≥ 0 (null = unbounded)")
+    return rec
+
+
+def add_bounds(ds, record: Mapping, resolution: str, *, sd_suffix: str = "_sd"):
+    """``ds`` with the calibrated interval bounds of every variable of ``record["entries"][resolution]``
+    present in it: ``<v>_lower_<pct>`` / ``<v>_upper_<pct>`` (``<v>`` ∓ q, or ∓ q σ̂ with σ̂ = ``<v><sd_suffix>``
+    when the record's scale is the ensemble spread), same units, linked from ``<v>`` by CF
+    ``ancillary_variables``; with the ensemble spread the scale is σ̂ + β, β the entry's ``beta`` (0 when
+    absent). Raises ``ValueError`` when the record wants a spread the dataset lacks. Returns
+    (dataset, names of the variables given bounds)."""
+    entries = dict(record.get("entries", {}).get(resolution, {}))
+    out = ds.copy()
+    done = []
+    for var, e in entries.items():
+        if var not in out:
+            continue
+        sigma = 1.0
+        if record["scale"] == "ensemble spread":
+            sd = f"{var}{sd_suffix}"
+            if sd not in out:
+                raise ValueError(f"the calibration record scales {var!r} by the spread of {record['n_members']} "
+                                 f"members, but the output has no {sd!r} (map with the same ensemble)")
+            sigma = out[sd] + float(e.get("beta", 0.0))  # σ̂ + β (β: the record's sensitivity term)
+        units = out[var].attrs.get("units", "")
+        names = []
+        for k, q in sorted(e["q"].items(), key=lambda kv: float(kv[0])):
+            pct = round(float(k) * 100)
+            qv = math.inf if q is None else float(q)
+            for side, sign in (("lower", -1.0), ("upper", 1.0)):
+                name = f"{var}_{side}_{pct}"
+                out[name] = (out[var] + sign * qv * sigma).astype(np.float32)
+                out[name].attrs = {
+                    "units": units,
+                    "long_name": f"{side} bound of the central {pct} % predictive interval of {var}",
+                    "comment": "; ".join(c for c in (
+                        f"split-conformal, calibrated on {e['n_sites']} sites not used in training "
+                        f"({record['scale']}; kgml.uncertainty)", out[var].attrs.get("comment", "")) if c),
+                    "coverage_level": float(k),
+                    **({"cell_methods": out[var].attrs["cell_methods"]} if "cell_methods" in out[var].attrs else {})}
+                names.append(name)
+        out[var].attrs = {**out[var].attrs, "ancillary_variables": " ".join(names)}
+        done.append(var)
+    return out, done

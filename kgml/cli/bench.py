@@ -68,6 +68,15 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="ablation table of the global hybrid: also run (without --models: only) the slots that "
                         "remove or add one knowledge component (physics layer, learned parameters, location "
                         "encoding, static attributes, site attention, residual heads, synthetic pretraining)")
+    s.add_argument("--intervals", action="store_true",
+                   help="calibrated 50/80/90 %% predictive intervals of every slot: 20 %% of each fold's training "
+                        "sites are held back as calibration sites (split-conformal by site; seed spread with "
+                        "--seeds >= 2), coverage, width and CRPS on the held-out sites, the random forest's "
+                        "quantile forest as reference; the models then differ from the default run, so all is "
+                        "written under OUT/SUITE/intervals")
+    s.add_argument("--calibration-fraction", type=float, default=0.2,
+                   help="with --intervals: share of each fold's training sites held back for calibration (default "
+                        "0.2; at least 2 sites; a finite 90 %% interval needs at least 9)")
     s.add_argument("--freeze-folds", action="store_true",
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
     s.add_argument("--add-fold-kinds", action="store_true",
@@ -93,6 +102,10 @@ def _shift(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         print(f"kgml bench shift: --seeds must be >= 1, got {args.seeds}", file=error_stream())
         return 2
+    if not 0.0 < args.calibration_fraction < 1.0:
+        print(f"kgml bench shift: --calibration-fraction must be in (0, 1), got {args.calibration_fraction}",
+              file=sys.stderr)
+        return 2
     results = None
     if not args.no_results:
         results = args.results or (None if args.quick else RESULTS_MD)
@@ -110,6 +123,7 @@ def _shift(args: argparse.Namespace) -> int:
             fold_kinds=args.fold_kinds or None,
             signature=args.signature, seed=args.seed, command=command_line(getattr(args, "argv", None)),
             figures=not args.no_figures, score_only=args.score_only, seeds=args.seeds, ablate=args.ablate,
+            intervals=args.intervals, calibration_fraction=args.calibration_fraction,
         )
     except SuiteUnavailable as err:
         print(f"suite {args.suite!r} cannot run here: {err}", file=error_stream())

@@ -59,6 +59,10 @@ def register(subparsers) -> None:
                    help="output netCDF (FILE.nc; beside it FILE.png, FILE_budget.md/.csv)")
     p.add_argument("--land-cover", default=None, metavar="FILE:VAR",
                    help="(lat, lon) land-cover labels on the forcing grid for per-class budgets")
+    p.add_argument("--calibration", default=None,
+                   help="calibration record (`kgml calibrate`, monthly entries; default FIRST_RUN/calibration.json "
+                        "when present): write <v>_lower_<pct>/<v>_upper_<pct> bounds of the monthly means, linked "
+                        "by CF ancillary_variables")
     p.set_defaults(handler=_map)
 
     p = subparsers.add_parser("explain", help="driver sensitivities, permutation importance, parameter maps",
@@ -170,6 +174,11 @@ def _map(args) -> int:
         if cluster is not None:
             sched.close()
             cluster.close()
+    from kgml.cli.train import with_calibrated_bounds
+
+    ds, bounded = with_calibrated_bounds(ds, args.calibration, args.runs[0], "monthly")
+    if bounded:
+        print(f"calibrated interval bounds of {', '.join(bounded)} (monthly means)")
     write_map(ds, out)
     groups = {}
     if args.land_cover:

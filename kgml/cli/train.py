@@ -76,6 +76,9 @@ def register(subparsers) -> None:
     add_alias(p, "--data", "dataset")
     p.add_argument("--out", required=True, metavar="FILE.nc", help="output netCDF")
     add_force(p)
+    p.add_argument("--calibration", default=None, metavar="FILE.json",
+                   help="calibration record (`kgml calibrate`; default RUN/calibration.json when present): write "
+                        "<v>_lower_<pct>/<v>_upper_<pct> bounds linked by CF ancillary_variables")
     p.set_defaults(handler=_predict)
 
 
@@ -324,6 +327,7 @@ def _predict(args: argparse.Namespace) -> int:
         ds = load_data(run.config, progress=True)
         guard_outputs([args.out], [run.config.data.source] if run.config.data.source != "synthetic" else [])
     pred = predict_dataset(run, ds, missing_static="zero" if args.dataset else "raise", progress=True)
+    pred, bounded = with_calibrated_bounds(pred, args.calibration, args.run, "daily")
     write_netcdf_atomic(pred, args.out)
     cov = pred.get("driver_coverage")
     note = ""
@@ -331,5 +335,24 @@ def _predict(args: argparse.Namespace) -> int:
         partial = int((cov.values < 1.0).sum())
         note = f"; {partial} site(s) with missing drivers: their outputs are NaN on those days (driver_coverage)" \
             if partial else ""
+    if bounded:
+        note += f"; calibrated interval bounds of {', '.join(bounded)}"
     print(f"wrote {args.out} ({pred.sizes['site']} sites{note})")
     return 0
+
+
+def with_calibrated_bounds(ds, record_path, run_dir, resolution: str):
+    """``ds`` with the interval bounds of a calibration record (`kgml.uncertainty.add_bounds`): the given
+    ``record_path``, else ``run_dir``/calibration.json when present; (ds, []) without a record. A record
+    that has no entry at ``resolution`` is an error when named explicitly."""
+    from kgml.uncertainty import add_bounds, read_calibration_record
+
+    path = Path(record_path) if record_path else Path(run_dir) / "calibration.json"
+    if not path.exists():
+        if record_path:
+            raise FileNotFoundError(f"calibration record {path} does not exist")
+        return ds, []
+    rec = read_calibration_record(path)
+    if record_path and not rec["entries"].get(resolution):
+        raise ValueError(f"{path}: the record has no {resolution} entry (has {sorted(rec['entries'])})")
+    return add_bounds(ds, rec, resolution)

@@ -300,6 +300,7 @@ class FeatureBaseline:
         self.feature_names_ = table.names
         self.units_ = {}
         self.models_ = {}
+        self.train_rows_ = {}
         for base, name in zip(self.targets_, self.names_, strict=True):
             y = _targets_on(train_ds, table, name, base)
             rows = np.isfinite(y)
@@ -315,6 +316,8 @@ class FeatureBaseline:
             model = self._estimator()
             model.fit(x, yv)
             self.models_[name] = model
+            if self.kind == "rf":  # kept for the quantile forest (`predict_quantiles`)
+                self.train_rows_[name] = (x, np.asarray(yv, np.float64))
             self.units_[name] = _units(train_ds, name, _units(train_ds, base, ""))
         return self
 
@@ -347,6 +350,77 @@ class FeatureBaseline:
             "Conventions": "CF-1.8", "title": f"kgml feature baseline predictions ({self.kind})",
             "source": f"kgml {__version__} {self!r}", "features": ", ".join(self.feature_names_),
             "time_resolution": self.resolution_})
+
+    def predict_quantiles(self, ds: xr.Dataset, quantiles: Sequence[float]) -> xr.Dataset:
+        """Quantile regression forest (Meinshausen 2006, JMLR 7:983) of the fitted random forest: the
+        predictive distribution at x is the training targets weighted by w_j(x) = (1/T) Σ_t 1[j ∈ leaf_t(x)] /
+        |leaf_t(x)| (all training rows, as in the paper, not only a tree's bootstrap sample); its
+        ``quantiles`` per row. Returns ``<name>_qrf`` on (site, step, quantile) for every target (NaN where
+        a driver is missing, as ``predict(missing="nan")``). Random forests only."""
+        if self.kind != "rf" or not getattr(self, "train_rows_", None):
+            raise RuntimeError("predict_quantiles needs a fitted random forest (kind='rf')")
+        qs = np.asarray(quantiles, np.float64)
+        if qs.ndim != 1 or not ((qs > 0) & (qs < 1)).all():
+            raise ValueError(f"quantiles must be a list of values in (0, 1), got {quantiles}")
+        table = _Table(ds, self.resolution_, self.features_, self.static_, self.static_fill_, self.season_months,
+                       self.year_feature)
+        gaps = np.zeros(table.x.shape[:2], bool)
+        for f in self.features_:
+            gaps |= table.rows_touched(~np.isfinite(np.asarray(ds[f].transpose("site", "time").values)))
+        flat = table.x.reshape(-1, table.x.shape[-1])
+        ok = np.isfinite(flat).all(axis=1) & ~gaps.ravel()
+        out = {}
+        for name, model in self.models_.items():
+            q = np.full((flat.shape[0], qs.size), np.nan)
+            if ok.any():
+                x_train, y_train = self.train_rows_[name]
+                q[ok] = _forest_quantiles(model, x_train, y_train, flat[ok], qs)
+            out[f"{name}_qrf"] = (("site", table.dim, "quantile"), q.reshape(*table.x.shape[:2], qs.size).astype(
+                np.float32), {"units": self.units_[name], "long_name": f"quantiles of {name}: quantile regression "
+                              f"forest of {self!r} (Meinshausen 2006)"})
+        coords = {"site": ds.site.values, table.dim: table.steps, "quantile": qs, **_site_coords(ds)}
+        return xr.Dataset(out, coords=coords)
+
+
+def _forest_quantiles(model, x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, qs: np.ndarray,
+                      chunk: int = 512) -> np.ndarray:
+    """Weighted quantiles of ``y_train`` with the quantile-forest weights of each row of ``x``
+    (`FeatureBaseline.predict_quantiles`): (rows, quantiles)."""
+    from scipy import sparse
+
+    rank = np.argsort(y_train, kind="stable")
+    y_sorted = y_train[rank]
+    pos_of = np.empty_like(rank)
+    pos_of[rank] = np.arange(rank.size)  # training row → its position in the sorted targets
+    leaves_train = model.apply(x_train)  # (n_train, T)
+    n_trees = leaves_train.shape[1]
+    by_tree = []
+    for t in range(n_trees):
+        order = np.argsort(leaves_train[:, t], kind="stable")
+        ids, start, count = np.unique(leaves_train[order, t], return_index=True, return_counts=True)
+        by_tree.append((ids, start, count, pos_of[order]))
+    out = np.empty((x.shape[0], qs.size))
+    for lo in range(0, x.shape[0], chunk):
+        leaves = model.apply(x[lo:lo + chunk])
+        n = leaves.shape[0]
+        rows, cols, vals = [], [], []
+        for t, (ids, start, count, members) in enumerate(by_tree):
+            k = np.searchsorted(ids, leaves[:, t])  # every leaf of a row holds training rows
+            c, s = count[k], start[k]
+            offs = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+            rows.append(np.repeat(np.arange(n), c))
+            cols.append(members[np.repeat(s, c) + offs])
+            vals.append(np.repeat(1.0 / c, c))
+        w = sparse.csr_matrix((np.concatenate(vals) / n_trees, (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n, y_sorted.size))
+        w.sum_duplicates()
+        w.sort_indices()
+        for i in range(n):
+            a, b = w.indptr[i], w.indptr[i + 1]
+            cdf = np.cumsum(w.data[a:b])
+            j = np.minimum(np.searchsorted(cdf, qs * cdf[-1], side="left"), b - a - 1)
+            out[lo + i] = y_sorted[w.indices[a:b][j]]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -51,10 +51,12 @@ from kgml import __version__
 from kgml import config as kc
 from kgml import evaluation as ev
 from kgml.compare import figures as fg
+from kgml.compare import intervals as iv
 from kgml.compare import regions_detect as rd
 from kgml.compare.baselines import FeatureBaseline, LSTMBaseline, YieldBaseline
 from kgml.compare.figures import prediction_path, seed_suffix
 from kgml.compare.suites import (
+    FOLD_SEED,
     Suite,
     check_folds,
     fold_units,
@@ -334,7 +336,10 @@ def _feature_baseline(kind: str):
         model = FeatureBaseline(kind, n_estimators=trees, seed=ctx.config.seed,
                                 static=s.static, n_jobs=2, year_feature=s.resolution == "annual")
         model.fit(ctx.fit_ds(), targets=s.targets, features=s.features, resolution=s.resolution)
-        pred = model.predict(ctx.heldout_ds(), missing="nan")
+        heldout = ctx.heldout_ds()
+        pred = model.predict(heldout, missing="nan")
+        if kind == "rf" and ctx.options.get("intervals"):  # the quantile-forest reference of the intervals
+            pred = pred.merge(model.predict_quantiles(heldout, iv.QRF_QUANTILES))
         pred.attrs["n_parameters"] = -1
         return pred
 
@@ -756,6 +761,8 @@ def scored_predictions(pred: xr.Dataset, suite: Suite, keep: Sequence[str] = ())
     for v in pred.data_vars:
         if str(v).startswith("theta_") and pred[v].dims == ("site",):
             keep[str(v)] = pred[v]
+        if str(v).endswith("_qrf") and str(v).removesuffix("_qrf").removesuffix("_monthly") in fluxes:
+            keep[str(v)] = pred[v]  # quantile-forest quantiles (`kgml.compare.intervals`)
     missing = [t for t in suite.targets if not any(k.removesuffix("_monthly") == t for k in keep)]
     if missing:
         raise ValueError(f"predictions lack the suite's targets {missing} (have {sorted(map(str, pred.data_vars))})")
@@ -894,6 +901,12 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
         pred = scored_predictions(pred, suite, keep=keep)
         pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
                           fit_seconds=round(time.perf_counter() - started, 2))
+        cal = split.info.get("calibration_sites")
+        if cal:  # `--intervals`: the calibration sites' predictions go beside the held-out ones
+            held = [u for u in pred.site.values.astype(str) if u not in set(cal)]
+            write_netcdf_atomic(pred.sel(site=[u for u in pred.site.values.astype(str) if u in set(cal)]),
+                                iv.calibration_path(fold_dir, m, s))
+            pred = pred.sel(site=held)
         write_netcdf_atomic(pred, path)
     bar.close()
     return status
@@ -920,6 +933,8 @@ def run_suite(
     score_only: bool = False,
     seeds: int = 1,
     ablate: bool = False,
+    intervals: bool = False,
+    calibration_fraction: float = iv.CALIBRATION_FRACTION,
 ) -> SuiteResult:
     """Run (or resume) suite ``name``: every model of ``models`` (default `MODELS`) on every frozen fold,
     writing ``<out>/<suite>/folds/<kind>/<split>/<model>.nc`` (held-out predictions; present ones are
@@ -927,7 +942,12 @@ def run_suite(
     that markdown file. ``score_only``: score what is there, train nothing. ``seeds``: run every slot with
     the seeds ``seed … seed+seeds−1`` (seed k > 0 writes ``<model>_seed<k>.nc``; each (fold, model, seed)
     resumes on its own); the tables score the ensemble mean and show the spread over seeds. ``ablate``: add
-    the slots of the ablation table (`ABLATIONS`; without ``models`` only those). Returns a `SuiteResult`."""
+    the slots of the ablation table (`ABLATIONS`; without ``models`` only those). ``intervals``: calibrated
+    predictive intervals (`kgml.compare.intervals`): calibration sites carved out of every fold's training
+    sites, so the models differ from the default run's; everything is written under
+    ``<out>/<suite>/intervals`` (fold kinds without held-out sites are left out); ``calibration_fraction``:
+    the share of each fold's training sites carved out (≥ 2 sites; a finite 90 % quantile needs ≥ 9).
+    Returns a `SuiteResult`."""
     suite = get_suite(name)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -940,16 +960,40 @@ def run_suite(
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")
     seed_list = [seed + k for k in range(seeds)]
     directory = Path(out) / suite.name
+    if intervals:
+        directory = directory / "intervals"
     directory.mkdir(parents=True, exist_ok=True)
     ds, folds = prepare_suite(suite, data_dir=data_dir, quick=quick, folds_dir=folds_dir, freeze=freeze,
                               add_fold_kinds=add_fold_kinds, max_folds=max_folds, fold_kinds=fold_kinds)
+    interval_notes = {}
+    if intervals:
+        folds, interval_notes = calibration_folds(folds, calibration_fraction)
     scales = loss_scales(suite, ds)
     cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature
     status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], models, quick=quick, signature=signature,
-                       progress=progress, score_only=score_only, cfgs=cfgs)
+                       progress=progress, score_only=score_only, cfgs=cfgs,
+                       options={"intervals": True} if intervals else None)
     return score_suite(suite, ds, folds, directory, models, status, results_md=results_md, quick=quick,
-                       command=command, figures=figures, signature=signature, seeds=seed_list)
+                       command=command, figures=figures, signature=signature, seeds=seed_list,
+                       interval_notes=interval_notes)
+
+
+def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBRATION_FRACTION
+                      ) -> tuple[dict[str, list[Split]], dict[str, str]]:
+    """Every split with its calibration sites carved out (`kgml.compare.intervals.calibration_split`, seeded
+    with the frozen folds' seed); fold kinds without held-out sites are left out, with the reason."""
+    out, notes = {}, {}
+    for kind, splits in folds.items():
+        carved = [iv.calibration_split(s, fraction=fraction, seed=FOLD_SEED) for s in splits]
+        if any(c is None for c, _ in carved):
+            notes[kind] = next(why for c, why in carved if c is None) + "; left out of the interval run"
+            continue
+        out[kind] = [c for c, _ in carved]
+    if not out:
+        raise ValueError("--intervals: no fold kind of the run holds whole sites out ("
+                         + "; ".join(f"{k}: {v}" for k, v in notes.items()) + ")")
+    return out, notes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1072,7 +1116,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
                 models: Sequence[str], status: dict[str, str] | None = None, *, results_md=None,
                 quick: bool = False, command: str | None = None, figures: bool = True,
                 signature: str = "", seeds: Sequence[int] = (0,), group: str | None = None,
-                labels: dict | None = None) -> SuiteResult:
+                labels: dict | None = None, interval_notes: dict | None = None) -> SuiteResult:
     """Score the saved held-out predictions of every (model, fold kind) and write the outputs. With several
     ``seeds`` a fold's prediction is the mean over the seeds present for it (the ensemble mean: the rows);
     each seed complete on every fold of the kind is also scored alone (``seed_values``: its spread).
@@ -1131,12 +1175,24 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds)
     if ablation:
         md = md.rstrip() + "\n\n" + ablation_markdown(suite, ablation, seeds)
+    irows = []
+    if any("calibration_sites" in s.info for splits in folds.values() for s in splits):
+        irows, inotes = iv.interval_rows(suite, ds, folds, directory, models, seeds, obs)
+        fraction = next(s.info["calibration_fraction"] for splits in folds.values() for s in splits
+                        if "calibration_fraction" in s.info)
+        md = md.rstrip() + "\n\n" + iv.intervals_markdown(irows, {**inotes, **(interval_notes or {})}, seeds,
+                                                            fraction)
     write_text_atomic(md, directory / "metrics.md")
-    write_netcdf_atomic(metrics_dataset(suite, rows, site_scores, status, detected, seeds=seeds, ablation=ablation),
-                        directory / "metrics.nc")
+    mds = metrics_dataset(suite, rows, site_scores, status, detected, seeds=seeds, ablation=ablation)
+    extra = iv.intervals_dataset(irows)
+    if extra:
+        mds = mds.assign_coords(extra["coords"]).assign(extra["data_vars"])
+    write_netcdf_atomic(mds, directory / "metrics.nc")
     figs = []
     if figures:
         figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores)
+        if irows:
+            figs.append(iv.coverage_figure(irows, directory / "coverage.png", suite.name))
     if results_md is not None:
         append_results(results_md, suite, md, command=command)
     return SuiteResult(suite.name, directory, rows, status, md, figs, detected, site_scores)

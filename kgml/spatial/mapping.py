@@ -1068,7 +1068,9 @@ def budget_table(mapped: xr.Dataset, groups: Mapping[str, xr.DataArray] | None =
     bands; ``"training_climate"``: cells whose static attributes lie within 3 training standard deviations
     or not; plus each given (lat, lon) label map, e.g. ``{"land_cover": lc}``) and label: mapped cells,
     area (km2), mean GPP/Reco/NEE over the mapped months (gC m-2 d-1, area-weighted) and totals over those
-    months (TgC; flux × days of each month × area). Returns a `pandas.DataFrame`."""
+    months (TgC; flux × days of each month × area); where the map has calibrated bounds at `BUDGET_LEVEL`
+    (``kgml map`` with a calibration record), ``<v>_total_tgc_lower_90`` / ``_upper_90``: the totals of the
+    cell bounds (the full-correlation envelope, see `budget_markdown`). Returns a `pandas.DataFrame`."""
     groups = {"domain": None, "lat_band": latitude_bands(mapped.lat.values, mapped.lon.values), **dict(groups or {})}
     if "static_max_abs_z" in mapped:
         groups.setdefault("training_climate", xr.DataArray(np.where(
@@ -1092,17 +1094,36 @@ def budget_table(mapped: xr.Dataset, groups: Mapping[str, xr.DataArray] | None =
                 x = np.nan_to_num(x)
                 row[f"{v}_mean_gc_m2_d"] = float((x * w).sum() / max(w.sum(), 1e-30))
                 row[f"{v}_total_tgc"] = float((x * w * days[:, None, None]).sum() / G_PER_TG)
+                for side in ("lower", "upper"):
+                    b = f"{v}_{side}_{BUDGET_LEVEL}"
+                    if b in mapped:  # every cell-month at its bound together: the full-correlation envelope
+                        xb = np.nan_to_num(np.where(sel[None], mapped[b].values.astype(np.float64), 0.0),
+                                           posinf=np.inf, neginf=-np.inf)
+                        row[f"{v}_total_tgc_{side}_{BUDGET_LEVEL}"] = float((xb * w * days[:, None, None]).sum()
+                                                                            / G_PER_TG)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
+#: Level of the calibrated bounds carried to the budgets (`budget_table`), in percent.
+BUDGET_LEVEL = 90
+
+
 def budget_markdown(table, title: str = "") -> str:
     cols = ["group", "label", "cells", "area_km2"] + [f"{v}_{k}" for v in FLUXES for k in ("mean_gc_m2_d", "total_tgc")]
+    bounds = [c for c in table.columns if "_total_tgc_" in str(c)]
+    cols += bounds
     lines = ([f"## {title}", ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
     lines += ["", "Means: area-weighted over mapped cells and months (gC m-2 d-1); totals: over the mapped months "
               "(TgC). NEE > 0 is a source to the atmosphere."]
+    if bounds:
+        lines += ["", f"*_total_tgc_lower/upper_{BUDGET_LEVEL}: the totals of the calibrated {BUDGET_LEVEL} % cell bounds "
+                  "(`kgml calibrate`, monthly means) — every cell-month at its bound together, i.e. errors fully "
+                  "correlated over the region: exact if they are, wider than needed for Gaussian errors of any "
+                  "correlation (the sd of a sum is at most the sum of the sds); the site calibration says nothing "
+                  "of spatial correlation, so no narrower interval is claimed."]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,6 @@ import pytest
 from kgml.data.schema import DataValidationError, DataWarning, validate_dataset
 from kgml.data.towers import (
     QCPolicy,
-    _fluxnet_source_units,
     aggregate_to,
     read_bigleaf_csv,
     read_fluxnet_dir,
@@ -23,6 +22,7 @@ from kgml.data.towers import (
     read_reddyproc_nc,
     read_reddyproc_table,
 )
+from kgml.data.towers.common import _fluxnet_source_units
 from kgml.variables import UMOL_CO2_M2_S_TO_GC_M2_D, normalise_units
 
 pytestmark = pytest.mark.realdata
