@@ -34,11 +34,10 @@ case, so the results are identical.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from kgml import __version__
@@ -58,10 +56,7 @@ from kgml.config import (
     TrainConfig,
     config_to_dict,
 )
-from kgml.data import gridded as G
 from kgml.data.drivers import check_gridded_drivers
-from kgml.data.formats import is_netcdf
-from kgml.data.gridded import _resolution as res
 from kgml.experiment import (
     Run,
     config_hash,
@@ -71,302 +66,66 @@ from kgml.experiment import (
     train_run,
     windows,
 )
-from kgml.io import atomic_path, cf_encode, pyplot, write_png_atomic
+from kgml.io import atomic_path, cf_encode
 from kgml.models.hybrid import HybridModel
 from kgml.progress import dask_progress
+from kgml.spatial.budgets import (  # the package's public names, one import away as before
+    BUDGET_LEVEL,
+    UNIFORM_RELATIVE_RANGE,
+    budget_markdown,
+    budget_table,
+    colour_limits,
+    latitude_bands,
+    plot_maps,
+)
+from kgml.spatial.fast import (  # the package's public names, one import away as before
+    DAYS_IN_MONTH,
+    fast_path_reason,
+    location_parameters,
+    monthly_fluxes_fast,
+)
+from kgml.spatial.forcing import (  # the package's public names, one import away as before
+    is_zarr_store,
+    open_forcing,
+)
+from kgml.spatial.grid_drivers import (  # the package's public names, one import away as before
+    DAYS_PER_YEAR,
+    DRIVERS,
+    EARTH_RADIUS,
+    FLUXES,
+    G_PER_TG,
+    DriverAssumptions,
+    _Calendar,
+    daily_drivers,
+)
 from kgml.synthetic import make_corpus
-from kgml.variables import convert_units, get_variable
-from process_models import constants as C
-from process_models.constants import HPA_PER_KPA
-from process_models.forcing import Met, saturation_vapour_pressure
-from process_models.radiation import extraterrestrial_radiation
-from process_models.simulate import _run, simulate_sites
+from process_models.simulate import _run
 
 __all__ = [
+    "BUDGET_LEVEL",
+    "DAYS_IN_MONTH",
     "DRIVERS",
+    "G_PER_TG",
+    "UNIFORM_RELATIVE_RANGE",
     "DriverAssumptions",
+    "budget_markdown",
     "budget_table",
     "cell_area",
+    "colour_limits",
     "daily_drivers",
     "demo_run_config",
     "fast_path_reason",
-    "location_parameters",
-    "monthly_fluxes_fast",
     "grid_sites",
+    "is_zarr_store",
+    "latitude_bands",
+    "location_parameters",
     "map_run",
+    "monthly_fluxes_fast",
     "open_forcing",
     "plot_maps",
     "train_demo_run",
     "write_map",
 ]
-
-#: Drivers the mapping reads from a grid (canonical names, `kgml.variables` units); the rest are assumed.
-DRIVERS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2")
-#: Fluxes written to maps (gC m-2 d-1, monthly means of daily values).
-FLUXES = ("gpp", "reco", "nee")
-DAYS_PER_YEAR = 365
-#: Mean Earth radius R1 of the GRS 80 ellipsoid (m); Moritz (2000) J. Geodesy 74:128-133.
-EARTH_RADIUS = 6_371_008.8
-#: Grams per teragram, for budget totals in TgC.
-G_PER_TG = 1.0e12
-_MJ_PER_DAY_TO_W = 1.0e6 / 86_400.0  # MJ m-2 d-1 → W m-2 (24-h mean)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Assumptions for drivers a grid lacks, and the padding of short records
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriverAssumptions:
-    """What stands in for drivers a grid lacks and for the days of a mapped year outside the record.
-
-    ``relative_sunshine`` n/N with the FAO-56 Angström coefficients ``angstrom_a``/``angstrom_b`` (Allen et
-    al. 1998, eq. 35; 0.25 and 0.50 are its defaults where no calibration exists) give ``sw_in`` = (a + b n/N)
-    R_a; ``relative_humidity`` gives ``vpd`` = e°(tair)(1 − RH) (FAO-56 eq. 11); ``diurnal_range`` (°C)
-    gives ``tmin``/``tmax`` = ``tair`` ∓ range/2; ``precip`` (mm d-1) and ``co2`` (ppm) are constants.
-    These are assumptions of a map, not knowledge: each one used is listed in the output's attributes.
-    ``min_coverage``: share of a record's days on which every driver must be finite for a cell to be mapped.
-    ``harmonic_min_months``: distinct months a record needs for the annual harmonic fill of ``tair``.
-    """
-
-    relative_sunshine: float = 0.5
-    angstrom_a: float = 0.25
-    angstrom_b: float = 0.50
-    relative_humidity: float = 0.7
-    diurnal_range: float = 10.0
-    precip: float = 2.0
-    co2: float = 400.0
-    min_coverage: float = 0.8
-    harmonic_min_months: int = 3
-    #: day of year of the annual temperature maximum, northern hemisphere (southern: + 182.5)
-    warmest_doy: float = 200.0
-
-    def describe(self, name: str) -> str:
-        return {
-            "sw_in": f"FAO-56 Angström climatology (a={self.angstrom_a}, b={self.angstrom_b}, "
-                     f"n/N={self.relative_sunshine}) × extraterrestrial radiation of the cell's latitude and day",
-            "vpd": f"from tair at relative humidity {self.relative_humidity:g} (FAO-56 eq. 11)",
-            "tmin": f"tair − {self.diurnal_range / 2:g} °C (assumed diurnal range {self.diurnal_range:g} °C)",
-            "tmax": f"tair + {self.diurnal_range / 2:g} °C (assumed diurnal range {self.diurnal_range:g} °C)",
-            "precip": f"constant {self.precip:g} mm d-1",
-            "tsoil": "tsoil = tair (no damping)",
-            "co2": f"constant {self.co2:g} ppm",
-        }[name]
-
-
-def _angstrom_sw(lat: np.ndarray, doy: np.ndarray, a: DriverAssumptions) -> np.ndarray:
-    ra = np.asarray(extraterrestrial_radiation(np.asarray(lat, np.float32)[:, None],
-                                               np.asarray(doy, np.float32)[None, :]))
-    return ((a.angstrom_a + a.angstrom_b * a.relative_sunshine) * ra * _MJ_PER_DAY_TO_W).astype(np.float32)
-
-
-def _svp_hpa(t: np.ndarray) -> np.ndarray:
-    return HPA_PER_KPA * np.asarray(saturation_vapour_pressure(np.asarray(t, np.float32)), np.float64)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Native resolution → whole years of daily drivers (numpy; one chunk of cells at a time)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _resolution(times: np.ndarray) -> str:
-    r = res(np.asarray(times))
-    if r == "unknown" and times.size == 1:
-        return "monthly"  # a single time step: only a monthly product is plausible
-    if r not in ("daily", "monthly") and not r.endswith(("min", "h", "hourly")) and r != "hourly":
-        raise ValueError(f"forcing time step {r!r}: need sub-daily, daily or monthly fields")
-    return r
-
-
-@dataclass(frozen=True)
-class _Calendar:
-    """The native time axis and the daily calendar of the whole years it touches."""
-
-    native: np.ndarray  # datetime64[ns] (n_native,)
-    resolution: str
-    days: np.ndarray  # datetime64[D] every day of the covered years, Feb 29 included
-    covered: np.ndarray  # bool (n_days,) day inside the record
-    day_to_native: np.ndarray  # int (n_days,) index of the native step (monthly/daily), -1 outside
-    months: np.ndarray  # datetime64[M] months with coverage (the output time axis)
-
-    @classmethod
-    def of(cls, times) -> _Calendar:
-        native = np.asarray(times).astype("datetime64[ns]")
-        resolution = _resolution(native)
-        years = np.unique(native.astype("datetime64[Y]"))
-        days = np.arange(years[0].astype("datetime64[D]"), (years[-1] + 1).astype("datetime64[D]"),
-                         dtype="datetime64[D]")
-        idx = np.full(days.size, -1, np.int64)
-        if resolution == "monthly":
-            month_of_day = days.astype("datetime64[M]")
-            native_m = native.astype("datetime64[M]")
-            pos = np.searchsorted(native_m, month_of_day)
-            ok = (pos < native_m.size) & (native_m[np.minimum(pos, native_m.size - 1)] == month_of_day)
-            idx[ok] = pos[ok]
-        else:
-            native_d = np.unique(native.astype("datetime64[D]"))
-            pos = np.searchsorted(native_d, days)
-            ok = (pos < native_d.size) & (native_d[np.minimum(pos, native_d.size - 1)] == days)
-            idx[ok] = pos[ok]
-        covered = idx >= 0
-        months = np.unique(days[covered].astype("datetime64[M]"))
-        return cls(native, resolution, days, covered, idx, months)
-
-
-def _to_days(values: np.ndarray, cal: _Calendar, how: str = "mean", min_coverage: float = 0.8) -> np.ndarray:
-    """(cells, n_native) → (cells, n_record_days) at daily resolution (record days only)."""
-    if cal.resolution in ("daily", "monthly"):
-        return values
-    day = cal.native.astype("datetime64[D]")
-    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
-    counts = np.diff(np.r_[starts, day.size])
-    step = np.median(np.diff(cal.native)) if cal.native.size > 1 else np.timedelta64(1, "h")
-    expected = np.timedelta64(1, "D") / step
-    finite = np.isfinite(values)
-    n_ok = np.add.reduceat(finite, starts, axis=1)
-    if how == "mean":
-        out = np.add.reduceat(np.where(finite, values, 0.0), starts, axis=1) / np.maximum(n_ok, 1)
-    elif how == "min":
-        out = np.fmin.reduceat(values, starts, axis=1)
-    else:
-        out = np.fmax.reduceat(values, starts, axis=1)
-    del counts
-    return np.where(n_ok >= min_coverage * expected, out, np.nan)
-
-
-def _interpolate_gaps(v: np.ndarray) -> np.ndarray:
-    """Linear interpolation in time of NaN within each row (ends: nearest value)."""
-    out = v.copy()
-    t = np.arange(v.shape[1])
-    for i in np.flatnonzero(~np.isfinite(v).all(axis=1)):
-        ok = np.isfinite(v[i])
-        if ok.any():
-            out[i] = np.interp(t, t[ok], v[i, ok])
-    return out
-
-
-def _harmonic_fill(tair_rec: np.ndarray, doy_rec: np.ndarray, doy_all: np.ndarray, lat: np.ndarray,
-                   a: DriverAssumptions, months_rec: int) -> tuple[np.ndarray, str]:
-    """T(doy) = m + A cos(2π (doy − d_max)/365) fitted per cell to the record (A ≥ 0); persistence of the
-    record's mean when the record has fewer than ``harmonic_min_months`` months."""
-    mean = np.nanmean(tair_rec, axis=1)
-    if months_rec < a.harmonic_min_months:
-        return np.broadcast_to(mean[:, None], (tair_rec.shape[0], doy_all.size)).copy(), "persistence of the record mean"
-    peak = np.where(lat >= 0, a.warmest_doy, a.warmest_doy + DAYS_PER_YEAR / 2)[:, None]
-    c_rec = np.cos(2 * np.pi * (doy_rec[None, :] - peak) / DAYS_PER_YEAR)
-    ok = np.isfinite(tair_rec)
-    n = ok.sum(axis=1)
-    sc = np.where(ok, c_rec, 0).sum(axis=1)
-    scc = np.where(ok, c_rec**2, 0).sum(axis=1)
-    sy = np.where(ok, tair_rec, 0).sum(axis=1)
-    scy = np.where(ok, c_rec * tair_rec, 0).sum(axis=1)
-    det = n * scc - sc**2
-    amp = np.where(np.abs(det) > 1e-9, (n * scy - sc * sy) / np.where(np.abs(det) > 1e-9, det, 1.0), 0.0)
-    amp = np.maximum(amp, 0.0)
-    m = (sy - amp * sc) / np.maximum(n, 1)
-    c_all = np.cos(2 * np.pi * (doy_all[None, :] - peak) / DAYS_PER_YEAR)
-    return m[:, None] + amp[:, None] * c_all, "annual harmonic fitted to the record"
-
-
-def daily_drivers(values: Mapping[str, np.ndarray], times, lat: np.ndarray,
-                  assumptions: DriverAssumptions = DriverAssumptions()) -> tuple[dict, np.ndarray, np.ndarray, dict]:
-    """Native-resolution drivers of a set of cells → every day of the whole years they touch.
-
-    ``values``: canonical name → (cells, n_native) array; ``times``: the native time axis; ``lat`` (cells,).
-    Returns (drivers name → (cells, n_days) float32 for every name in `DRIVERS`, days (datetime64[D]),
-    mapped (cells,) bool, notes name → how the driver was obtained). See the module docstring for the rules.
-    """
-    a = assumptions
-    cal = _Calendar.of(times)
-    lat = np.asarray(lat, np.float64)
-    n_cells = lat.size
-    doy_all = (cal.days - cal.days.astype("datetime64[Y]")).astype(int) + 1
-    rec_days = np.flatnonzero(cal.covered)
-    doy_rec = doy_all[rec_days]
-    months_rec = cal.months.size
-    native_idx = cal.day_to_native[rec_days]
-    if cal.resolution not in ("daily", "monthly"):  # aggregated days are numbered in order
-        native_idx = np.arange(rec_days.size)
-
-    def record(name, how="mean"):
-        v = np.asarray(values[name], np.float64).reshape(n_cells, -1)
-        return _to_days(v, cal, how, a.min_coverage)[:, native_idx]
-
-    rec = {k: record(k) for k in DRIVERS if k in values}
-    if "tair" in values and cal.resolution not in ("daily", "monthly"):
-        for k, how in (("tmin", "min"), ("tmax", "max")):
-            if k not in rec:
-                rec[k] = record("tair", how)
-    if "tair" not in rec:
-        if "tmin" in rec and "tmax" in rec:
-            rec["tair"] = (rec["tmin"] + rec["tmax"]) / 2
-        else:
-            raise KeyError(f"mapping needs tair (or tmin and tmax); the forcing has {sorted(values)}")
-    notes = {k: "from the forcing" for k in rec}
-    if "tair" in values and cal.resolution not in ("daily", "monthly") and "tmin" not in values:
-        notes["tmin"] = notes["tmax"] = "daily minimum / maximum of the sub-daily tair"
-    if cal.resolution == "monthly":
-        notes = {k: f"{v}; each day carries its month's mean" for k, v in notes.items()}
-
-    ok_share = np.stack([np.isfinite(v).mean(axis=1) for v in rec.values()]).min(axis=0)
-    mapped = ok_share >= a.min_coverage
-    rec = {k: _interpolate_gaps(v) for k, v in rec.items()}
-
-    n_days = cal.days.size
-    padded = not cal.covered.all()
-    out = {}
-
-    def place(record_values, fill):
-        full = np.array(fill, np.float64, copy=True) if np.ndim(fill) == 2 else np.full((n_cells, n_days), fill, np.float64)
-        full[:, rec_days] = record_values
-        return full
-
-    tair_fill, how = (None, "") if not padded else _harmonic_fill(rec["tair"], doy_rec, doy_all, lat, a, months_rec)
-    out["tair"] = place(rec["tair"], tair_fill) if padded else rec["tair"]
-    if padded:
-        notes["tair"] += f"; days outside the record: {how}"
-    for k, sign in (("tmin", -1), ("tmax", 1)):
-        if k in rec:
-            offset = np.nanmean(rec[k] - rec["tair"], axis=1)[:, None]
-            out[k] = place(rec[k], out["tair"] + offset) if padded else rec[k]
-            if padded:
-                notes[k] += "; days outside the record: padded tair + the record's mean offset"
-        else:
-            out[k] = out["tair"] + sign * a.diurnal_range / 2
-            notes[k] = a.describe(k)
-    sw_clim = _angstrom_sw(lat, doy_all, a).astype(np.float64)
-    if "sw_in" in rec:
-        out["sw_in"] = place(rec["sw_in"], sw_clim) if padded else rec["sw_in"]
-        if padded:
-            notes["sw_in"] += "; days outside the record: " + a.describe("sw_in")
-    else:
-        out["sw_in"], notes["sw_in"] = sw_clim, a.describe("sw_in")
-    vpd_clim = _svp_hpa(out["tair"]) * (1.0 - a.relative_humidity)
-    if "vpd" in rec:
-        out["vpd"] = place(rec["vpd"], vpd_clim) if padded else rec["vpd"]
-        if padded:
-            notes["vpd"] += "; days outside the record: " + a.describe("vpd")
-    else:
-        out["vpd"], notes["vpd"] = vpd_clim, a.describe("vpd")
-    if "precip" in rec:
-        out["precip"] = place(rec["precip"], np.nanmean(rec["precip"], axis=1)[:, None] * np.ones(n_days)) if padded \
-            else rec["precip"]
-        if padded:
-            notes["precip"] += "; days outside the record: the record's mean rate"
-    else:
-        out["precip"], notes["precip"] = np.full((n_cells, n_days), a.precip), a.describe("precip")
-    if "tsoil" in rec:
-        out["tsoil"] = place(rec["tsoil"], out["tair"]) if padded else rec["tsoil"]
-    else:
-        out["tsoil"], notes["tsoil"] = out["tair"], a.describe("tsoil")
-    if "co2" in rec:
-        out["co2"] = place(rec["co2"], np.nanmean(rec["co2"], axis=1)[:, None] * np.ones(n_days)) if padded else rec["co2"]
-    else:
-        out["co2"], notes["co2"] = np.full((n_cells, n_days), a.co2), a.describe("co2")
-    out = {k: np.where(mapped[:, None], v, np.nan).astype(np.float32) for k, v in out.items()}
-    return out, cal.days, mapped, notes
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Cells → a Contract-A site dataset → predictions
@@ -386,23 +145,6 @@ def _site_dataset(drivers: Mapping[str, np.ndarray], days: np.ndarray, lat, lon,
     if config.data.region:
         coords[config.data.region] = ("site", np.full(n, "", dtype="<U1"))  # unknown region (index −1)
     return xr.Dataset(data, coords=coords)
-
-
-def fast_path_reason(run) -> str | None:
-    """None when the run's parameters depend on location and static attributes only (the fast path gives
-    the model path's numbers); otherwise why not."""
-    m = run.model
-    if m.use_summary:
-        return "the parameters read the encoder's window summary (model.use_summary = true)"
-    if m.residual_head is not None:
-        return "the run has a residual head (it reads the encoder's daily features)"
-    if m.time_varying:
-        return "the run has time-varying parameters"
-    if m.site_attention is not None:
-        return "the run uses site attention"
-    if m.location is None:
-        return "the run has no location encoder"
-    return None
 
 
 def _fast_forward(model, met, lat, lon, static, region):
@@ -551,267 +293,6 @@ def _map_block(block: np.ndarray, lat4: np.ndarray, lon4: np.ndarray, plan: _Pla
             out[idx[ok]] = _predict_cells(plan, {k: v[ok] for k, v in drivers.items()}, days, lat[idx[ok]],
                                           lon[idx[ok]])
     return out.reshape(cy, cx, plan.n_out)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The fast path for monthly forcing at scale: parameters once per cell, physics per cell-year from monthly
-# means (each day carries its month's mean; no daily array is ever built)
-# ---------------------------------------------------------------------------------------------------------
-
-#: Days of each month in the model's 365-day year (windows drop 29 February).
-DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
-_MET_ORDER = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2")
-
-
-def location_parameters(run, lat, lon, static: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Learned parameters of cells from location and static attributes alone (runs with
-    `fast_path_reason` None): ``static`` maps the run's static names to raw values per cell; names it lacks
-    take the training mean, as on grids. The region is unknown (−1) when the run has a region coordinate."""
-    reason = fast_path_reason(run)
-    if reason:
-        raise ValueError(f"parameters of run {run.config.name!r} are not a function of location: {reason}")
-    lat = np.asarray(lat, np.float32)
-    norm = run.prepared.normaliser
-    cols = []
-    for name in run.config.data.static:
-        if static is not None and name in static:
-            v = np.asarray(static[name], np.float64)
-            cols.append(norm.transform_array(name, v) if name in norm.mean else v)
-        else:
-            cols.append(np.zeros(lat.size))
-    st = np.stack(cols, -1).astype(np.float32) if cols else np.zeros((lat.size, 0), np.float32)
-    reg = np.full(lat.size, -1 if run.config.data.region else 0, np.int32)
-    theta = _theta_jit()(run.model, jnp.asarray(lat), jnp.asarray(np.asarray(lon, np.float32)), jnp.asarray(st),
-                         jnp.asarray(reg))
-    return {k: np.asarray(v) for k, v in theta.items()}
-
-
-def _theta_of(model, lat, lon, static, region):
-    def one(la, lo, st, rg):
-        emb = model.embed(model._locate(la, lo, st, rg))
-        return model.parameters(jnp.zeros((1, 1)), emb)[0]
-
-    return jax.vmap(one)(lat, lon, static, region)
-
-
-def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh, angstrom, rh):
-    """Monthly means (cell, 12, [gpp, reco]) of one 365-day year per cell from monthly drivers laid out
-    (12, len(_MET_ORDER), cell); each day reads its month's values. The year's daily drivers are built for all
-    (day, cell) at once and run through `process_models.simulate.simulate_sites` in its time-major layout: every
-    state-independent term (sun geometry, net radiation, PET, light and temperature responses) in one vectorised
-    pass before the time loop, the loop over the sequential part only (issue 18)."""
-
-    n = lat.shape[0]
-    month_of_day = jnp.asarray(np.repeat(np.arange(12), DAYS_IN_MONTH), jnp.int32)
-    doy = jnp.broadcast_to(jnp.arange(1, DAYS_PER_YEAR + 1, dtype=jnp.float32)[:, None], (DAYS_PER_YEAR, n))
-    lat_d = jnp.broadcast_to(lat[None, :], (DAYS_PER_YEAR, n))
-    daily = monthly[month_of_day]  # (day, field, cell): each day its month's values
-    v = [daily[:, i] for i in range(len(_MET_ORDER))]
-    sw = angstrom * extraterrestrial_radiation(lat_d, doy) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
-    vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
-    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32), vpd=vpd.astype(jnp.float32),
-              precip=v[5], tsoil=v[6], co2=v[7], patm=jnp.full((DAYS_PER_YEAR, n), C.P_STANDARD, jnp.float32),
-              doy=doy, lat=lat_d)
-    out = simulate_sites(process, theta, met, time_major=True).outputs
-    flux = jnp.stack([jnp.broadcast_to(out.gpp, (DAYS_PER_YEAR, n)), jnp.broadcast_to(out.reco, (DAYS_PER_YEAR, n))], 1)
-    weights = jax.nn.one_hot(month_of_day, 12, dtype=jnp.float32) / jnp.asarray(DAYS_IN_MONTH, jnp.float32)
-    return jnp.einsum("dkc,dm->cmk", flux, weights)
-
-
-_JITS: dict = {}
-
-
-def _theta_jit():
-    if "theta" not in _JITS:
-        _JITS["theta"] = eqx.filter_jit(_theta_of)
-    return _JITS["theta"]
-
-
-def _year_jit():
-    if "year" not in _JITS:
-        _JITS["year"] = eqx.filter_jit(_year_fluxes)
-    return _JITS["year"]
-
-
-def monthly_fluxes_fast(run, monthly: Mapping[str, np.ndarray], lat, lon, *,
-                        assumptions: DriverAssumptions = DriverAssumptions(), batch: int = 8192,
-                        theta: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """GPP, Reco, NEE monthly means (cell, month, 3) for monthly drivers (name → (cell, 12·years), whole
-    years from January) — the fast path at scale. Missing drivers as in `daily_drivers`; ``mat``/``map`` from
-    the drivers; the parameters (``theta`` when given, else `location_parameters`) once per cell; every
-    cell-year then runs from the model's initial state (as the 365-day windows of the model path), in
-    batches of ``batch`` cell-years (one compilation)."""
-    a = assumptions
-    lat = np.asarray(lat, np.float32)
-    n = lat.size
-    if "tair" not in monthly:
-        raise KeyError(f"monthly forcing needs tair; has {sorted(monthly)}")
-    tair = np.asarray(monthly["tair"], np.float32).reshape(n, -1)
-    n_months = tair.shape[1]
-    if n_months % 12:
-        raise ValueError(f"monthly forcing must cover whole years from January; got {n_months} months")
-    years = n_months // 12
-    fields = {"tair": tair}
-    for k in _MET_ORDER[1:]:
-        if k in monthly:
-            fields[k] = np.asarray(monthly[k], np.float32).reshape(n, n_months)
-    fields.setdefault("tmin", tair - np.float32(a.diurnal_range / 2))
-    fields.setdefault("tmax", tair + np.float32(a.diurnal_range / 2))
-    fields.setdefault("precip", np.full_like(tair, a.precip))
-    fields.setdefault("tsoil", tair)
-    fields.setdefault("co2", np.full_like(tair, a.co2))
-    sw_clim, vpd_rh = "sw_in" not in fields, "vpd" not in fields
-    fields.setdefault("sw_in", np.zeros_like(tair))
-    fields.setdefault("vpd", np.zeros_like(tair))
-    w = np.tile(DAYS_IN_MONTH, years).astype(np.float64)
-    if theta is None:
-        static = {"mat": (tair * w).sum(1) / w.sum(), "map": (fields["precip"] * w).sum(1) / w.sum() * DAYS_PER_YEAR}
-        theta = location_parameters(run, lat, lon, static)
-    # Parameters that do not vary between cells (fixed ones) stay scalars: fewer arrays streamed per day.
-    theta = {k: (np.float32(np.asarray(v).reshape(-1)[0]) if np.all(np.asarray(v) == np.asarray(v).reshape(-1)[0])
-                 else np.asarray(v, np.float32)) for k, v in theta.items()}
-    stacked = np.stack([fields[k] for k in _MET_ORDER], -1).reshape(n * years, 12, len(_MET_ORDER))
-    stacked = np.ascontiguousarray(stacked.transpose(1, 2, 0))  # (12, field, cell-year): time-major
-    cell_of = np.repeat(np.arange(n), years)
-    n_cy = n * years
-    batch = min(batch, int(math.ceil(n_cy / 256) * 256))  # small inputs: a small padded batch
-    out = np.empty((n_cy, 12, 2), np.float32)
-    angstrom = np.float32(a.angstrom_a + a.angstrom_b * a.relative_sunshine)
-    for i in range(0, n_cy, batch):
-        idx = np.minimum(np.arange(i, i + batch), n_cy - 1)
-        th = {k: jnp.asarray(v if np.ndim(v) == 0 else v[cell_of[idx]]) for k, v in theta.items()}
-        res = _year_jit()(run.model.process, th, jnp.asarray(stacked[:, :, idx]), jnp.asarray(lat[cell_of[idx]]),
-                          sw_clim, vpd_rh, angstrom, np.float32(a.relative_humidity))
-        k = min(batch, n_cy - i)
-        out[i:i + k] = np.asarray(res)[:k]
-    out = out.reshape(n, n_months, 2)
-    fl = np.concatenate([out, out[..., 1:2] - out[..., 0:1]], axis=-1)
-    return fl, dict(theta)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Lazy reading
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():  # a zarr store: every file, in order
-        for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            h.update(p.relative_to(path).as_posix().encode())
-            h.update(_file_sha256(p).encode())
-        return h.hexdigest()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-#: Metadata files that make a folder a zarr store (zarr v2 and v3 format specifications).
-_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
-
-
-def is_zarr_store(path: Path) -> bool:
-    """Whether ``path`` is a zarr store: a folder with zarr's own metadata files, whatever it is called."""
-    return path.is_dir() and any((path / m).is_file() for m in _ZARR_MARKERS)
-
-
-def _expand(paths) -> list[Path]:
-    """Forcing files and stores: netCDF recognised by its magic bytes and zarr stores by their metadata, whatever
-    they are called; a folder gives the ones it holds."""
-    out = []
-    for p in [paths] if isinstance(paths, (str, Path)) else paths:
-        p = Path(p)
-        if p.is_dir() and not is_zarr_store(p):
-            found = sorted(q for q in p.iterdir() if (q.is_file() and is_netcdf(q)) or is_zarr_store(q))
-            if not found:
-                raise FileNotFoundError(f"{p}: no netCDF files or zarr stores")
-            out += found
-        elif not p.exists():
-            raise FileNotFoundError(f"forcing file {p} does not exist")
-        else:
-            out.append(p)
-    return out
-
-
-def open_forcing(
-    paths,
-    *,
-    chunks: Mapping[str, int] | None = None,
-    bbox: Sequence[float] | None = None,
-    variables: Mapping[str, str] | None = None,
-    units: Mapping[str, str] | None = None,
-    psurf: float | None = None,
-    hashes: bool = True,
-) -> xr.Dataset:
-    """Gridded forcing (netCDF files, folders of them, or zarr stores) → canonical drivers on (lat, lon, time),
-    read lazily with dask (``chunks`` over lat/lon; time stays whole). Names, units, specific humidity → vpd
-    and monthly labels follow `kgml.data.gridded.open_gridded` (which reads eagerly and range-checks; use it
-    to validate a product). ``bbox`` = (lat_min, lat_max, lon_min, lon_max) in degrees, lon in [-180, 180).
-    The files' SHA-256 go into ``attrs["forcing_sha256"]``."""
-    variables, units = dict(variables or {}), dict(units or {})
-    chunks = dict(chunks or {"lat": 32, "lon": 32})
-    files = _expand(paths)
-    pieces: dict[str, xr.DataArray] = {}
-    for path in files:
-        if is_zarr_store(path):
-            raw = xr.open_zarr(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=False))
-        else:
-            try:
-                raw = xr.open_dataset(path, chunks={}, decode_times=xr.coders.CFDatetimeCoder(use_cftime=False))
-            except (OSError, ValueError) as err:
-                raise G.DataValidationError(path, None, f"cannot open: {err}") from err
-        ds = G._normalise_grid(raw, path)
-        if bbox is not None:
-            la0, la1, lo0, lo1 = bbox
-            ds = ds.sel(lat=slice(la0, la1), lon=slice(lo0, lo1))
-            if ds.sizes["lat"] == 0 or ds.sizes["lon"] == 0:
-                raise ValueError(f"{path}: no grid cell inside bbox {tuple(bbox)}")
-        for name, da in ds.data_vars.items():
-            name = str(name)
-            if not {"lat", "lon", "time"} <= set(da.dims):
-                continue
-            canonical = G._canonical_name(name, da, variables)
-            if canonical is None or canonical in ("lw_in", "ws", "rh"):
-                continue
-            if canonical in pieces:
-                raise G.DataValidationError(path, name, f"a second source for {canonical}")
-            raw_units = G._units_of(name, da, units, path)
-            da = da.transpose("lat", "lon", "time").astype("float32")
-            if raw_units.lower() in G._MONTHLY_TOTAL_UNITS and canonical == "precip":
-                days = xr.DataArray(np.asarray(da.time.dt.days_in_month.values, np.float32), dims="time")
-                conv = da / days
-            elif canonical == "qair":
-                conv = da
-            else:
-                target = get_variable(canonical).units
-                conv = xr.apply_ufunc(lambda v, f=raw_units, t=target: np.asarray(convert_units(v, f, t), np.float32),
-                                      da, dask="parallelized", output_dtypes=[np.float32])
-            attrs = get_variable(canonical).attrs() if canonical != "qair" else {"units": "kg kg-1"}
-            pieces[canonical] = conv.assign_attrs({**attrs, "comment": f"from {path.name}:{name} ({raw_units})"})
-    if not pieces:
-        raise G.DataValidationError(files[0], None, "no recognised forcing variable")
-    if "qair" in pieces:
-        if "tair" not in pieces:
-            raise G.DataValidationError(files[0], "qair", "specific humidity needs air temperature to give vpd")
-        pressure = pieces.get("patm", psurf if psurf is not None else G.P_STANDARD)
-        vpd = xr.apply_ufunc(lambda q, t, p: G.specific_humidity_to_vpd(q, t, p).astype(np.float32),
-                             pieces.pop("qair"), pieces["tair"], pressure, dask="parallelized",
-                             output_dtypes=[np.float32])
-        pieces["vpd"] = vpd.assign_attrs({**get_variable("vpd").attrs(), "comment": "from specific humidity, tair "
-                                          f"and {'surface pressure' if 'patm' in pieces else f'{pressure} Pa'}"})
-    pieces.pop("patm", None)
-    out = xr.Dataset(pieces)
-    times = out.time.values
-    if _resolution(times) == "monthly":
-        out = out.assign_coords(time=np.asarray(times).astype("datetime64[M]").astype("datetime64[ns]"))
-    out = out.transpose("lat", "lon", "time").chunk({"lat": chunks.get("lat", 32), "lon": chunks.get("lon", 32),
-                                                     "time": -1})
-    out.attrs.update(source=" ".join(str(p) for p in files), files=" ".join(p.name for p in files),
-                     resolution=_resolution(times))
-    if hashes:
-        out.attrs["forcing_sha256"] = " ".join(f"{p.name}:{_file_sha256(p)}" for p in files)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1048,143 +529,6 @@ def write_map(ds: xr.Dataset, path) -> Path:
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", encoding=enc)
     return path
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Budgets and figures
-# ---------------------------------------------------------------------------------------------------------
-
-
-def latitude_bands(lat: np.ndarray, lon: np.ndarray, width: float = 10.0) -> xr.DataArray:
-    """Labels of ``width``-degree latitude bands on the grid (the default regions of a budget)."""
-    lo = np.floor(np.asarray(lat) / width) * width
-    labels = np.array([f"{a:+.0f}..{a + width:+.0f}N" for a in lo])
-    return xr.DataArray(np.broadcast_to(labels[:, None], (len(lat), len(lon))), dims=("lat", "lon"),
-                        coords={"lat": lat, "lon": lon})
-
-
-def budget_table(mapped: xr.Dataset, groups: Mapping[str, xr.DataArray] | None = None):
-    """Area-weighted budgets of a map: per group (``"domain"``: every mapped cell; ``"lat_band"``: 10°
-    bands; ``"training_climate"``: cells whose static attributes lie within 3 training standard deviations
-    or not; plus each given (lat, lon) label map, e.g. ``{"land_cover": lc}``) and label: mapped cells,
-    area (km2), mean GPP/Reco/NEE over the mapped months (gC m-2 d-1, area-weighted) and totals over those
-    months (TgC; flux × days of each month × area); where the map has calibrated bounds at `BUDGET_LEVEL`
-    (``kgml map`` with a calibration record), ``<v>_total_tgc_lower_90`` / ``_upper_90``: the totals of the
-    cell bounds (the full-correlation envelope, see `budget_markdown`). Returns a `pandas.DataFrame`."""
-    groups = {"domain": None, "lat_band": latitude_bands(mapped.lat.values, mapped.lon.values), **dict(groups or {})}
-    if "static_max_abs_z" in mapped:
-        groups.setdefault("training_climate", xr.DataArray(np.where(
-            mapped["static_max_abs_z"].values > 3, "extrapolated (z-score above 3)", "within 3 sd"), dims=("lat", "lon")))
-    area = mapped["cell_area"].values.astype(np.float64)
-    ok = mapped["mapped"].values.astype(bool)
-    days = np.asarray(pd.DatetimeIndex(mapped.time.values).days_in_month, np.float64)
-    fl = {v: mapped[v].values.astype(np.float64) for v in FLUXES}
-    rows = []
-    for group, labels in groups.items():
-        lab = np.full(area.shape, "all", object) if labels is None else np.asarray(getattr(labels, "values", labels))
-        if lab.shape != area.shape:
-            raise ValueError(f"budget group {group!r}: labels shaped {lab.shape}, the grid is {area.shape}")
-        for label in sorted({str(x) for x in lab[ok]}):
-            sel = ok & (lab.astype(str) == label)
-            a = area * sel
-            row = {"group": group, "label": label, "cells": int(sel.sum()), "area_km2": float(a.sum() / 1e6)}
-            for v in FLUXES:
-                x = np.where(sel[None], fl[v], 0.0)
-                w = np.where(np.isfinite(x), a[None], 0.0)
-                x = np.nan_to_num(x)
-                row[f"{v}_mean_gc_m2_d"] = float((x * w).sum() / max(w.sum(), 1e-30))
-                row[f"{v}_total_tgc"] = float((x * w * days[:, None, None]).sum() / G_PER_TG)
-                for side in ("lower", "upper"):
-                    b = f"{v}_{side}_{BUDGET_LEVEL}"
-                    if b in mapped:  # every cell-month at its bound together: the full-correlation envelope
-                        xb = np.nan_to_num(np.where(sel[None], mapped[b].values.astype(np.float64), 0.0),
-                                           posinf=np.inf, neginf=-np.inf)
-                        row[f"{v}_total_tgc_{side}_{BUDGET_LEVEL}"] = float((xb * w * days[:, None, None]).sum()
-                                                                            / G_PER_TG)
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-#: Level of the calibrated bounds carried to the budgets (`budget_table`), in percent.
-BUDGET_LEVEL = 90
-
-
-def budget_markdown(table, title: str = "") -> str:
-    cols = ["group", "label", "cells", "area_km2"] + [f"{v}_{k}" for v in FLUXES for k in ("mean_gc_m2_d", "total_tgc")]
-    bounds = [c for c in table.columns if "_total_tgc_" in str(c)]
-    cols += bounds
-    lines = ([f"## {title}", ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    lines += ["", "Means: area-weighted over mapped cells and months (gC m-2 d-1); totals: over the mapped months "
-              "(TgC). NEE > 0 is a source to the atmosphere."]
-    if bounds:
-        lines += ["", f"*_total_tgc_lower/upper_{BUDGET_LEVEL}: the totals of the calibrated {BUDGET_LEVEL} % cell bounds "
-                  "(`kgml calibrate`, monthly means) — every cell-month at its bound together, i.e. errors fully "
-                  "correlated over the region: exact if they are, wider than needed for Gaussian errors of any "
-                  "correlation (the sd of a sum is at most the sum of the sds); the site calibration says nothing "
-                  "of spatial correlation, so no narrower interval is claimed."]
-    return "\n".join(lines) + "\n"
-
-
-#: A field whose range is below this share of its magnitude is drawn as uniform, not stretched over the colours.
-UNIFORM_RELATIVE_RANGE = 0.01
-
-
-def colour_limits(values, *, diverging: bool) -> tuple[float | None, float | None, bool]:
-    """(vmin, vmax, nearly_uniform) of a map's colour scale: symmetric about 0 for diverging fields; for
-    the others the data range, unless it is below `UNIFORM_RELATIVE_RANGE` of the field's magnitude — then
-    the median ± that share, so a parameter that varies by 0.03 % does not fill the whole colour map."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return None, None, False
-    if diverging:
-        lim = float(np.max(np.abs(v))) or 1.0
-        return -lim, lim, False
-    lo, hi, mid = float(v.min()), float(v.max()), float(np.median(v))
-    half = UNIFORM_RELATIVE_RANGE * abs(mid) / 2
-    if hi - lo < 2 * half:
-        return mid - half, mid + half, True
-    return None, None, False
-
-
-def plot_maps(ds: xr.Dataset, path, variables: Sequence[str] | None = None, *, title: str = "",
-              cmap: Mapping[str, str] | None = None) -> Path | None:
-    """PNG of the time-mean maps of ``variables`` (default: gpp, reco, nee, nee_sd if present, learned
-    parameters)."""
-    try:
-        plt = pyplot()
-    except ImportError:
-        warnings.warn("matplotlib not installed (pip install 'kgml[plot]'): no figure written", stacklevel=2)
-        return None
-
-    if variables is None:
-        variables = [v for v in (*FLUXES, "nee_sd") if v in ds] + [v for v in ds.data_vars
-                                                                    if str(v).startswith("theta_") and not str(v).endswith("_sd")]
-    variables = list(variables)
-    n = len(variables)
-    ncol = min(n, 3)
-    nrow = int(math.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow), constrained_layout=True, squeeze=False)
-    for ax, v in zip(axes.ravel(), variables, strict=False):
-        da_ = ds[v].mean("time") if "time" in ds[v].dims else ds[v]
-        vals = da_.values
-        div = v.startswith("nee") and not v.endswith("_sd") or v.startswith("d_")
-        kw = {"cmap": (cmap or {}).get(v, "RdBu_r" if div else "viridis")}
-        vmin, vmax, uniform = colour_limits(vals, diverging=div)
-        if vmin is not None:
-            kw.update(vmin=vmin, vmax=vmax)
-        im = ax.pcolormesh(ds.lon.values, ds.lat.values, vals, shading="nearest", **kw)
-        fig.colorbar(im, ax=ax, shrink=0.85, label=str(ds[v].attrs.get("units", "")).replace("g m-2 d-1", "gC m-2 d-1"))
-        ax.set(title=v + (" (mean over months)" if "time" in ds[v].dims else "") + (" (nearly uniform)" if uniform else ""),
-               xlabel="lon", ylabel="lat")
-        ax.set_aspect("equal", adjustable="box")
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    return write_png_atomic(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 
 from kgml.spatial import mapping as M
+from kgml.spatial.grid_drivers import _angstrom_sw
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +79,7 @@ def test_monthly_drivers_pad_short_records_and_name_assumptions():
 def test_assumed_sw_in_is_fao56_angstrom():
     """FAO-56 example 8: R_a = 32.2 MJ m-2 d-1 at 20° S on 3 September (doy 246); with a = 0.25, b = 0.5 and
     n/N = 0.5, R_s = 0.5 R_a = 16.1 MJ m-2 d-1 = 186.3 W m-2."""
-    sw = M._angstrom_sw(np.array([-20.0]), np.array([246]), M.DriverAssumptions())
+    sw = _angstrom_sw(np.array([-20.0]), np.array([246]), M.DriverAssumptions())
     assert sw[0, 0] == pytest.approx(0.5 * 32.2e6 / 86400, rel=3e-3)
 
 
@@ -225,7 +226,7 @@ def test_runs_of_other_model_kinds_are_refused_by_name(runs):
 
 
 def test_nearly_uniform_parameter_maps_are_not_stretched():
-    from kgml.spatial.mapping import colour_limits
+    from kgml.spatial.budgets import colour_limits
 
     lo, hi, uniform = colour_limits(np.array([1.0000, 1.0003, np.nan]), diverging=False)  # 0.03 % range
     assert uniform and lo < 1.0 and hi > 1.0003 and (hi - lo) == pytest.approx(0.01, rel=0.05)

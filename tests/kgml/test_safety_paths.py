@@ -204,7 +204,7 @@ def test_partition_takes_the_site_from_the_name_or_site_option(tmp_path, capsys)
 def test_forcing_folders_give_their_netcdf_and_zarr_by_content(tmp_path):
     """``--forcing FOLDER`` takes the netCDF files it holds whatever they are called (magic bytes) and zarr stores
     by their metadata files, not by a ``.nc`` / ``.zarr`` suffix (item 5 on the mapping path)."""
-    from kgml.spatial.mapping import _expand, is_zarr_store
+    from kgml.spatial.forcing import _expand, is_zarr_store
 
     folder = tmp_path / "forcing"
     _grid(folder / "tair_2018.bin")
