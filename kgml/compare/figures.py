@@ -59,8 +59,9 @@ def held_out_predictions(directory: Path, kind: str, splits, model: str, seed: i
 
 
 def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory: Path, models: Sequence[str],
-                  site_scores: dict) -> list[Path]:
-    """Write the figures of a scored run into ``directory``; returns their paths."""
+                  site_scores: dict, seeds: Sequence[int] = (0,)) -> list[Path]:
+    """Write the figures of a scored run into ``directory``; returns their paths. A model's panel shows the
+    predictions of the first of ``seeds`` saved for it (a run of seed 2 alone has no seed-0 files)."""
     plt = _plt()
     paths = []
     var = suite.targets[0]
@@ -75,7 +76,11 @@ def suite_figures(suite, ds: xr.Dataset, obs: xr.Dataset, folds: dict, directory
         rows = int(np.ceil(n / cols))
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
         for ax, m in zip(axes.ravel(), have, strict=False):
-            pred = held_out_predictions(directory, kind, splits, m)
+            pred = next((p for sd in seeds
+                         if (p := held_out_predictions(directory, kind, splits, m, sd)) is not None), None)
+            if pred is None:
+                ax.set_visible(False)
+                continue
             try:
                 p, o = paired(pred, obs, var, ref, resolution=suite.resolution)
             except (KeyError, ValueError):

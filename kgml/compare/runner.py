@@ -1190,7 +1190,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     write_netcdf_atomic(mds, directory / "metrics.nc")
     figs = []
     if figures:
-        figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores)
+        figs = fg.suite_figures(suite, ds, obs, folds, directory, models, site_scores, seeds=seeds)
         if irows:
             figs.append(iv.coverage_figure(irows, directory / "coverage.png", suite.name))
     if results_md is not None:

@@ -148,3 +148,17 @@ def test_summary_prints_decomposition_and_seed_range(tmp_path):
     assert cells[2] == "0.41–0.47"  # NEE R² median over the two seeds
     # NEE site mean R² / NSE, then seasonal: the values written above
     assert cells[5] == "0.01 / 0.02" and cells[6] == "0.03 / 0.04" and cells[8] == "0.07 / 0.08"
+
+
+def test_a_run_of_another_seed_alone_draws_its_figures(tmp_path):
+    """A bench run of seed 1 only (no seed-0 files) scores and draws the figures from seed 1's predictions
+    (it used to look for seed 0's and fail at the end of the run)."""
+    from kgml.cli import main
+
+    out = tmp_path / "bench"
+    args = ["bench", "shift", "--suite", "synthetic_shift", "--quick", "--seed", "1", "--models", "rf",
+            "--fold-kinds", "site_kfold", "--out", str(out), "--no-progress", "--no-results"]
+    assert main(args) == 0
+    fold = next((out / "synthetic_shift" / "folds" / "site_kfold").iterdir())
+    assert (fold / "rf_seed1.nc").exists() and not (fold / "rf.nc").exists()
+    assert list((out / "synthetic_shift").glob("obs_vs_pred_*.png"))
