@@ -19,6 +19,8 @@ import xarray as xr
 
 STATS = (("r2_median", "NEE R² med"), ("nse_median", "NEE NSE med"), ("anomaly_r2", "anomaly R²"),
          ("iav_r2", "IAV R²"))
+#: Columns of other targets (variable, statistic, label): the issue's GPP and Reco targets.
+OTHER = (("gpp", "r2_median", "GPP R² med"), ("reco", "nse_median", "Reco NSE med"))
 
 
 def _entry(out: Path, spec: str, variable: str, kind: str) -> dict:
@@ -35,6 +37,11 @@ def _entry(out: Path, spec: str, variable: str, kind: str) -> dict:
         for stat, _ in STATS:
             row[stat] = float(m[stat].sel(sel))
             row[f"seed_{stat}"] = np.asarray(m[f"seed_{stat}"].sel(sel).values, float)
+        for var, stat, _ in OTHER:
+            if var in m.variable.values:
+                o = dict(sel, variable=var)
+                row[f"{var}_{stat}"] = float(m[stat].sel(o))
+                row[f"seed_{var}_{stat}"] = np.asarray(m[f"seed_{stat}"].sel(o).values, float)
     return row
 
 
@@ -46,10 +53,11 @@ def _cell(v: float, seeds: np.ndarray, digits: int = 2) -> str:
 
 def table(out: Path, rows: list[str], deltas: list[str], variable: str = "nee", kind: str = "site_kfold") -> str:
     entries = [_entry(out, r, variable, kind) for r in rows]
-    lines = ["| suite:model | towers | folds | seeds | " + " | ".join(label for _, label in STATS) + " |",
-             "|---" * (4 + len(STATS)) + "|"]
+    labels = [label for _, label in STATS] + [label for *_, label in OTHER]
+    lines = ["| suite:model | towers | folds | seeds | " + " | ".join(labels) + " |", "|---" * (4 + len(labels)) + "|"]
     for e in entries:
         cells = [_cell(e[s], e[f"seed_{s}"], 3 if s in ("anomaly_r2", "iav_r2") else 2) for s, _ in STATS]
+        cells += [_cell(e[f"{v}_{s}"], e[f"seed_{v}_{s}"]) if f"{v}_{s}" in e else "–" for v, s, _ in OTHER]
         lines.append(f"| {e['spec']} | {e['n_sites']} | {e['n_folds']} | {e['n_seeds']} | " + " | ".join(cells) + " |")
     for d in deltas:
         a, _, b = d.partition(",")
@@ -64,7 +72,7 @@ def table(out: Path, rows: list[str], deltas: list[str], variable: str = "nee", 
             digits = 3 if s in ("anomaly_r2", "iav_r2") else 2
             cells.append(f"{diff.mean():+.{digits}f} [{diff.min():+.{digits}f}…{diff.max():+.{digits}f}]; "
                          f"ens {ens:+.{digits}f}" if diff.size else "–")
-        lines.append(f"| Δ {a} − {b} | | | {diff.size} | " + " | ".join(cells) + " |")
+        lines.append(f"| Δ {a} − {b} | | | {diff.size} | " + " | ".join(cells) + " |" + " |" * len(OTHER))
     return "\n".join(lines)
 
 
