@@ -185,10 +185,9 @@ class LossConfig:
     residual: float = 1e-2
     monotone: float = 1.0
     yield_consistency: float = 1.0
-    #: weight of the anomaly-aware term (`kgml.losses.paired_anomaly_mse` on every monthly target): training
-    #: batches pair each window with another year of the same site, and the error of the year-to-year
-    #: difference (no seasonal cycle left in it) is added to the loss; 0 = off (batches as without it)
-    anomaly: float = 0.0
+    # Training batches pair each window with another year of the same site (`kgml.training.paired_sampler`)
+    # and the error of the year-to-year difference of every monthly target is added with this weight.
+    anomaly: float = 0.0  #: weight of the anomaly-aware term (kgml.losses.paired_anomaly_mse); 0 = off
 
     def __post_init__(self):
         _check("loss", self, {"weights": "non_negative", "scales": "positive", "prior": "non_negative",
