@@ -43,7 +43,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
                         "physics once per suite, fine-tuned per fold), hybrid_trend and process_trend (with the "
                         "technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
-                        "yield_trend_rf (naive yield baselines)")
+                        "yield_trend_rf (naive yield baselines), hybrid_anomaly_w1, hybrid_anomaly_w3, hybrid_anomaly_w10 "
+                        "(hybrid_global + the anomaly-aware loss of that weight; monthly suites)")
     s.add_argument("--fold-kinds", default=None, help="comma-separated fold kinds to run (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")
     s.add_argument("--signature", default=None,

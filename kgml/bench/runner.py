@@ -19,6 +19,9 @@ technology trend on yield potential, `kgml.hybrid.TechnologyTrend`) and the naiv
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
 
+``hybrid_anomaly_w<w>`` (`ANOMALY_SLOTS`): hybrid_global with the anomaly-aware loss of weight w
+(`kgml.config.LossConfig.anomaly`), for monthly suites.
+
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
 

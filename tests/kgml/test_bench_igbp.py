@@ -105,3 +105,19 @@ def test_baseline_slots_read_the_indicators(slot, corpus, tmp_path):
     base, flipped = run("fluxnet_mm_igbp", corpus), run("fluxnet_mm_igbp", _flip(corpus, heldout))
     assert np.isfinite(base).any() and not np.allclose(base, flipped, equal_nan=True)
     np.testing.assert_array_equal(run("fluxnet_mm", corpus), run("fluxnet_mm", _flip(corpus, heldout)))
+
+
+@pytest.mark.realdata
+def test_igbp_suite_marks_every_tower_of_the_frozen_folds(dataset_dir):
+    """On the FLUXNET towers: every tower of a class with an indicator has exactly that indicator set, the
+    others none, and every indicator marks at least 3 towers of the frozen site list."""
+    from kgml.bench.suites import fold_units, load_folds
+
+    suite = get_suite("fluxnet_mm_igbp")
+    root = dataset_dir(suite.dataset_folder).parent
+    ds = suite.load(root, False, None)
+    assert sorted(ds.site.values.astype(str)) == fold_units(load_folds(suite))
+    flags = np.stack([ds[k].values for k in IGBP_INDICATORS], axis=-1)
+    marked = np.isin(ds["igbp"].values.astype(str), [c for cs in IGBP_INDICATORS.values() for c in cs])
+    np.testing.assert_array_equal(flags.sum(axis=-1), marked.astype(float))
+    assert (flags.sum(axis=0) >= 3).all()
