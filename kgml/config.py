@@ -187,11 +187,14 @@ class LossConfig:
     residual: float = 1e-2
     monotone: float = 1.0
     yield_consistency: float = 1.0
+    # Training batches pair each window with another year of the same site (`kgml.training.paired_sampler`)
+    # and the error of the year-to-year difference of every monthly target is added with this weight.
+    anomaly: float = 0.0  #: weight of the anomaly-aware term (kgml.models.losses.paired_anomaly_mse); 0 = off
 
     def __post_init__(self):
         _check("loss", self, {"weights": "non_negative", "scales": "positive", "prior": "non_negative",
                               "prior_sd": "positive", "residual": "non_negative", "monotone": "non_negative",
-                              "yield_consistency": "non_negative"})
+                              "yield_consistency": "non_negative", "anomaly": "non_negative"})
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from kgml.evaluation import to_monthly
 from kgml.io import atomic_path, write_netcdf_atomic, write_text_atomic
 from kgml.metrics import align_labels, score_table
 from kgml.models.hybrid import (
+    DAYS_PER_YEAR,
     ContextPool,
     HybridModel,
     HybridObjective,
@@ -73,6 +74,7 @@ from kgml.training import (
     fit,
     load_checkpoint_state,
     load_model,
+    paired_sampler,
     read_metadata,
 )
 
@@ -321,7 +323,7 @@ def objective(config: ExperimentConfig, prepared: Prepared) -> HybridObjective:
     lc = config.loss
     return HybridObjective.create(prepared.task, prepared.scales, dict(lc.weights), prior=lc.prior,
                                   prior_sd=lc.prior_sd, residual=lc.residual, monotone=lc.monotone,
-                                  yield_consistency=lc.yield_consistency)
+                                  yield_consistency=lc.yield_consistency, anomaly=lc.anomaly)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -389,8 +391,18 @@ def train_run(
     val_w = windows(split.select(ds, "val"), config, prepared, require_targets=True) if split.val.units else None
     run = Run(model, config, prepared, split, None, Path(directory) if directory else None)
     ckpt = Path(directory) / "checkpoint" if directory else None
+    sampler = None
+    if config.loss.anomaly > 0:  # the anomaly-aware term needs pairs: two years of one site
+        if config.data.window_days != DAYS_PER_YEAR:
+            raise ConfigError(f"loss.anomaly pairs whole-year windows (data.window_days = {DAYS_PER_YEAR}), "
+                              f"got window_days = {config.data.window_days}")
+        if config.train.batch_size < 2:
+            raise ConfigError(f"loss.anomaly pairs two windows per batch: train.batch_size must be >= 2, got "
+                              f"{config.train.batch_size}")
+        sampler = paired_sampler(train_w.site, train_w.years, config.train.batch_size, config.train.seed)
     result = fit(model, train_w, val_w, objective(config, prepared), config.train, checkpoint_dir=ckpt,
-                 resume=resume, metadata=run.meta(), progress=progress, description=description, force=force)
+                 resume=resume, metadata=run.meta(), progress=progress, description=description, force=force,
+                 sampler=sampler)
     run.model, run.history = result.model, result.history  # the checkpoint's best.eqx holds result.model
     return run
 

@@ -36,6 +36,8 @@ __all__ = [
     "recover_checkpoint",
     "load_model",
     "make_optimizer",
+    "paired_batch_indices",
+    "paired_sampler",
     "read_metadata",
     "save_model",
     "trainable_filter",
@@ -290,6 +292,34 @@ def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return np.sort(order[pos * batch_size : (pos + 1) * batch_size])
 
 
+def paired_batch_indices(site: np.ndarray, year: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Windows of step ``step`` for the anomaly-aware loss (`kgml.models.losses.paired_anomaly_mse`): the first
+    ``batch_size // 2`` are the `_batch_indices` draw of that many windows (every window in turn, as without
+    pairing); window i + half is a window of the same site as window i in another year, drawn with
+    (seed, step), or — for a site with one year only — any other window (that row is then unpaired: the loss
+    tells by site and year). An odd batch gets one more window of the draw at the end. A pure function of
+    (seed, step): resumed runs see the same batches."""
+    site, year = np.asarray(site), np.asarray(year)
+    n = site.size
+    half = batch_size // 2
+    if half < 1 or n < 2:
+        raise ValueError(f"paired batches need batch_size >= 2 and >= 2 windows, got {batch_size} and {n}")
+    anchors = _batch_indices(n, half + batch_size % 2, seed, step)
+    rng = np.random.default_rng([seed, step, 1])
+    partners = []
+    for i in anchors[:half]:
+        mine = np.flatnonzero((site == site[i]) & (year != year[i]))
+        pool = mine if mine.size else np.delete(np.arange(n), i)
+        partners.append(int(pool[rng.integers(pool.size)]))
+    return np.concatenate([anchors[:half], partners, anchors[half:]]).astype(np.int64)
+
+
+def paired_sampler(site: np.ndarray, year: np.ndarray, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
+    """``step -> window indices`` of `paired_batch_indices` (the ``sampler`` of `fit`)."""
+    site, year = np.asarray(site).copy(), np.asarray(year).copy()
+    return lambda step: paired_batch_indices(site, year, min(batch_size, site.size), seed, step)
+
+
 def _evaluate(loss_fn, model, data: Data, batch_size: int, monitor: str) -> dict[str, float]:
     totals: dict[str, float] = {}
     n = len(data)
@@ -337,6 +367,7 @@ def fit(
     monitor: str = "data",
     description: str = "training",
     force: bool = False,
+    sampler: Callable[[int], np.ndarray] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and return the best model on ``val``.
 
@@ -350,7 +381,8 @@ def fit(
     and at the end; ``resume=True`` continues from the checkpoint there exactly (same batches, same
     optimiser state, same running loss sums). Resuming with a ``metadata["config"]`` that differs from the
     checkpoint's is refused unless ``force`` (then both are recorded: meta.json ``resumed_with``).
-    ``max_steps_this_call`` stops early without finishing (as if interrupted).
+    ``max_steps_this_call`` stops early without finishing (as if interrupted). ``sampler(step)``: the
+    training windows of a step (default `_batch_indices`; `paired_sampler` for the anomaly-aware loss).
     """
     parts = cfg.trainable if trainable is None else tuple(trainable)
     filter_spec = trainable_filter(model, parts)
@@ -418,7 +450,8 @@ def fit(
     step = start
     try:
         while step < end:
-            batch = train.batch(_batch_indices(n, batch_size, cfg.seed, step))
+            idx = _batch_indices(n, batch_size, cfg.seed, step) if sampler is None else sampler(step)
+            batch = train.batch(idx)
             diff, opt_state, aux = _train_step(diff, static, opt_state, batch, optimizer, loss_fn)
             step += 1
             for k, v in aux.items():

@@ -53,8 +53,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "process_per_region, neural, hybrid_global, hybrid_per_region, hybrid_finetune, "
                         "hybrid_region_aware, hybrid_pretrained (pretrained on synthetic data of the suite's "
                         "physics once per suite, fine-tuned per fold), hybrid_trend, hybrid_per_region_trend, "
-                        "neural_trend and process_trend (with the technology trend; yield suites), yield_unit_mean, yield_unit_trend, yield_region_trend, "
-                        "yield_trend_rf (naive yield baselines)")
+                        "neural_trend and process_trend (with the technology trend; yield suites), yield_unit_mean, "
+                        "yield_unit_trend, yield_region_trend, yield_trend_rf (naive yield baselines), "
+                        "hybrid_anomaly_w1, hybrid_anomaly_w3, hybrid_anomaly_w10 (hybrid_global + the anomaly-aware "
+                        "loss of that weight; monthly suites)")
     s.add_argument("--fold-kinds", action=ListAction, default=None, metavar="KIND",
                    help="fold kinds to run, commas or spaces (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")

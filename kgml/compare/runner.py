@@ -20,6 +20,9 @@ potential, `kgml.models.hybrid.TechnologyTrend`; the network's yield head output
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
 
+``hybrid_anomaly_w<w>`` (`ANOMALY_SLOTS`): hybrid_global with the anomaly-aware loss of weight w
+(`kgml.config.LossConfig.anomaly`), for monthly suites.
+
 Held-out sites of a region without its own model (a held-out region) use the model of the nearest training
 region (distance between the mean unit vectors of the regions' site locations).
 
@@ -711,6 +714,31 @@ def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
         model={"site_attention": True}, data={"n_context": ABLATION_CONTEXT_SITES})(ctx)
 
 
+#: The anomaly-aware loss (issue 20 item 4, lever b): slot → weight of `kgml.config.LossConfig.anomaly`
+#: (`kgml.models.losses.paired_anomaly_mse`; batches pair two years of a site). hybrid_global otherwise.
+ANOMALY_SLOTS = {"hybrid_anomaly_w1": 1.0, "hybrid_anomaly_w3": 3.0, "hybrid_anomaly_w10": 10.0}
+
+
+def _hybrid_anomaly(weight: float):
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        if ctx.suite.resolution != "monthly":
+            raise NotAvailable("the anomaly-aware loss pairs monthly targets of two years; this suite scores "
+                               f"{ctx.suite.resolution} targets")
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-anomaly{weight:g}", loss={"anomaly": float(weight)})
+        if cfg.train.batch_size < 2:  # quick runs: one pair per batch
+            cfg = _replace(cfg, train={"batch_size": 2})
+        where = ctx.directory / ctx.seeded(f"hybrid_anomaly_w{weight:g}_run")
+        run = load_run(where) if (where / "done").exists() else ctx.train(cfg, directory=where)
+        write_text_atomic("trained\n", where / "done")
+        pred = ctx.predict(run, ctx.heldout_ds())
+        pred.attrs["loss_anomaly"] = float(weight)
+        return pred
+
+    return slot
+
+
+SLOTS.update({slot: _hybrid_anomaly(w) for slot, w in ANOMALY_SLOTS.items()})
+MODEL_LABELS.update({slot: f"hybrid, global, + anomaly-aware loss (weight {w:g})" for slot, w in ANOMALY_SLOTS.items()})
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
@@ -954,7 +982,7 @@ def run_suite(
     if ablate:
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    known = (*MODELS, *ABLATION_MODELS)
+    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS)
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")

@@ -46,7 +46,9 @@ __all__ = [
     "forecast_origins",
     "freeze_folds",
     "freeze_new_fold_kinds",
+    "IGBP_INDICATORS",
     "get_suite",
+    "igbp_indicators",
     "load_folds",
     "make_folds",
     "restrict_split",
@@ -264,6 +266,39 @@ def _load_fluxnet(data_dir, quick, sites):
     return _subset(ds, sites)
 
 
+#: Vegetation type as static inputs (``fluxnet_mm_igbp``): indicator coordinate → the IGBP classes
+#: (Loveland & Belward 1997 IJRS 18:3289) it marks. One indicator per class with ≥ 3 towers in the FLUXNET2015
+#: SUBSET (ENF 33, GRA 25, DBF 17, WET 13, CRO 13, EBF 10, OSH 9, MF 6, SAV 5, WSA 4); the rare classes join the
+#: class of the same structure and phenology (closed shrubland CSH with open shrubland, deciduous needleleaf DNF
+#: with deciduous broadleaf, cropland/natural mosaic CVM with cropland). Snow/ice, barren, urban and water
+#: (SNO, BSV, URB, WAT) have no indicator (all zero), as has a site without a class.
+IGBP_INDICATORS: dict[str, tuple[str, ...]] = {
+    "igbp_enf": ("ENF",), "igbp_ebf": ("EBF",), "igbp_dbf": ("DBF", "DNF"), "igbp_mf": ("MF",),
+    "igbp_sh": ("OSH", "CSH"), "igbp_wsa": ("WSA",), "igbp_sav": ("SAV",), "igbp_gra": ("GRA",),
+    "igbp_cro": ("CRO", "CVM"), "igbp_wet": ("WET",),
+}
+
+
+def igbp_indicators(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the 0/1 site coordinates of `IGBP_INDICATORS` made from its ``igbp`` site coordinate
+    (the vegetation type as numeric static attributes every model can read). Raises naming the dataset's
+    coordinates when it has no ``igbp``."""
+    if "igbp" not in ds.coords:
+        raise KeyError(f"igbp_indicators: the dataset has no 'igbp' site coordinate (has {sorted(map(str, ds.coords))})")
+    classes = np.char.upper(np.char.strip(ds["igbp"].values.astype(str)))
+    out = {}
+    for name, members in IGBP_INDICATORS.items():
+        flag = np.isin(classes, members).astype(np.float32)
+        out[name] = ("site", flag, {"units": "1", "long_name": f"IGBP vegetation class {' or '.join(members)}",
+                                    "comment": "1 where the site's IGBP class is one of the listed, else 0"})
+    return ds.assign_coords(out)
+
+
+def _load_fluxnet_igbp(data_dir, quick, sites):
+    """`_load_fluxnet` plus the IGBP indicators (`igbp_indicators`)."""
+    return igbp_indicators(_load_fluxnet(data_dir, quick, sites))
+
+
 def _load_cosore(data_dir, quick, sites):
     root = _data_path(data_dir, "cosore")
     fn = _assemble("cosore_daily")
@@ -351,6 +386,20 @@ _register(Suite(
     anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
            "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
     dataset_folder="fluxnet2015_subset_mm",
+))
+_register(Suite(
+    name="fluxnet_mm_igbp",
+    description="fluxnet_mm with the vegetation type as knowledge: indicators of the site's IGBP class "
+                "(kgml.compare.suites.IGBP_INDICATORS) as static inputs of every model (the hybrid's site "
+                "embedding and parameter heads, the same-size network, RF, GBM, LSTM), beside MAT and MAP",
+    load=_load_fluxnet_igbp, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
+    region="igbp_group",
+    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
+           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood")),
+    static=("mat", "map", *IGBP_INDICATORS),
+    anchor="issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same "
+           "models, without the indicators)",
+    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
 ))
 _register(Suite(
     name="fluxnet_mm_nee_only",

@@ -471,6 +471,7 @@ class HybridObjective:
     residual: float = 1e-2
     monotone: float = 1.0
     yield_consistency: float = 1.0
+    anomaly: float = 0.0
 
     @classmethod
     def create(cls, task: TaskSpec, scales: Mapping[str, float], weights: Mapping[str, float] | None = None,
@@ -482,7 +483,7 @@ class HybridObjective:
         return hybrid_objective(
             model, batch, task=self.task, scales=dict(self.scales), weights=dict(self.weights), prior=self.prior,
             prior_sd=self.prior_sd, residual=self.residual, monotone=self.monotone,
-            yield_consistency=self.yield_consistency)
+            yield_consistency=self.yield_consistency, anomaly=self.anomaly)
 
 
 def hybrid_objective(
@@ -497,6 +498,7 @@ def hybrid_objective(
     residual: float = 1e-2,
     monotone: float = 1.0,
     yield_consistency: float = 1.0,
+    anomaly: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """Weighted multi-task data loss at each observation's resolution + soft constraints.
 
@@ -504,7 +506,12 @@ def hybrid_objective(
     predictions (`losses.monthly_means`); ``crop_yield`` compares the year-end yield of each whole year.
     Penalties: parameter prior (`constraints.prior_penalty`), residual size, monotone temperature response
     of heterotrophic respiration, yield consistent with the year's GPP — the last two only for a model with a
-    process model (``model.process``; `ProcessModel` too, not `kgml.models.neural.NeuralModel`). Returns (total, parts)."""
+    process model (``model.process``; `ProcessModel` too, not `kgml.models.neural.NeuralModel`). With ``anomaly`` > 0
+    the anomaly-aware term (`losses.paired_anomaly_mse`, mean over the monthly targets, each at its loss
+    scale and weight) is added as ``anomaly`` × part ``anomaly``: window i of the batch's first half is paired
+    with window i + half where both are the same site (same lat/lon) in different years (the training
+    sampler `kgml.training.paired_batch_indices` draws such pairs). It is not part of ``data`` (the
+    validation monitor). Returns (total, parts)."""
     inputs, targets = batch
     weights = dict(weights or {})
     pred = predict(model, inputs)
@@ -546,6 +553,20 @@ def hybrid_objective(
         penalties["yield_consistency"] = jnp.zeros(())
     coef = {"prior": prior, "residual": residual, "monotone": monotone, "yield_consistency": yield_consistency}
     total = data + sum(coef[k] * v for k, v in penalties.items())
+    if anomaly > 0.0:
+        if not task.monthly:
+            raise ValueError("loss.anomaly pairs monthly targets of two years; the task has none")
+        if inputs.year is None:
+            raise ValueError("loss.anomaly pairs windows by site and year; the windows carry no year")
+        half = inputs.lat.shape[0] // 2
+        a, b = slice(0, half), slice(half, 2 * half)
+        pair = ((inputs.lat[a] == inputs.lat[b]) & (inputs.lon[a] == inputs.lon[b])
+                & (inputs.year[a] != inputs.year[b]))
+        terms = [weights.get(f"{n}_monthly", 1.0) * losses.paired_anomaly_mse(
+            preds[f"{n}_monthly"], obs[f"{n}_monthly"], masks[f"{n}_monthly"], pair, scales[f"{n}_monthly"])
+            for n in task.monthly]
+        parts["anomaly"] = sum(terms) / len(terms)
+        total = total + anomaly * parts["anomaly"]
     return total, {"loss": total, "data": data, **parts, **{f"penalty_{k}": v for k, v in penalties.items()}}
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "masked_mse",
     "monthly_means",
     "multitask_loss",
+    "paired_anomaly_mse",
 ]
 
 
@@ -91,3 +92,25 @@ def multitask_loss(
         parts[name] = masked_mse(predictions[name], obs, masks[name], scales[name])
         total = total + weights.get(name, 1.0) * parts[name]
     return total, parts
+
+
+def paired_anomaly_mse(
+    pred: Float[Array, "batch month"],  # noqa: F722
+    obs: Float[Array, "batch month"],  # noqa: F722
+    mask: Bool[Array, "batch month"],  # noqa: F722
+    pair: Bool[Array, " half"],  # noqa: F722
+    scale: float | Array = 1.0,
+) -> Array:
+    """Error of year-to-year differences: window i of the first half of the batch is paired with window
+    i + half (``half = batch // 2``); where ``pair[i]`` (the same site, another year, both windows starting on
+    1 January) the month-by-month differences pred_i − pred_(i+half) and obs_i − obs_(i+half) are compared on
+    the months observed in both years. The site's mean seasonal cycle, and any constant bias of the site,
+    cancel in the difference: what is left is the difference of the two years' anomalies, i.e. this is the
+    masked MSE of the anomalies (value − the site's mean seasonal cycle), pairwise. Unpaired rows and an odd
+    last window do not count; 0 when no month is paired."""
+    half = pred.shape[0] // 2
+    a, b = slice(0, half), slice(half, 2 * half)
+    both = mask[a] & mask[b] & pair[:half, None]
+    d_pred = jnp.where(both, pred[a], 0.0) - jnp.where(both, pred[b], 0.0)
+    d_obs = jnp.where(both, obs[a], 0.0) - jnp.where(both, obs[b], 0.0)
+    return masked_mse(d_pred, d_obs, both, scale)
