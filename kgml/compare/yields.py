@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from kgml import evaluation as ev
+from kgml.compare.figures import prediction_path
 from kgml.data.splits import Split
 from kgml.io import pyplot, write_png_atomic
 
@@ -24,8 +25,22 @@ __all__ = ["forecast_figure", "yield_markdown", "yield_rows"]
 REFERENCE = "yield_unit_trend"
 
 
-def _load(directory: Path, kind: str, splits: Sequence[Split], model: str) -> xr.Dataset | None:
-    paths = [directory / "folds" / kind / s.name / f"{model}.nc" for s in splits]
+def _seeds_saved(directory: Path, kind: str, splits: Sequence[Split], model: str) -> list[int]:
+    """The seeds of ``model`` with a saved prediction on the first split of ``kind`` (``model.nc``: seed 0,
+    ``model_seedN.nc``: seed N; `kgml.compare.figures.prediction_path`)."""
+    if not splits:
+        return []
+    folder = directory / "folds" / kind / splits[0].name
+    seeds = [0] if (folder / f"{model}.nc").exists() else []
+    for p in folder.glob(f"{model}_seed*.nc"):
+        tail = p.stem[len(model) + len("_seed"):]
+        if tail.isdigit():
+            seeds.append(int(tail))
+    return sorted(seeds)
+
+
+def _load(directory: Path, kind: str, splits: Sequence[Split], model: str, seed: int = 0) -> xr.Dataset | None:
+    paths = [prediction_path(directory / "folds" / kind / s.name, model, seed) for s in splits]
     if not all(p.exists() for p in paths):
         return None
     acc = None
@@ -55,10 +70,11 @@ def yield_rows(ds: xr.Dataset, folds: dict[str, list[Split]], directories: Seque
     for kind, splits in folds.items():
         for m in models:
             per_seed = []
-            for d in directories:
-                pred = _load(Path(d) / suite, kind, splits, m)
-                if pred is not None:
-                    per_seed.append(_scores(pred, obs))
+            for d in directories:  # every seed saved in each directory is one member
+                for sd in _seeds_saved(Path(d) / suite, kind, splits, m):
+                    pred = _load(Path(d) / suite, kind, splits, m, sd)
+                    if pred is not None:
+                        per_seed.append(_scores(pred, obs))
             if not per_seed:
                 continue
             row = {"fold_kind": kind, "model": m, "n_seeds": len(per_seed), "n_sites": per_seed[0]["n_sites"],

@@ -281,3 +281,18 @@ def test_neural_trend_scales_the_networks_yield_and_is_trained(planted):
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=30))
     run = train_run(short, ds, split=split, progress=False)
     assert float(run.model.technology.theta()["tech_rate"]) != pytest.approx(default["tech_rate"], rel=1e-3)
+
+
+def test_yield_tables_count_every_seed_saved_in_each_directory(tmp_path):
+    """`kgml.compare.yields` reads seed 0 (``model.nc``) and seed N (``model_seedN.nc``) files alike, so the
+    output directories of ``--seed N`` runs contribute their seeds to the mean ± sd."""
+    from kgml.compare.yields import _seeds_saved
+    from kgml.data.splits import Part, Split
+
+    split = Split("forecast5_from1998", "forecast", 0, "year", Part(["a"]), Part(), Part(), Part(["a"]))
+    folder = tmp_path / "folds" / "forecast" / split.name
+    folder.mkdir(parents=True)
+    for name in ("m.nc", "m_seed2.nc", "m_seed1.nc", "m_other.nc", "mx_seed3.nc"):
+        (folder / name).write_bytes(b"")
+    assert _seeds_saved(tmp_path, "forecast", [split], "m") == [0, 1, 2]
+    assert _seeds_saved(tmp_path, "forecast", [split], "other") == []
