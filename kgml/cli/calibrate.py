@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from kgml.cliopts import ListAction, add_alias, add_force
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,10 +20,14 @@ def register(subparsers) -> None:
         "record (default RUN/calibration.json) that `kgml predict` (daily) and `kgml map` (monthly) read to "
         "write lower/upper bounds. Training and validation sites of any run are refused.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (several: an ensemble)")
-    p.add_argument("--data", required=True, help="netCDF (site, time) with drivers and observed targets")
-    p.add_argument("--sites", default=None,
-                   help="comma-separated calibration sites (default: every site of --data that no run trained on)")
-    p.add_argument("--out", default=None, help="record path (default: FIRST_RUN/calibration.json)")
+    p.add_argument("--dataset", default=None, metavar="FILE.nc",
+                   help="netCDF (site, time) with drivers and observed targets (required)")
+    add_alias(p, "--data", "dataset")
+    p.add_argument("--sites", action=ListAction, default=None, metavar="SITE",
+                   help="calibration sites, commas or spaces (default: every site of --dataset that no run "
+                        "trained on)")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="record path (default: FIRST_RUN/calibration.json)")
+    add_force(p)
     p.set_defaults(handler=_calibrate)
 
 
@@ -93,15 +99,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from kgml.experiment import load_run
-    from kgml.io import guard_outputs, write_text_atomic
+    from kgml.io import guard_outputs, refuse_existing, write_text_atomic
 
+    if not args.dataset:
+        raise SystemExit("--dataset FILE.nc is required (the calibration sites' drivers and observations)")
     out = Path(args.out) if args.out else Path(args.runs[0]) / "calibration.json"
-    guard_outputs([out], [args.data])
-    with xr.open_dataset(args.data) as f:
+    guard_outputs([out], [args.dataset])
+    refuse_existing([out], args.force)
+    with xr.open_dataset(args.dataset) as f:
         ds = f.load()
     runs = [load_run(r) for r in args.runs]
-    sites = [s.strip() for s in args.sites.split(",")] if args.sites else None
-    rec = calibrate_runs(runs, ds, sites, run_names=args.runs, data=args.data)
+    sites = list(args.sites) if args.sites else None
+    rec = calibrate_runs(runs, ds, sites, run_names=args.runs, data=args.dataset)
     write_text_atomic(json.dumps(rec, indent=1) + "\n", out)
     for res, by_var in rec["entries"].items():
         for var, e in by_var.items():

@@ -38,7 +38,7 @@ def test_calibrate_predict_and_map_write_cf_bounds(demo, tmp_path):
 
     run, data, _, _ = demo
     run_dir = str(run.directory)
-    assert main(["calibrate", run_dir, "--data", str(data)]) == 0
+    assert main(["calibrate", run_dir, "--dataset", str(data)]) == 0
     rec = read_calibration_record(run.directory / "calibration.json")
     assert rec["scale"] == "residual" and rec["n_members"] == 1
     nee = rec["entries"]["daily"]["nee"]
@@ -48,7 +48,7 @@ def test_calibrate_predict_and_map_write_cf_bounds(demo, tmp_path):
     assert "nee" in rec["entries"]["monthly"]
 
     out = tmp_path / "pred.nc"
-    assert main(["predict", run_dir, "--data", str(data), "--out", str(out)]) == 0
+    assert main(["predict", run_dir, "--dataset", str(data), "--out", str(out)]) == 0
     assert_cf_units(out)
     with xr.open_dataset(out) as p:
         names = p["nee"].attrs["ancillary_variables"].split()
@@ -83,7 +83,7 @@ def test_calibrate_predict_and_map_write_cf_bounds(demo, tmp_path):
 
 
 def test_calibration_refuses_training_sites_and_bad_records(demo, tmp_path):
-    from kgml.calibrate_cli import calibrate_runs
+    from kgml.cli.calibrate import calibrate_runs
 
     run, _, train, _ = demo
     with xr.open_dataset(train) as f:
@@ -117,7 +117,7 @@ def test_an_ensemble_is_calibrated_on_its_spread_plus_beta(demo):
     the median spread, and the bounds of a map-like output use σ̂ + β."""
     import equinox as eqx
     import jax
-    from kgml.calibrate_cli import calibrate_runs
+    from kgml.cli.calibrate import calibrate_runs
 
     run, data, _, _ = demo
     params, static = eqx.partition(run.model.parameter_head, eqx.is_array)
