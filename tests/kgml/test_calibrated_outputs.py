@@ -117,6 +117,7 @@ def test_an_ensemble_is_calibrated_on_its_spread_plus_beta(demo):
     the median spread, and the bounds of a map-like output use σ̂ + β."""
     import equinox as eqx
     import jax
+
     from kgml.cli.calibrate import calibrate_runs
 
     run, data, _, _ = demo
