@@ -74,6 +74,7 @@ def test_every_study_has_a_thin_script_config_and_readme():
         assert any(m.startswith("process") for m in s.models), name  # the process-only baseline beside the hybrid
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_study_outputs(quick_runs, name):
     d = _dir(quick_runs, name)

@@ -72,6 +72,7 @@ def tiny_study(tiny_corpus, monkeypatch, tmp_path):
     return spec, path
 
 
+@pytest.mark.slow
 def test_study_hybrid_per_region_is_the_bench_model(tiny_study, tiny_corpus, tmp_path):
     from kgml.compare.suites import get_suite
     from kgml.experiment import select_sites

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--sites", action=ListAction, default=None, metavar="SITE",
                    help="calibration sites, commas or spaces (default: every site of --dataset that no run "
                         "trained on)")
-    p.add_argument("--out", default=None, metavar="FILE.json", help="record path (default: FIRST_RUN/calibration.json)")
+    p.add_argument("--out", default=None, metavar="FILE", help="record path, JSON (default: FIRST_RUN/calibration.json)")
     add_force(p)
     p.set_defaults(handler=_calibrate)
 

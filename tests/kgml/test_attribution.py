@@ -29,6 +29,7 @@ def setup():
     return run, ds, cell, f
 
 
+@pytest.mark.slow
 def test_sensitivities_equal_finite_differences(setup):
     from kgml.experiment import predict_dataset
 

@@ -49,6 +49,7 @@ def _mean_rmse(train, test, name):
     return float(np.sqrt(np.nanmean((o - mean) ** 2)))
 
 
+@pytest.mark.slow
 def test_random_forest_monthly_beats_training_mean(parts):
     train, test = parts
     rf = FeatureBaseline("rf", n_estimators=60, seed=1).fit(train, targets=TOWER, resolution="monthly")

@@ -58,6 +58,7 @@ def twin_states():
     return syn.make_corpus(spec)
 
 
+@pytest.mark.slow
 def test_region_detection_recovers_planted_shift(twin_states):
     ds = twin_states
     sites = ds.site.values.astype(str)
@@ -108,6 +109,7 @@ def synthetic_run(tmp_path_factory):
     return out, res, results
 
 
+@pytest.mark.slow
 def test_synthetic_shift_quick_end_to_end(synthetic_run):
     out, res, results = synthetic_run
     d = out / "synthetic_shift"

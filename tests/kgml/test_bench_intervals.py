@@ -140,6 +140,7 @@ def test_quantile_forest_reference_covers_known_noise():
     assert (q[wide, 2] - q[wide, 0]).mean() > 2 * (q[x[2000:, 1] < 1, 2] - q[x[2000:, 1] < 1, 0]).mean()
 
 
+@pytest.mark.slow
 def test_bench_shift_intervals_quick(tmp_path):
     """The engine with ``intervals``: calibration sites predicted beside the held-out ones and never trained
     on, the default run's directory left alone, interval variables in metrics.nc and a table in metrics.md."""

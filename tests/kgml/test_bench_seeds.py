@@ -88,6 +88,7 @@ def test_seed_mean_averages_and_keeps_attributes():
     assert runner.prediction_path("f", "rf", 2).name == "rf_seed2.nc"
 
 
+@pytest.mark.slow
 def test_ablation_switch_on_tiny_suite(tmp_path, capsys):
     """``kgml bench shift --ablate --seeds 2`` on the quick synthetic suite: every ablation slot runs with both
     seeds, the tables and metrics.nc carry the decomposition, the seed spread and the Δ of each component,

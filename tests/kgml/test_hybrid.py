@@ -53,6 +53,7 @@ def maize_setup():
     return ds, data, model, task, scales
 
 
+@pytest.mark.slow
 def test_untrained_hybrid_is_the_process_model(maize_setup):
     ds, data, model, _, _ = maize_setup
     inputs, _ = data.batch(np.arange(2))
@@ -76,6 +77,7 @@ def _perturbed(model, scale, seed=0):
     return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
 
 
+@pytest.mark.slow
 def test_structural_constraints_hold_with_large_residuals(maize_setup):
     _, data, model, _, _ = maize_setup
     # a residual head pushed hard in both directions
@@ -91,6 +93,7 @@ def test_structural_constraints_hold_with_large_residuals(maize_setup):
         assert np.all((v >= spec.lower) & (v <= spec.upper)), spec.name
 
 
+@pytest.mark.slow
 def test_gradients_reach_heads_encoder_attention_and_physics(maize_setup):
     _, data, model, task, scales = maize_setup
     model = _perturbed(model, 0.05)
@@ -175,6 +178,7 @@ def respiration_truth():
 @pytest.mark.slow
 @pytest.mark.parametrize("features", [("sw_in", "vpd", "precip"), ("sw_in", "vpd", "precip", "tair", "tsoil")],
                          ids=["no-temperature-input", "temperature-input"])
+@pytest.mark.slow
 def test_recovers_q10_and_site_varying_base_respiration(respiration_truth, features):
     """Q10 is learned as one global value and rref_rh per site from the static attribute; with temperature
     also among the network's inputs (the equifinality trap of hybrid respiration models, Reichstein et al.
@@ -217,6 +221,7 @@ def test_truth_reproduces_the_observations(respiration_truth):
 # --- the whole pipeline -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipeline_smoke(tmp_path):
     """Config → synthetic data → train (with checkpoint) → predictions netCDF, metrics, figures → reload the
     run → identical predictions → fine-tune from it → command line."""

@@ -184,6 +184,7 @@ def test_real_wfde5_window_maps_to_a_cf_file_and_figure(runs, dataset_dir, tmp_p
     assert png.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_commands_map_explain_scenario_on_a_real_grid(runs, dataset_dir, tmp_path):
     from kgml.cli import main
 

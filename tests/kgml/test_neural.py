@@ -65,6 +65,7 @@ def _perturbed(model, scale, seed=0):
     return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
 
 
+@pytest.mark.slow
 def test_neural_model_keeps_the_carbon_identities(setup):
     _, prepared, data = setup
     model = new_model(_kind("neural"), prepared)
@@ -123,6 +124,7 @@ def test_untrained_process_kind_is_the_process_model(setup):
         np.testing.assert_allclose(value, defaults[name], rtol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hybrid", "neural", "process"])
 def test_checkpoint_round_trip_of_every_kind(setup, tmp_path, kind):
     ds, _, data = setup

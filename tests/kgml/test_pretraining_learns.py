@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from kgml.compare.demo_hybrid import DemoSizes, demo_config
 
@@ -26,6 +27,7 @@ def test_demo_pretraining_corpus_has_enough_validation_sites():
     assert "soil_carbon" in cfg.data.static and "rref_rh" in cfg.data.corpus.covariate_params
 
 
+@pytest.mark.slow
 def test_tiny_pretraining_beats_step_zero_and_recovers_rref():
     from kgml.experiment import corpus_spec, predict_dataset, train_run
     from kgml.synthetic import make_corpus

@@ -255,6 +255,7 @@ def test_il_corn_quick_bench_runs_naive_baselines_per_fold_kind(dataset_dir, tmp
     assert "| yield_unit_trend | – | not available" in md
 
 
+@pytest.mark.slow
 def test_neural_trend_scales_the_networks_yield_and_is_trained(planted):
     """The same-size network with the trend (the `neural_trend` bench slot): untrained it is the untrained
     network × τ(default) exactly; training moves the trend's rate (its gradient reaches the trend)."""
@@ -289,7 +290,7 @@ def test_yield_tables_count_every_seed_saved_in_each_directory(tmp_path):
     from kgml.compare.yields import _seeds_saved
     from kgml.data.splits import Part, Split
 
-    split = Split("forecast5_from1998", "forecast", 0, "year", Part(["a"]), Part(), Part(), Part(["a"]))
+    split = Split("forecast5_from1998", "forecast", 0, "year", Part(["a"]), Part(), Part(["b"]), Part())
     folder = tmp_path / "folds" / "forecast" / split.name
     folder.mkdir(parents=True)
     for name in ("m.nc", "m_seed2.nc", "m_seed1.nc", "m_other.nc", "mx_seed3.nc"):

@@ -78,6 +78,7 @@ def monthly(dataset_dir, cache):
     return assemble.fluxnet_monthly(sites=["US-Ne1", "AT-Neu"], cache=cache)
 
 
+@pytest.mark.slow
 def test_fluxnet_monthly_layout(monthly):
     _check_layout(monthly, vegetation={"grassland"})
     assert sorted(monthly.site.values.tolist()) == ["AT-Neu", "US-Ne1"]

@@ -47,6 +47,7 @@ def monthly(dataset_dir):
     return _quiet(read_fluxnet_dir, dataset_dir("fluxnet2015_subset_mm"), invalid="drop")
 
 
+@pytest.mark.slow
 def test_monthly_folder_all_137_sites(monthly, dataset_dir):
     _sane(monthly)
     assert monthly.sizes["site"] == 137  # SOURCE.md: 137 sites, 1991–2014
