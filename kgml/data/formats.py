@@ -19,6 +19,7 @@ import gzip
 import io
 import os
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from kgml.data.schema import DataValidationError
+from kgml.data.schema import DataValidationError, DataWarning
 from kgml.variables import VARIABLES
 
 __all__ = [
@@ -403,7 +404,9 @@ def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False,
              named: re.Pattern | None = None) -> list[Path]:
     """The files of ``folder`` (and, with ``recursive``, its sub-folders) whose content is one of ``formats``;
     with ``named`` (a pattern of the format's naming convention), also the files so named whose content is not
-    recognised at all, so that a damaged file is read and reported by its reader instead of passed over."""
+    recognised at all, so that a damaged file is read and reported by its reader instead of passed over. A
+    ``.gz`` file whose content is neither gzip nor any known format (damaged in its first bytes) is skipped with
+    a `DataWarning` naming it, never in silence."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; known: {sorted(FORMATS)}")
@@ -417,6 +420,9 @@ def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False,
             kind = recognise(p)
             if kind in formats or (kind is None and named is not None and named.search(p.name)):
                 out.append(p)
+            elif kind is None and p.suffix == ".gz" and not is_gzip(p):
+                warnings.warn(f"{p}: named .gz but not gzip and no known format (damaged in its first bytes?); "
+                              "skipped", DataWarning, stacklevel=2)
     return sorted(out)
 
 

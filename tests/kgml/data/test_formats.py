@@ -351,3 +351,22 @@ def test_ameriflux_base_site_from_its_header_line_whatever_the_file_is_called(tm
     bare.write_text("# Version: 1-5\n" + body)
     with pytest.raises(DataValidationError, match="--site"):
         read_ameriflux_base(bare, utc_offset=-6)
+
+
+def test_a_gzip_damaged_in_its_first_bytes_is_skipped_with_a_warning(tmp_path):
+    """A ``.gz`` whose magic bytes are gone matches no format: it is skipped, but with a DataWarning that names
+    it (issue 16 item 4: never a silent loss), while the good files of the folder are still found."""
+    import gzip
+
+    from kgml.data.formats import files_of
+    from kgml.data.schema import DataWarning
+
+    good = tmp_path / "sites.csv"
+    good.write_text("SITE_ID,LOCATION_LAT,LOCATION_LONG,IGBP\nUS-Ne1,41.2,-96.5,CRO\n")
+    bad = tmp_path / "FLX_US-Xyz_FLUXNET2015_SUBSET_MM_2001-2002_1-4.csv.gz"
+    raw = bytearray(gzip.compress(b"TIMESTAMP,NEE_VUT_REF\n200101,1.0\n"))
+    raw[0:2] = b"\x00\x00"
+    bad.write_bytes(bytes(raw))
+    with pytest.warns(DataWarning, match=bad.name):
+        found = files_of(tmp_path, "site_table")
+    assert found == [good]
