@@ -16,6 +16,7 @@ from kgml.cliopts import KeyValueAction, ListAction, add_alias, add_force  # noq
 _SUBCOMMAND_MODULES = (
     "kgml.cli.bench",
     "kgml.cli.calibrate",
+    "kgml.cli.completion",
     "kgml.cli.data",
     "kgml.cli.demo",
     "kgml.cli.gapfill",

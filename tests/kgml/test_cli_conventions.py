@@ -11,7 +11,8 @@ from kgml.cli import build_parser, iter_commands
 from kgml.cliopts import KeyValueAction, ListAction
 
 #: Commands that write files (all take --out and --force) and the two that only read.
-READ_ONLY = {("data", "summary"): "prints a summary", ("bench", "summary"): "prints a table"}
+READ_ONLY = {("data", "summary"): "prints a summary", ("bench", "summary"): "prints a table",
+             ("completion",): "prints a shell script"}
 #: Commands with --out but no --force, and why.
 NO_FORCE = {("bench", "shift"): "resumes into --out and never replaces a finished fit"}
 #: Commands with randomness: each takes --seed.
