@@ -1,16 +1,8 @@
-"""``kgml demo``: the main job on the built-in synthetic default (no data needed).
-
-1. Process model: synthetic Midwest-like sites in three states, each with maize, soybean and grassland,
-   driven by the weather generator fitted on the Ames, Iowa record (table, netCDF, figure).
-2. Hybrid: pretrain the hybrid (maize) on a synthetic corpus drawn from the parameter priors, fine-tune
-   it on a few noisy "towers" and yields of another synthetic world whose parameters shift between the
-   states in a known way, and compare on held-out sites: the process model alone (at its defaults, and
-   calibrated as one global parameter set on the same towers), one global model, per-state models, the
-   global model without pretraining, a pure-neural model of the same size, and skill against the number of
-   training sites. (`pretraining_curve` is the longer study of skill vs training sites, with seeds.)
-
-The hybrid part is `kgml.compare.demo_hybrid`, the longer curve `kgml.compare.pretraining_curve`, the
-command `kgml.cli.demo`.
+"""The main job of ``kgml demo`` (what it runs: `kgml.cli.demo`): the process-model table — synthetic
+Midwest-like sites in three states, each with maize, soybean and grassland, driven by the weather generator
+fitted on the Ames, Iowa record (CF netCDF, markdown table, figure; `simulate_states`) — and, with ``hybrid``,
+the hybrid comparison of `kgml.compare.demo_hybrid` (`run_demo`). The longer study of skill against the
+number of training sites is `kgml.compare.pretraining_curve`.
 """
 
 from __future__ import annotations
