@@ -67,6 +67,7 @@ def test_random_forest_monthly_beats_training_mean(parts):
     xr.testing.assert_identical(again.predict(test), pred)  # seeded
 
 
+@pytest.mark.slow
 def test_boosting_daily_and_annual_layout(parts, reference_layout):
     train, test = parts
     gbm = FeatureBaseline("gbm", n_estimators=40).fit(train, targets="rsoil", resolution="daily")
@@ -84,6 +85,7 @@ def test_boosting_daily_and_annual_layout(parts, reference_layout):
     assert np.isfinite(y.crop_yield.values).all() and y.crop_yield.attrs["units"] == "t ha-1"
 
 
+@pytest.mark.slow
 def test_lstm_trains_and_matches_predict_dataset_layout(parts, corpus, reference_layout):
     train, test = parts
     lstm = LSTMBaseline(hidden=8, steps=6, eval_every=3, batch_size=4, learning_rate=1e-2, seed=0)

@@ -275,6 +275,7 @@ def test_nee_only_suite_trains_the_physics_on_nee_and_the_told_reference_on_ever
     assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_cosore_srdb_suite_gives_every_site_a_finite_prior_level(dataset_dir):
     suite = get_suite("cosore_daily_srdb")

@@ -24,6 +24,7 @@ from kgml.compare.pretraining_curve import CurveSizes, _curve_split, _tower_orde
 from kgml.config import ConfigError
 
 
+@pytest.mark.slow
 def test_process_model_demo_writes_cf_netcdf_and_a_table(tmp_path):
     result = simulate_states(tmp_path, sites_per_state=2, years=1, seed=0, figure=False)
     with xr.open_dataset(result["netcdf"]) as ds:

@@ -174,6 +174,7 @@ def test_inputs_and_errors_name_the_variable():
         HybridConfig(members=0)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_cli_hybrid_round_trips_a_fluxnet_daily_file(dataset_dir, tmp_path, capsys):
     from kgml.cli import main

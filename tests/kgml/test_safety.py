@@ -72,6 +72,7 @@ def test_guard_refuses_inputs_by_name_symlink_hard_link_and_folder(tmp_path):
     guard_outputs([run / "evaluate" / "metrics.json"], runs=[run])
 
 
+@pytest.mark.slow
 def test_predict_refuses_to_overwrite_its_input_or_the_run(run_and_data, capsys):
     run, _, path = run_and_data
     before = path.read_bytes()

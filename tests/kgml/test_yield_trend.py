@@ -186,6 +186,7 @@ def _trend_config(kind: str):
     })
 
 
+@pytest.mark.slow
 def test_process_model_trend_recovers_planted_trend_and_keeps_the_drought(planted):
     from kgml.data.splits import Part, Split
     from kgml.experiment import predict_dataset, train_run
@@ -205,6 +206,7 @@ def test_process_model_trend_recovers_planted_trend_and_keeps_the_drought(plante
     assert pred[i] / np.median(pred) == pytest.approx(obs[i] / np.median(obs), rel=0.05)
 
 
+@pytest.mark.slow
 def test_hybrid_trend_starts_as_process_times_factor_and_learns_the_rate(planted):
     """The hybrid with the trend: untrained it is the untrained hybrid × τ(default); trained on the planted
     series (physics parameters fixed) it moves the rate to the planted one."""

@@ -188,6 +188,7 @@ def test_fluxnet_daily(dataset_dir, cache):
 COSORE_SETS = ["d20190424_ZHANG_oak", "d20200120_CHANG"]
 
 
+@pytest.mark.slow
 def test_cosore_daily(dataset_dir, cache):
     dataset_dir("cosore")
     dataset_dir(MM)

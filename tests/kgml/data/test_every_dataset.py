@@ -138,6 +138,7 @@ def test_readme_lists_exactly_the_tested_folders(data_dir):
     assert set(present) <= set(EXPECTED), f"folders without an expectation here: {set(present) - set(EXPECTED)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_folder_loads_with_source_counts(load, name):
     kind, parts = load(name)

@@ -128,6 +128,7 @@ def test_cli_summary_on_a_small_data_dir(tmp_path, capsys):
     assert kgml_main(["data", "summary", "--data-dir", str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_summary_lists_tower_datasets(data_dir, capsys):
     names = ["fluxnet2015_subset_dd_us-ne1", "fluxnet2020_warmwinter_fullset_dd", "agds_fluxnet2015_daily_4sites",

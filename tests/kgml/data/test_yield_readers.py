@@ -88,6 +88,7 @@ def test_thompson_and_wallace(dataset_dir):
     assert float(wa.crop_yield.sel(county=19001, year=1925)) == pytest.approx(36 * CORN, rel=1e-6)  # adair, 36 bu/ac
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_khaki_corn_table(dataset_dir):
     folder = dataset_dir("khaki2020_corn_il40_weekly_daymet")
@@ -186,6 +187,7 @@ def _khaki_frame(county="adams"):
     return pd.DataFrame([row])
 
 
+@pytest.mark.slow
 def test_khaki_broken(tmp_path):
     path = tmp_path / "k.csv.gz"
     with gzip.open(path, "wt") as fh:

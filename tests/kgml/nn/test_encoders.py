@@ -97,6 +97,7 @@ def test_recurrent_equals_manual_loop(cls, masked):
                 np.testing.assert_array_equal(got[t], got[t - 1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ENCODERS)
 def test_shapes_masked_steps_have_no_influence_and_nan_does_not_leak(make):
     model = make(jax.random.PRNGKey(2))
@@ -182,6 +183,7 @@ def test_temporal_attention_without_valid_keys_is_identity():
     assert np.all(np.any(out[2:] != h[2:], axis=1))
 
 
+@pytest.mark.slow
 def test_attention_pool_masking():
     pool = AttentionPool(HIDDEN, 2, key=jax.random.PRNGKey(13))
     h = _normal(14, (N_TIME, HIDDEN))

@@ -49,6 +49,7 @@ def _randomise(module, seed, scale):
     return eqx.combine(jax.tree.unflatten(treedef, leaves), static)
 
 
+@pytest.mark.slow
 def test_parameter_head_names_and_shapes():
     head = _head()
     assert head.names == tuple(s.name for s in SPECS)

@@ -93,6 +93,7 @@ def _apply(encoder, lat, lon, static=None, region=None):
     return encoder(lat, lon, static, region)
 
 
+@pytest.mark.slow
 def test_location_encoder_shapes_and_regions():
     encoder = _encoder(n_regions=3, region_dim=4)
     lat, lon, static = jnp.asarray(41.18), jnp.asarray(-96.44), jnp.array([0.5, -1.0, 2.0])
