@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import mimetypes
 import os
 import re
 import warnings
@@ -420,7 +421,7 @@ def files_of(folder: str | os.PathLike, *formats: str, recursive: bool = False,
             kind = recognise(p)
             if kind in formats or (kind is None and named is not None and named.search(p.name)):
                 out.append(p)
-            elif kind is None and p.suffix == ".gz" and not is_gzip(p):
+            elif kind is None and mimetypes.guess_type(p.name)[1] == "gzip" and not is_gzip(p):
                 warnings.warn(f"{p}: named .gz but not gzip and no known format (damaged in its first bytes?); "
                               "skipped", DataWarning, stacklevel=2)
     return sorted(out)
