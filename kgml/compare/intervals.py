@@ -85,7 +85,7 @@ def calibration_split(split: Split, *, fraction: float = CALIBRATION_FRACTION, s
     rng = np.random.default_rng([int(seed), zlib.crc32(split.name.encode())])
     cal = sorted(rng.choice(train, size=n_cal, replace=False).tolist())
     keep = [u for u in train if u not in set(cal)]
-    parts = {"train": Part(keep, split.train.years), heldout: Part([*held.units, *cal], held.years)}
+    parts = {"train": split.train.subset(keep), heldout: Part([*held.units, *cal], held.years)}
     info = {**split.info, "calibration_sites": cal, "heldout_sites": list(map(str, held.units)),
             "calibration_fraction": float(fraction)}
     return dataclasses.replace(split, **parts, info=info), ""

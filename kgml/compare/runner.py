@@ -72,7 +72,7 @@ from kgml.compare.suites import (
 )
 from kgml.config import config_from_dict
 from kgml.data.assemble import DIURNAL_RANGE
-from kgml.data.splits import Part, Split
+from kgml.data.splits import Part, Split, mask_unit_years
 from kgml.evaluation import metric_order, to_monthly
 from kgml.experiment import (
     Run,
@@ -96,7 +96,8 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
-          "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf")
+          "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf",
+          "site_climatology")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -115,6 +116,7 @@ MODEL_LABELS = {
     "yield_unit_trend": "naive: per-unit linear trend of the training years",
     "yield_region_trend": "naive: one linear trend over all training units",
     "yield_trend_rf": "naive: per-unit linear trend + random forest on the weather residual (CY-Bench)",
+    "site_climatology": "naive: the site's own mean seasonal cycle of its training years",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -181,11 +183,7 @@ def _unit_vectors(ds: xr.Dataset) -> np.ndarray:
 
 
 def _merge_parts(split: Split, a: str, b: str) -> Part:
-    pa, pb = split.part(a), split.part(b)
-    units = sorted(set(pa.units) | set(pb.units))
-    if pa.years is None or (pb.units and pb.years is None):
-        return Part(units)
-    return Part(units, sorted(set(pa.years) | set(pb.years or ())))
+    return split.part(a).union(split.part(b))
 
 
 @dataclass
@@ -310,8 +308,8 @@ class FoldContext:
             if not mine:
                 continue
             sub = Split(f"{split.name}_{r}", split.strategy, split.seed, split.dim,
-                        Part([u for u in split.train.units if labels[u] == r], split.train.years),
-                        Part([u for u in split.val.units if labels[u] == r], split.val.years), Part(), Part(),
+                        split.train.subset([u for u in split.train.units if labels[u] == r]),
+                        split.val.subset([u for u in split.val.units if labels[u] == r]), Part(), Part(),
                         {**split.info, "region": r})
             cfg_r = _replace(cfg, name=f"{cfg.name}-{r}")
             try:
@@ -368,6 +366,44 @@ def _yield_baseline(kind: str):
         return pred
 
     return slot
+
+
+def _site_climatology(ctx: FoldContext) -> xr.Dataset:
+    """Naive flux baseline for held-out *years*: each calendar month's mean of the site's own observations in
+    its training (and validation) years, for every target. Not available where whole sites are held out."""
+    s = ctx.suite
+    if s.resolution not in ("daily", "monthly"):
+        raise NotAvailable("the site climatology is for flux suites (yield suites have yield_unit_mean)")
+    fit, held = ctx.fit_ds(), ctx.heldout_ds()
+    sites = held.site.values.astype(str).tolist()
+    known = set(fit.site.values.astype(str).tolist())
+    if not known & set(sites):
+        raise NotAvailable(f"the site climatology needs the held-out sites' own training years; fold kind "
+                           f"{ctx.split.info.get('fold_kind', '?')!r} holds whole sites out")
+    axis = "month" if s.resolution == "monthly" else "time"
+
+    def month_of_year(d: xr.Dataset) -> np.ndarray:
+        return np.asarray(d.month.values).astype(np.int64) % 12 if axis == "month" else d.time.dt.month.values - 1
+
+    moy_fit, moy_held = month_of_year(fit), month_of_year(held)
+    out = {}
+    for t in s.targets:
+        name = f"{s.observed_name(t)}_monthly" if axis == "month" else s.observed_name(t)
+        values = np.full((len(sites), held.sizes[axis]), np.nan)
+        for i, u in enumerate(sites):
+            if u not in known:
+                continue
+            x = np.asarray(fit[name].sel(site=u).transpose(axis).values, np.float64)
+            clim = np.full(12, np.nan)
+            for m in range(12):
+                xm = x[(moy_fit == m) & np.isfinite(x)]
+                if xm.size:
+                    clim[m] = xm.mean()
+            values[i] = clim[moy_held]
+        out[f"{t}_monthly" if axis == "month" else t] = (("site", axis), values, dict(fit[name].attrs))
+    pred = xr.Dataset(out, coords={"site": sites, axis: held[axis].values})
+    pred.attrs["n_parameters"] = -1
+    return pred
 
 
 def _lstm(ctx: FoldContext) -> xr.Dataset:
@@ -701,7 +737,7 @@ SLOTS = {
     "hybrid_global": _hybrid_global, "hybrid_per_region": _hybrid_per_region, "hybrid_finetune": _hybrid_finetune,
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
     "hybrid_trend": _hybrid_trend, "hybrid_per_region_trend": _hybrid_per_region_trend,
-    "neural_trend": _neural_trend, "process_trend": _process_trend,
+    "neural_trend": _neural_trend, "process_trend": _process_trend, "site_climatology": _site_climatology,
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
@@ -927,6 +963,8 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
                          f"seed {s}")
             raise
         pred = scored_predictions(pred, suite, keep=keep)
+        if split.part(ctx.heldout).unit_years is not None:  # per-site held-out years: score only those
+            pred = mask_unit_years(pred, split.part(ctx.heldout))
         pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
                           fit_seconds=round(time.perf_counter() - started, 2))
         cal = split.info.get("calibration_sites")

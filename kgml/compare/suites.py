@@ -24,6 +24,7 @@ from kgml.data.soil_respiration import read_srdb
 from kgml.data.splits import (
     Part,
     Split,
+    anomalous_year_out,
     climate_extrapolation,
     kfold_by_site,
     leave_region_out,
@@ -153,6 +154,14 @@ def _climate(by: str, quantile: float) -> Callable[[xr.Dataset, int], list[Split
     """One split holding out the sites at a climate extreme (`kgml.data.splits.climate_extrapolation`)."""
     def make(ds, seed):
         return [climate_extrapolation(ds, by=by, quantile=quantile, seed=seed, val_fraction=0.15, test_fraction=0.0)]
+
+    return make
+
+
+def _anomalous_year(by: str) -> Callable[[xr.Dataset, int], list[Split]]:
+    """One split holding out each site's most anomalous year (`kgml.data.splits.anomalous_year_out`)."""
+    def make(ds, seed):
+        return [anomalous_year_out(ds, by=by, seed=seed)]
 
     return make
 
@@ -381,7 +390,11 @@ _register(Suite(
            FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
                     _climate("warm", 0.2), heldout="ood"),
            FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
-                    _climate("dry", 0.2), heldout="ood")),
+                    _climate("dry", 0.2), heldout="ood"),
+           FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
+                    "(trained on its other years)", _anomalous_year("dry")),
+           FoldKind("hottest_year_out", "each site's year of largest positive air-temperature anomaly held out "
+                    "(trained on its other years)", _anomalous_year("hot"))),
     static=("mat", "map"),
     anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
            "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
@@ -542,8 +555,7 @@ def restrict_split(split: Split, sites: Sequence[str]) -> Split | None:
     """``split`` with every part limited to ``sites`` (quick runs on a few sites); None when no training
     or no held-out site is left."""
     keep = set(map(str, sites))
-    parts = {p: Part([u for u in split.part(p).units if u in keep], split.part(p).years)
-             for p in ("train", "val", "test", "ood")}
+    parts = {p: split.part(p).subset(keep) for p in ("train", "val", "test", "ood")}
     heldout = split.info.get("heldout", "test")
     if not parts["train"].units or not parts[heldout].units:
         return None

@@ -2,15 +2,18 @@
 
 Every `Split` has four parts: ``train``, ``val`` and ``test`` (in-distribution: same sites/regions/climate as
 training) and ``ood`` (out-of-distribution: the held-out region, future years, the warmest sites, ...). A part
-is a set of units (site or county IDs) and optionally a set of years. Splits are deterministic from a seed and
-round-trip through JSON (`save_splits` / `load_splits`). No (unit, year) ever falls in two parts.
+is a set of units (site or county IDs) and optionally a set of years, either shared by all its units
+(``years``) or per unit (``unit_years``: each site's most anomalous year held out, `anomalous_year_out`).
+Splits are deterministic from a seed and round-trip through JSON (`save_splits` / `load_splits`; the
+``unit_years`` key is written only by parts that have it, so files without it read as before). No
+(unit, year) ever falls in two parts.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +24,17 @@ from kgml.data.regions import _labels, _unit_dim, site_climate
 from kgml.io import write_text_atomic
 
 __all__ = [
+    "OBSERVATION_BASES",
     "Part",
     "Split",
+    "anomalous_year_out",
     "climate_extrapolation",
     "kfold_by_site",
     "leave_one_site_out",
     "leave_region_out",
     "load_splits",
+    "mask_unit_years",
+    "observation_variables",
     "restrict_years",
     "save_splits",
     "temporal_holdout",
@@ -37,27 +44,86 @@ _FORMAT_VERSION = 1
 PART_NAMES = ("train", "val", "test", "ood")
 
 
+#: Base names of observed (target) variables: a per-unit year restriction masks every data variable named
+#: ``<base>``, ``<base>_<suffix>`` (``nee_monthly``, ``nee_monthly_qc``) or ``true_<base>...`` outside the
+#: unit's years; drivers (tair, precip, ...) stay, as they are known when a year is predicted.
+OBSERVATION_BASES = ("nee", "gpp", "reco", "rsoil", "crop_yield")
+
+
+def observation_variables(ds: xr.Dataset) -> list[str]:
+    """The data variables of ``ds`` that hold observations of a target (`OBSERVATION_BASES`)."""
+    out = []
+    for name in map(str, ds.data_vars):
+        base = name[len("true_"):] if name.startswith("true_") else name
+        if any(base == b or base.startswith(b + "_") for b in OBSERVATION_BASES):
+            out.append(name)
+    return out
+
+
 @dataclass(frozen=True)
 class Part:
-    """Units (site/county IDs) and optionally the years they contribute (None = all years)."""
+    """Units (site/county IDs) and optionally the years they contribute: ``years`` for all units (None = all
+    years), or ``unit_years`` (unit → its years, None = all) when the years differ by unit; not both."""
 
     units: tuple[str, ...] = ()
     years: tuple[int, ...] | None = None
+    unit_years: tuple[tuple[str, tuple[int, ...] | None], ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "units", tuple(sorted(str(u) for u in self.units)))
         if self.years is not None:
             object.__setattr__(self, "years", tuple(sorted(int(y) for y in self.years)))
+        if self.unit_years is not None:
+            if self.years is not None:
+                raise ValueError("a part has either years (all units) or unit_years (per unit), not both")
+            items = dict(self.unit_years.items() if isinstance(self.unit_years, Mapping) else self.unit_years)
+            norm = tuple(sorted((str(u), None if ys is None else tuple(sorted(int(y) for y in ys)))
+                                for u, ys in items.items()))
+            if {u for u, _ in norm} != set(self.units):
+                extra = sorted({u for u, _ in norm} ^ set(self.units))
+                raise ValueError(f"unit_years must name exactly the part's units; differing: {extra[:5]}")
+            object.__setattr__(self, "unit_years", norm)
 
     def __len__(self) -> int:
         return len(self.units)
 
+    def years_of(self, unit: str) -> tuple[int, ...] | None:
+        """The years ``unit`` contributes (None = all)."""
+        if self.unit_years is not None:
+            return dict(self.unit_years)[str(unit)]
+        return self.years
+
+    def subset(self, units: Iterable[str]) -> Part:
+        """This part limited to ``units`` (its years, shared or per unit, kept)."""
+        keep = [u for u in self.units if u in set(map(str, units))]
+        if self.unit_years is None:
+            return Part(keep, self.years)
+        per = dict(self.unit_years)
+        return Part(keep, unit_years={u: per[u] for u in keep})
+
+    def union(self, other: Part) -> Part:
+        """The units and years of both parts (a unit in both contributes the years of either)."""
+        units = sorted(set(self.units) | set(other.units))
+        if self.unit_years is None and other.unit_years is None:
+            if self.years is None or (other.units and other.years is None):
+                return Part(units)
+            return Part(units, sorted(set(self.years) | set(other.years or ())))
+        per = {}
+        for u in units:
+            ys = [p.years_of(u) for p in (self, other) if u in set(p.units)]
+            per[u] = None if any(y is None for y in ys) else sorted(set().union(*ys))
+        return Part(units, unit_years=per)
+
     def to_dict(self) -> dict:
-        return {"units": list(self.units), "years": None if self.years is None else list(self.years)}
+        out = {"units": list(self.units), "years": None if self.years is None else list(self.years)}
+        if self.unit_years is not None:
+            out["unit_years"] = {u: None if ys is None else list(ys) for u, ys in self.unit_years}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Part:
-        return cls(tuple(d.get("units", ())), None if d.get("years") is None else tuple(d["years"]))
+        return cls(tuple(d.get("units", ())), None if d.get("years") is None else tuple(d["years"]),
+                   d.get("unit_years"))
 
 
 @dataclass(frozen=True)
@@ -82,10 +148,11 @@ class Split:
                 shared = set(parts[a].units) & set(parts[b].units)
                 if not shared:
                     continue
-                ya, yb = parts[a].years, parts[b].years
-                if ya is None or yb is None or set(ya) & set(yb):
+                clash = sorted(u for u in shared if (ya := parts[a].years_of(u)) is None
+                               or (yb := parts[b].years_of(u)) is None or set(ya) & set(yb))
+                if clash:
                     raise ValueError(
-                        f"split {self.name!r}: units {sorted(shared)[:5]} are in both {a!r} and {b!r} for the same years"
+                        f"split {self.name!r}: units {clash[:5]} are in both {a!r} and {b!r} for the same years"
                     )
 
     def part(self, name: str) -> Part:
@@ -98,7 +165,9 @@ class Split:
 
         A part limited to some years is restricted on *every* time axis the dataset has (daily ``time``,
         annual ``year``, monthly ``month`` codes), so that no value of another year reaches a training part
-        (annual yields and monthly fluxes of test years must not enter means, scalers or losses)."""
+        (annual yields and monthly fluxes of test years must not enter means, scalers or losses). A part with
+        per-unit years keeps every time step (the drivers of all years: the models run through them) and
+        masks each unit's observations outside its years (`mask_unit_years`)."""
         p = self.part(part)
         dim = self.dim
         present = set(ds[dim].values.astype(str))
@@ -108,6 +177,8 @@ class Split:
         out = ds.sel({dim: list(p.units)})
         if p.years is not None:
             out = restrict_years(out, p.years)
+        if p.unit_years is not None:
+            out = mask_unit_years(out, p, dim)
         out.attrs = {**ds.attrs, "split_name": self.name, "split_part": part}
         return out
 
@@ -145,6 +216,39 @@ def restrict_years(ds: xr.Dataset, years: Iterable[int]) -> xr.Dataset:
     if "month" in out.dims:
         codes = np.asarray(out["month"].values).astype(np.int64)
         out = out.isel(month=np.isin(codes // 12, keep))
+    return out
+
+
+def _step_years(ds: xr.Dataset, axis: str) -> np.ndarray:
+    if axis == "time":
+        return ds["time"].dt.year.values.astype(np.int64)
+    if axis == "year":
+        return np.asarray(ds["year"].values).astype(np.int64)
+    return np.asarray(ds["month"].values).astype(np.int64) // 12  # month codes year*12 + month-1
+
+
+def mask_unit_years(ds: xr.Dataset, part: Part, dim: str = "site") -> xr.Dataset:
+    """``ds`` with each unit's observations (`observation_variables`) set to NaN outside the years ``part``
+    gives that unit, on every time axis (``time``, ``year``, ``month``); units ``part`` does not name and all
+    other variables are left as they are. Predictions are masked the same way before they are scored."""
+    units = ds[dim].values.astype(str)
+    named = set(part.units)
+    out = ds.copy()
+    for name in observation_variables(ds):
+        da = ds[name]
+        axes = [a for a in ("time", "year", "month") if a in da.dims]
+        if dim not in da.dims or not axes:
+            continue
+        axis = axes[0]
+        step_years = _step_years(ds, axis)
+        keep = np.ones((len(units), len(step_years)), bool)
+        for i, u in enumerate(units):
+            ys = part.years_of(u) if u in named else None
+            if ys is not None:
+                keep[i] = np.isin(step_years, np.asarray(ys, np.int64))
+        mask = xr.DataArray(keep, dims=(dim, axis), coords={dim: ds[dim], axis: ds[axis]})
+        out[name] = da.where(mask)
+        out[name].attrs = dict(da.attrs)
     return out
 
 
@@ -344,3 +448,99 @@ def climate_extrapolation(
     return Split(f"climate_{by}{quantile:g}_seed{seed}", "climate_extrapolation", seed, dim, Part(train), Part(val),
                  Part(test), Part(held), {"by": by, "quantile": quantile, "threshold": threshold,
                                           "variable": "mat_degC" if by in ("warm", "cold") else "map_mm_yr"})
+
+
+def _target_variable(ds: xr.Dataset, target: str) -> str:
+    for name in (f"{target}_monthly", target, f"{target}_annual"):
+        if name in ds.data_vars:
+            return name
+    raise ValueError(f"anomalous_year_out: the dataset has no observed {target!r} "
+                     f"(looked for {target}_monthly, {target}, {target}_annual)")
+
+
+def _annual_table(da: xr.DataArray, dim: str, how: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(years, value[unit, year], complete fraction[unit, year]) of a daily or monthly series: annual mean
+    (``how="mean"``) or sum (``"sum"``) over the year's steps, and the fraction of its steps that are finite."""
+    axis = next(a for a in ("time", "month") if a in da.dims)
+    step_years = _step_years(da.to_dataset(name="_v"), axis)
+    years = np.unique(step_years)
+    x = da.transpose(dim, axis).values.astype(np.float64)
+    value = np.full((x.shape[0], len(years)), np.nan)
+    frac = np.zeros_like(value)
+    for j, y in enumerate(years):
+        cols = x[:, step_years == y]
+        n_steps = 12 if axis == "month" else (366 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 365)
+        finite = np.isfinite(cols)
+        frac[:, j] = finite.sum(1) / n_steps
+        with np.errstate(invalid="ignore"):
+            mean = np.where(finite.any(1), np.nansum(cols, 1) / np.maximum(finite.sum(1), 1), np.nan)
+        value[:, j] = mean * (n_steps if how == "sum" else 1.0)
+    return years, value, frac
+
+
+def anomalous_year_out(
+    ds: xr.Dataset,
+    *,
+    by: str = "dry",
+    target: str = "nee",
+    min_years: int = 3,
+    min_observed: float = 0.75,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> Split:
+    """Hold out each site's most anomalous year, training on its other years (extreme-year extrapolation).
+
+    ``by="dry"``: the year of the largest relative precipitation deficit, min over years of
+    (P_y − P̄)/P̄ with P_y the annual precipitation (mm yr-1, the daily ``precip`` driver summed);
+    ``by="hot"``: the year of the largest positive air-temperature anomaly, max of T_y − T̄ (°C, annual mean
+    of ``tair``). Means are over the site's *eligible* years: years whose drivers are complete (≥ 360 days)
+    and whose ``target`` is observed on ≥ ``min_observed`` of the year's steps (months or days); a site with
+    fewer than ``min_years`` eligible years is never tested (it trains on all its years).
+
+    A seeded ``val_fraction`` of all sites is ``val`` (all years; early stopping) and never tested; ``test``
+    is every other eligible site with ``unit_years`` = its anomalous year; ``train`` is every non-val site with
+    its other years. The test year's drivers stay in the data (they are known when the year is predicted);
+    its observations are masked in every part but ``test`` (`Split.select`).
+    """
+    if by not in ("dry", "hot"):
+        raise ValueError(f"anomalous_year_out: by must be 'dry' or 'hot', got {by!r}")
+    dim = _unit_dim(ds)
+    driver = "precip" if by == "dry" else "tair"
+    if driver not in ds.data_vars or "time" not in ds[driver].dims:
+        raise ValueError(f"anomalous_year_out: the dataset has no daily {driver!r} driver")
+    units = ds[dim].values.astype(str)
+    all_years = _years_of(ds)
+    d_years, d_value, d_frac = _annual_table(ds[driver], dim, "sum" if by == "dry" else "mean")
+    t_years, _, t_frac = _annual_table(ds[_target_variable(ds, target)], dim, "mean")
+    observed = np.zeros_like(d_frac, bool)
+    for j, y in enumerate(d_years):
+        k = np.searchsorted(t_years, y)
+        if k < len(t_years) and t_years[k] == y:
+            observed[:, j] = t_frac[:, k] >= min_observed
+    eligible = observed & (d_frac >= 360 / 366) & np.isfinite(d_value)
+    rng = np.random.default_rng(seed)
+    val, rest = _split_off(sorted(units.tolist()), [val_fraction], rng)
+    anomalous, anomaly = {}, {}
+    for i, u in enumerate(units):
+        ok = eligible[i]
+        if u in set(val) or ok.sum() < min_years:
+            continue
+        v = d_value[i, ok]
+        ys = d_years[ok]
+        mean = v.mean()
+        score = (v - mean) / mean if by == "dry" else v - mean
+        k = int(np.argmin(score) if by == "dry" else np.argmax(score))  # first extreme year on ties
+        anomalous[u] = int(ys[k])
+        anomaly[u] = float(score[k])
+    if not anomalous:
+        raise ValueError(f"anomalous_year_out: no site has {min_years} years with complete drivers and observed "
+                         f"{target}")
+    test = Part(sorted(anomalous), unit_years={u: (y,) for u, y in anomalous.items()})
+    train = Part(rest, unit_years={u: [y for y in all_years if y != anomalous.get(u)] for u in rest})
+    values = np.asarray(list(anomaly.values()))
+    info = {"by": by, "driver": driver, "n_tested": len(anomalous),
+            "anomaly": "relative precipitation deficit (P_y - P_mean)/P_mean" if by == "dry"
+            else "air-temperature anomaly T_y - T_mean (degC)",
+            "anomaly_median": round(float(np.median(values)), 4), "min_years": min_years}
+    return Split(f"anomalous_{by}_year_seed{seed}", "anomalous_year_out", seed, dim, train, Part(val), test,
+                 Part(), info)

@@ -21,6 +21,7 @@ from kgml.data.regions import (
 from kgml.data.splits import (
     Part,
     Split,
+    anomalous_year_out,
     climate_extrapolation,
     kfold_by_site,
     leave_one_site_out,
@@ -201,3 +202,71 @@ def test_select_restricts_every_time_axis_of_a_part():
     assert sorted(set(int(m) // 12 for m in test["month"].values)) == list(test_years)
     # the values themselves are the dataset's, not reindexed or filled
     np.testing.assert_array_equal(train["crop_yield"].values, ds["crop_yield"].values[:, :2])
+
+
+def _daily_towers(n_years=6, seed=0):
+    """Daily drivers and monthly NEE of 8 sites; site i's year 2001 + (i mod n_years) is planted dry (precip
+    × 0.3) and hot (tair + 3 °C). Site "short" has only 2 observed years (never tested)."""
+    rng = np.random.default_rng(seed)
+    units = [f"S{i}" for i in range(7)] + ["short"]
+    time = pd.date_range("2001-01-01", periods=365 * n_years + n_years // 4 + 1, freq="D")
+    time = time[time.year < 2001 + n_years]
+    months = np.arange(2001 * 12, (2001 + n_years) * 12)
+    tair = 10 + 10 * np.sin(2 * np.pi * time.day_of_year.values / 365.25)[None] + rng.normal(0, 1, (8, time.size))
+    precip = rng.gamma(2.0, 1.0, (8, time.size))
+    planted = {}
+    for i, u in enumerate(units[:7]):
+        y = 2001 + i % n_years
+        planted[u] = y
+        tair[i, time.year == y] += 3.0
+        precip[i, time.year == y] *= 0.3
+    nee = rng.normal(0, 1, (8, months.size))
+    nee[7, months // 12 >= 2003] = np.nan
+    return xr.Dataset(
+        {"tair": (("site", "time"), tair), "precip": (("site", "time"), precip),
+         "nee_monthly": (("site", "month"), nee), "nee_monthly_qc": (("site", "month"), np.ones_like(nee))},
+        coords={"site": units, "time": time, "month": months},
+    ), planted
+
+
+@pytest.mark.parametrize("by", ["dry", "hot"])
+def test_anomalous_year_out_holds_out_each_sites_planted_year(tmp_path, by):
+    """Per-site held-out years: each tested site's planted extreme year is its test year, no (site, year) of
+    the test part reaches train or val on any axis, the drivers stay, and the split round-trips the JSON."""
+    ds, planted = _daily_towers()
+    split = anomalous_year_out(ds, by=by, val_fraction=0.15, seed=3)
+    assert "short" not in split.test.units and "short" in split.train.units + split.val.units
+    assert len(split.val) == 1 and not set(split.val.units) & set(split.test.units)
+    assert len(split.test) == 6
+    for u in split.test.units:
+        assert split.test.years_of(u) == (planted[u],)
+        assert planted[u] not in split.train.years_of(u)
+    test, train, val = (split.select(ds, p) for p in ("test", "train", "val"))
+    for u in split.test.units:
+        y = planted[u]
+        codes = test.month.values
+        obs_test = np.isfinite(test.nee_monthly.sel(site=u).values)
+        assert obs_test[codes // 12 == y].all() and not obs_test[codes // 12 != y].any()
+        obs_train = np.isfinite(train.nee_monthly.sel(site=u).values)
+        assert not obs_train[codes // 12 == y].any() and obs_train[codes // 12 != y].all()
+        assert not np.isfinite(train.nee_monthly_qc.sel(site=u).values[codes // 12 == y]).any()
+        assert np.isfinite(train.tair.sel(site=u).values).all()  # drivers of the held-out year stay
+    assert np.isfinite(val.nee_monthly.values).sum() == np.isfinite(ds.nee_monthly.sel(site=list(split.val.units))).sum()
+    save_splits([split], tmp_path / "a.json")
+    assert load_splits(tmp_path / "a.json") == [split]
+    with pytest.raises(ValueError, match="both"):  # the test year may not be given to train as well
+        Split("bad", "manual", 0, "site", Part(["S0"], unit_years={"S0": [2001, 2002]}), Part(),
+              Part(["S0"], unit_years={"S0": [2002]}), Part())
+
+
+def test_per_unit_years_merge_subset_and_old_files(tmp_path):
+    train = Part(["A", "B"], unit_years={"A": [2001, 2002], "B": [2003]})
+    val = Part(["C"])
+    merged = train.union(val)
+    assert merged.years_of("A") == (2001, 2002) and merged.years_of("C") is None
+    assert train.subset(["B"]) == Part(["B"], unit_years={"B": [2003]})
+    assert "unit_years" not in Part(["A"], [2001]).to_dict()  # files without the key are written as before
+    with pytest.raises(ValueError, match="exactly"):
+        Part(["A", "B"], unit_years={"A": [2001]})
+    with pytest.raises(ValueError, match="not both"):
+        Part(["A"], [2001], unit_years={"A": [2001]})
