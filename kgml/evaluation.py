@@ -27,6 +27,8 @@ __all__ = [
     "decomposition_scores",
     "metric_order",
     "paired",
+    "departure_skill",
+    "reference_skill",
     "residual_size",
     "score_sites",
     "scores_markdown",
@@ -423,6 +425,102 @@ def decomposition_scores(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_v
         if f"{comp}_pred" in d:
             out[comp] = scores(d[f"{comp}_pred"].values, d[f"{comp}_obs"].values, metrics)
     return out
+
+
+def reference_skill(pred: xr.Dataset, obs: xr.Dataset, ref: xr.Dataset, variable: str,
+                    obs_variable: str | None = None, *, resolution: str = "monthly") -> dict[str, float]:
+    """Skill against a reference prediction ``ref`` (e.g. the site's own mean seasonal cycle of its training
+    years: the naive forecast of a held-out year), on the steps where prediction, observation and reference
+    are all finite:
+
+    - ``skill_median`` / ``skill_p10``: over sites, the MSE skill score 1 − MSE(pred)/MSE(ref) (> 0: better
+      than the reference; Murphy 1988 Mon. Weather Rev. 116:2417);
+    - ``anomaly_r2`` / ``anomaly_nse``: pooled over site-steps, of the departures from the reference,
+      pred − ref against obs − ref (does the model see how this year differs from the usual one?);
+    - ``mean_anomaly_r2`` / ``mean_anomaly_corr`` / ``sign_agreement``: across sites, of each site's mean
+      departure over its paired steps (the held-out year's mean anomaly), and the share of sites where the
+      predicted mean departure has the sign of the observed one;
+    - ``n_sites``."""
+    p, o = paired(pred, obs, variable, obs_variable, resolution=resolution)
+    r, _ = paired(ref, obs, variable, obs_variable, resolution=resolution, sites=p.site.values.tolist())
+    p, o, r = xr.align(p, o, r, join="inner")
+    pv, ov, rv = (np.asarray(a.values, np.float64) for a in (p, o, r))
+    ok = np.isfinite(pv) & np.isfinite(ov) & np.isfinite(rv)
+    skill, mp, mo = [], [], []
+    for i in range(pv.shape[0]):
+        k = ok[i]
+        if k.sum() < 2:
+            continue
+        mse_ref = np.mean((rv[i, k] - ov[i, k]) ** 2)
+        if mse_ref > 0:
+            skill.append(1.0 - np.mean((pv[i, k] - ov[i, k]) ** 2) / mse_ref)
+        mp.append(np.mean(pv[i, k] - rv[i, k]))
+        mo.append(np.mean(ov[i, k] - rv[i, k]))
+    dp, do = (pv - rv)[ok], (ov - rv)[ok]
+    mp, mo = np.asarray(mp), np.asarray(mo)
+    corr = float(np.corrcoef(mp, mo)[0, 1]) if mp.size > 2 and mp.std() > 0 and mo.std() > 0 else math.nan
+    skill = np.asarray(skill)
+    return {
+        "n_sites": int(mp.size),
+        "skill_median": float(np.median(skill)) if skill.size else math.nan,
+        "skill_p10": float(np.percentile(skill, 10)) if skill.size else math.nan,
+        "anomaly_r2": METRICS["r2"](dp, do), "anomaly_nse": METRICS["nse"](dp, do),
+        "mean_anomaly_r2": METRICS["r2"](mp, mo), "mean_anomaly_corr": corr,
+        "sign_agreement": float(np.mean(np.sign(mp) == np.sign(mo))) if mp.size else math.nan,
+    }
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (NaN for fewer than 3 pairs or a constant side)."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else math.nan
+
+
+def departure_skill(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str | None = None, *,
+                    test_years: Mapping[str, Sequence[int]], resolution: str = "monthly") -> dict[str, float]:
+    """Does a model see how a held-out year departs from the site's usual year? ``pred`` holds the model's
+    predictions of *every* year of each site (drivers of all years; ``test_years`` gives each site's held-out
+    years, the others are its training years). Per site and calendar month, the departure of a test-year step
+    is its value minus the mean of that calendar month over the training years — the model's own climatology
+    for the prediction, the observed one for the observation, both on the steps where the observation exists,
+    so that a model's bias in its mean seasonal cycle cancels. Returns ``departure_r2`` / ``departure_nse``
+    (pooled over test site-steps), ``mean_departure_r2`` / ``mean_departure_corr`` (across sites, of each
+    site's mean departure over its test steps: the held-out year's anomaly), ``sign_agreement`` (share of
+    sites whose predicted mean departure has the observed sign) and ``n_sites``."""
+    p, o = paired(pred, obs, variable, obs_variable, resolution=resolution)
+    year, cal = _calendar(p, resolution)
+    pv, ov = np.asarray(p.values, np.float64), np.asarray(o.values, np.float64)
+    ok = np.isfinite(pv) & np.isfinite(ov)
+    dp_all, do_all, mp, mo = [], [], [], []
+    for i, site in enumerate(p.site.values.astype(str)):
+        ys = test_years.get(site)
+        if not ys:
+            continue
+        test = np.isin(year, np.asarray(list(ys), np.int64))
+        dp, do = [], []
+        for m in np.unique(cal[test & ok[i]]):
+            base = ok[i] & ~test & (cal == m)
+            here = ok[i] & test & (cal == m)
+            if not base.any():
+                continue
+            dp.append(pv[i, here] - pv[i, base].mean())
+            do.append(ov[i, here] - ov[i, base].mean())
+        if not dp:
+            continue
+        dp, do = np.concatenate(dp), np.concatenate(do)
+        dp_all.append(dp)
+        do_all.append(do)
+        mp.append(dp.mean())
+        mo.append(do.mean())
+    mp, mo = np.asarray(mp), np.asarray(mo)
+    dp_all = np.concatenate(dp_all) if dp_all else np.zeros(0)
+    do_all = np.concatenate(do_all) if do_all else np.zeros(0)
+    corr = _corr(mp, mo)
+    return {
+        "n_sites": int(mp.size), "departure_corr": _corr(dp_all, do_all),
+        "departure_r2": METRICS["r2"](dp_all, do_all), "departure_nse": METRICS["nse"](dp_all, do_all),
+        "mean_departure_r2": METRICS["r2"](mp, mo), "mean_departure_corr": corr,
+        "sign_agreement": float(np.mean(np.sign(mp) == np.sign(mo))) if mp.size else math.nan,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -963,8 +963,10 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
                          f"seed {s}")
             raise
         pred = scored_predictions(pred, suite, keep=keep)
-        if split.part(ctx.heldout).unit_years is not None:  # per-site held-out years: score only those
-            pred = mask_unit_years(pred, split.part(ctx.heldout))
+        held_part = split.part(ctx.heldout)
+        if held_part.unit_years is not None:  # per-site held-out years: score only those; keep every year too
+            write_netcdf_atomic(pred, all_years_path(fold_dir, m, s))  # (for `kgml.evaluation.departure_skill`)
+            pred = mask_unit_years(pred, held_part)
         pred.attrs.update(model=m, fold_kind=kind, split=split.name, seed=s,
                           fit_seconds=round(time.perf_counter() - started, 2))
         cal = split.info.get("calibration_sites")
@@ -1241,6 +1243,10 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds)
     if ablation:
         md = md.rstrip() + "\n\n" + ablation_markdown(suite, ablation, seeds)
+    if "site_climatology" in models:
+        ref_md = reference_skill_markdown(reference_skill_rows(suite, ds, folds, directory, models, seeds, obs))
+        if ref_md:
+            md = md.rstrip() + "\n\n" + ref_md
     irows = []
     if any("calibration_sites" in s.info for splits in folds.values() for s in splits):
         irows, inotes = iv.interval_rows(suite, ds, folds, directory, models, seeds, obs)
@@ -1262,6 +1268,91 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     if results_md is not None:
         append_results(results_md, suite, md, command=command)
     return SuiteResult(suite.name, directory, rows, status, md, figs, detected, site_scores)
+
+
+#: Columns of the table of skill against the site climatology (`reference_skill_rows`).
+REFERENCE_STATS = ("skill_median", "skill_p10", "departure_corr", "mean_departure_corr", "sign_agreement")
+
+
+def all_years_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
+    """Predictions of every year of the held-out sites of a per-site-years fold (the scored file keeps only
+    the held-out years): ``<fold_dir>/all_years/<model>[_seed<k>].nc``."""
+    return prediction_path(Path(fold_dir) / "all_years", model, seed)
+
+
+def reference_skill_rows(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path,
+                         models: Sequence[str], seeds: Sequence[int], obs: xr.Dataset,
+                         reference: str = "site_climatology") -> list[dict]:
+    """For the fold kinds that hold out years of the training sites (per-unit years, e.g. ``driest_year_out``):
+    each model's MSE skill against the naive ``reference`` slot of the same folds
+    (`kgml.evaluation.reference_skill`) and how well it predicts the held-out year's departure from its own
+    climatology (`kgml.evaluation.departure_skill`, from the `all_years_path` predictions), for the ensemble
+    mean over ``seeds`` and for each seed alone (its spread)."""
+    rows = []
+    for kind, splits in folds.items():
+        held = [sp.part(sp.info.get("heldout", "test")) for sp in splits]
+        if not any(h.unit_years is not None for h in held):
+            continue
+        test_years = {u: ys for h in held for u, ys in (h.unit_years or ()) if ys}
+        refs = [_load(prediction_path(directory / "folds" / kind / sp.name, reference, 0)) for sp in splits]
+        if any(r is None for r in refs):
+            continue
+        ref = _combine(refs)
+        for m in models:
+            if m == reference:
+                continue
+            fold_dirs = [directory / "folds" / kind / sp.name for sp in splits]
+            by_seed = {sd: [_load(prediction_path(f, m, sd)) for f in fold_dirs] for sd in seeds}
+            every = {sd: [_load(all_years_path(f, m, sd)) for f in fold_dirs] for sd in seeds}
+            complete = [sd for sd in seeds if all(x is not None for x in (*by_seed[sd], *every[sd]))]
+            if not complete:
+                continue
+            ens, ens_all = (_combine([seed_mean([f[sd][j] for sd in complete]) for j in range(len(splits))])
+                            for f in (by_seed, every))
+            for t in suite.targets:
+                var = f"{t}_monthly" if suite.resolution == "monthly" else t
+                if var not in ens or var not in ref:
+                    continue
+                args = (suite, t, obs, ref, test_years)
+                one = {sd: _reference_scores(_combine(by_seed[sd]), _combine(every[sd]), *args) for sd in complete}
+                rows.append({"model": m, "fold_kind": kind, "variable": t, "n_seeds": len(complete),
+                             **_reference_scores(ens, ens_all, *args),
+                             "seed_values": {k: [one[sd][k] for sd in complete] for k in REFERENCE_STATS}})
+    return rows
+
+
+def _reference_scores(pred, pred_all, suite: Suite, target: str, obs, ref, test_years) -> dict:
+    o, res = suite.observed_name(target), suite.resolution
+    return {**ev.reference_skill(pred, obs, ref, target, o, resolution=res),
+            **ev.departure_skill(pred_all, obs, target, o, test_years=test_years, resolution=res)}
+
+
+def reference_skill_markdown(rows: list[dict], reference: str = "site_climatology") -> str:
+    """The table of `reference_skill_rows` (one block per fold kind and target)."""
+    if not rows:
+        return ""
+    lines = [f"### Skill against the site climatology ({reference}) in the held-out years", "",
+             "Reference: each site's own mean seasonal cycle of its training years. skill = 1 − MSE/MSE(ref) per "
+             "site (median / p10; > 0 beats the climatology). Departure: a held-out month minus the mean of its "
+             "calendar month over the site's training years — the model's own climatology for the prediction "
+             "(its bias cancels), the observed one for the observation (`kgml.evaluation.departure_skill`); "
+             "correlation r of predicted and observed departures pooled over site-months, and across sites of the "
+             "held-out year's mean departure, and the share of sites with its observed sign. Cells: ensemble mean "
+             "of the seeds [min…max over single seeds].", ""]
+    for kind in dict.fromkeys(r["fold_kind"] for r in rows):
+        for var in dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind):
+            lines += [f"#### {kind} — {var}", "",
+                      "| model | seeds | sites | skill med | skill p10 | departure r (months) | departure r (year "
+                      "mean) | sign agreement |", "|---|---|---|---|---|---|---|---|"]
+            for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
+                def cell(k, r=r):
+                    sv = [x for x in r["seed_values"][k] if np.isfinite(x)]
+                    spread = f" [{min(sv):.3f}…{max(sv):.3f}]" if len(sv) > 1 else ""
+                    return f"{r[k]:.3f}{spread}" if np.isfinite(r[k]) else "–"
+                lines.append(f"| {r['model']} | {r['n_seeds']} | {r['n_sites']} | " +
+                             " | ".join(cell(k) for k in REFERENCE_STATS) + " |")
+            lines.append("")
+    return "\n".join(lines)
 
 
 _STATS = ("n_sites", "n_folds", "rmse_median", "bias_median", "r2_median", "nse_median", "kge_median", "rmse_p90",

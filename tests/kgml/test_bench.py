@@ -286,3 +286,29 @@ def test_cosore_srdb_suite_gives_every_site_a_finite_prior_level(dataset_dir):
     level = ds["rs_srdb"].values
     assert "rs_srdb" in suite.static and ds["rs_srdb"].attrs["units"] == "g m-2 d-1"
     assert np.all(np.isfinite(level)) and np.all((level > 0.1) & (level < 15.0))
+
+
+def test_anomalous_year_folds_end_to_end(tmp_path, dataset_dir):
+    """fluxnet_mm's per-site held-out years through the engine: the scored predictions hold only each test
+    site's held-out year, every year is kept beside them, the naive site climatology runs there and is
+    'not available' where whole sites are held out, and metrics.md has the table against it."""
+    from kgml.compare.runner import all_years_path, prediction_path
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    res = run_suite("fluxnet_mm", out=tmp_path, data_dir=data, quick=True, progress=False, figures=False,
+                    models=("rf", "site_climatology"), fold_kinds=("driest_year_out",))
+    split = next(s for s in load_folds(get_suite("fluxnet_mm")) if s.info["fold_kind"] == "driest_year_out")
+    fold_dir = tmp_path / "fluxnet_mm" / "folds" / "driest_year_out" / split.name
+    with xr.open_dataset(prediction_path(fold_dir, "rf")) as p, xr.open_dataset(all_years_path(fold_dir, "rf")) as a:
+        assert p.site.size >= 1
+        for site in p.site.values.astype(str):
+            (year,) = split.test.years_of(site)
+            finite = np.isfinite(p.nee_monthly.sel(site=site).values)
+            years = p.month.values // 12
+            assert finite.any() and (years[finite] == year).all()
+            assert (np.isfinite(a.nee_monthly.sel(site=site).values) & (years != year)).any()
+    assert "Skill against the site climatology" in res.markdown
+    assert res.status["site_climatology"] == "ok"
+    res2 = run_suite("fluxnet_mm", out=tmp_path / "k", data_dir=data, quick=True, progress=False, figures=False,
+                     models=("site_climatology",), fold_kinds=("site_kfold",))
+    assert res2.status["site_climatology"].startswith("not available")

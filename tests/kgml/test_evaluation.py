@@ -235,3 +235,50 @@ def test_temperature_monotonicity_and_slope(rng):
     assert s["fraction_positive"] == 0.75 and float(s["slope"].values[2]) < 0
     with pytest.raises(KeyError, match="temperature"):
         ev.temperature_monotonicity(predict, ds.drop_vars("tair"))
+
+
+def test_reference_skill_against_a_climatology():
+    """Held-out years against the site's own climatology: a model that knows each site's planted departure
+    scores skill ≈ 1 and the departures' sign everywhere; the climatology itself scores skill 0; the
+    mirror-image model gets every sign wrong and negative skill."""
+    rng = np.random.default_rng(3)
+    n_sites, months = 20, np.arange(2005 * 12, 2006 * 12)
+    clim = 2.0 * np.sin(2 * np.pi * (months % 12) / 12)[None, :] + rng.normal(0, 1, (n_sites, 1))
+    shift = rng.choice([-1.0, 1.0], n_sites)[:, None] * rng.uniform(0.5, 1.5, (n_sites, 1))
+    obs_v = clim + shift + rng.normal(0, 0.05, (n_sites, months.size))
+    obs_v[0, :3] = np.nan  # a gap: not scored
+
+    def ds(v):
+        return xr.Dataset({"nee_monthly": (("site", "month"), v)}, coords={"site": [f"s{i}" for i in range(n_sites)],
+                                                                         "month": months})
+
+    obs, ref = ds(obs_v), ds(clim)
+    good = ev.reference_skill(ds(clim + shift), obs, ref, "nee", resolution="monthly")
+    assert good["n_sites"] == n_sites and good["skill_median"] > 0.99 and good["sign_agreement"] == 1.0
+    assert good["mean_anomaly_r2"] > 0.99 and good["anomaly_r2"] > 0.95
+    same = ev.reference_skill(ref, obs, ref, "nee", resolution="monthly")
+    assert same["skill_median"] == pytest.approx(0.0) and math.isnan(same["anomaly_r2"])
+    bad = ev.reference_skill(ds(clim - shift), obs, ref, "nee", resolution="monthly")
+    assert bad["sign_agreement"] == 0.0 and bad["skill_median"] < -2.0
+
+
+def test_departure_skill_cancels_a_models_bias():
+    """A model with a wrong mean seasonal cycle (×1.5 + 2) but the right departure of the held-out year has
+    departure R² ≈ 1 and every sign right; a model that repeats the same year everywhere has no departure."""
+    rng = np.random.default_rng(5)
+    n_sites, months = 15, np.arange(2001 * 12, 2004 * 12)
+    year = months // 12
+    clim = 2.0 * np.sin(2 * np.pi * (months % 12) / 12)[None, :] + rng.normal(0, 1, (n_sites, 1))
+    test_year = {f"s{i}": [2001 + i % 3] for i in range(n_sites)}
+    shift = rng.choice([-1.0, 1.0], n_sites) * rng.uniform(0.5, 1.5, n_sites)
+    dep = np.stack([np.where(year == test_year[f"s{i}"][0], shift[i], 0.0) for i in range(n_sites)])
+    obs_v = clim + dep + rng.normal(0, 0.05, clim.shape)
+
+    def ds(v):
+        return xr.Dataset({"nee_monthly": (("site", "month"), v)}, coords={"site": list(test_year), "month": months})
+
+    good = ev.departure_skill(ds(1.5 * clim + 2.0 + dep), ds(obs_v), "nee", test_years=test_year)
+    assert good["n_sites"] == n_sites and good["departure_r2"] > 0.95 and good["sign_agreement"] == 1.0
+    assert good["mean_departure_corr"] > 0.99
+    flat = ev.departure_skill(ds(1.5 * clim + 2.0), ds(obs_v), "nee", test_years=test_year)
+    assert flat["sign_agreement"] == 0.0 and math.isnan(flat["mean_departure_corr"])
