@@ -97,7 +97,7 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
           "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf",
-          "site_climatology")
+          "site_climatology", "hybrid_site_embedding", "neural_site_embedding")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -117,6 +117,8 @@ MODEL_LABELS = {
     "yield_region_trend": "naive: one linear trend over all training units",
     "yield_trend_rf": "naive: per-unit linear trend + random forest on the weather residual (CY-Bench)",
     "site_climatology": "naive: the site's own mean seasonal cycle of its training years",
+    "hybrid_site_embedding": "hybrid, global + a learned embedding of each training site",
+    "neural_site_embedding": "neural network, same size, no physics + a learned embedding of each training site",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -549,6 +551,35 @@ def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
     return pred
 
 
+#: Site coordinate of the per-site embedding slots (`_site_embedding`): the site ID itself.
+SITE_KEY = "site_key"
+
+
+def _site_embedding(kind: str):
+    """The global hybrid (``kind="hybrid"``) or the same-size network (``"neural"``) with a learned embedding
+    of every training site in its location encoder (the region embedding with one region per site): for held-out
+    *years* of known sites, the model can learn each site's own parameters (the hybrid) or level (the network),
+    as the forest can from the site's coordinates. Unseen sites get the zero embedding; not available where whole
+    sites are held out."""
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        held = set(ctx.split.part(ctx.heldout).units)
+        if not held & set(ctx.split.train.units):
+            raise NotAvailable(f"a per-site embedding needs the held-out sites' own training years; fold kind "
+                               f"{ctx.split.info.get('fold_kind', '?')!r} holds whole sites out")
+        sites = ctx.ds.site.values.astype(str)
+        ds = ctx.ds.assign_coords({SITE_KEY: ("site", sites)})
+        cfg = ctx.config
+        if kind == "neural" and ctx.suite.train_targets:
+            told = base_config(ctx.suite, quick=ctx.quick, seed=cfg.seed, scales=dict(cfg.loss.scales or {}), told=True)
+            cfg = dataclasses.replace(cfg, data=told.data)
+        cfg = _replace(cfg, name=f"{cfg.name}-{kind}-site-embedding", data={"region": SITE_KEY},
+                       model={"region_embedding": True, **({"kind": "neural"} if kind == "neural" else {})})
+        run = ctx.train(cfg, ds=ds)
+        return ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+
+    return slot
+
+
 # --- pretrained on synthetic data, fine-tuned on the towers ----------------------------------------------
 
 #: Sites per synthetic climate, years per site and training steps of the suite's pretraining corpus: the
@@ -738,6 +769,7 @@ SLOTS = {
     "hybrid_region_aware": _hybrid_region_aware, "hybrid_pretrained": _hybrid_pretrained,
     "hybrid_trend": _hybrid_trend, "hybrid_per_region_trend": _hybrid_per_region_trend,
     "neural_trend": _neural_trend, "process_trend": _process_trend, "site_climatology": _site_climatology,
+    "hybrid_site_embedding": _site_embedding("hybrid"), "neural_site_embedding": _site_embedding("neural"),
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
