@@ -310,5 +310,35 @@ def test_anomalous_year_folds_end_to_end(tmp_path, dataset_dir):
     assert "Skill against the site climatology" in res.markdown
     assert res.status["site_climatology"] == "ok"
     res2 = run_suite("fluxnet_mm", out=tmp_path / "k", data_dir=data, quick=True, progress=False, figures=False,
-                     models=("site_climatology",), fold_kinds=("site_kfold",))
+                     models=("site_climatology", "hybrid_site_embedding"), fold_kinds=("site_kfold",))
     assert res2.status["site_climatology"].startswith("not available")
+    assert res2.status["hybrid_site_embedding"].startswith("not available")
+
+
+@pytest.mark.slow
+def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, dataset_dir):
+    """hybrid_site_embedding on held-out years: its location encoder has one embedding row per training site,
+    the held-out sites among them, and its predictions of their held-out year are finite."""
+    from kgml.compare.runner import SLOTS, FoldContext, base_config, prepare_suite
+
+    suite = get_suite("fluxnet_mm")
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("driest_year_out",))
+    split = folds["driest_year_out"][0]
+    cfg = base_config(suite, quick=True, seed=0)
+    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name, cfg, True, "")
+    trained = {}
+    original = ctx.train
+
+    def spy(cfg, *a, **kw):
+        run = original(cfg, *a, **kw)
+        trained["run"] = run
+        return run
+
+    ctx.train = spy
+    pred = SLOTS["hybrid_site_embedding"](ctx)
+    run = trained["run"]
+    assert set(run.prepared.region_map) == set(split.train.units)
+    assert set(split.test.units) <= set(run.prepared.region_map)
+    assert run.model.location.region_embedding.weight.shape[0] == len(split.train.units)
+    assert np.isfinite(pred["nee"].values).any()
