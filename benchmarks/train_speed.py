@@ -46,8 +46,9 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=3, help="stacked GRU layers (--pykgml)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved rounds A B A B … (--pykgml)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds idle before each timed block (--pykgml)")
-    p.add_argument("--variants", default="vjp,scan,wavefront",
-                   help="JAX recurrences to time, comma-separated: vjp, scan, wavefront (--pykgml)")
+    p.add_argument("--variants", default="scan/dense,wavefront_vjp/blocked",
+                   help="JAX networks to time, comma-separated GRU/attention with GRU in scan, vjp, wavefront, "
+                        "wavefront_vjp and attention in dense, blocked (--pykgml)")
     args = p.parse_args(argv)
     if args.pykgml:  # the issue's size unless given explicitly
         given = set(argv if argv is not None else sys.argv[1:])
@@ -209,6 +210,8 @@ def hybrid_step_time(args) -> float:
 # --- the issue-18 workload: PyKGML tutorial size, GRU 3 × 128 + attention, interleaved A B A B -----------
 
 PK_FEATURES, PK_TARGETS, PK_HEADS = 19, 4, 4
+GRU_KINDS = ("scan", "vjp", "wavefront", "wavefront_vjp")
+ATTENTION_KINDS = ("dense", "blocked")
 
 
 def _gru_gates(gi_t, gh, h, hidden):
@@ -273,31 +276,110 @@ def _gru_vjp_bwd(res, dhs):
 gru_scan_vjp.defvjp(_gru_vjp_fwd, _gru_vjp_bwd)
 
 
+def _wavefront_inputs(x, layers):
+    n_layers = len(layers)
+    gi0 = jnp.einsum("tbf,fg->tbg", x, layers[0]["w_ih"]) + layers[0]["b_ih"]
+    gi0 = jnp.concatenate([gi0, jnp.zeros((n_layers - 1,) + gi0.shape[1:], gi0.dtype)])
+    w_ih = jnp.stack([p["w_ih"] for p in layers[1:]])
+    b_ih = jnp.stack([p["b_ih"] for p in layers[1:]])
+    w_hh = jnp.stack([p["w_hh"] for p in layers])
+    b_hh = jnp.stack([p["b_hh"] for p in layers])
+    return gi0, w_ih, b_ih, w_hh, b_hh
+
+
+def _wavefront_step(h, s, gi0_t, w_ih, b_ih, w_hh, b_hh):
+    """One skewed step for all layers: (new carry, (r, z, n, gh_n)) — layer l starts at step l."""
+    hidden = w_hh.shape[1]
+    gi = jnp.concatenate([gi0_t[None], jnp.einsum("lbh,lhg->lbg", h[:-1], w_ih) + b_ih[:, None]])
+    gh = jnp.einsum("lbh,lhg->lbg", h, w_hh) + b_hh[:, None]
+    h_new, r, z, n = _gru_gates(gi, gh, h, hidden)
+    active = (s >= jnp.arange(h.shape[0]))[:, None, None]
+    return jnp.where(active, h_new, h), (r, z, n, gh[..., 2 * hidden :])
+
+
 def gru_wavefront(x, layers):
     """All stacked layers in ONE scan on a skewed schedule: at loop step s layer l advances time s - l, so
     the layers' recurrent products are one batched matrix product per step (and layers ≥ 1 their input
-    products too); layer 0's input projection is hoisted. Same math as layer-by-layer; T + L - 1 steps."""
+    products too); layer 0's input projection is hoisted. Same math as layer by layer; T + L - 1 steps;
+    reverse pass by autodiff. x: (time, batch, feature) → top layer's states (time, batch, H)."""
     n_layers, hidden = len(layers), layers[0]["w_hh"].shape[0]
-    n_time, batch = x.shape[0], x.shape[1]
-    gi0 = jnp.einsum("tbf,fg->tbg", x, layers[0]["w_ih"]) + layers[0]["b_ih"]
-    gi0 = jnp.concatenate([gi0, jnp.zeros((n_layers - 1,) + gi0.shape[1:], gi0.dtype)])
-    w_hh = jnp.stack([p["w_hh"] for p in layers])
-    b_hh = jnp.stack([p["b_hh"] for p in layers])[:, None, :]
-    w_ih = jnp.stack([p["w_ih"] for p in layers[1:]])
-    b_ih = jnp.stack([p["b_ih"] for p in layers[1:]])[:, None, :]
-    starts = jnp.arange(n_layers)
+    gi0, w_ih, b_ih, w_hh, b_hh = _wavefront_inputs(x, layers)
 
-    def step(h, inputs):  # h: (layers, batch, H)
-        s, gi0_t = inputs
-        gi = jnp.concatenate([gi0_t[None], jnp.einsum("lbh,lhg->lbg", h[:-1], w_ih) + b_ih])
-        gh = jnp.einsum("lbh,lhg->lbg", h, w_hh) + b_hh
-        h_new = _gru_gates(gi, gh, h, hidden)[0]
-        h = jnp.where((s >= starts)[:, None, None], h_new, h)  # layer l starts at step l (state 0 before)
+    def step(h, inputs):
+        h, _ = _wavefront_step(h, *inputs, w_ih, b_ih, w_hh, b_hh)
         return h, h[-1]
 
-    h0 = jnp.zeros((n_layers, batch, hidden), x.dtype)
-    _, top = jax.lax.scan(step, h0, (jnp.arange(n_time + n_layers - 1), gi0))
+    h0 = jnp.zeros((n_layers, x.shape[1], hidden), x.dtype)
+    _, top = jax.lax.scan(step, h0, (jnp.arange(gi0.shape[0]), gi0))
     return top[n_layers - 1 :]
+
+
+def gru_wavefront_vjp(x, layers):
+    """`gru_wavefront` (same schedule, same result) with the hand-written reverse pass of
+    `_wavefront_core`: one reverse skewed scan that carries only dh, the weight gradients after it."""
+    gi0, w_ih, b_ih, w_hh, b_hh = _wavefront_inputs(x, layers)
+    return _wavefront_core(gi0, w_ih, b_ih, w_hh, b_hh)[len(layers) - 1 :]
+
+
+@jax.custom_vjp
+def _wavefront_core(gi0, w_ih, b_ih, w_hh, b_hh):
+    return _wavefront_fwd(gi0, w_ih, b_ih, w_hh, b_hh)[0]
+
+
+def _wavefront_fwd(gi0, w_ih, b_ih, w_hh, b_hh):
+    n_layers, hidden = w_hh.shape[0], w_hh.shape[1]
+
+    def step(h, inputs):
+        h_new, gates = _wavefront_step(h, *inputs, w_ih, b_ih, w_hh, b_hh)
+        return h_new, (h_new, *gates)
+
+    h0 = jnp.zeros((n_layers, gi0.shape[1], hidden), gi0.dtype)
+    _, (hs, r, z, n, ghn) = jax.lax.scan(step, h0, (jnp.arange(gi0.shape[0]), gi0))
+    return hs[:, -1], (hs, r, z, n, ghn, w_ih, w_hh)
+
+
+def _wavefront_bwd(res, dtop):
+    hs, r, z, n, ghn, w_ih, w_hh = res
+    n_layers = w_hh.shape[0]
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])  # the carry before each step
+    active = (jnp.arange(hs.shape[0])[:, None] >= jnp.arange(n_layers)[None, :])[..., None, None]
+    w_hh_t, w_ih_t = jnp.swapaxes(w_hh, 1, 2), jnp.swapaxes(w_ih, 1, 2)
+
+    def step(dh, inputs):  # dh: cotangent of the carry after this step (L, B, H)
+        dtop_s, hp, r_s, z_s, n_s, ghn_s, act = inputs
+        dh = dh.at[-1].add(dtop_s)
+        d_new = jnp.where(act, dh, 0.0)
+        dan = d_new * (1.0 - z_s) * (1.0 - n_s * n_s)
+        dar = dan * ghn_s * r_s * (1.0 - r_s)
+        daz = d_new * (hp - n_s) * z_s * (1.0 - z_s)
+        dgh = jnp.concatenate([dar, daz, dan * r_s], axis=-1)
+        dgi = jnp.concatenate([dar, daz, dan], axis=-1)
+        d_prev = jnp.where(act, dh * z_s, dh) + jnp.einsum("lbg,lgh->lbh", dgh, w_hh_t)
+        d_prev = d_prev.at[:-1].add(jnp.einsum("lbg,lgh->lbh", dgi[1:], w_ih_t))
+        return d_prev, (dgi, dgh)
+
+    _, (dgi, dgh) = jax.lax.scan(step, jnp.zeros_like(hs[0]), (dtop, h_prev, r, z, n, ghn, active), reverse=True)
+    d_w_hh = jnp.einsum("slbh,slbg->lhg", h_prev, dgh)
+    d_w_ih = jnp.einsum("slbh,slbg->lhg", h_prev[:, :-1], dgi[:, 1:])
+    return dgi[:, 0], d_w_ih, dgi[:, 1:].sum(axis=(0, 2)), d_w_hh, dgh.sum(axis=(0, 2))
+
+
+_wavefront_core.defvjp(_wavefront_fwd, _wavefront_bwd)
+
+
+def causal_attention_blocked(q, k, v, n_blocks: int = 5):
+    """Causal softmax attention, (batch, heads, time, head_dim), by query blocks: block i's queries meet
+    only the keys up to its last step (the others are masked anyway), so about (n+1)/2n of the dense
+    score matrix is computed. Same result as dense masked attention (max-subtracted softmax)."""
+    n_time, scale = q.shape[2], 1.0 / np.sqrt(q.shape[-1])
+    size, outs = -(-n_time // n_blocks), []
+    for lo in range(0, n_time, size):
+        hi = min(lo + size, n_time)
+        s = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, lo:hi] * scale, k[:, :, :hi])
+        s = jnp.where(jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :], s, -jnp.inf)
+        e = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))
+        outs.append(jnp.einsum("bhqk,bhkd->bhqd", e, v[:, :, :hi]) / e.sum(-1)[..., None])
+    return jnp.concatenate(outs, axis=2)
 
 
 class StackedGRUAttention(eqx.Module):
@@ -305,7 +387,9 @@ class StackedGRUAttention(eqx.Module):
     → pre-LayerNorm causal multi-head self-attention with a residual (`nn.MultiheadAttention`'s
     parameters: packed in-projection with bias, out-projection with bias) → a linear read-out per day.
     ``gru``: "scan" (layer by layer, input projections hoisted, autodiff), "vjp" (layer by layer, the
-    hand-written reverse pass of `gru_scan_vjp`) or "wavefront" (`gru_wavefront`): same math."""
+    hand-written reverse pass of `gru_scan_vjp`), "wavefront" (`gru_wavefront`) or "wavefront_vjp"
+    (`gru_wavefront_vjp`); ``attention``: "dense" (`jax.nn.dot_product_attention`, is_causal) or
+    "blocked" (`causal_attention_blocked`). All the same math."""
 
     layers: list
     ln_w: jax.Array
@@ -317,8 +401,12 @@ class StackedGRUAttention(eqx.Module):
     w_read: jax.Array
     b_read: jax.Array
     gru: str = eqx.field(static=True)
+    attention: str = eqx.field(static=True)
 
-    def __init__(self, n_in, hidden, n_layers, n_out, *, gru="vjp", key):
+    def __init__(self, n_in, hidden, n_layers, n_out, *, gru="wavefront_vjp", attention="blocked", key):
+        if gru not in GRU_KINDS or attention not in ATTENTION_KINDS:
+            raise ValueError(f"gru must be one of {GRU_KINDS}, attention one of {ATTENTION_KINDS}; "
+                             f"got {gru!r}, {attention!r}")
         keys = iter(jax.random.split(key, 3 * n_layers + 3))
         lim = 1.0 / np.sqrt(hidden)
 
@@ -336,11 +424,14 @@ class StackedGRUAttention(eqx.Module):
         self.w_out, self.b_out = u((hidden, hidden), next(keys)), jnp.zeros(hidden)
         self.w_read, self.b_read = u((hidden, n_out), next(keys)), jnp.zeros(n_out)
         self.gru = gru
+        self.attention = attention
 
     def recurrent(self, x):  # x: (batch, time, feature) → (time, batch, hidden)
         h = jnp.swapaxes(x, 0, 1)
         if self.gru == "wavefront":
             return gru_wavefront(h, self.layers)
+        if self.gru == "wavefront_vjp":
+            return gru_wavefront_vjp(h, self.layers)
         recur = gru_scan_vjp if self.gru == "vjp" else gru_scan
         for p in self.layers:
             h = recur(jnp.einsum("tbf,fg->tbg", h, p["w_ih"]) + p["b_ih"], p["w_hh"], p["b_hh"])
@@ -352,8 +443,12 @@ class StackedGRUAttention(eqx.Module):
         normed = (h - mu) * jax.lax.rsqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * self.ln_w + self.ln_b
         q, k, v = jnp.split(normed @ self.w_in + self.b_in, 3, axis=-1)
         t, b, hidden = h.shape
-        heads = [a.reshape(t, b, PK_HEADS, hidden // PK_HEADS).transpose(1, 0, 2, 3) for a in (q, k, v)]
-        att = jax.nn.dot_product_attention(*heads, is_causal=True)  # (batch, time, heads, head_dim)
+        if self.attention == "dense":
+            heads = [a.reshape(t, b, PK_HEADS, hidden // PK_HEADS).transpose(1, 0, 2, 3) for a in (q, k, v)]
+            att = jax.nn.dot_product_attention(*heads, is_causal=True)  # (batch, time, heads, head_dim)
+        else:
+            heads = [a.reshape(t, b, PK_HEADS, hidden // PK_HEADS).transpose(1, 2, 0, 3) for a in (q, k, v)]
+            att = causal_attention_blocked(*heads).transpose(0, 2, 1, 3)
         out = jnp.swapaxes(h, 0, 1) + att.reshape(b, t, hidden) @ self.w_out + self.b_out
         return out @ self.w_read + self.b_read
 
@@ -369,11 +464,12 @@ def pk_data(args):
     return x, y
 
 
-def pk_jax_runner(args, gru: str):
-    """(run one Adam step, parameter count) for the JAX network with recurrence ``gru``."""
+def pk_jax_runner(args, variant: str):
+    """(run one Adam step, parameter count) for the JAX network ``variant`` = "GRU/attention"."""
+    gru, _, attention = variant.partition("/")
     x, y = (jnp.asarray(a) for a in pk_data(args))
     model = StackedGRUAttention(PK_FEATURES, args.hidden, args.layers, PK_TARGETS, gru=gru,
-                                key=jax.random.PRNGKey(0))
+                                attention=attention or "blocked", key=jax.random.PRNGKey(0))
     opt = optax.adam(1e-3)
     state = [model, opt.init(eqx.filter(model, eqx.is_array))]
 
@@ -392,7 +488,8 @@ def pk_jax_runner(args, gru: str):
 
 
 def pk_torch_runner(args, threads: int):
-    """(run one Adam step, parameter count) for the same network in PyTorch, or None without torch."""
+    """(run one Adam step with ``torch.set_num_threads(n)``: a function of n, parameter count) for the same
+    network in PyTorch, or None without torch."""
     try:
         import torch
     except ImportError:
@@ -421,13 +518,17 @@ def pk_torch_runner(args, threads: int):
     net = Net()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
-    def run():
-        opt.zero_grad()
-        loss = torch.mean((net(x) - y) ** 2)
-        loss.backward()
-        opt.step()
+    def run_with(n):
+        def run():
+            torch.set_num_threads(n)
+            opt.zero_grad()
+            loss = torch.mean((net(x) - y) ** 2)
+            loss.backward()
+            opt.step()
 
-    return run, sum(p.numel() for p in net.parameters())
+        return run
+
+    return run_with, sum(p.numel() for p in net.parameters())
 
 
 def pk_hybrid_runner(args):
@@ -499,9 +600,14 @@ def pykgml_main(args) -> dict:
     else:
         import torch
 
-        runners["torch"], n_torch = torch_run
-        print(f"PyTorch parameters: {n_torch:,} (torch {torch.__version__}, torch.set_num_threads({threads}) = "
-              f"the {threads} cores XLA's CPU client uses; interop threads {torch.get_num_interop_threads()})")
+        run_with, n_torch = torch_run
+        torch_names = [f"torch_{threads}t"] + (["torch_1t"] if threads > 1 else [])
+        runners[torch_names[0]] = run_with(threads)
+        if threads > 1:  # on a shared machine a straggling OpenMP thread can stall every barrier
+            runners["torch_1t"] = run_with(1)
+        print(f"PyTorch parameters: {n_torch:,} (torch {torch.__version__}; torch_{threads}t: "
+              f"torch.set_num_threads({threads}) = the {threads} cores XLA's CPU client uses"
+              + ("; torch_1t: one thread" if threads > 1 else "") + ")")
         if n_torch != n_jax:
             raise RuntimeError(f"parameter counts differ: JAX {n_jax}, PyTorch {n_torch}")
     for name, fn in runners.items():  # warm-up / compile, outside the timed blocks
@@ -517,17 +623,17 @@ def pykgml_main(args) -> dict:
         print(f"round {i + 1}: {row}  (load {load_average()[0]})")
     result = {"batch": args.batch, "days": args.days, "features": PK_FEATURES, "hidden": args.hidden,
               "layers": args.layers, "params": n_jax, "steps_per_block": args.steps, "pairs": args.pairs}
-    for name, ts in times.items():
-        result[f"{name}_ms_median"] = 1e3 * float(np.median(ts))
-        result[f"{name}_samples_per_s"] = args.batch / float(np.median(ts))
-    if "torch" in times:
+    if torch_run is not None:
         result["torch_threads"] = threads
+        # per round, the faster of the two thread settings: the ratio against PyTorch at its best
+        times["torch_best"] = [min(ts) for ts in zip(*(times[n] for n in torch_names), strict=True)]
         for v in variants:
-            ratios = [tt / tj for tt, tj in zip(times["torch"], times[f"jax_{v}"], strict=True)]
-            print(f"torch / jax_{v}, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
-                  f"median {np.median(ratios):.2f}×")
-            result[f"ratio_{v}_median"] = float(np.median(ratios))
-            result[f"ratio_{v}_min"] = float(min(ratios))
+            for t_name in (*torch_names, "torch_best"):
+                ratios = [tt / tj for tt, tj in zip(times[t_name], times[f"jax_{v}"], strict=True)]
+                print(f"{t_name} / jax_{v}, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
+                      f"median {np.median(ratios):.2f}×")
+                result[f"ratio_{v}_vs_{t_name}_median"] = float(np.median(ratios))
+                result[f"ratio_{v}_vs_{t_name}_min"] = float(min(ratios))
     if not args.no_hybrid:
         run, b, n_in, n_hyb = pk_hybrid_runner(args)
         t0 = time.perf_counter()
@@ -540,6 +646,10 @@ def pykgml_main(args) -> dict:
         result["hybrid_ms_median"] = 1e3 * float(np.median(ts))
         result["hybrid_samples_per_s"] = b / float(np.median(ts))
         result["hybrid_batch"] = b
+    for name, ts in times.items():
+        if name != "torch_best":
+            result[f"{name}_ms_median"] = 1e3 * float(np.median(ts))
+            result[f"{name}_samples_per_s"] = args.batch / float(np.median(ts))
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}))
     print(f"load average: start {load0}, end {load_average()} (shared machine)")
     return result
