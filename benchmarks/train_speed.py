@@ -315,8 +315,8 @@ def gru_wavefront(x, layers):
 
 
 def gru_wavefront_vjp(x, layers):
-    """`gru_wavefront` (same schedule, same result) with the hand-written reverse pass of
-    `_wavefront_core`: one reverse skewed scan that carries only dh, the weight gradients after it."""
+    """`gru_wavefront`'s forward (same schedule, same result) with the hand-written reverse pass of
+    `_wavefront_bwd`."""
     gi0, w_ih, b_ih, w_hh, b_hh = _wavefront_inputs(x, layers)
     return _wavefront_core(gi0, w_ih, b_ih, w_hh, b_hh)[len(layers) - 1 :]
 
@@ -339,29 +339,23 @@ def _wavefront_fwd(gi0, w_ih, b_ih, w_hh, b_hh):
 
 
 def _wavefront_bwd(res, dtop):
+    """The reverse pass layer by layer from the top (each a `_gru_vjp_bwd` reverse scan on that layer's
+    unskewed saved gates: one matrix product per step); the input-side products of every layer — dW_ih and
+    the cotangent passed down, dgi @ W_ihᵀ — are one large matrix product each, outside the loops."""
     hs, r, z, n, ghn, w_ih, w_hh = res
-    n_layers = w_hh.shape[0]
-    h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])  # the carry before each step
-    active = (jnp.arange(hs.shape[0])[:, None] >= jnp.arange(n_layers)[None, :])[..., None, None]
-    w_hh_t, w_ih_t = jnp.swapaxes(w_hh, 1, 2), jnp.swapaxes(w_ih, 1, 2)
-
-    def step(dh, inputs):  # dh: cotangent of the carry after this step (L, B, H)
-        dtop_s, hp, r_s, z_s, n_s, ghn_s, act = inputs
-        dh = dh.at[-1].add(dtop_s)
-        d_new = jnp.where(act, dh, 0.0)
-        dan = d_new * (1.0 - z_s) * (1.0 - n_s * n_s)
-        dar = dan * ghn_s * r_s * (1.0 - r_s)
-        daz = d_new * (hp - n_s) * z_s * (1.0 - z_s)
-        dgh = jnp.concatenate([dar, daz, dan * r_s], axis=-1)
-        dgi = jnp.concatenate([dar, daz, dan], axis=-1)
-        d_prev = jnp.where(act, dh * z_s, dh) + jnp.einsum("lbg,lgh->lbh", dgh, w_hh_t)
-        d_prev = d_prev.at[:-1].add(jnp.einsum("lbg,lgh->lbh", dgi[1:], w_ih_t))
-        return d_prev, (dgi, dgh)
-
-    _, (dgi, dgh) = jax.lax.scan(step, jnp.zeros_like(hs[0]), (dtop, h_prev, r, z, n, ghn, active), reverse=True)
-    d_w_hh = jnp.einsum("slbh,slbg->lhg", h_prev, dgh)
-    d_w_ih = jnp.einsum("slbh,slbg->lhg", h_prev[:, :-1], dgi[:, 1:])
-    return dgi[:, 0], d_w_ih, dgi[:, 1:].sum(axis=(0, 2)), d_w_hh, dgh.sum(axis=(0, 2))
+    n_layers, n_time = w_hh.shape[0], hs.shape[0] - w_hh.shape[0] + 1
+    d_w_ih, d_b_ih, d_w_hh, d_b_hh = [None] * (n_layers - 1), [None] * (n_layers - 1), [None] * n_layers, [None] * n_layers
+    dhs = dtop[n_layers - 1 :]
+    for layer in range(n_layers - 1, -1, -1):
+        own = [a[layer : layer + n_time, layer] for a in (hs, r, z, n, ghn)]  # unskew: time t at step t + l
+        dgi, d_w_hh[layer], d_b_hh[layer] = _gru_vjp_bwd((*own, w_hh[layer]), dhs)
+        if layer > 0:
+            below = hs[layer - 1 : layer - 1 + n_time, layer - 1]  # the input of this layer
+            d_w_ih[layer - 1] = jnp.einsum("tbh,tbg->hg", below, dgi)
+            d_b_ih[layer - 1] = dgi.sum(axis=(0, 1))
+            dhs = dgi @ w_ih[layer - 1].T
+    d_gi0 = jnp.concatenate([dgi, jnp.zeros((n_layers - 1,) + dgi.shape[1:], dgi.dtype)])
+    return d_gi0, jnp.stack(d_w_ih), jnp.stack(d_b_ih), jnp.stack(d_w_hh), jnp.stack(d_b_hh)
 
 
 _wavefront_core.defvjp(_wavefront_fwd, _wavefront_bwd)
