@@ -28,6 +28,7 @@ import optax
 from record import append_result, load_average
 
 from kgml.machine import cpu_model
+from kgml.models.nn.encoders import GRUEncoder, RecurrentEncoder
 
 N_FEATURES, N_TARGETS = 7, 4
 
@@ -46,7 +47,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=3, help="stacked GRU layers (--pykgml)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved rounds A B A B … (--pykgml)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds idle before each timed block (--pykgml)")
-    p.add_argument("--variants", default="scan/dense,wavefront_vjp/blocked",
+    p.add_argument("--variants", default="scan/dense,vjp/blocked",
                    help="JAX networks to time, comma-separated GRU/attention with GRU in scan, vjp, wavefront, "
                         "wavefront_vjp and attention in dense, blocked (--pykgml)")
     args = p.parse_args(argv)
@@ -397,7 +398,7 @@ class StackedGRUAttention(eqx.Module):
     gru: str = eqx.field(static=True)
     attention: str = eqx.field(static=True)
 
-    def __init__(self, n_in, hidden, n_layers, n_out, *, gru="wavefront_vjp", attention="blocked", key):
+    def __init__(self, n_in, hidden, n_layers, n_out, *, gru="vjp", attention="blocked", key):
         if gru not in GRU_KINDS or attention not in ATTENTION_KINDS:
             raise ValueError(f"gru must be one of {GRU_KINDS}, attention one of {ATTENTION_KINDS}; "
                              f"got {gru!r}, {attention!r}")
@@ -525,6 +526,13 @@ def pk_torch_runner(args, threads: int):
     return run_with, sum(p.numel() for p in net.parameters())
 
 
+class _CellLoopGRU(GRUEncoder):
+    """kgml's previous GRU encoder path (the generic `RecurrentEncoder` loop over `eqx.nn.GRUCell`, input
+    projection inside the loop, reverse pass by autodiff), kept to time the hybrid against it."""
+
+    __call__ = RecurrentEncoder.__call__
+
+
 def pk_hybrid_runner(args):
     """(run one `kgml.training._train_step`, batch, n_inputs, parameter count) for the hybrid at the same
     batch, window and hidden size with temporal attention: the encoder is one GRU layer (`TemporalEncoder`
@@ -554,16 +562,24 @@ def pk_hybrid_runner(args):
                          residual=("gpp", "reco"))
     objective = HybridObjective.create(task, scales)
     optimizer = make_optimizer(TrainConfig(steps=10_000))
-    diff, static = eqx.partition(model, eqx.is_inexact_array)
-    state = [diff, optimizer.init(diff)]
     batch = data.batch(_batch_indices(len(data), min(args.batch, len(data)), 0, 0))
+    old_gru = eqx.tree_at(lambda r: r.cell, _CellLoopGRU(len(features) + 2, args.hidden, key=jax.random.PRNGKey(0)),
+                          model.encoder.recurrent.cell)
 
-    def run():
-        d, s, aux = _train_step(state[0], static, state[1], batch, optimizer, objective)
-        aux["loss"].block_until_ready()
-        state[0], state[1] = d, s
+    def runner(model):
+        diff, static = eqx.partition(model, eqx.is_inexact_array)
+        state = [diff, optimizer.init(diff)]
 
-    return run, int(batch[0].x.shape[0]), len(features) + 2, _count(diff)
+        def run():
+            d, s, aux = _train_step(state[0], static, state[1], batch, optimizer, objective)
+            aux["loss"].block_until_ready()
+            state[0], state[1] = d, s
+
+        return run
+
+    runs = {"hybrid": runner(model),
+            "hybrid_cell_loop_gru": runner(eqx.tree_at(lambda m: m.encoder.recurrent, model, old_gru))}
+    return runs, int(batch[0].x.shape[0]), len(features) + 2, _count(eqx.filter(model, eqx.is_inexact_array))
 
 
 def _block(fn, steps: int) -> float:
@@ -629,16 +645,27 @@ def pykgml_main(args) -> dict:
                 result[f"ratio_{v}_vs_{t_name}_median"] = float(np.median(ratios))
                 result[f"ratio_{v}_vs_{t_name}_min"] = float(min(ratios))
     if not args.no_hybrid:
-        run, b, n_in, n_hyb = pk_hybrid_runner(args)
-        t0 = time.perf_counter()
-        run()
-        print(f"warm-up hybrid: {time.perf_counter() - t0:.1f} s")
-        ts = [_block(run, args.steps) for _ in range(args.pairs)]
-        print(f"hybrid (maize; TemporalEncoder GRU 1 × {args.hidden} + attention, location, heads, process "
-              f"model; {n_in} inputs, {n_hyb:,} parameters; kgml.training._train_step, AdamW): "
-              f"{', '.join(f'{1e3 * t:.1f}' for t in ts)} ms/step, median {b / np.median(ts):.1f} samples/s")
-        result["hybrid_ms_median"] = 1e3 * float(np.median(ts))
-        result["hybrid_samples_per_s"] = b / float(np.median(ts))
+        runs, b, n_in, n_hyb = pk_hybrid_runner(args)
+        print(f"hybrid: maize; TemporalEncoder GRU 1 × {args.hidden} + attention ({PK_HEADS} heads) + pool, "
+              f"location, heads, process model; {n_in} inputs, {n_hyb:,} parameters; batch {b}; "
+              "kgml.training._train_step (AdamW); hybrid_cell_loop_gru = the same with the previous GRU loop")
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            print(f"warm-up {name}: {time.perf_counter() - t0:.1f} s")
+        hyb = {name: [] for name in runs}
+        for i in range(args.pairs):
+            for name, run in runs.items():
+                hyb[name].append(_block(run, args.steps))
+            print(f"hybrid round {i + 1}: " + "  ".join(f"{n} {1e3 * hyb[n][-1]:7.1f} ms" for n in runs)
+                  + f"  (load {load_average()[0]})")
+        for name, ts in hyb.items():
+            result[f"{name}_ms_median"] = 1e3 * float(np.median(ts))
+            result[f"{name}_samples_per_s"] = b / float(np.median(ts))
+        ratios = [o / n for o, n in zip(hyb["hybrid_cell_loop_gru"], hyb["hybrid"], strict=True)]
+        print(f"hybrid speed-up from the GRU encoder change, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"median {np.median(ratios):.2f}×")
+        result["hybrid_gru_speedup_median"] = float(np.median(ratios))
         result["hybrid_batch"] = b
     for name, ts in times.items():
         if name != "torch_best":
