@@ -44,6 +44,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pykgml", action="store_true",
                    help="the issue-18 workload instead: 19 features, GRU --layers × --hidden + attention, "
                         "JAX and PyTorch interleaved (defaults then: batch 64, hidden 128, 3 layers, 3 steps)")
+    p.add_argument("--hybrid-only", action="store_true", help="time only the hybrid (--pykgml)")
     p.add_argument("--layers", type=int, default=3, help="stacked GRU layers (--pykgml)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved rounds A B A B … (--pykgml)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds idle before each timed block (--pykgml)")
@@ -598,13 +599,16 @@ def pykgml_main(args) -> dict:
     print(f"workload: batch {args.batch} windows × {args.days} days × {PK_FEATURES} features → {PK_TARGETS} daily "
           f"targets; GRU {args.layers} × {args.hidden} + pre-LN causal self-attention ({PK_HEADS} heads, residual) "
           f"+ linear read-out; MSE, one Adam step incl. backward; float32")
-    variants = [v for v in args.variants.split(",") if v]
-    runners = {}
+    variants = [] if args.hybrid_only else [v for v in args.variants.split(",") if v]
+    runners, n_jax = {}, None
     for v in variants:
         runners[f"jax_{v}"], n_jax = pk_jax_runner(args, v)
-    print(f"JAX parameters: {n_jax:,}")
-    torch_run = pk_torch_runner(args, threads)
-    if torch_run is None:
+    if n_jax is not None:
+        print(f"JAX parameters: {n_jax:,}")
+    torch_run = None if args.hybrid_only else pk_torch_runner(args, threads)
+    if args.hybrid_only:
+        pass
+    elif torch_run is None:
         print("PyTorch: not installed (pip install torch --index-url https://download.pytorch.org/whl/cpu) — "
               "the PyTorch part and the ratios are skipped")
     else:

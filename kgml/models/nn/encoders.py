@@ -112,18 +112,22 @@ def _gru_gates(gi_t, gh, h):
     return n + z * (h - n), r, z, n
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def gru_sequence(gi, valid, weight_hh, bias_n):
     """The GRU recurrence over one window from a zero state: ``gi`` (time, 3·hidden) = the input projection
     of every step (``weight_ih @ x_t + bias``, computed before the loop), ``valid`` (time,) 1.0 / 0.0 (the
     state is carried unchanged through a 0 step), ``weight_hh`` (3·hidden, hidden), ``bias_n`` (hidden,)
-    → the states (time, hidden). Same equations as `eqx.nn.GRUCell`. The reverse pass is written by hand
-    (`_gru_sequence_bwd`): its loop carries only the state's cotangent (one matrix-vector product per
-    step) and the weight gradient is one matrix product after it, instead of one accumulated per step."""
-    return _gru_sequence_fwd(gi, valid, weight_hh, bias_n)[0]
+    → the states (time, hidden). Same equations as `eqx.nn.GRUCell`.
+
+    The derivative is written by hand (`_gru_sequence_jvp`, forward mode; reverse mode is its transpose, so
+    `jax.grad` and `jax.jacfwd` both work): the weights' tangent enters through one matrix product over all
+    steps outside the loop, so in the reverse pass the loop carries only the state's cotangent (one
+    matrix-vector product per step) and the weight gradient is one matrix product after it, instead of a
+    small product accumulated at every step."""
+    return _gru_sequence_primal(gi, valid, weight_hh, bias_n)[0]
 
 
-def _gru_sequence_fwd(gi, valid, weight_hh, bias_n):
+def _gru_sequence_primal(gi, valid, weight_hh, bias_n):
     hidden = weight_hh.shape[1]
     gh_bias = jnp.concatenate([jnp.zeros((2 * hidden,), gi.dtype), bias_n])
 
@@ -135,32 +139,35 @@ def _gru_sequence_fwd(gi, valid, weight_hh, bias_n):
         return h, (h, r, z, n, gh[2 * hidden :])
 
     _, (hs, r, z, n, ghn) = jax.lax.scan(body, jnp.zeros((hidden,), gi.dtype), (gi, valid))
-    return hs, (hs, r, z, n, ghn, valid, weight_hh)
+    return hs, (r, z, n, ghn)
 
 
-def _gru_sequence_bwd(res, dhs):
-    hs, r, z, n, ghn, valid, weight_hh = res
+@gru_sequence.defjvp
+def _gru_sequence_jvp(primals, tangents):
+    gi, valid, weight_hh, bias_n = primals
+    gi_dot, _, weight_hh_dot, bias_n_dot = tangents  # valid is a 0/1 mask: no derivative
+    hs, (r, z, n, ghn) = _gru_sequence_primal(gi, valid, weight_hh, bias_n)
+    hidden = weight_hh.shape[1]
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])
-
-    def body(dh, inputs):
-        dh_out, hp, r_t, z_t, n_t, ghn_t, valid_t = inputs
-        dh = dh + dh_out
-        d_new = jnp.where(valid_t > 0, dh, 0.0)  # a masked step passed the state through unchanged
-        dan = d_new * (1.0 - z_t) * (1.0 - n_t * n_t)  # cotangent of n's pre-activation
-        dar = dan * ghn_t * r_t * (1.0 - r_t)
-        daz = d_new * (hp - n_t) * z_t * (1.0 - z_t)
-        dgh = jnp.concatenate([dar, daz, dan * r_t])
-        d_prev = jnp.where(valid_t > 0, dh * z_t, dh) + dgh @ weight_hh
-        return d_prev, (jnp.concatenate([dar, daz, dan]), dgh)
-
-    _, (dgi, dgh) = jax.lax.scan(
-        body, jnp.zeros_like(hs[0]), (dhs, h_prev, r, z, n, ghn, valid), reverse=True
+    # the weights' share of every step's tangent of gh, for all steps at once (outside the loop)
+    gh_weights_dot = h_prev @ weight_hh_dot.T + jnp.concatenate(
+        [jnp.zeros((2 * hidden,), gi.dtype), bias_n_dot]
     )
-    hidden = hs.shape[-1]
-    return dgi, jnp.zeros_like(valid), dgh.T @ h_prev, dgh[:, 2 * hidden :].sum(axis=0)
 
+    def body(h_dot, inputs):
+        gi_dot_t, ghw_dot_t, hp, r_t, z_t, n_t, ghn_t, valid_t = inputs
+        gh_dot = weight_hh @ h_dot + ghw_dot_t
+        r_dot = r_t * (1.0 - r_t) * (gi_dot_t[:hidden] + gh_dot[:hidden])
+        z_dot = z_t * (1.0 - z_t) * (gi_dot_t[hidden : 2 * hidden] + gh_dot[hidden : 2 * hidden])
+        n_dot = (1.0 - n_t * n_t) * (gi_dot_t[2 * hidden :] + r_dot * ghn_t + r_t * gh_dot[2 * hidden :])
+        proposed = n_dot + z_dot * (hp - n_t) + z_t * (h_dot - n_dot)  # d[n + z (h - n)]
+        h_dot = jnp.where(valid_t > 0, proposed, h_dot)
+        return h_dot, h_dot
 
-gru_sequence.defvjp(_gru_sequence_fwd, _gru_sequence_bwd)
+    _, hs_dot = jax.lax.scan(
+        body, jnp.zeros_like(hs[0]), (gi_dot, gh_weights_dot, h_prev, r, z, n, ghn, valid)
+    )
+    return hs, hs_dot
 
 
 class GRUEncoder(RecurrentEncoder):
@@ -190,7 +197,7 @@ class GRUEncoder(RecurrentEncoder):
         self, x: Float[Array, "time feature"], mask: Bool[Array, " time"] | None = None
     ) -> Float[Array, "time hidden"]:
         """As `RecurrentEncoder.__call__` (same result), faster: the input projection of every step is one
-        matrix product before the loop, and `gru_sequence` has a hand-written reverse pass."""
+        matrix product before the loop, and `gru_sequence` has a hand-written derivative."""
         x_safe, valid = self._safe_inputs(x, mask)
         cell = self.cell
         if cell.use_bias:
