@@ -28,8 +28,6 @@ import optax
 from record import append_result, load_average
 
 from kgml.machine import cpu_model
-from kgml.models.nn.encoders import GRUEncoder, RecurrentEncoder
-from kgml.models.nn.encoders import _gru_gates as _kgml_gru_gates
 
 N_FEATURES, N_TARGETS = 7, 4
 
@@ -528,31 +526,6 @@ def pk_torch_runner(args, threads: int):
     return run_with, sum(p.numel() for p in net.parameters())
 
 
-class _CellLoopGRU(GRUEncoder):
-    """kgml's previous GRU encoder path (the generic `RecurrentEncoder` loop over `eqx.nn.GRUCell`, input
-    projection inside the loop, reverse pass by autodiff), kept to time the hybrid against it."""
-
-    __call__ = RecurrentEncoder.__call__
-
-
-class _HoistedScanGRU(GRUEncoder):
-    """The input projection before the loop as in `GRUEncoder`, but a plain `lax.scan` differentiated by
-    autodiff (no hand-written derivative): to tell the two changes apart."""
-
-    def __call__(self, x, mask=None):
-        x_safe, valid = self._safe_inputs(x, mask)
-        cell = self.cell
-        gi = x_safe @ cell.weight_ih.T + cell.bias
-        gh_bias = jnp.concatenate([jnp.zeros((2 * self.hidden,), gi.dtype), cell.bias_n])
-
-        def body(h, inputs):
-            gi_t, valid_t = inputs
-            h = jnp.where(valid_t, _kgml_gru_gates(gi_t, cell.weight_hh @ h + gh_bias, h)[0], h)
-            return h, h
-
-        return jax.lax.scan(body, jnp.zeros((self.hidden,), gi.dtype), (gi, valid))[1]
-
-
 def pk_hybrid_runner(args):
     """(run one `kgml.training._train_step`, batch, n_inputs, parameter count) for the hybrid at the same
     batch, window and hidden size with temporal attention: the encoder is one GRU layer (`TemporalEncoder`
@@ -583,10 +556,6 @@ def pk_hybrid_runner(args):
     objective = HybridObjective.create(task, scales)
     optimizer = make_optimizer(TrainConfig(steps=10_000))
     batch = data.batch(_batch_indices(len(data), min(args.batch, len(data)), 0, 0))
-    def swap(cls):
-        gru = eqx.tree_at(lambda r: r.cell, cls(len(features) + 2, args.hidden, key=jax.random.PRNGKey(0)),
-                          model.encoder.recurrent.cell)
-        return eqx.tree_at(lambda m: m.encoder.recurrent, model, gru)
 
     def runner(model):
         diff, static = eqx.partition(model, eqx.is_inexact_array)
@@ -599,9 +568,7 @@ def pk_hybrid_runner(args):
 
         return run
 
-    runs = {"hybrid": runner(model),
-            "hybrid_cell_loop_gru": runner(swap(_CellLoopGRU)),
-            "hybrid_hoisted_scan_gru": runner(swap(_HoistedScanGRU))}
+    runs = {"hybrid": runner(model)}
     return runs, int(batch[0].x.shape[0]), len(features) + 2, _count(eqx.filter(model, eqx.is_inexact_array))
 
 
@@ -674,8 +641,7 @@ def pykgml_main(args) -> dict:
         runs, b, n_in, n_hyb = pk_hybrid_runner(args)
         print(f"hybrid: maize; TemporalEncoder GRU 1 × {args.hidden} + attention ({PK_HEADS} heads) + pool, "
               f"location, heads, process model; {n_in} inputs, {n_hyb:,} parameters; batch {b}; "
-              "kgml.training._train_step (AdamW); hybrid_cell_loop_gru = the same with the previous GRU loop; "
-              "hybrid_hoisted_scan_gru = input projection hoisted, plain scan + autodiff")
+              "kgml.training._train_step (AdamW)")
         for name, run in runs.items():
             t0 = time.perf_counter()
             run()
@@ -689,11 +655,6 @@ def pykgml_main(args) -> dict:
         for name, ts in hyb.items():
             result[f"{name}_ms_median"] = 1e3 * float(np.median(ts))
             result[f"{name}_samples_per_s"] = b / float(np.median(ts))
-        for name in ("hybrid", "hybrid_hoisted_scan_gru"):
-            ratios = [o / n for o, n in zip(hyb["hybrid_cell_loop_gru"], hyb[name], strict=True)]
-            print(f"hybrid_cell_loop_gru / {name}, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
-                  f"median {np.median(ratios):.2f}×")
-            result[f"{name}_speedup_median"] = float(np.median(ratios))
         result["hybrid_batch"] = b
     for name, ts in times.items():
         if name != "torch_best":

@@ -23,6 +23,7 @@ def _train_speed():
     try:
         spec = importlib.util.spec_from_file_location("bench_train_speed", _BENCH / "train_speed.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # equinox modules (dataclasses) look their module up there
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(_BENCH))

@@ -80,7 +80,13 @@ class RecurrentEncoder(eqx.Module):
         self, x: Float[Array, "time feature"], mask: Bool[Array, " time"] | None = None
     ) -> Float[Array, "time hidden"]:
         """Hidden states after each step, ``(time, hidden)``; ``mask`` (True = valid) as above."""
-        x_safe, valid = self._safe_inputs(x, mask)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape (time, {self.in_features}) for one site; got "
+                f"{x.shape} (vmap over sites at the call site)"
+            )
+        valid = _full_mask(mask, x.shape[0])
+        x_safe = jnp.where(valid[:, None], x, 0.0)
 
         def body(state, inputs):
             x_t, valid_t = inputs
@@ -90,84 +96,6 @@ class RecurrentEncoder(eqx.Module):
 
         _, hs = jax.lax.scan(body, self.init_state(), (x_safe, valid))
         return hs
-
-    def _safe_inputs(self, x, mask):
-        """(x with masked steps zeroed, the validity mask) after checking x's shape."""
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(
-                f"{type(self).__name__} expects x of shape (time, {self.in_features}) for one site; got "
-                f"{x.shape} (vmap over sites at the call site)"
-            )
-        valid = _full_mask(mask, x.shape[0])
-        return jnp.where(valid[:, None], x, 0.0), valid
-
-
-def _gru_gates(gi_t, gh, h):
-    """`eqx.nn.GRUCell`'s update from the input part ``gi_t`` (incl. bias) and the recurrent part ``gh``
-    (incl. ``bias_n`` on the n gate): (new state, reset r, update z, candidate n)."""
-    hidden = h.shape[-1]
-    r = jax.nn.sigmoid(gi_t[..., :hidden] + gh[..., :hidden])
-    z = jax.nn.sigmoid(gi_t[..., hidden : 2 * hidden] + gh[..., hidden : 2 * hidden])
-    n = jnp.tanh(gi_t[..., 2 * hidden :] + r * gh[..., 2 * hidden :])
-    return n + z * (h - n), r, z, n
-
-
-@jax.custom_jvp
-def gru_sequence(gi, valid, weight_hh, bias_n):
-    """The GRU recurrence over one window from a zero state: ``gi`` (time, 3·hidden) = the input projection
-    of every step (``weight_ih @ x_t + bias``, computed before the loop), ``valid`` (time,) 1.0 / 0.0 (the
-    state is carried unchanged through a 0 step), ``weight_hh`` (3·hidden, hidden), ``bias_n`` (hidden,)
-    → the states (time, hidden). Same equations as `eqx.nn.GRUCell`.
-
-    The derivative is written by hand (`_gru_sequence_jvp`, forward mode; reverse mode is its transpose, so
-    `jax.grad` and `jax.jacfwd` both work): the weights' tangent enters through one matrix product over all
-    steps outside the loop, so in the reverse pass the loop carries only the state's cotangent (one
-    matrix-vector product per step) and the weight gradient is one matrix product after it, instead of a
-    small product accumulated at every step."""
-    return _gru_sequence_primal(gi, valid, weight_hh, bias_n)[0]
-
-
-def _gru_sequence_primal(gi, valid, weight_hh, bias_n):
-    hidden = weight_hh.shape[1]
-    gh_bias = jnp.concatenate([jnp.zeros((2 * hidden,), gi.dtype), bias_n])
-
-    def body(h, inputs):
-        gi_t, valid_t = inputs
-        gh = weight_hh @ h + gh_bias
-        proposed, r, z, n = _gru_gates(gi_t, gh, h)
-        h = jnp.where(valid_t > 0, proposed, h)
-        return h, (h, r, z, n, gh[2 * hidden :])
-
-    _, (hs, r, z, n, ghn) = jax.lax.scan(body, jnp.zeros((hidden,), gi.dtype), (gi, valid))
-    return hs, (r, z, n, ghn)
-
-
-@gru_sequence.defjvp
-def _gru_sequence_jvp(primals, tangents):
-    gi, valid, weight_hh, bias_n = primals
-    gi_dot, _, weight_hh_dot, bias_n_dot = tangents  # valid is a 0/1 mask: no derivative
-    hs, (r, z, n, ghn) = _gru_sequence_primal(gi, valid, weight_hh, bias_n)
-    hidden = weight_hh.shape[1]
-    h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])
-    # the weights' share of every step's tangent of gh, for all steps at once (outside the loop)
-    gh_weights_dot = h_prev @ weight_hh_dot.T + jnp.concatenate(
-        [jnp.zeros((2 * hidden,), gi.dtype), bias_n_dot]
-    )
-
-    def body(h_dot, inputs):
-        gi_dot_t, ghw_dot_t, hp, r_t, z_t, n_t, ghn_t, valid_t = inputs
-        gh_dot = weight_hh @ h_dot + ghw_dot_t
-        r_dot = r_t * (1.0 - r_t) * (gi_dot_t[:hidden] + gh_dot[:hidden])
-        z_dot = z_t * (1.0 - z_t) * (gi_dot_t[hidden : 2 * hidden] + gh_dot[hidden : 2 * hidden])
-        n_dot = (1.0 - n_t * n_t) * (gi_dot_t[2 * hidden :] + r_dot * ghn_t + r_t * gh_dot[2 * hidden :])
-        proposed = n_dot + z_dot * (hp - n_t) + z_t * (h_dot - n_dot)  # d[n + z (h - n)]
-        h_dot = jnp.where(valid_t > 0, proposed, h_dot)
-        return h_dot, h_dot
-
-    _, hs_dot = jax.lax.scan(
-        body, jnp.zeros_like(hs[0]), (gi_dot, gh_weights_dot, h_prev, r, z, n, ghn, valid)
-    )
-    return hs, hs_dot
 
 
 class GRUEncoder(RecurrentEncoder):
@@ -192,19 +120,6 @@ class GRUEncoder(RecurrentEncoder):
 
     def output(self, state: Float[Array, " hidden"]) -> Float[Array, " hidden"]:
         return state
-
-    def __call__(
-        self, x: Float[Array, "time feature"], mask: Bool[Array, " time"] | None = None
-    ) -> Float[Array, "time hidden"]:
-        """As `RecurrentEncoder.__call__` (same result), faster: the input projection of every step is one
-        matrix product before the loop, and `gru_sequence` has a hand-written derivative."""
-        x_safe, valid = self._safe_inputs(x, mask)
-        cell = self.cell
-        if cell.use_bias:
-            gi, bias_n = x_safe @ cell.weight_ih.T + cell.bias, cell.bias_n
-        else:
-            gi, bias_n = x_safe @ cell.weight_ih.T, jnp.zeros((self.hidden,), x_safe.dtype)
-        return gru_sequence(gi, valid.astype(gi.dtype), cell.weight_hh, bias_n)
 
 
 class LSTMEncoder(RecurrentEncoder):
