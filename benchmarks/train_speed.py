@@ -44,6 +44,8 @@ def _parse(argv=None) -> argparse.Namespace:
                    help="the issue-18 workload instead: 19 features, GRU --layers × --hidden + attention, "
                         "JAX and PyTorch interleaved (defaults then: batch 64, hidden 128, 3 layers, 3 steps)")
     p.add_argument("--hybrid-only", action="store_true", help="time only the hybrid (--pykgml)")
+    p.add_argument("--torch-threads", default=None,
+                   help="PyTorch thread counts to time, comma-separated (--pykgml; default: the cores XLA uses, and 1)")
     p.add_argument("--layers", type=int, default=3, help="stacked GRU layers (--pykgml)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved rounds A B A B … (--pykgml)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds idle before each timed block (--pykgml)")
@@ -585,6 +587,8 @@ def pykgml_main(args) -> dict:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores ({threads} usable); python "
           f"{sys.version.split()[0]}, jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device)")
+    if os.environ.get("XLA_FLAGS"):
+        print(f"XLA_FLAGS={os.environ['XLA_FLAGS']}")
     print(f"workload: batch {args.batch} windows × {args.days} days × {PK_FEATURES} features → {PK_TARGETS} daily "
           f"targets; GRU {args.layers} × {args.hidden} + pre-LN causal self-attention ({PK_HEADS} heads, residual) "
           f"+ linear read-out; MSE, one Adam step incl. backward; float32")
@@ -604,13 +608,13 @@ def pykgml_main(args) -> dict:
         import torch
 
         run_with, n_torch = torch_run
-        torch_names = [f"torch_{threads}t"] + (["torch_1t"] if threads > 1 else [])
-        runners[torch_names[0]] = run_with(threads)
-        if threads > 1:  # on a shared machine a straggling OpenMP thread can stall every barrier
-            runners["torch_1t"] = run_with(1)
-        print(f"PyTorch parameters: {n_torch:,} (torch {torch.__version__}; torch_{threads}t: "
-              f"torch.set_num_threads({threads}) = the {threads} cores XLA's CPU client uses"
-              + ("; torch_1t: one thread" if threads > 1 else "") + ")")
+        # by default the cores XLA uses and 1: on a shared machine a straggling OpenMP thread stalls every barrier
+        counts = [int(n) for n in args.torch_threads.split(",")] if args.torch_threads else sorted({threads, 1})[::-1]
+        torch_names = [f"torch_{n}t" for n in counts]
+        for n, name in zip(counts, torch_names, strict=True):
+            runners[name] = run_with(n)
+        print(f"PyTorch parameters: {n_torch:,} (torch {torch.__version__}; torch_Nt: torch.set_num_threads(N); "
+              f"XLA's CPU client uses {threads} cores)")
         if n_torch != n_jax:
             raise RuntimeError(f"parameter counts differ: JAX {n_jax}, PyTorch {n_torch}")
     for name, fn in runners.items():  # warm-up / compile, outside the timed blocks
@@ -625,9 +629,10 @@ def pykgml_main(args) -> dict:
         row = "  ".join(f"{n} {1e3 * times[n][-1]:7.1f} ms" for n in runners)
         print(f"round {i + 1}: {row}  (load {load_average()[0]})")
     result = {"batch": args.batch, "days": args.days, "features": PK_FEATURES, "hidden": args.hidden,
-              "layers": args.layers, "params": n_jax, "steps_per_block": args.steps, "pairs": args.pairs}
+              "layers": args.layers, "params": n_jax, "steps_per_block": args.steps, "pairs": args.pairs,
+              "xla_flags": os.environ.get("XLA_FLAGS")}
     if torch_run is not None:
-        result["torch_threads"] = threads
+        result["torch_threads"] = ",".join(str(n) for n in counts)
         # per round, the faster of the two thread settings: the ratio against PyTorch at its best
         times["torch_best"] = [min(ts) for ts in zip(*(times[n] for n in torch_names), strict=True)]
         for v in variants:
