@@ -9,6 +9,15 @@ A sample is one site window of ``--days`` daily steps with 7 input features and 
 are one layer, ``--hidden`` units, a linear read-out at every step, MSE loss and an Adam step; the time is
 the best of ``--repeats`` runs of ``--steps`` steps after a warm-up (compilation excluded). PyTorch uses as
 many threads as XLA (every core). Speed is recorded in benchmarks/RESULTS.md, never asserted in tests.
+
+    python benchmarks/train_speed.py --pykgml [--pairs 3] [--steps 3] [--variants scan/dense,vjp/blocked]
+
+The issue-18 workload (the PyKGML tutorial size): batch 64 × 365 days × 19 features, GRU 3 × 128 + causal
+self-attention, the same network (same parameter count, checked) in JAX and in PyTorch, timed interleaved
+in one process (A B A B …, ``--pairs`` rounds) with pair-by-pair ratios and their median; PyTorch at as
+many threads as XLA uses and at 1 (``--torch-threads``); then the hybrid's own `kgml.training` step at that
+batch, window and hidden size (``--hybrid-only`` for that part alone). Without torch installed the PyTorch
+part is skipped with a message. The JSON line goes to results.jsonl as ``train_speed_pykgml``.
 """
 
 from __future__ import annotations
