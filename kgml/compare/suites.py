@@ -303,6 +303,14 @@ def igbp_indicators(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign_coords(out)
 
 
+def _load_fluxnet_soil(data_dir, quick, sites):
+    """`_load_fluxnet` with the towers' measured soil water (``swc``, ``swc_measured``; `fluxnet_monthly`
+    with ``soil_water``)."""
+    root = _data_path(data_dir, "fluxnet2015_subset_mm")
+    ds = _assemble("fluxnet_monthly")(root, sites=list(sites) if sites else None, soil_water=True)
+    return _subset(ds, sites)
+
+
 def _load_fluxnet_igbp(data_dir, quick, sites):
     """`_load_fluxnet` plus the IGBP indicators (`igbp_indicators`)."""
     return igbp_indicators(_load_fluxnet(data_dir, quick, sites))
@@ -412,6 +420,19 @@ _register(Suite(
     static=("mat", "map", *IGBP_INDICATORS),
     anchor="issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same "
            "models, without the indicators)",
+    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+))
+_register(Suite(
+    name="fluxnet_mm_soil",
+    description="fluxnet_mm with the towers' measured soil state as inputs of every model: soil water "
+                "(SWC_F_MDS_1, filled with the all-tower mean where not measured, with a 0/1 swc_measured "
+                "indicator) and soil temperature (TS_F_MDS_1, air temperature where not measured)",
+    load=_load_fluxnet_soil, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
+    region="igbp_group",
+    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),),
+    features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
+    anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
+           "frozen folds, same models, without them)",
     dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
 ))
 _register(Suite(

@@ -254,10 +254,27 @@ def _tower_drivers(native: xr.Dataset, record: np.ndarray, max_gap: int, source:
     return drivers, flags
 
 
+def _soil_water(native: xr.Dataset, record: np.ndarray, max_gap: int, source: Path) -> dict[str, np.ndarray]:
+    """``swc`` (%) measured where the tower has it, else (inside the record) the mean of every measured
+    tower-month; ``swc_measured`` 1/0 (`fluxnet_monthly` with ``soil_water``)."""
+    if "swc" in native:
+        raw = _fill_short_gaps(native["swc"].transpose("site", "time").values, max_gap)
+    else:
+        raw = np.full(record.shape, np.nan)
+    measured = np.isfinite(raw) & record
+    if not measured.any():
+        raise DataValidationError(source, "swc", "soil_water=True but no tower has SWC_F_MDS_1")
+    fill = float(raw[measured].mean())
+    swc = np.where(measured, raw, np.where(record, fill, np.nan))
+    return {"swc": swc, "swc_measured": np.where(record, measured.astype(np.float64), np.nan)}
+
+
 _DRIVER_COMMENTS = {
     "tsoil": "TS_F_MDS_1; where missing in the record: tair (fraction per site in tsoil_filled_fraction)",
     "co2": "CO2_F_MDS; where missing in the record: the cross-site mean of the same period (co2_filled_fraction)",
     "patm": "PA_F kPa → Pa; where missing: FAO-56 eq. 7 from elevation, else 101325 Pa (patm_filled_fraction)",
+    "swc": "SWC_F_MDS_1 (shallowest sensor); where the tower has none: the mean of all measured tower-months "
+           "(see swc_measured)",
 }
 
 
@@ -270,6 +287,7 @@ def fluxnet_monthly(
     max_gap_months: int = DEFAULT_MAX_GAP_MONTHS,
     cache: bool | str | os.PathLike = True,
     progress: bool = False,
+    soil_water: bool = False,
 ) -> xr.Dataset:
     """The FLUXNET2015 SUBSET monthly (MM) towers as a Contract-A dataset with monthly targets.
 
@@ -285,7 +303,11 @@ def fluxnet_monthly(
       exactly (precipitation becomes a uniform daily rate with the right monthly total). tmin/tmax =
       tair ∓ `DIURNAL_RANGE`/2. Interior gaps up to ``max_gap_months`` months are interpolated first.
       tsoil ← tair, co2 ← cross-site mean, patm ← FAO-56 eq. 7 from elevation where missing (flagged per site).
-      SWC is not included (38 of the sites have none; a NaN feature would mask days).
+      SWC is not included (38 of the sites have none; a NaN feature would mask days) unless ``soil_water``:
+      then ``swc`` (%, SWC_F_MDS_1, shallowest sensor, held on every day like the other drivers; short gaps
+      interpolated) is the measured value where the tower has one, and elsewhere in the record the mean of all
+      measured tower-months (a constant, so that no day is masked), with ``swc_measured`` (1 measured, 0 filled)
+      beside it, so that a model can tell a measurement from the fill.
     * Sites with fewer than ``min_months`` QC-passing NEE months are dropped (``attrs["dropped_sites"]``).
     * Site coordinates: lat, lon, elevation, igbp, igbp_group, continent, climate_zone, country, state (US),
       site_name, vegetation = "grassland" (the natural-ecosystem model, for every biome incl. CRO; ``igbp``
@@ -302,7 +324,8 @@ def fluxnet_monthly(
         raise DataValidationError(root, "site", "empty site selection")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        mm = read_fluxnet_dir(root, resolution="MM", dataset="SUBSET", sites=wanted, variables=_TOWER_VARIABLES,
+        variables = (*_TOWER_VARIABLES, "swc") if soil_water else _TOWER_VARIABLES
+        mm = read_fluxnet_dir(root, resolution="MM", dataset="SUBSET", sites=wanted, variables=variables,
                               qc=QCPolicy(min_fraction=qc_min), keep_qc=True, invalid="drop", errors="warn",
                               progress=progress, cache=cache)
     site_ids = [str(s) for s in mm.site.values]
@@ -321,6 +344,8 @@ def fluxnet_monthly(
     record = np.isfinite(_fill_short_gaps(mm["tair"].transpose("site", "time").values, max_gap_months))
     drivers, flags = _tower_drivers(mm, record, max_gap_months, root)
     bad_year = _year_mask(drivers, myears, record)
+    if soil_water:  # after the driver-gap mask: a missing SWC sensor never masks a site-year
+        drivers.update(_soil_water(mm, record, max_gap_months, root))
 
     targets = {n: mm[n].transpose("site", "time").values.astype(np.float64) for n in _TOWER_TARGETS}
     had = np.isfinite(targets["nee"])
@@ -362,7 +387,9 @@ def fluxnet_monthly(
     for name, arr in drivers.items():
         column = {"tair": "TA_F", "sw_in": "SW_IN_F", "vpd": "VPD_F", "precip": "P_F"}.get(name, "")
         comment = _DRIVER_COMMENTS.get(name, f"FLUXNET2015 MM {column}")
-        data_vars[name] = (("site", "time"), arr[:, pick].astype(np.float32), _attrs(name, comment=f"{comment}; {held}"))
+        attrs = ({"units": "1", "long_name": "1 where swc is measured, 0 where filled", "comment": held}
+                 if name == "swc_measured" else _attrs(name, comment=f"{comment}; {held}"))
+        data_vars[name] = (("site", "time"), arr[:, pick].astype(np.float32), attrs)
     tair_d = drivers["tair"][:, pick]
     for name, sign in (("tmin", -1.0), ("tmax", 1.0)):
         data_vars[name] = (("site", "time"), (tair_d + sign * DIURNAL_RANGE / 2).astype(np.float32),
@@ -401,7 +428,7 @@ def fluxnet_monthly(
     files = [f for f in mm.attrs.get("source_files", "").split("\n") if any(f"_{s}_" in f for s in site_ids)]
     return _finish(ds, title="FLUXNET2015 SUBSET monthly towers (kgml site dataset, monthly targets)",
                    sources=files, call=f"fluxnet_monthly(min_months={min_months}, qc_min={qc_min}, "
-                   f"max_gap_months={max_gap_months}, n_sites={len(site_ids)})",
+                   f"max_gap_months={max_gap_months}, soil_water={soil_water}, n_sites={len(site_ids)})",
                    extra={"qc_min": qc_min, "dropped_sites": "\n".join(dropped),
                           "skipped_files": mm.attrs.get("skipped_files", ""), "masked_site_years": masked_site_years,
                           "driver_method": f"monthly means held on every day of the month; tmin/tmax = tair ∓ "
