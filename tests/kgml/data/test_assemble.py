@@ -269,3 +269,28 @@ def test_gap_filling_and_pressure_helpers():
     drivers["precip"][0, 3] = np.nan
     mask = assemble._year_mask(drivers, years, np.ones((1, 4), bool))
     np.testing.assert_array_equal(mask[0], [False, False, True, True])
+
+
+def test_fluxnet_monthly_soil_water_measured_or_marked(dataset_dir, cache):
+    """``soil_water``: swc is the file's SWC_F_MDS_1 where the tower measures it (AT-Neu, most months), the one
+    all-tower fill value with swc_measured 0 where it does not (US-Ne1's column is all −9999; BE-Bra has no
+    column), and no target changes."""
+    dataset_dir(MM)
+    sites = ["AT-Neu", "BE-Bra", "US-Ne1"]
+    ds = assemble.fluxnet_monthly(sites=sites, cache=cache, soil_water=True)
+    plain = assemble.fluxnet_monthly(sites=sites, cache=cache)
+    np.testing.assert_array_equal(ds.nee_monthly.values, plain.nee_monthly.values)
+    raw = pd.read_csv(dataset_dir(MM) / "FLX_AT-Neu_FLUXNET2015_SUBSET_MM_2002-2012_1-4.csv")
+    neu = ds.sel(site="AT-Neu").sel(time=slice("2002-01-01", "2012-12-31"))
+    daily = neu[["swc", "swc_measured"]].resample(time="MS").mean()
+    measured = (raw["SWC_F_MDS_1"] != -9999).to_numpy()
+    assert measured.sum() > 100 and (~measured).any()
+    np.testing.assert_allclose(daily.swc.values[measured], raw["SWC_F_MDS_1"].to_numpy()[measured], rtol=1e-5)
+    assert (daily.swc_measured.values[measured] == 1).all()
+    fills = []
+    for site in ("BE-Bra", "US-Ne1"):
+        one = ds.sel(site=site)
+        inside = np.isfinite(one.tair.values)
+        assert (one.swc_measured.values[inside] == 0).all() and np.isnan(one.swc.values[~inside]).all()
+        fills += np.unique(one.swc.values[inside]).tolist()
+    assert len(set(fills)) == 1 and ds.swc.attrs["units"] == "%"
