@@ -102,7 +102,7 @@ def _test_units(split: Split) -> set[str]:
     return set(split.test.units) | set(split.ood.units)
 
 
-def towers_pretrained_run(ctx: rn.FoldContext):
+def towers_pretrained_run(ctx: rn.FoldContext, balance: str = "none"):
     """The hybrid pretrained on the tower-like corpus of this fold and seed, cached on disk. The pool of
     driver towers is every tower outside the held-out parts of all selected folds
     (``ctx.options["pretrain_exclude"]``, set by `run_towers_curve`; else this fold's own held-out towers),
@@ -113,7 +113,8 @@ def towers_pretrained_run(ctx: rn.FoldContext):
     if not held <= exclude:
         raise ValueError(f"pretrain_exclude misses held-out towers {sorted(held - exclude)[:5]} of {ctx.split.name}")
     tag = "all" if ctx.options.get("pretrain_exclude") else ctx.split.name
-    where = ctx.suite_directory / "pretrained_towers" / f"{tag}{seed_suffix(ctx.seed)}"
+    folder = "pretrained_towers" if balance == "none" else f"pretrained_towers_{balance}"
+    where = ctx.suite_directory / folder / f"{tag}{seed_suffix(ctx.seed)}"
     key = str(where)
     if key in ctx.shared:
         return ctx.shared[key]
@@ -127,7 +128,7 @@ def towers_pretrained_run(ctx: rn.FoldContext):
     else:
         pool = [s for s in ctx.ds.site.values.astype(str) if s not in exclude]
         corpus = tower_corpus(ctx.ds, pool, years=1 if ctx.quick else TOWER_YEARS,
-                              draws=1 if ctx.quick else TOWER_DRAWS, seed=ctx.seed)
+                              draws=1 if ctx.quick else TOWER_DRAWS, seed=ctx.seed, balance=balance)
         missing = [v for v in ctx.suite.features if v not in corpus]
         missing += [a for a in ctx.suite.static if a not in corpus.coords]
         if missing:
@@ -147,20 +148,26 @@ def towers_pretrained_run(ctx: rn.FoldContext):
     return run
 
 
-def _hybrid_pretrained_towers(ctx: rn.FoldContext) -> xr.Dataset:
-    if ctx.suite.vegetation != "grassland" or ctx.suite.resolution == "annual":
-        raise rn.NotAvailable("the tower-like corpus is for the flux-tower suites (natural-ecosystem physics)")
-    pre = towers_pretrained_run(ctx)
-    cfg = rn._replace(ctx.config, name=f"{ctx.config.name}-pretrained-towers")  # hybrid_global's budget
-    run = ctx.train(cfg, init=rn.pretrained_init(pre, cfg, ctx.part("train")))
-    pred = ctx.predict(run, ctx.heldout_ds())
-    pred.attrs["init"] = "pretrained on the tower-like corpus (kgml.synthetic.tower_corpus)"
-    return pred
+def _towers_slot(balance: str):
+    def slot(ctx: rn.FoldContext) -> xr.Dataset:
+        if ctx.suite.vegetation != "grassland" or ctx.suite.resolution == "annual":
+            raise rn.NotAvailable("the tower-like corpus is for the flux-tower suites (natural-ecosystem physics)")
+        pre = towers_pretrained_run(ctx, balance)
+        suffix = "" if balance == "none" else f"-{balance}"
+        cfg = rn._replace(ctx.config, name=f"{ctx.config.name}-pretrained-towers{suffix}")  # hybrid_global's budget
+        run = ctx.train(cfg, init=rn.pretrained_init(pre, cfg, ctx.part("train")))
+        pred = ctx.predict(run, ctx.heldout_ds())
+        pred.attrs["init"] = f"pretrained on the tower-like corpus (kgml.synthetic.tower_corpus, balance={balance})"
+        return pred
+
+    return slot
 
 
-TOWER_SLOTS = {"hybrid_pretrained_towers": _hybrid_pretrained_towers}
+TOWER_SLOTS = {"hybrid_pretrained_towers": _towers_slot("none"), "hybrid_pretrained_towers_ss": _towers_slot("steady_state")}
 TOWER_LABELS = {"hybrid_pretrained_towers": "hybrid, pretrained on the tower-like corpus (real drivers of "
-                                             "non-test towers, IGBP priors, tower gaps), fine-tuned"}
+                                             "non-test towers, IGBP priors, tower gaps), fine-tuned",
+                "hybrid_pretrained_towers_ss": "hybrid_pretrained_towers with the corpus in carbon steady state "
+                                                "(rref_rh rescaled: mean Rh = mean NPP per site)"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,9 +224,58 @@ def run_towers_curve(name: str, train_towers: Sequence[int | str], *, data_dir=N
                                   cfgs={s: cfgs[s]}, desc=f"{suite.name} {derived} seed {s}")
                 for m, msg in st.items():
                     status.setdefault(m, msg)
-    return rn.score_suite(suite, ds, scored, directory, models, status, results_md=results_md, quick=quick,
-                          command=command, figures=figures, seeds=seed_list,
-                          labels={**rn.MODEL_LABELS, **TOWER_LABELS})
+    res = rn.score_suite(suite, ds, scored, directory, models, status, results_md=None, quick=quick,
+                         command=command, figures=figures, seeds=seed_list, labels={**rn.MODEL_LABELS, **TOWER_LABELS})
+    curve = "## Few towers, real data: the curve\n\n" + curve_markdown(res) + "\n"
+    res.markdown = curve + "\n" + res.markdown
+    write_text_atomic(res.markdown, directory / "metrics.md")
+    write_text_atomic(curve, directory / "towers_curve.md")
+    if results_md is not None:
+        rn.append_results(results_md, suite, res.markdown, command=command)
+    return res
+
+
+def _n_of(kind: str) -> str:
+    return kind.rsplit("_towers", 1)[1] if "_towers" in kind else "all"
+
+
+def curve_markdown(result: rn.SuiteResult, variable: str = "nee", stat: str = "r2_median",
+                   base: str = "hybrid_global", pretrained: Sequence[str] = ("hybrid_pretrained",
+                                                                              "hybrid_pretrained_towers",
+                                                                              "hybrid_pretrained_towers_ss")) -> str:
+    """The curve as one table: per N (training towers) and model, ``stat`` of ``variable`` of the ensemble
+    mean over the seeds (draws) [min–max of the single seeds]; then the pretraining gain Δ = pretrained −
+    ``base``, paired by seed (same draw): mean over seeds [min–max], and the Δ of the ensemble means."""
+    rows = [r for r in result.rows if r["variable"] == variable]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    kinds = list(dict.fromkeys(r["fold_kind"] for r in rows))
+    kinds.sort(key=lambda k: (1, 0) if _n_of(k) == "all" else (0, int(_n_of(k))))
+    get = {(r["model"], r["fold_kind"]): r for r in rows}
+    gains = [m for m in pretrained if m in models and base in models]
+    head = ["training towers", *models, *[f"Δ {m} − {base}" for m in gains]]
+    lines = [f"Median over held-out towers of {variable.upper()} {stat.split('_')[0].upper().replace('R2', 'R²')} "
+             "(ensemble mean over seeds = draws [min–max of single seeds]); Δ paired by seed: mean [min–max]; "
+             "ens = Δ of the ensemble means.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in kinds:
+        cells = [_n_of(k)]
+        for m in models:
+            r = get.get((m, k))
+            if r is None:
+                cells.append("–")
+                continue
+            cells.append(f"{rn._f3(r[stat])} [{rn._spread(r['seed_values'].get(stat, []))}] ({r['n_seeds']})")
+        for m in gains:
+            a, b = get.get((m, k)), get.get((base, k))
+            if a is None or b is None:
+                cells.append("–")
+                continue
+            d = np.asarray(a["seed_values"][stat], np.float64) - np.asarray(b["seed_values"][stat], np.float64)
+            d = d[np.isfinite(d)]
+            ens = a[stat] - b[stat]
+            cells.append("–" if not d.size else f"{d.mean():+.3f} [{d.min():+.3f}…{d.max():+.3f}]; ens {ens:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def curve_rows(result: rn.SuiteResult, variable: str = "nee", stat: str = "r2_median") -> list[dict]:

@@ -30,6 +30,7 @@ from kgml.synthetic.observation import GapModel, NoiseModel
 from kgml.synthetic.world import DAYS_PER_YEAR, SITE_VARYING, build_model, sample_parameters
 from process_models import constants as C
 from process_models.forcing import make_met
+from process_models.simulate import simulate_sites
 
 __all__ = ["BPLUT_LUE_MAX", "BPLUT_SOURCE", "CORE_DRIVERS", "lue_prior", "tower_corpus", "tower_years"]
 
@@ -79,12 +80,20 @@ def _consecutive(years: list[int], n: int) -> list[list[int]]:
 
 def tower_corpus(ds: xr.Dataset, towers: Sequence[str], *, years: int = 2, draws: int = 3, prior_sd: float = 0.3,
                  seed: int = 0, noise: NoiseModel = NoiseModel(), gaps: GapModel = GapModel(),
-                 vegetation: str = "grassland") -> xr.Dataset:
+                 vegetation: str = "grassland", balance: str = "none") -> xr.Dataset:
     """The tower-like corpus: for each of ``towers`` (site IDs of ``ds``) with ``years`` consecutive complete
     years (`tower_years`; a random window per draw), ``draws`` sites each with their own parameter draw
     (see the module doc). Site IDs ``<tower>-d<k>``; coordinates ``source_tower``, ``igbp``, ``source_years``;
     ``mat``/``map`` are the tower's own (the static inputs the models see at the tower). Towers without such a
-    window are left out and listed in the attrs. Raises ``ValueError`` when none is left."""
+    window are left out and listed in the attrs. Raises ``ValueError`` when none is left.
+
+    ``balance="steady_state"``: each site's heterotrophic base rate ``rref_rh`` is rescaled so that its mean
+    Rh over the window equals its mean NPP (mean NEE ≈ 0: the steady-state assumption of soil-carbon models,
+    litter input = NPP; e.g. Thornton & Rosenbloom 2005 Ecol. Model. 189:25 spin up to it). The physics layer
+    tracks no soil pools (Rh draws on a base rate, linear in ``rref_rh``), so one rescaling is exact; values
+    are kept inside the spec's bounds. Knowledge only: no tower flux enters it."""
+    if balance not in ("none", "steady_state"):
+        raise ValueError(f"tower_corpus: balance must be 'none' or 'steady_state', got {balance!r}")
     towers = [str(t) for t in towers]
     unknown = sorted(set(towers) - set(ds.site.values.astype(str)))
     if unknown:
@@ -143,6 +152,16 @@ def tower_corpus(ds: xr.Dataset, towers: Sequence[str], *, years: int = 2, draws
         shift["lue_max"] = (u - spec.default_unconstrained).astype(np.float32)
     theta = sample_parameters(model, n, jax.random.PRNGKey(int(seed) + 1500), prior_sd=prior_sd,
                               varying=SITE_VARYING, shift=shift)
+    balanced = 0
+    if balance == "steady_state":
+        out = simulate_sites(model, theta, met).outputs
+        npp = np.asarray(out.npp, np.float64).mean(axis=1)
+        rh = np.asarray(out.rh, np.float64).mean(axis=1)
+        spec = specs["rref_rh"]
+        factor = np.where(rh > 1e-6, np.maximum(npp, 0.0) / np.maximum(rh, 1e-6), 1.0)
+        new = np.clip(np.asarray(theta["rref_rh"], np.float64) * factor, spec.lower, spec.upper)
+        theta = {**theta, "rref_rh": jax.numpy.asarray(new, jax.numpy.float32)}
+        balanced = int(np.sum((new > spec.lower) & (new < spec.upper)))
     ids = [f"{t}-d{k}" for t, k, _ in rows]
     static = {a: np.array([float(ds[a].sel(site=t)) for t, _, _ in rows], np.float32)
               for a in ("mat", "map") if a in ds.coords}
@@ -163,6 +182,8 @@ def tower_corpus(ds: xr.Dataset, towers: Sequence[str], *, years: int = 2, draws
         parameter_prior=f"sample_parameters prior_sd={prior_sd}; lue_max centred per IGBP class on "
                         f"{BPLUT_SOURCE}",
         gap_pattern="default GapModel + the source tower's months without NEE",
+        balance=balance if balance == "none" else f"{balance}: rref_rh rescaled to mean Rh = mean NPP "
+                                                     f"({balanced} of {n} sites inside the bounds)",
         towers_used=len({t for t, _, _ in rows}), towers_skipped=", ".join(skipped),
         drivers_filled="; ".join(f"{k}: {v} site(s)" for k, v in filled.items() if v) or "none",
         fluxes_seen="none (only where the source tower's monthly NEE is missing)")

@@ -112,3 +112,14 @@ def test_tower_corpus_never_reads_flux_values():
 def test_tower_corpus_rejects_unknown_towers():
     with pytest.raises(ValueError, match="not in the dataset"):
         tower_corpus(_towers_ds(), ["Z"])
+
+
+def test_steady_state_balance_zeroes_the_mean_nee():
+    ds = _towers_ds()
+    c = tower_corpus(ds, ["A", "B"], years=2, draws=2, seed=1, balance="steady_state")
+    true = c["true_nee"].values.mean(axis=1)
+    inside = (c["theta_rref_rh"].values > 0.05) & (c["theta_rref_rh"].values < 15.0)
+    assert inside.any()
+    np.testing.assert_allclose(true[inside], 0.0, atol=1e-3)  # mean Rh = mean NPP → mean NEE = 0
+    with pytest.raises(ValueError, match="balance"):
+        tower_corpus(ds, ["A"], balance="sink")
