@@ -128,7 +128,8 @@ def towers_pretrained_run(ctx: rn.FoldContext, balance: str = "none"):
     else:
         pool = [s for s in ctx.ds.site.values.astype(str) if s not in exclude]
         corpus = tower_corpus(ctx.ds, pool, years=1 if ctx.quick else TOWER_YEARS,
-                              draws=1 if ctx.quick else TOWER_DRAWS, seed=ctx.seed, balance=balance)
+                              draws=1 if ctx.quick else TOWER_DRAWS, seed=ctx.seed, balance=balance,
+                              static=tuple(a for a in ctx.suite.static if a in ctx.ds.coords))
         missing = [v for v in ctx.suite.features if v not in corpus]
         missing += [a for a in ctx.suite.static if a not in corpus.coords]
         if missing:

@@ -80,11 +80,13 @@ def _consecutive(years: list[int], n: int) -> list[list[int]]:
 
 def tower_corpus(ds: xr.Dataset, towers: Sequence[str], *, years: int = 2, draws: int = 3, prior_sd: float = 0.3,
                  seed: int = 0, noise: NoiseModel = NoiseModel(), gaps: GapModel = GapModel(),
-                 vegetation: str = "grassland", balance: str = "none") -> xr.Dataset:
+                 vegetation: str = "grassland", balance: str = "none",
+                 static: Sequence[str] = ("mat", "map")) -> xr.Dataset:
     """The tower-like corpus: for each of ``towers`` (site IDs of ``ds``) with ``years`` consecutive complete
     years (`tower_years`; a random window per draw), ``draws`` sites each with their own parameter draw
     (see the module doc). Site IDs ``<tower>-d<k>``; coordinates ``source_tower``, ``igbp``, ``source_years``;
-    ``mat``/``map`` are the tower's own (the static inputs the models see at the tower). Towers without such a
+    the ``static`` site attributes (default ``mat``/``map``; e.g. the IGBP indicators of ``fluxnet_mm_igbp``) are
+    the tower's own (the static inputs the models see at the tower). Towers without such a
     window are left out and listed in the attrs. Raises ``ValueError`` when none is left.
 
     ``balance="steady_state"``: each site's heterotrophic base rate ``rref_rh`` is rescaled so that its mean
@@ -163,10 +165,14 @@ def tower_corpus(ds: xr.Dataset, towers: Sequence[str], *, years: int = 2, draws
         theta = {**theta, "rref_rh": jax.numpy.asarray(new, jax.numpy.float32)}
         balanced = int(np.sum((new > spec.lower) & (new < spec.upper)))
     ids = [f"{t}-d{k}" for t, k, _ in rows]
-    static = {a: np.array([float(ds[a].sel(site=t)) for t, _, _ in rows], np.float32)
-              for a in ("mat", "map") if a in ds.coords}
+    absent = [a for a in static if a not in ds.coords]
+    if absent:
+        raise KeyError(f"tower_corpus: the dataset has no static site attributes {absent}")
+    static = {a: np.array([float(ds[a].sel(site=t)) for t, _, _ in rows], np.float32) for a in static}
     block = corpus_block(model, theta, met, site_ids=ids, lat=lat, lon=lon, state=np.array(igbp), vegetation=vegetation,
                          rng=np.random.default_rng([int(seed), 16]), noise=noise, gaps=gaps, static=static)
+    for a in static:  # the tower's attributes (corpus_block derives mat/map from the window's drivers otherwise)
+        block[a].attrs.update(ds[a].attrs)
     day_month = np.repeat(np.arange(12 * years), [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] * years)
     keep = xr.DataArray(observed_month[:, day_month], dims=("site", "time"))
     for v in ("nee", "gpp", "reco"):
