@@ -123,3 +123,44 @@ def test_steady_state_balance_zeroes_the_mean_nee():
     np.testing.assert_allclose(true[inside], 0.0, atol=1e-3)  # mean Rh = mean NPP → mean NEE = 0
     with pytest.raises(ValueError, match="balance"):
         tower_corpus(ds, ["A"], balance="sink")
+
+
+def test_cli_rejects_a_bad_tower_count(tmp_path, capsys):
+    from kgml.cli import main
+
+    rc = main(["bench", "shift", "--suite", "fluxnet_mm", "--train-towers", "5,zero", "--out", str(tmp_path),
+               "--no-results", "--no-progress"])
+    assert rc == 2
+    assert "'zero' is neither a positive integer nor 'all'" in capsys.readouterr().err
+
+
+def test_gap_rows_measure_the_distance_to_the_towers():
+    from kgml.compare.towers_gap import gap_rows
+
+    ds = _towers_ds()
+    for v in ("gpp", "reco"):
+        ds[f"{v}_monthly"] = ds["nee_monthly"] * 0 + 2.0
+    shifted = ds.copy()
+    shifted["tair"] = shifted["tair"] + 3.0
+    rows = {(r["variable"], r["source"]): r for r in gap_rows(ds, {"same": ds, "warm": shifted})}
+    assert rows[("tair", "same")]["w1"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[("tair", "warm")]["w1"] == pytest.approx(3.0, abs=0.05)  # a shift of 3 °C moves W1 by 3 °C
+    assert rows[("tair", "warm")]["mean"] == pytest.approx(rows[("tair", "towers")]["mean"] + 3.0, abs=0.05)
+
+
+def test_curve_on_the_tiny_synthetic_suite_resumes_and_scores_each_draw(tmp_path):
+    from kgml.compare.towers_curve import run_towers_curve
+
+    kw = dict(out=tmp_path, quick=True, models=["rf"], fold_kinds=["site_kfold"], seeds=2, progress=False,
+              figures=False)
+    res = run_towers_curve("synthetic_shift", (2, "all"), **kw)
+    fold = next((tmp_path / "synthetic_shift" / "folds" / "site_kfold_towers2").iterdir())
+    assert (fold / "rf.nc").exists() and (fold / "rf_seed1.nc").exists()
+    kinds = {r["fold_kind"] for r in res.rows}
+    assert kinds == {"site_kfold_towers2", "site_kfold"}
+    stamp = (fold / "rf.nc").stat().st_mtime_ns
+    run_towers_curve("synthetic_shift", (2, "all"), **kw)  # resumed: nothing retrained
+    assert (fold / "rf.nc").stat().st_mtime_ns == stamp
+    assert "Few towers, real data: the curve" in (tmp_path / "synthetic_shift" / "metrics.md").read_text()
+    with pytest.raises(ValueError, match="training towers"):
+        run_towers_curve("synthetic_shift", (500,), **kw)
