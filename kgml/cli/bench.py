@@ -97,7 +97,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="few-towers curve (kgml.compare.towers_curve): per selected fold, derived fold kinds "
                         "KIND_towersN whose training part is N towers drawn by the seed from the fold's training "
                         "towers (val and test towers unchanged; 'all' = the fold itself), e.g. 5,10,20,40,all; "
-                        "default models rf, neural, hybrid_global, hybrid_pretrained, hybrid_pretrained_towers")
+                        "default models rf, neural, hybrid_global, hybrid_pretrained, hybrid_pretrained_towers; the slots "
+                        "hybrid_pretrained_towers and hybrid_pretrained_towers_ss (tower-like corpus, its steady-state "
+                        "variant) run only with this option")
 
 
 def _shift(args: argparse.Namespace) -> int:

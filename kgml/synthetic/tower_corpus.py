@@ -42,7 +42,8 @@ BPLUT_SOURCE = ("MOD17 Collection 6 BPLUT, LUEmax (Running & Zhao 2015, User's G
 #: LUEmax of the matching UMD biome (ENF 0.000962, EBF 0.001268, DNF 0.001086, DBF 0.001165, MF 0.001051,
 #: CSH 0.001281, OSH 0.000841, WSA 0.001239, SAV 0.001206, grassland 0.000860, cropland 0.001044 kgC MJ-1).
 #: The physics layer's fAPAR comes from its own LAI (Beer's law), not MODIS FPAR, so these centre the prior;
-#: they do not fix the value.
+#: they do not fix the value. Transcribed from the User's Guide's BPLUT table; not re-checked against the
+#: document in the session that added them (issue 15): verify before citing elsewhere.
 BPLUT_LUE_MAX: dict[str, float] = {
     "ENF": 0.962, "EBF": 1.268, "DNF": 1.086, "DBF": 1.165, "MF": 1.051, "CSH": 1.281, "OSH": 0.841,
     "WSA": 1.239, "SAV": 1.206, "GRA": 0.860, "CRO": 1.044,
