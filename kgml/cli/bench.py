@@ -93,6 +93,13 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="train nothing: score the (model, fold) results already written (partial runs)")
     s.add_argument("--no-progress", action="store_true",
                    help="no progress bar (results are still printed; --quiet prints nothing but errors)")
+    s.add_argument("--train-towers", default=None, metavar="N[,N...]",
+                   help="few-towers curve (kgml.compare.towers_curve): per selected fold, derived fold kinds "
+                        "KIND_towersN whose training part is N towers drawn by the seed from the fold's training "
+                        "towers (val and test towers unchanged; 'all' = the fold itself), e.g. 5,10,20,40,all; "
+                        "default models rf, neural, hybrid_global, hybrid_pretrained, hybrid_pretrained_towers; the slots "
+                        "hybrid_pretrained_towers and hybrid_pretrained_towers_ss (tower-like corpus, its steady-state "
+                        "variant) run only with this option")
 
 
 def _shift(args: argparse.Namespace) -> int:
@@ -116,6 +123,8 @@ def _shift(args: argparse.Namespace) -> int:
     except DataNotFoundError:  # no data here: run_suite says which suite cannot run, and why
         data = None
     guard_outputs([Path(args.out), Path(args.out) / args.suite, results], [data, args.folds_dir])
+    if getattr(args, "train_towers", None):
+        return _towers(args, results)
     try:
         res = run_suite(
             args.suite, data_dir=args.data_dir, out=args.out, quick=args.quick,
@@ -129,6 +138,35 @@ def _shift(args: argparse.Namespace) -> int:
         )
     except SuiteUnavailable as err:
         print(f"suite {args.suite!r} cannot run here: {err}", file=error_stream())
+        return 2
+    print(res.markdown)
+    print(f"wrote {res.directory}")
+    return 0
+
+
+def _towers(args: argparse.Namespace, results) -> int:
+    """``--train-towers``: the few-towers curve (`kgml.compare.towers_curve.run_towers_curve`)."""
+    from kgml.compare.runner import command_line
+    from kgml.compare.suites import SuiteUnavailable
+    from kgml.compare.towers_curve import parse_train_towers, run_towers_curve
+
+    try:
+        towers = parse_train_towers(args.train_towers)
+    except ValueError as err:
+        print(f"kgml bench shift: {err}", file=error_stream())
+        return 2
+    try:
+        res = run_towers_curve(args.suite, towers, data_dir=args.data_dir, out=args.out, quick=args.quick,
+                               models=args.models or None, progress=not args.no_progress, results_md=results,
+                               folds_dir=args.folds_dir, max_folds=args.max_folds,
+                               fold_kinds=args.fold_kinds or None, seed=args.seed, seeds=args.seeds,
+                               command=command_line(getattr(args, "argv", None)), figures=not args.no_figures,
+                               score_only=args.score_only)
+    except SuiteUnavailable as err:
+        print(f"suite {args.suite!r} cannot run here: {err}", file=error_stream())
+        return 2
+    except ValueError as err:
+        print(f"kgml bench shift --train-towers: {err}", file=error_stream())
         return 2
     print(res.markdown)
     print(f"wrote {res.directory}")
