@@ -43,7 +43,9 @@ BPLUT_SOURCE = ("MOD17 Collection 6 BPLUT, LUEmax (Running & Zhao 2015, User's G
 #: CSH 0.001281, OSH 0.000841, WSA 0.001239, SAV 0.001206, grassland 0.000860, cropland 0.001044 kgC MJ-1).
 #: The physics layer's fAPAR comes from its own LAI (Beer's law), not MODIS FPAR, so these centre the prior;
 #: they do not fix the value. Transcribed from the User's Guide's BPLUT table; not re-checked against the
-#: document in the session that added them (issue 15): verify before citing elsewhere.
+#: document in the session that added them (issue 15): verify before citing elsewhere. (The older C5.1 BPLUT
+#: recalibrated for MERRA, as distributed with the `mod17` Python package in
+#: data/MOD17_BPLUT_C5.1_MERRA_NASA.txt, is larger: ENF 1.211, EBF 1.405, DBF 1.526, GRA 1.215, CRO 1.300.)
 BPLUT_LUE_MAX: dict[str, float] = {
     "ENF": 0.962, "EBF": 1.268, "DNF": 1.086, "DBF": 1.165, "MF": 1.051, "CSH": 1.281, "OSH": 0.841,
     "WSA": 1.239, "SAV": 1.206, "GRA": 0.860, "CRO": 1.044,
