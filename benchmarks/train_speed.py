@@ -121,11 +121,9 @@ class GRURegressor(eqx.Module):
         return jnp.einsum("tbh,oh->bto", hs, self.readout.weight) + self.readout.bias
 
 
-def jax_gru_step_time(args) -> float:
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(args.batch, args.days, N_FEATURES)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(args.batch, args.days, N_TARGETS)), jnp.float32)
-    model = GRURegressor(N_FEATURES, args.hidden, N_TARGETS, key=jax.random.PRNGKey(0))
+def _adam_runner(model, x, y):
+    """A function that runs one jitted Adam step (MSE loss, incl. backward) of ``model`` on (x, y) and blocks
+    until it is done; the model and optimiser state advance with each call."""
     opt = optax.adam(1e-3)
     state = [model, opt.init(eqx.filter(model, eqx.is_array))]
 
@@ -140,7 +138,15 @@ def jax_gru_step_time(args) -> float:
         loss.block_until_ready()
         state[0], state[1] = m, s
 
-    return _best(run, args.steps, args.repeats)
+    return run
+
+
+def jax_gru_step_time(args) -> float:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(args.batch, args.days, N_FEATURES)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(args.batch, args.days, N_TARGETS)), jnp.float32)
+    model = GRURegressor(N_FEATURES, args.hidden, N_TARGETS, key=jax.random.PRNGKey(0))
+    return _best(_adam_runner(model, x, y), args.steps, args.repeats)
 
 
 # --- PyTorch GRU -----------------------------------------------------------------------------------------
@@ -476,21 +482,7 @@ def pk_jax_runner(args, variant: str):
     x, y = (jnp.asarray(a) for a in pk_data(args))
     model = StackedGRUAttention(PK_FEATURES, args.hidden, args.layers, PK_TARGETS, gru=gru,
                                 attention=attention or "blocked", key=jax.random.PRNGKey(0))
-    opt = optax.adam(1e-3)
-    state = [model, opt.init(eqx.filter(model, eqx.is_array))]
-
-    @eqx.filter_jit
-    def step(model, opt_state, x, y):
-        loss, grads = eqx.filter_value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
-        updates, opt_state = opt.update(grads, opt_state, model)
-        return eqx.apply_updates(model, updates), opt_state, loss
-
-    def run():
-        m, s, loss = step(state[0], state[1], x, y)
-        loss.block_until_ready()
-        state[0], state[1] = m, s
-
-    return run, _count(model)
+    return _adam_runner(model, x, y), _count(model)
 
 
 def pk_torch_runner(args, threads: int):

@@ -427,6 +427,11 @@ def decomposition_scores(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_v
     return out
 
 
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (NaN for fewer than 3 pairs or a constant side)."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else math.nan
+
+
 def reference_skill(pred: xr.Dataset, obs: xr.Dataset, ref: xr.Dataset, variable: str,
                     obs_variable: str | None = None, *, resolution: str = "monthly") -> dict[str, float]:
     """Skill against a reference prediction ``ref`` (e.g. the site's own mean seasonal cycle of its training
@@ -458,7 +463,7 @@ def reference_skill(pred: xr.Dataset, obs: xr.Dataset, ref: xr.Dataset, variable
         mo.append(np.mean(ov[i, k] - rv[i, k]))
     dp, do = (pv - rv)[ok], (ov - rv)[ok]
     mp, mo = np.asarray(mp), np.asarray(mo)
-    corr = float(np.corrcoef(mp, mo)[0, 1]) if mp.size > 2 and mp.std() > 0 and mo.std() > 0 else math.nan
+    corr = _corr(mp, mo)
     skill = np.asarray(skill)
     return {
         "n_sites": int(mp.size),
@@ -468,11 +473,6 @@ def reference_skill(pred: xr.Dataset, obs: xr.Dataset, ref: xr.Dataset, variable
         "mean_anomaly_r2": METRICS["r2"](mp, mo), "mean_anomaly_corr": corr,
         "sign_agreement": float(np.mean(np.sign(mp) == np.sign(mo))) if mp.size else math.nan,
     }
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation (NaN for fewer than 3 pairs or a constant side)."""
-    return float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else math.nan
 
 
 def departure_skill(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str | None = None, *,

@@ -441,12 +441,19 @@ def _process_per_region(ctx: FoldContext) -> xr.Dataset:
     return ctx.per_region(_replace(ctx.config, name=f"{ctx.config.name}-process", model={"kind": "process"}))
 
 
-def _neural(ctx: FoldContext) -> xr.Dataset:
-    _kind_available("neural")
+def _told(ctx: FoldContext):
+    """The fold's config for a model without physics: in a suite that trains the physics on some targets only
+    (``train_targets``), trained on every target (it has no physics to reach the others: the told reference)."""
     cfg = ctx.config
-    if ctx.suite.train_targets:  # no physics to reach the untrained fluxes: the told reference
+    if ctx.suite.train_targets:
         told = base_config(ctx.suite, quick=ctx.quick, seed=cfg.seed, scales=dict(cfg.loss.scales or {}), told=True)
         cfg = dataclasses.replace(cfg, data=told.data)
+    return cfg
+
+
+def _neural(ctx: FoldContext) -> xr.Dataset:
+    _kind_available("neural")
+    cfg = _told(ctx)
     run = ctx.train(_replace(cfg, name=f"{cfg.name}-neural", model={"kind": "neural"}))
     return ctx.predict(run, ctx.heldout_ds())
 
@@ -568,10 +575,7 @@ def _site_embedding(kind: str):
                                f"{ctx.split.info.get('fold_kind', '?')!r} holds whole sites out")
         sites = ctx.ds.site.values.astype(str)
         ds = ctx.ds.assign_coords({SITE_KEY: ("site", sites)})
-        cfg = ctx.config
-        if kind == "neural" and ctx.suite.train_targets:
-            told = base_config(ctx.suite, quick=ctx.quick, seed=cfg.seed, scales=dict(cfg.loss.scales or {}), told=True)
-            cfg = dataclasses.replace(cfg, data=told.data)
+        cfg = _told(ctx) if kind == "neural" else ctx.config
         cfg = _replace(cfg, name=f"{cfg.name}-{kind}-site-embedding", data={"region": SITE_KEY},
                        model={"region_embedding": True, **({"kind": "neural"} if kind == "neural" else {})})
         run = ctx.train(cfg, ds=ds)
@@ -1330,10 +1334,10 @@ def reference_skill_rows(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Spl
         if any(r is None for r in refs):
             continue
         ref = _combine(refs)
+        fold_dirs = [directory / "folds" / kind / sp.name for sp in splits]
         for m in models:
             if m == reference:
                 continue
-            fold_dirs = [directory / "folds" / kind / sp.name for sp in splits]
             by_seed = {sd: [_load(prediction_path(f, m, sd)) for f in fold_dirs] for sd in seeds}
             every = {sd: [_load(all_years_path(f, m, sd)) for f in fold_dirs] for sd in seeds}
             complete = [sd for sd in seeds if all(x is not None for x in (*by_seed[sd], *every[sd]))]

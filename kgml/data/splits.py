@@ -11,6 +11,8 @@ Splits are deterministic from a seed and round-trip through JSON (`save_splits` 
 
 from __future__ import annotations
 
+import calendar
+import functools
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,10 +89,14 @@ class Part:
     def __len__(self) -> int:
         return len(self.units)
 
+    @functools.cached_property
+    def _by_unit(self) -> dict[str, tuple[int, ...] | None]:
+        return dict(self.unit_years or ())
+
     def years_of(self, unit: str) -> tuple[int, ...] | None:
         """The years ``unit`` contributes (None = all)."""
         if self.unit_years is not None:
-            return dict(self.unit_years)[str(unit)]
+            return self._by_unit[str(unit)]
         return self.years
 
     def subset(self, units: Iterable[str]) -> Part:
@@ -98,8 +104,7 @@ class Part:
         keep = [u for u in self.units if u in set(map(str, units))]
         if self.unit_years is None:
             return Part(keep, self.years)
-        per = dict(self.unit_years)
-        return Part(keep, unit_years={u: per[u] for u in keep})
+        return Part(keep, unit_years={u: self._by_unit[u] for u in keep})
 
     def union(self, other: Part) -> Part:
         """The units and years of both parts (a unit in both contributes the years of either)."""
@@ -469,7 +474,7 @@ def _annual_table(da: xr.DataArray, dim: str, how: str) -> tuple[np.ndarray, np.
     frac = np.zeros_like(value)
     for j, y in enumerate(years):
         cols = x[:, step_years == y]
-        n_steps = 12 if axis == "month" else (366 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 365)
+        n_steps = 12 if axis == "month" else (366 if calendar.isleap(int(y)) else 365)
         finite = np.isfinite(cols)
         frac[:, j] = finite.sum(1) / n_steps
         with np.errstate(invalid="ignore"):
@@ -520,10 +525,10 @@ def anomalous_year_out(
     eligible = observed & (d_frac >= 360 / 366) & np.isfinite(d_value)
     rng = np.random.default_rng(seed)
     val, rest = _split_off(sorted(units.tolist()), [val_fraction], rng)
-    anomalous, anomaly = {}, {}
+    anomalous, anomaly, held_val = {}, {}, set(val)
     for i, u in enumerate(units):
         ok = eligible[i]
-        if u in set(val) or ok.sum() < min_years:
+        if u in held_val or ok.sum() < min_years:
             continue
         v = d_value[i, ok]
         ys = d_years[ok]
