@@ -245,6 +245,10 @@ class NaturalEcosystem(Ecosystem):
     water: Bucket = eqx.field(default_factory=Bucket)
     autotrophic: AutotrophicRespiration = eqx.field(default_factory=AutotrophicRespiration)
     phenology: Phenology = eqx.field(default_factory=GrowingSeasonIndex)
+    #: True: GPP water stress and the Rh moisture response read the measured soil water ``met.swc`` (m3 m-3)
+    #: where it is finite (`Bucket.observed`), the bucket's state where it is NaN; the water balance and ET stay
+    #: the bucket's. False (default): the bucket everywhere, ``met.swc`` ignored.
+    observed_water: bool = eqx.field(default=False, static=True)
 
     own_specs: ClassVar[Specs] = (LEAF_C_PER_LAI_SPEC, LIVE_TO_LEAF_C_SPEC, RA_BELOWGROUND_SPEC)
 
@@ -273,6 +277,11 @@ class NaturalEcosystem(Ecosystem):
 
     def finish(self, theta, met, drivers, carried: NaturalDay) -> DailyOutput:
         hydro = self.water.state_of(theta, carried.w, carried.et, carried.drainage)
+        if self.observed_water:
+            if met.swc is None:
+                raise ValueError("NaturalEcosystem(observed_water=True) needs the measured soil water met.swc "
+                                 "(m3 m-3, NaN where not measured); give the dataset an 'swc' variable (%)")
+            hydro = self.water.observed(theta, hydro, met.swc)
         _, out = self._fluxes(theta, met, drivers, None, carried.lai, self._biomass(theta, carried.lai), hydro)
         return out
 

@@ -30,8 +30,10 @@ class Met(NamedTuple):
         doy: day of year (1–366).
         lat: site latitude (degrees north).
         lai: optional prescribed leaf area index (m2 m-2), read only by `PrescribedLAI` phenology.
-        swc: optional observed volumetric soil water content (m3 m-3), read only by `SoilChamber`
-            (chamber sites measure it beside the flux; coupled models compute their own).
+        swc: optional observed volumetric soil water content (m3 m-3), NaN where not measured; read by
+            `SoilChamber` (chamber sites measure it beside the flux) and by `NaturalEcosystem` with
+            ``observed_water`` (towers' SWC in its stress and moisture responses); otherwise coupled models
+            compute their own.
     """
 
     tair: Array

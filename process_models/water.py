@@ -19,6 +19,7 @@ from process_models.moisture import (
     SOIL_SPECS,
     fao56_water_stress,
     relative_water,
+    soil_water_limits,
     volumetric_water,
     water_holding_capacity,
 )
@@ -236,6 +237,32 @@ class Bucket(eqx.Module):
             swc=volumetric_water(w, theta),
             wrel=wrel,
             water_stress=fao56_water_stress(wrel, theta["depletion_frac"]),
+        )
+
+    def observed(self, theta: Mapping[str, Array], step: WaterStep, swc: Array) -> WaterStep:
+        """``step`` with its soil-water state replaced by an observed volumetric content where there is one.
+
+        ``swc``: measured θ (m3 m-3), NaN where not measured. Where finite, the reported ``swc`` is θ limited to
+        [0, φ], w_rel = (θ − θ_wp)/(θ_fc − θ_wp) limited to [0, 1] (the FAO-56 relative available water,
+        Allen et al. 1998 eq. 82–84, with θ_fc and θ_wp of `soil_water_limits` from the same soil parameters the
+        bucket uses), and the water stress `fao56_water_stress` of that w_rel; elsewhere the bucket's. The water
+        balance (w, ET, drainage) stays the bucket's: the observation drives the stress and moisture responses
+        only, it does not nudge the store. A tower's sensor is usually shallow (SWC_F_MDS_1 at ≈ 5–10 cm, drier
+        and faster than the root zone); the learned soil parameters (φ, fc_frac, wp_frac) then act as the
+        sensor's stress calibration. NaN observations never reach a value or gradient (double ``where``).
+        """
+        swc = jnp.asarray(swc)
+        ok = jnp.isfinite(swc)
+        theta_fc, theta_wp = soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"])
+        safe = jnp.where(ok, swc, theta_fc)
+        porosity = jnp.asarray(theta["porosity"])
+        swc_obs = jnp.where(safe < 0.0, 0.0, jnp.where(safe > porosity, porosity, safe))
+        wrel_obs = relative_water(safe - theta_wp, theta_fc - theta_wp)
+        stress_obs = fao56_water_stress(wrel_obs, theta["depletion_frac"])
+        return step._replace(
+            swc=jnp.where(ok, swc_obs, step.swc),
+            wrel=jnp.where(ok, wrel_obs, step.wrel),
+            water_stress=jnp.where(ok, stress_obs, step.water_stress),
         )
 
     def __call__(self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array, drivers=None) -> WaterStep:

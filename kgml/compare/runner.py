@@ -811,6 +811,31 @@ def _hybrid_anomaly(weight: float):
 
 SLOTS.update({slot: _hybrid_anomaly(w) for slot, w in ANOMALY_SLOTS.items()})
 MODEL_LABELS.update({slot: f"hybrid, global, + anomaly-aware loss (weight {w:g})" for slot, w in ANOMALY_SLOTS.items()})
+def _observed_water(kind: str):
+    """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) whose physics reads the towers'
+    measured soil water in its GPP water stress and Rh moisture response where measured, its own bucket elsewhere
+    (``[model] soil_water = "observed"``; `process_models.water.Bucket.observed`). Needs a natural-vegetation
+    suite whose data carry ``swc`` with a ``swc_measured`` flag (``fluxnet_mm_soil``)."""
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        if ctx.suite.vegetation != "grassland" or "swc" not in ctx.ds or "swc_measured" not in ctx.ds:
+            raise NotAvailable("observed soil water needs natural-vegetation physics and data with 'swc' and its "
+                               "'swc_measured' flag (e.g. --suite fluxnet_mm_soil)")
+        if kind == "process":
+            _kind_available("process")
+        model = {"soil_water": "observed", **({"kind": "process"} if kind == "process" else {})}
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-observed-water", model=model)
+        return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
+
+    return slot
+
+
+#: Slots whose physics reads the measured soil water (issue 20 item 4, lever c in the physics).
+OBSERVED_WATER_SLOTS = ("hybrid_observed_water", "process_observed_water")
+SLOTS.update({"hybrid_observed_water": _observed_water("hybrid"), "process_observed_water": _observed_water("process")})
+MODEL_LABELS.update({
+    "hybrid_observed_water": "hybrid, global, physics water stress from the measured soil water",
+    "process_observed_water": "process model, one calibration, water stress from the measured soil water",
+})
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
@@ -1058,7 +1083,7 @@ def run_suite(
     if ablate:
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS)
+    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS)
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")

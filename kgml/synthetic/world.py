@@ -30,6 +30,8 @@ DRIVERS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2", "pa
 FLUXES = ("nee", "gpp", "reco", "rsoil")
 
 VEGETATION = ("maize", "soybean", "grassland")
+#: Soil-water modes of the natural-vegetation physics (`build_model`).
+SOIL_WATER_MODES = ("bucket", "observed")
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,26 @@ SITE_VARYING = (
 )
 
 
-def build_model(vegetation: str, soil_respiration=None) -> Ecosystem:
+def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket") -> Ecosystem:
     """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
     ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
-    the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`)."""
+    the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`). ``soil_water``: ``"bucket"``
+    (the model's own soil water) or ``"observed"`` (natural vegetation only: the measured ``swc`` drives water
+    stress and the Rh moisture response where finite, `NaturalEcosystem.observed_water`)."""
+    if soil_water not in SOIL_WATER_MODES:
+        raise ValueError(f"unknown soil_water {soil_water!r}; choose one of {SOIL_WATER_MODES}")
+    if soil_water == "observed" and vegetation != "grassland":
+        raise ValueError(f"soil_water='observed' is for natural vegetation ('grassland'), not {vegetation!r}")
     if vegetation == "maize":
         return CropEcosystem(crop=Maize(), soil_respiration=soil_respiration)
     if vegetation == "soybean":
         return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
     if vegetation == "grassland":
+        observed = soil_water == "observed"
         if soil_respiration is None:
-            return NaturalEcosystem()
-        return NaturalEcosystem(soil_respiration=soil_respiration)
+            return NaturalEcosystem(observed_water=observed)
+        return NaturalEcosystem(soil_respiration=soil_respiration, observed_water=observed)
     if vegetation == "soil":
         return SoilChamber() if soil_respiration is None else SoilChamber(soil_respiration=soil_respiration)
     raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {(*VEGETATION, 'soil')}")

@@ -342,3 +342,35 @@ def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, da
     assert set(split.test.units) <= set(run.prepared.region_map)
     assert run.model.location.region_embedding.weight.shape[0] == len(split.train.units)
     assert np.isfinite(pred["nee"].values).any()
+
+
+@pytest.mark.slow
+def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, dataset_dir):
+    """hybrid_observed_water on fluxnet_mm_soil (quick): the trained physics reads the towers' SWC, the fill is
+    NaN in its drivers, its held-out predictions are finite, and on fluxnet_mm (no SWC) it is not available."""
+    from kgml.compare.runner import SLOTS, FoldContext, NotAvailable, base_config, prepare_suite
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    suite = get_suite("fluxnet_mm_soil")
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
+    split = folds["site_kfold"][0]
+    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name,
+                      base_config(suite, quick=True, seed=0), True, "")
+    trained = {}
+    original = ctx.train
+
+    def spy(cfg, *a, **kw):
+        trained["run"] = original(cfg, *a, **kw)
+        return trained["run"]
+
+    ctx.train = spy
+    pred = SLOTS["hybrid_observed_water"](ctx)
+    run = trained["run"]
+    assert run.config.model.soil_water == "observed" and run.model.process.observed_water
+    assert np.isfinite(pred["nee"].values).any()
+    plain_suite = get_suite("fluxnet_mm")
+    plain, plain_folds = prepare_suite(plain_suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
+    plain_ctx = FoldContext(plain_suite, plain, plain_folds["site_kfold"][0], tmp_path / "b",
+                            base_config(plain_suite, quick=True, seed=0), True, "")
+    with pytest.raises(NotAvailable, match="swc"):
+        SLOTS["hybrid_observed_water"](plain_ctx)

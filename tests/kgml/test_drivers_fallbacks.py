@@ -71,3 +71,15 @@ def test_nan_static_attribute_is_warned_and_recorded():
     with pytest.warns(DataWarning, match="'mat' is NaN at 1 site"):
         st = _static(ds, ["mat"], norm, filled=filled)
     assert filled == {"mat": ["b"]} and st[1, 0] == 0.0 and np.isfinite(st).all()
+
+
+def test_flagged_soil_water_fill_never_reaches_the_physics():
+    """swc (%) becomes m3 m-3 for the physics, and NaN wherever swc_measured says the value is a fill."""
+    swc = np.stack([np.full(365, 30.0), np.full(365, 22.0)])
+    flag = np.stack([np.r_[np.ones(200), np.zeros(165)], np.zeros(365)])
+    met = met_from_dataset(_ds(swc=(("site", "time"), swc), swc_measured=(("site", "time"), flag)))
+    got = np.asarray(met.swc)
+    np.testing.assert_allclose(got[0, :200], 0.30, rtol=1e-6)
+    assert np.isnan(got[0, 200:]).all() and np.isnan(got[1]).all()
+    unflagged = np.asarray(met_from_dataset(_ds(swc=(("site", "time"), swc))).swc)
+    np.testing.assert_allclose(unflagged, swc / 100.0, rtol=1e-6)  # without a flag: every value is measured

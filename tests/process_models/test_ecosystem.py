@@ -190,3 +190,55 @@ def test_soil_chamber_without_measured_swc_says_so():
     model = SoilChamber()
     with pytest.raises(ValueError, match="met.swc"):
         simulate(model, model.default_parameters(), met)
+
+
+# --- NaturalEcosystem(observed_water=True): measured soil water in the stress and moisture responses ------------
+
+
+def test_observed_water_all_missing_equals_the_bucket_and_measured_follows_fao56():
+    """With every swc NaN the observed-water model equals the bucket model exactly; where measured, w_rel =
+    (θ − θ_wp)/(θ_fc − θ_wp) of the same soil parameters, K_s = FAO-56 eq. 84 of it, Rh reads θ, and the water
+    balance (w, ET) stays the bucket's."""
+    from process_models.moisture import fao56_water_stress, soil_water_limits
+
+    met = seasonal_met(1)
+    n = met.tair.shape[0]
+    plain, observed = NaturalEcosystem(), NaturalEcosystem(observed_water=True)
+    theta = plain.default_parameters()
+    base = simulate(plain, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
+    same = simulate(observed, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
+    for name in ("gpp", "reco", "nee", "water_stress", "swc", "et", "w"):
+        np.testing.assert_array_equal(getattr(same, name), getattr(base, name), err_msg=name)
+
+    theta_fc, theta_wp = (float(v) for v in soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"]))
+    swc = np.full(n, np.nan, np.float32)
+    swc[150:240] = theta_wp + 0.2 * (theta_fc - theta_wp)  # a measured summer drought
+    out = simulate(observed, theta, met._replace(swc=jnp.asarray(swc))).outputs
+    expected = fao56_water_stress(0.2, theta["depletion_frac"])
+    np.testing.assert_allclose(out.water_stress[150:240], expected, rtol=1e-5)
+    np.testing.assert_allclose(out.swc[150:240], swc[150:240], rtol=1e-6)
+    np.testing.assert_array_equal(out.water_stress[:150], base.water_stress[:150])
+    np.testing.assert_array_equal(out.et, base.et)  # the store is not nudged
+    np.testing.assert_array_equal(out.w, base.w)
+    assert float(out.gpp[150:240].sum()) < 0.6 * float(base.gpp[150:240].sum())  # the drought is felt
+    assert not np.allclose(out.rh[150:240], base.rh[150:240])  # and reaches Rh through θ
+
+
+def test_observed_water_gradients_are_finite_with_missing_observations():
+    met = seasonal_met(1)
+    n = met.tair.shape[0]
+    swc = np.full(n, np.nan, np.float32)
+    swc[100:200] = 0.18
+    met = met._replace(swc=jnp.asarray(swc))
+    model = NaturalEcosystem(observed_water=True)
+    theta = model.default_parameters()
+    grads = jax.grad(lambda th: jnp.sum(simulate(model, th, met).outputs.nee))(theta)
+    bad = [k for k, g in grads.items() if not np.isfinite(np.asarray(g)).all()]
+    assert not bad, bad
+    assert abs(float(grads["wp_frac"])) > 0  # the observation's stress depends on the soil's limits
+
+
+def test_observed_water_without_swc_says_so():
+    model = NaturalEcosystem(observed_water=True)
+    with pytest.raises(ValueError, match="met.swc"):
+        simulate(model, model.default_parameters(), seasonal_met(1))
