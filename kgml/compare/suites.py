@@ -429,7 +429,13 @@ _register(Suite(
                 "indicator) and soil temperature (TS_F_MDS_1, air temperature where not measured)",
     load=_load_fluxnet_soil, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
     region="igbp_group",
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),),
+    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
+           FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
+                    _climate("warm", 0.2), heldout="ood"),
+           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
+                    _climate("dry", 0.2), heldout="ood"),
+           FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
+                    "(trained on its other years)", _anomalous_year("dry"))),
     features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
     anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
            "frozen folds, same models, without them)",
