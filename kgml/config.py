@@ -167,8 +167,9 @@ class ModelConfig:
     residual: tuple[str, ...] = ()  #: residual corrections of these fluxes (gpp, reco, rsoil)
     residual_scale: float = 1.0  #: bound of the residual (gC m-2 d-1)
     soil_respiration: str = "lloyd_taylor"
-    #: soil water of the natural-vegetation physics: "bucket" (its own) or "observed" (the dataset's measured
-    #: ``swc`` drives GPP water stress and the Rh moisture response where measured; `kgml.synthetic.build_model`)
+    #: soil water of the natural-vegetation physics: "bucket" (its own), "observed" (the dataset's measured
+    #: ``swc``) or "observed_rew" (its relative extractable water ``swc_rew``) drives GPP water stress and the Rh
+    #: moisture response where measured (`kgml.synthetic.build_model`)
     soil_water: str = "bucket"
     #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
@@ -177,8 +178,8 @@ class ModelConfig:
     def __post_init__(self):
         _check("model", self, {k: "positive" for k in ("hidden", "location_dim", "n_scales", "region_dim", "n_heads",
                                                         "embed_dim", "head_hidden", "residual_scale")})
-        if self.soil_water not in ("bucket", "observed"):
-            raise ConfigError(f"[model] soil_water must be 'bucket' or 'observed', got {self.soil_water!r}")
+        if self.soil_water not in ("bucket", "observed", "observed_rew"):
+            raise ConfigError(f"[model] soil_water must be 'bucket', 'observed' or 'observed_rew', got {self.soil_water!r}")
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,10 @@ class Ecosystem(eqx.Module):
         """(new vegetation state, latest grain yield t ha-1, belowground autotrophic respiration)."""
 
 
+#: Soil-water modes of `NaturalEcosystem` (its ``soil_water``).
+SOIL_WATER_MODES = ("bucket", "observed", "observed_rew")
+
+
 class NaturalEcosystem(Ecosystem):
     """Natural vegetation: LAI from a phenology model (default: the growing-season index) and live biomass
     proportional to leaf carbon. Carbon pools of wood and soil are not tracked: Rh draws on a base rate."""
@@ -245,12 +249,18 @@ class NaturalEcosystem(Ecosystem):
     water: Bucket = eqx.field(default_factory=Bucket)
     autotrophic: AutotrophicRespiration = eqx.field(default_factory=AutotrophicRespiration)
     phenology: Phenology = eqx.field(default_factory=GrowingSeasonIndex)
-    #: True: GPP water stress and the Rh moisture response read the measured soil water ``met.swc`` (m3 m-3)
-    #: where it is finite (`Bucket.observed`), the bucket's state where it is NaN; the water balance and ET stay
-    #: the bucket's. False (default): the bucket everywhere, ``met.swc`` ignored.
-    observed_water: bool = eqx.field(default=False, static=True)
+    #: Soil water of the stress and moisture responses: ``"bucket"`` (default: the bucket's own state everywhere),
+    #: ``"observed"`` (the measured volumetric content ``met.swc``, m3 m-3, against the learned soil limits,
+    #: `Bucket.observed`) or ``"observed_rew"`` (the measured relative extractable water ``met.rew``, 0–1, from
+    #: the tower's own record, `Bucket.observed_rew`); where the observation is NaN, the bucket's. The water
+    #: balance and ET stay the bucket's in every mode.
+    soil_water: str = eqx.field(default="bucket", static=True)
 
     own_specs: ClassVar[Specs] = (LEAF_C_PER_LAI_SPEC, LIVE_TO_LEAF_C_SPEC, RA_BELOWGROUND_SPEC)
+
+    def __check_init__(self):
+        if self.soil_water not in SOIL_WATER_MODES:
+            raise ValueError(f"NaturalEcosystem: unknown soil_water {self.soil_water!r}; choose one of {SOIL_WATER_MODES}")
 
     def _vegetation_specs(self) -> Specs:
         return self.phenology.parameter_specs
@@ -277,11 +287,16 @@ class NaturalEcosystem(Ecosystem):
 
     def finish(self, theta, met, drivers, carried: NaturalDay) -> DailyOutput:
         hydro = self.water.state_of(theta, carried.w, carried.et, carried.drainage)
-        if self.observed_water:
+        if self.soil_water == "observed":
             if met.swc is None:
-                raise ValueError("NaturalEcosystem(observed_water=True) needs the measured soil water met.swc "
+                raise ValueError("NaturalEcosystem(soil_water='observed') needs the measured soil water met.swc "
                                  "(m3 m-3, NaN where not measured); give the dataset an 'swc' variable (%)")
             hydro = self.water.observed(theta, hydro, met.swc)
+        elif self.soil_water == "observed_rew":
+            if met.rew is None:
+                raise ValueError("NaturalEcosystem(soil_water='observed_rew') needs met.rew (relative extractable "
+                                 "water 0–1, NaN where not measured); give the dataset an 'swc_rew' variable")
+            hydro = self.water.observed_rew(theta, hydro, met.rew)
         _, out = self._fluxes(theta, met, drivers, None, carried.lai, self._biomass(theta, carried.lai), hydro)
         return out
 

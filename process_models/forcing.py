@@ -32,8 +32,10 @@ class Met(NamedTuple):
         lai: optional prescribed leaf area index (m2 m-2), read only by `PrescribedLAI` phenology.
         swc: optional observed volumetric soil water content (m3 m-3), NaN where not measured; read by
             `SoilChamber` (chamber sites measure it beside the flux) and by `NaturalEcosystem` with
-            ``observed_water`` (towers' SWC in its stress and moisture responses); otherwise coupled models
-            compute their own.
+            ``soil_water="observed"`` (towers' SWC in its stress and moisture responses); otherwise coupled
+            models compute their own.
+        rew: optional observed relative extractable water (0–1, from a soil-moisture record's own range), NaN
+            where not measured; read by `NaturalEcosystem` with ``soil_water="observed_rew"``.
     """
 
     tair: Array
@@ -49,6 +51,7 @@ class Met(NamedTuple):
     lat: Array
     lai: Array | None = None
     swc: Array | None = None
+    rew: Array | None = None
 
 
 def make_met(
@@ -66,6 +69,7 @@ def make_met(
     patm: ArrayLike = C.P_STANDARD,
     lai: ArrayLike | None = None,
     swc: ArrayLike | None = None,
+    rew: ArrayLike | None = None,
 ) -> Met:
     """Build a `Met`, filling drivers a station does not measure by documented approximations:
 
@@ -73,7 +77,7 @@ def make_met(
     - ``vpd`` = e_s − e_a with e_s the mean of e°(tmax) and e°(tmin) (FAO-56 eq. 12) and e_a = e°(tmin),
       i.e. dew point ≈ tmin (FAO-56 eq. 48), converted kPa → hPa;
     - ``tsoil`` = ``tair`` (no damping; a soil-temperature model is a later refinement).
-    ``lai`` and ``swc`` (m3 m-3) stay None unless given. All arrays are broadcast to a common shape.
+    ``lai``, ``swc`` (m3 m-3) and ``rew`` (0–1) stay None unless given. All arrays are broadcast to a common shape.
     """
     tmin = jnp.asarray(tmin, jnp.float32)
     tmax = jnp.asarray(tmax, jnp.float32)
@@ -93,6 +97,8 @@ def make_met(
         out["lai"] = jnp.broadcast_to(jnp.asarray(lai, jnp.float32), shape)
     if swc is not None:
         out["swc"] = jnp.broadcast_to(jnp.asarray(swc, jnp.float32), shape)
+    if rew is not None:
+        out["rew"] = jnp.broadcast_to(jnp.asarray(rew, jnp.float32), shape)
     return Met(**out)
 
 

@@ -265,6 +265,27 @@ class Bucket(eqx.Module):
             water_stress=jnp.where(ok, stress_obs, step.water_stress),
         )
 
+    def observed_rew(self, theta: Mapping[str, Array], step: WaterStep, rew: Array) -> WaterStep:
+        """``step`` with its relative water replaced by an observed relative extractable water where there is one.
+
+        ``rew``: REW = (θ − θ_min)/(θ_max − θ_min) of a soil-moisture record (0–1; θ_min, θ_max its lowest and
+        highest values), NaN where not measured — the sensor-independent wetness index of Granier et al. (1999)
+        Ecol. Model. 116:269 and Granier et al. (2007) Agric. For. Meteorol. 143:123 (there drought starts
+        below REW 0.4). Where finite, w_rel = REW, the water stress is `fao56_water_stress` of it (its threshold
+        1 − p learned, as for the bucket) and the reported ``swc`` = θ_wp + REW (θ_fc − θ_wp) of the model's own
+        soil (what the Rh moisture response reads); elsewhere the bucket's. Water balance unchanged."""
+        rew = jnp.asarray(rew)
+        ok = jnp.isfinite(rew)
+        safe = jnp.where(ok, rew, 1.0)
+        wrel_obs = jnp.where(safe < 0.0, 0.0, jnp.where(safe > 1.0, 1.0, safe))
+        theta_fc, theta_wp = soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"])
+        stress_obs = fao56_water_stress(wrel_obs, theta["depletion_frac"])
+        return step._replace(
+            swc=jnp.where(ok, theta_wp + wrel_obs * (theta_fc - theta_wp), step.swc),
+            wrel=jnp.where(ok, wrel_obs, step.wrel),
+            water_stress=jnp.where(ok, stress_obs, step.water_stress),
+        )
+
     def __call__(self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array, drivers=None) -> WaterStep:
         """Advance the bucket by one day. w: plant-available water at the start (mm); lai: m2 m-2."""
         return self.state_of(theta, *self.balance(theta, w, met, lai, drivers))

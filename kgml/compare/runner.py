@@ -811,30 +811,38 @@ def _hybrid_anomaly(weight: float):
 
 SLOTS.update({slot: _hybrid_anomaly(w) for slot, w in ANOMALY_SLOTS.items()})
 MODEL_LABELS.update({slot: f"hybrid, global, + anomaly-aware loss (weight {w:g})" for slot, w in ANOMALY_SLOTS.items()})
-def _observed_water(kind: str):
+def _observed_water(kind: str, mode: str):
     """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) whose physics reads the towers'
     measured soil water in its GPP water stress and Rh moisture response where measured, its own bucket elsewhere
-    (``[model] soil_water = "observed"``; `process_models.water.Bucket.observed`). Needs a natural-vegetation
-    suite whose data carry ``swc`` with a ``swc_measured`` flag (``fluxnet_mm_soil``)."""
+    (``[model] soil_water = mode``: ``"observed"`` the volumetric content against the learned soil limits,
+    `process_models.water.Bucket.observed`; ``"observed_rew"`` the relative extractable water of the tower's own
+    record, `Bucket.observed_rew`). Needs a natural-vegetation suite whose data carry ``swc`` with its
+    ``swc_measured`` flag and ``swc_rew`` (``fluxnet_mm_soil``)."""
     def slot(ctx: FoldContext) -> xr.Dataset:
-        if ctx.suite.vegetation != "grassland" or "swc" not in ctx.ds or "swc_measured" not in ctx.ds:
-            raise NotAvailable("observed soil water needs natural-vegetation physics and data with 'swc' and its "
-                               "'swc_measured' flag (e.g. --suite fluxnet_mm_soil)")
+        need = ("swc", "swc_measured", "swc_rew")
+        if ctx.suite.vegetation != "grassland" or any(v not in ctx.ds for v in need):
+            raise NotAvailable(f"observed soil water needs natural-vegetation physics and data with {need} "
+                               "(e.g. --suite fluxnet_mm_soil)")
         if kind == "process":
             _kind_available("process")
-        model = {"soil_water": "observed", **({"kind": "process"} if kind == "process" else {})}
-        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-observed-water", model=model)
+        model = {"soil_water": mode, **({"kind": "process"} if kind == "process" else {})}
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-{mode.replace('_', '-')}-water", model=model)
         return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
 
     return slot
 
 
-#: Slots whose physics reads the measured soil water (issue 20 item 4, lever c in the physics).
-OBSERVED_WATER_SLOTS = ("hybrid_observed_water", "process_observed_water")
-SLOTS.update({"hybrid_observed_water": _observed_water("hybrid"), "process_observed_water": _observed_water("process")})
+#: Slots whose physics reads the measured soil water (issue 20 item 4, lever c in the physics): slot → (kind, mode).
+OBSERVED_WATER_SLOTS = {"hybrid_observed_water": ("hybrid", "observed"),
+                        "process_observed_water": ("process", "observed"),
+                        "hybrid_observed_rew": ("hybrid", "observed_rew"),
+                        "process_observed_rew": ("process", "observed_rew")}
+SLOTS.update({slot: _observed_water(*spec) for slot, spec in OBSERVED_WATER_SLOTS.items()})
 MODEL_LABELS.update({
-    "hybrid_observed_water": "hybrid, global, physics water stress from the measured soil water",
-    "process_observed_water": "process model, one calibration, water stress from the measured soil water",
+    "hybrid_observed_water": "hybrid, global, physics water stress from the measured soil water content",
+    "process_observed_water": "process model, one calibration, water stress from the measured soil water content",
+    "hybrid_observed_rew": "hybrid, global, physics water stress from the measured relative extractable water",
+    "process_observed_rew": "process model, one calibration, water stress from the measured relative extractable water",
 })
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",

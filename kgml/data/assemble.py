@@ -266,7 +266,33 @@ def _soil_water(native: xr.Dataset, record: np.ndarray, max_gap: int, source: Pa
         raise DataValidationError(source, "swc", "soil_water=True but no tower has SWC_F_MDS_1")
     fill = float(raw[measured].mean())
     swc = np.where(measured, raw, np.where(record, fill, np.nan))
-    return {"swc": swc, "swc_measured": np.where(record, measured.astype(np.float64), np.nan)}
+    return {"swc": swc, "swc_measured": np.where(record, measured.astype(np.float64), np.nan),
+            "swc_rew": relative_extractable_water(np.where(measured, raw, np.nan))}
+
+
+#: A tower's SWC record gives a relative extractable water only with at least this many measured months and a
+#: range (max − min) of at least this many %-points (a flat or short record says nothing about dry and wet).
+REW_MIN_MONTHS = 12
+REW_MIN_RANGE = 2.0
+
+
+def relative_extractable_water(swc: np.ndarray) -> np.ndarray:
+    """REW = (θ − θ_min)/(θ_max − θ_min) per row (site) of a (site, time) soil-water record, θ_min and θ_max
+    the row's lowest and highest measured values (Granier et al. 1999 Ecol. Model. 116:269, with the observed
+    extremes standing in for wilting point and field capacity, as Granier et al. 2007 Agric. For. Meteorol.
+    143:123 did across European towers). NaN where θ is NaN and on rows with fewer than `REW_MIN_MONTHS` values
+    or a range below `REW_MIN_RANGE` (same units as θ)."""
+    swc = np.asarray(swc, np.float64)
+    out = np.full(swc.shape, np.nan)
+    for i, row in enumerate(swc):
+        ok = np.isfinite(row)
+        if ok.sum() < REW_MIN_MONTHS:
+            continue
+        lo, hi = float(row[ok].min()), float(row[ok].max())
+        if hi - lo < REW_MIN_RANGE:
+            continue
+        out[i] = (row - lo) / (hi - lo)
+    return out
 
 
 _DRIVER_COMMENTS = {
@@ -307,7 +333,8 @@ def fluxnet_monthly(
       then ``swc`` (%, SWC_F_MDS_1, shallowest sensor, held on every day like the other drivers; short gaps
       interpolated) is the measured value where the tower has one, and elsewhere in the record the mean of all
       measured tower-months (a constant, so that no day is masked), with ``swc_measured`` (1 measured, 0 filled)
-      beside it, so that a model can tell a measurement from the fill.
+      beside it, so that a model can tell a measurement from the fill; and ``swc_rew``, the tower's relative
+      extractable water (`relative_extractable_water`, NaN where not measured), for physics that reads it.
     * Sites with fewer than ``min_months`` QC-passing NEE months are dropped (``attrs["dropped_sites"]``).
     * Site coordinates: lat, lon, elevation, igbp, igbp_group, continent, climate_zone, country, state (US),
       site_name, vegetation = "grassland" (the natural-ecosystem model, for every biome incl. CRO; ``igbp``
@@ -388,7 +415,12 @@ def fluxnet_monthly(
         column = {"tair": "TA_F", "sw_in": "SW_IN_F", "vpd": "VPD_F", "precip": "P_F"}.get(name, "")
         comment = _DRIVER_COMMENTS.get(name, f"FLUXNET2015 MM {column}")
         attrs = ({"units": "1", "long_name": "1 where swc is measured, 0 where filled", "comment": held}
-                 if name == "swc_measured" else _attrs(name, comment=f"{comment}; {held}"))
+                 if name == "swc_measured" else
+                 {"units": "1", "long_name": "relative extractable water of the tower's own SWC record",
+                  "comment": f"(SWC − its min)/(max − min) over the tower's measured months (Granier et al. 1999); "
+                             f"NaN where not measured or the record is shorter than {REW_MIN_MONTHS} months or "
+                             f"flatter than {REW_MIN_RANGE:g} %; {held}"}
+                 if name == "swc_rew" else _attrs(name, comment=f"{comment}; {held}"))
         data_vars[name] = (("site", "time"), arr[:, pick].astype(np.float32), attrs)
     tair_d = drivers["tair"][:, pick]
     for name, sign in (("tmin", -1.0), ("tmax", 1.0)):

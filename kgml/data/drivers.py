@@ -227,7 +227,7 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
     `OPTIONAL_DRIVER_DEFAULTS` value, warned once per process and written into ``defaults`` (driver →
     "value units") when given, so that outputs can record it. ``doy`` comes from the time coordinate, ``lat``
     from the site coordinate. ``swc`` (%) becomes m3 m-3, NaN wherever a ``swc_measured`` flag says 0 (a fill
-    that feature models read is not a measurement the physics may use).
+    that feature models read is not a measurement the physics may use); ``swc_rew`` becomes ``rew``.
     """
     source = _source(ds, ds.encoding.get("source"))
     have_range = "tmin" in ds and "tmax" in ds
@@ -255,6 +255,8 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
         kwargs["swc"] = get("swc") / 100.0
         if "swc_measured" in ds:  # the fill a feature model reads is never a measurement for the physics
             kwargs["swc"] = np.where(get("swc_measured") > 0.5, kwargs["swc"], np.nan).astype(np.float32)
+    if "swc_rew" in ds:  # relative extractable water (0–1), NaN where not measured
+        kwargs["rew"] = get("swc_rew")
     for k, (value, units) in OPTIONAL_DRIVER_DEFAULTS.items():
         if k in ds:
             kwargs[k] = get(k)

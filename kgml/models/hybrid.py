@@ -719,8 +719,8 @@ def prepare_windows(
     site_ids = ds.site.values.astype(str)
     no_driver: dict[str, list[str]] = {}
     # gaps of every driver are interpolated, except a flagged soil-water record: there NaN means "not measured"
-    # and the physics falls back on its own bucket (NaturalEcosystem.observed_water), never on a made-up value
-    keep_gaps = {"swc"} if "swc_measured" in ds else set()
+    # and the physics falls back on its own bucket (NaturalEcosystem.soil_water), never on a made-up value
+    keep_gaps = {"rew", *(("swc",) if "swc_measured" in ds else ())}
     met = Met(*(None if v is None else (np.broadcast_to(v, (n_sites, n_time)) if name in keep_gaps else
                                         fill_driver_gaps(np.broadcast_to(v, (n_sites, n_time)), name, site_ids,
                                                          no_driver))

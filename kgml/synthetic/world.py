@@ -17,7 +17,13 @@ from kgml.data.stations import (
 from kgml.variables import get_variable
 from process_models import weather
 from process_models.crop import Maize, Soybean
-from process_models.ecosystem import CropEcosystem, Ecosystem, NaturalEcosystem, SoilChamber
+from process_models.ecosystem import (
+    SOIL_WATER_MODES,
+    CropEcosystem,
+    Ecosystem,
+    NaturalEcosystem,
+    SoilChamber,
+)
 from process_models.forcing import Met, make_met
 
 #: The weather generator and the corpora use a 365-day ("noleap") calendar.
@@ -30,8 +36,6 @@ DRIVERS = ("tair", "tmin", "tmax", "sw_in", "vpd", "precip", "tsoil", "co2", "pa
 FLUXES = ("nee", "gpp", "reco", "rsoil")
 
 VEGETATION = ("maize", "soybean", "grassland")
-#: Soil-water modes of the natural-vegetation physics (`build_model`).
-SOIL_WATER_MODES = ("bucket", "observed")
 
 
 @dataclass(frozen=True)
@@ -66,21 +70,21 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
     ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
     the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`). ``soil_water``: ``"bucket"``
-    (the model's own soil water) or ``"observed"`` (natural vegetation only: the measured ``swc`` drives water
-    stress and the Rh moisture response where finite, `NaturalEcosystem.observed_water`)."""
+    (the model's own soil water) or, for natural vegetation only, ``"observed"`` / ``"observed_rew"`` (the
+    measured ``swc`` / its relative extractable water drive water stress and the Rh moisture response where
+    finite; `NaturalEcosystem.soil_water`)."""
     if soil_water not in SOIL_WATER_MODES:
         raise ValueError(f"unknown soil_water {soil_water!r}; choose one of {SOIL_WATER_MODES}")
-    if soil_water == "observed" and vegetation != "grassland":
-        raise ValueError(f"soil_water='observed' is for natural vegetation ('grassland'), not {vegetation!r}")
+    if soil_water != "bucket" and vegetation != "grassland":
+        raise ValueError(f"soil_water={soil_water!r} is for natural vegetation ('grassland'), not {vegetation!r}")
     if vegetation == "maize":
         return CropEcosystem(crop=Maize(), soil_respiration=soil_respiration)
     if vegetation == "soybean":
         return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
     if vegetation == "grassland":
-        observed = soil_water == "observed"
         if soil_respiration is None:
-            return NaturalEcosystem(observed_water=observed)
-        return NaturalEcosystem(soil_respiration=soil_respiration, observed_water=observed)
+            return NaturalEcosystem(soil_water=soil_water)
+        return NaturalEcosystem(soil_respiration=soil_respiration, soil_water=soil_water)
     if vegetation == "soil":
         return SoilChamber() if soil_respiration is None else SoilChamber(soil_respiration=soil_respiration)
     raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {(*VEGETATION, 'soil')}")

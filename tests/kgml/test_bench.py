@@ -345,9 +345,10 @@ def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, da
 
 
 @pytest.mark.slow
-def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, dataset_dir):
-    """hybrid_observed_water on fluxnet_mm_soil (quick): the trained physics reads the towers' SWC, the fill is
-    NaN in its drivers, its held-out predictions are finite, and on fluxnet_mm (no SWC) it is not available."""
+@pytest.mark.parametrize("slot,mode", [("hybrid_observed_water", "observed"), ("hybrid_observed_rew", "observed_rew")])
+def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, dataset_dir, slot, mode):
+    """The observed-soil-water slots on fluxnet_mm_soil (quick): the trained physics reads the towers' SWC (or
+    its REW), its held-out predictions are finite, and on fluxnet_mm (no SWC) the slot is not available."""
     from kgml.compare.runner import SLOTS, FoldContext, NotAvailable, base_config, prepare_suite
 
     data = dataset_dir("fluxnet2015_subset_mm").parent
@@ -364,13 +365,13 @@ def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, data
         return trained["run"]
 
     ctx.train = spy
-    pred = SLOTS["hybrid_observed_water"](ctx)
+    pred = SLOTS[slot](ctx)
     run = trained["run"]
-    assert run.config.model.soil_water == "observed" and run.model.process.observed_water
+    assert run.config.model.soil_water == mode and run.model.process.soil_water == mode
     assert np.isfinite(pred["nee"].values).any()
     plain_suite = get_suite("fluxnet_mm")
     plain, plain_folds = prepare_suite(plain_suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
     plain_ctx = FoldContext(plain_suite, plain, plain_folds["site_kfold"][0], tmp_path / "b",
                             base_config(plain_suite, quick=True, seed=0), True, "")
     with pytest.raises(NotAvailable, match="swc"):
-        SLOTS["hybrid_observed_water"](plain_ctx)
+        SLOTS[slot](plain_ctx)

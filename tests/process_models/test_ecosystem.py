@@ -192,7 +192,7 @@ def test_soil_chamber_without_measured_swc_says_so():
         simulate(model, model.default_parameters(), met)
 
 
-# --- NaturalEcosystem(observed_water=True): measured soil water in the stress and moisture responses ------------
+# --- NaturalEcosystem(soil_water=...): measured soil water in the stress and moisture responses ------------
 
 
 def test_observed_water_all_missing_equals_the_bucket_and_measured_follows_fao56():
@@ -203,7 +203,7 @@ def test_observed_water_all_missing_equals_the_bucket_and_measured_follows_fao56
 
     met = seasonal_met(1)
     n = met.tair.shape[0]
-    plain, observed = NaturalEcosystem(), NaturalEcosystem(observed_water=True)
+    plain, observed = NaturalEcosystem(), NaturalEcosystem(soil_water="observed")
     theta = plain.default_parameters()
     base = simulate(plain, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
     same = simulate(observed, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
@@ -230,7 +230,7 @@ def test_observed_water_gradients_are_finite_with_missing_observations():
     swc = np.full(n, np.nan, np.float32)
     swc[100:200] = 0.18
     met = met._replace(swc=jnp.asarray(swc))
-    model = NaturalEcosystem(observed_water=True)
+    model = NaturalEcosystem(soil_water="observed")
     theta = model.default_parameters()
     grads = jax.grad(lambda th: jnp.sum(simulate(model, th, met).outputs.nee))(theta)
     bad = [k for k, g in grads.items() if not np.isfinite(np.asarray(g)).all()]
@@ -239,6 +239,36 @@ def test_observed_water_gradients_are_finite_with_missing_observations():
 
 
 def test_observed_water_without_swc_says_so():
-    model = NaturalEcosystem(observed_water=True)
+    model = NaturalEcosystem(soil_water="observed")
     with pytest.raises(ValueError, match="met.swc"):
         simulate(model, model.default_parameters(), seasonal_met(1))
+
+
+def test_observed_rew_sets_relative_water_and_stress_and_keeps_the_water_balance():
+    """soil_water="observed_rew": where REW is given, w_rel = REW, K_s = FAO-56 eq. 84 of it, swc = θ_wp + REW
+    (θ_fc − θ_wp) of the model's soil; NaN REW → the bucket's; a wet REW never stresses; unknown modes refuse."""
+    from process_models.moisture import fao56_water_stress, soil_water_limits
+
+    met = seasonal_met(1)
+    n = met.tair.shape[0]
+    plain, model = NaturalEcosystem(), NaturalEcosystem(soil_water="observed_rew")
+    theta = plain.default_parameters()
+    base = simulate(plain, theta, met._replace(rew=jnp.full(n, jnp.nan))).outputs
+    same = simulate(model, theta, met._replace(rew=jnp.full(n, jnp.nan))).outputs
+    np.testing.assert_array_equal(same.nee, base.nee)
+    rew = np.full(n, np.nan, np.float32)
+    rew[150:240] = 0.1
+    rew[0:60] = 1.0
+    out = simulate(model, theta, met._replace(rew=jnp.asarray(rew))).outputs
+    np.testing.assert_allclose(out.water_stress[150:240], fao56_water_stress(0.1, theta["depletion_frac"]), rtol=1e-6)
+    theta_fc, theta_wp = soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"])
+    np.testing.assert_allclose(out.swc[150:240], theta_wp + 0.1 * (theta_fc - theta_wp), rtol=1e-5)
+    np.testing.assert_array_equal(out.water_stress[:60], 1.0)
+    np.testing.assert_array_equal(out.et, base.et)
+    np.testing.assert_array_equal(out.water_stress[60:150], base.water_stress[60:150])
+    grads = jax.grad(lambda th: jnp.sum(simulate(model, th, met._replace(rew=jnp.asarray(rew))).outputs.nee))(theta)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+    with pytest.raises(ValueError, match="met.rew"):
+        simulate(model, theta, met)
+    with pytest.raises(ValueError, match="soil_water"):
+        NaturalEcosystem(soil_water="measured")

@@ -294,3 +294,8 @@ def test_fluxnet_monthly_soil_water_measured_or_marked(dataset_dir, cache):
         assert (one.swc_measured.values[inside] == 0).all() and np.isnan(one.swc.values[~inside]).all()
         fills += np.unique(one.swc.values[inside]).tolist()
     assert len(set(fills)) == 1 and ds.swc.attrs["units"] == "%"
+    # relative extractable water of the tower's own record: 0 at its driest month, 1 at its wettest, NaN unmeasured
+    theta = raw["SWC_F_MDS_1"].to_numpy()[measured]
+    np.testing.assert_allclose(neu.swc_rew.resample(time="MS").mean().values[measured],
+                               (theta - theta.min()) / (theta.max() - theta.min()), rtol=1e-4, atol=1e-6)
+    assert np.isnan(ds.sel(site="BE-Bra").swc_rew.values).all()
