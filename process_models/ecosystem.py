@@ -16,6 +16,7 @@ from jaxtyping import Array, PyTree
 from process_models.autotrophic import AutotrophicRespiration
 from process_models.crop import Crop, CropState, Maize, Soybean
 from process_models.forcing import Met
+from process_models.moisture import relative_water, water_holding_capacity
 from process_models.parameters import ParameterSpec, Specs, collect_specs, default_parameters
 from process_models.phenology import GrowingSeasonIndex, Phenology
 from process_models.photosynthesis import CollatzC4, FarquharC3, LightUseEfficiency, Photosynthesis
@@ -272,6 +273,8 @@ class NaturalEcosystem(Ecosystem):
         return self.phenology.drivers(theta, met)
 
     def _leaf_area(self, theta, veg, met, drivers):
+        if getattr(self.phenology, "water_limited", False):
+            raise NotImplementedError("a water-limited phenology needs the soil water: use advance/step")
         veg, lai = self.phenology(theta, veg, met, drivers)
         return veg, lai, self._biomass(theta, lai)
 
@@ -279,9 +282,14 @@ class NaturalEcosystem(Ecosystem):
         return lai * theta["leaf_c_per_lai"] * theta["live_to_leaf_c"]
 
     def advance(self, theta, state, met, drivers) -> tuple[EcosystemState, NaturalDay]:
-        """Only the phenology and the bucket are sequential here: LAI does not depend on carbon or water, and the
+        """Only the phenology and the bucket are sequential here: LAI does not depend on carbon (nor on water,
+        unless the phenology is water-limited: then on yesterday's bucket), and the
         carbon fluxes do not feed back, so `finish` computes them for all days at once after the loop."""
-        veg, lai = self.phenology(theta, state.vegetation, met, drivers.vegetation)
+        if getattr(self.phenology, "water_limited", False):  # leaf area limited by yesterday's soil water
+            wrel = relative_water(state.w, water_holding_capacity(theta))
+            veg, lai = self.phenology(theta, state.vegetation, met, drivers.vegetation, wrel=wrel)
+        else:
+            veg, lai = self.phenology(theta, state.vegetation, met, drivers.vegetation)
         w, et, drainage = self.water.balance(theta, state.w, met, lai, drivers.water)
         return EcosystemState(w=w, vegetation=veg), NaturalDay(lai=lai, w=w, et=et, drainage=drainage)
 

@@ -284,8 +284,12 @@ class GrowingSeasonIndex(Phenology):
         return self.daily_index(theta, met)
 
     def __call__(self, theta, state: GSIState, met: Met, drivers=None) -> tuple[GSIState, Array]:
-        alpha = ema_weight(self.window_days)
         igsi = self.daily_index(theta, met) if drivers is None else drivers
+        return self._advance(theta, state, igsi)
+
+    def _advance(self, theta, state: GSIState, igsi: Array) -> tuple[GSIState, Array]:
+        """The running mean takes the day's index; LAI follows from it."""
+        alpha = ema_weight(self.window_days)
         state = GSIState(
             ema=(1.0 - alpha) * state.ema + alpha * igsi,
             weight=(1.0 - alpha) * state.weight + alpha,
@@ -293,3 +297,52 @@ class GrowingSeasonIndex(Phenology):
         lai_max = theta["lai_max"]
         lai_min = theta["lai_min_fraction"] * lai_max
         return state, lai_min + (lai_max - lai_min) * self.gsi(state)
+
+
+GSI_WATER_LOW_SPEC = ParameterSpec(
+    name="gsi_water_low",
+    default=0.0,
+    lower=-0.3,
+    upper=0.6,
+    units="-",
+    reference=(
+        "a water-availability factor in the growing-season index as in LPJmL-GSI (Forkel et al. 2014 "
+        "Biogeosciences 11:7025, there a logistic of the water stress), written as Jolly's linear ramp of the "
+        "relative plant-available water; default 0 (iWater = 0 only at the wilting point); below 0 the ramp "
+        "keeps some greenness even in an empty bucket"
+    ),
+    description="relative plant-available water at or below which iWater = 0",
+)
+
+GSI_WATER_SPAN_SPEC = ParameterSpec(
+    name="gsi_water_span",
+    default=0.2,
+    lower=0.05,
+    upper=1.0,
+    units="-",
+    reference=(
+        "width of the iWater ramp; default 0.2 (leaves unlimited above 20 % of the available water, a choice "
+        "that keeps the default close to Jolly et al. 2005), up to 1 (limited everywhere below field capacity)"
+    ),
+    description="width of the iWater ramp (iWater = 1 at gsi_water_low + gsi_water_span)",
+)
+
+
+class WaterLimitedGSI(GrowingSeasonIndex):
+    """`GrowingSeasonIndex` whose daily index is also limited by soil water, for water-limited (dryland)
+    phenology that Jolly et al. (2005)'s temperature, VPD and daylength alone do not capture:
+
+        iGSI_w = iTmin · iVPD · iPhoto · iWater,   iWater = ramp(w_rel; gsi_water_low, gsi_water_span)
+
+    w_rel is the bucket's relative plant-available water at the start of the day (yesterday's, so the loop
+    stays explicit); the caller passes it as ``wrel`` (`process_models.ecosystem.NaturalEcosystem` does).
+    Form: the water-availability factor of LPJmL-GSI (Forkel et al. 2014 Biogeosciences 11:7025)."""
+
+    parameter_specs: ClassVar[Specs] = (*GrowingSeasonIndex.parameter_specs, GSI_WATER_LOW_SPEC, GSI_WATER_SPAN_SPEC)
+    water_limited: ClassVar[bool] = True
+
+    def __call__(self, theta, state: GSIState, met: Met, drivers=None, wrel=None) -> tuple[GSIState, Array]:
+        if wrel is None:
+            raise ValueError("WaterLimitedGSI needs the day's relative plant-available water wrel (0–1)")
+        igsi = self.daily_index(theta, met) if drivers is None else drivers
+        return self._advance(theta, state, igsi * linear_ramp(wrel, theta["gsi_water_low"], theta["gsi_water_span"]))

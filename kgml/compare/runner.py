@@ -844,6 +844,30 @@ MODEL_LABELS.update({
     "hybrid_observed_rew": "hybrid, global, physics water stress from the measured relative extractable water",
     "process_observed_rew": "process model, one calibration, water stress from the measured relative extractable water",
 })
+def _water_phenology(kind: str):
+    """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) with the water-limited growing-season
+    index (``[model] phenology = "gsi_water"``, `process_models.phenology.WaterLimitedGSI`): leaf area also
+    follows the bucket's soil water, as dryland vegetation does. Natural-vegetation suites only."""
+    def slot(ctx: FoldContext) -> xr.Dataset:
+        if ctx.suite.vegetation != "grassland":
+            raise NotAvailable(f"the water-limited phenology is natural-vegetation physics; this suite runs "
+                               f"{ctx.suite.vegetation!r}")
+        if kind == "process":
+            _kind_available("process")
+        model = {"phenology": "gsi_water", **({"kind": "process"} if kind == "process" else {})}
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-gsi-water", model=model)
+        return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
+
+    return slot
+
+
+#: Slots with the water-limited phenology (issue 20 item 4 / issue 15 item 2: drylands).
+WATER_PHENOLOGY_SLOTS = ("hybrid_water_phenology", "process_water_phenology")
+SLOTS.update({"hybrid_water_phenology": _water_phenology("hybrid"), "process_water_phenology": _water_phenology("process")})
+MODEL_LABELS.update({
+    "hybrid_water_phenology": "hybrid, global, water-limited growing-season-index phenology",
+    "process_water_phenology": "process model, one calibration, water-limited growing-season-index phenology",
+})
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
@@ -1091,7 +1115,7 @@ def run_suite(
     if ablate:
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS)
+    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS)
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")

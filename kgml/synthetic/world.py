@@ -25,6 +25,7 @@ from process_models.ecosystem import (
     SoilChamber,
 )
 from process_models.forcing import Met, make_met
+from process_models.phenology import GrowingSeasonIndex, WaterLimitedGSI
 
 #: The weather generator and the corpora use a 365-day ("noleap") calendar.
 DAYS_PER_YEAR = 365
@@ -65,14 +66,19 @@ SITE_VARYING = (
 )
 
 
-def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket") -> Ecosystem:
+def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi") -> Ecosystem:
     """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
     ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
     the default Lloyd–Taylor heterotrophic respiration (e.g. `Q10Respiration()`). ``soil_water``: ``"bucket"``
     (the model's own soil water) or, for natural vegetation only, ``"observed"`` / ``"observed_rew"`` (the
     measured ``swc`` / its relative extractable water drive water stress and the Rh moisture response where
-    finite; `NaturalEcosystem.soil_water`)."""
+    finite; `NaturalEcosystem.soil_water`). ``phenology``: ``"gsi"`` (Jolly et al. 2005) or, for natural
+    vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water)."""
+    if phenology not in ("gsi", "gsi_water"):
+        raise ValueError(f"unknown phenology {phenology!r}; choose 'gsi' or 'gsi_water'")
+    if phenology != "gsi" and vegetation != "grassland":
+        raise ValueError(f"phenology={phenology!r} is for natural vegetation ('grassland'), not {vegetation!r}")
     if soil_water not in SOIL_WATER_MODES:
         raise ValueError(f"unknown soil_water {soil_water!r}; choose one of {SOIL_WATER_MODES}")
     if soil_water != "bucket" and vegetation != "grassland":
@@ -82,9 +88,10 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     if vegetation == "soybean":
         return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
     if vegetation == "grassland":
+        kw = {"soil_water": soil_water, "phenology": WaterLimitedGSI() if phenology == "gsi_water" else GrowingSeasonIndex()}
         if soil_respiration is None:
-            return NaturalEcosystem(soil_water=soil_water)
-        return NaturalEcosystem(soil_respiration=soil_respiration, soil_water=soil_water)
+            return NaturalEcosystem(**kw)
+        return NaturalEcosystem(soil_respiration=soil_respiration, **kw)
     if vegetation == "soil":
         return SoilChamber() if soil_respiration is None else SoilChamber(soil_respiration=soil_respiration)
     raise ValueError(f"unknown vegetation {vegetation!r}; choose one of {(*VEGETATION, 'soil')}")

@@ -375,3 +375,33 @@ def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, data
                             base_config(plain_suite, quick=True, seed=0), True, "")
     with pytest.raises(NotAvailable, match="swc"):
         SLOTS[slot](plain_ctx)
+
+
+@pytest.mark.slow
+def test_water_phenology_slot_trains_the_water_limited_gsi(tmp_path, dataset_dir):
+    """hybrid_water_phenology on fluxnet_mm (quick): the trained physics' phenology is water-limited and learns
+    its two water parameters per site; held-out predictions finite; a crop suite says not available."""
+    from kgml.compare.runner import SLOTS, FoldContext, NotAvailable, base_config, prepare_suite
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    suite = get_suite("fluxnet_mm")
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
+    split = folds["site_kfold"][0]
+    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name,
+                      base_config(suite, quick=True, seed=0), True, "")
+    trained = {}
+    original = ctx.train
+
+    def spy(cfg, *a, **kw):
+        trained["run"] = original(cfg, *a, **kw)
+        return trained["run"]
+
+    ctx.train = spy
+    pred = SLOTS["hybrid_water_phenology"](ctx)
+    run = trained["run"]
+    assert run.config.model.phenology == "gsi_water" and run.model.process.phenology.water_limited
+    assert {"gsi_water_low", "gsi_water_span"} <= set(run.model.learned)
+    assert np.isfinite(pred["nee"].values).any()
+    crop = get_suite("il_corn_yield")
+    with pytest.raises(NotAvailable, match="natural-vegetation"):
+        SLOTS["hybrid_water_phenology"](FoldContext(crop, ds, split, tmp_path / "c", ctx.config, True, ""))

@@ -272,3 +272,29 @@ def test_observed_rew_sets_relative_water_and_stress_and_keeps_the_water_balance
         simulate(model, theta, met)
     with pytest.raises(ValueError, match="soil_water"):
         NaturalEcosystem(soil_water="measured")
+
+
+def test_water_limited_phenology_follows_the_bucket():
+    """WaterLimitedGSI: with the water ramp never binding it equals Jolly's GSI; in a rainless year the bucket
+    empties and the leaf area falls towards lai_min, and so does GPP; gradients stay finite."""
+    from process_models.phenology import WaterLimitedGSI
+
+    met = seasonal_met(1)
+    plain, limited = NaturalEcosystem(), NaturalEcosystem(phenology=WaterLimitedGSI())
+    theta = limited.default_parameters()
+    theta0 = plain.default_parameters()
+    never = {**theta, "gsi_water_low": jnp.float32(0.0), "gsi_water_span": jnp.float32(0.05)}
+    wet = met._replace(precip=jnp.full_like(met.precip, 8.0))  # the bucket stays near full
+    np.testing.assert_allclose(simulate(limited, never, wet).outputs.lai, simulate(plain, theta0, wet).outputs.lai,
+                               rtol=1e-6)
+    dry = met._replace(precip=jnp.zeros_like(met.precip))
+    base, out = simulate(plain, theta0, dry).outputs, simulate(limited, theta, dry).outputs
+    lai_min = float(theta["lai_min_fraction"] * theta["lai_max"])
+    assert float(out.lai[-60:].mean()) < float(base.lai[-60:].mean())
+    assert float(out.lai.min()) >= lai_min - 1e-5
+    assert float(out.gpp.sum()) < float(base.gpp.sum())
+    grads = jax.grad(lambda th: jnp.sum(simulate(limited, th, dry).outputs.nee))(theta)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+    assert abs(float(grads["gsi_water_span"])) > 0
+    with pytest.raises(ValueError, match="wrel"):
+        WaterLimitedGSI()(theta, WaterLimitedGSI().init_state(), met)
