@@ -388,9 +388,13 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             a = acc.setdefault((var, "quantile forest"), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
             n = 0
             for site, by_lv in hits.items():
-                a["sites"][f"{split.name}/{site}"] = {f"coverage_{round(lv * 100)}": float(h.mean())
-                                                      for lv, (h, _) in by_lv.items()}
                 k = len(next(iter(by_lv.values()))[0])
+                cov = {"n": k, **{f"coverage_{round(lv * 100)}": float(h.mean()) for lv, (h, _) in by_lv.items()}}
+                key = site if by_year else f"{split.name}/{site}"  # year folds: a unit's years over the folds
+                if key in a["sites"]:
+                    old, m_ = a["sites"][key], a["sites"][key]["n"] + k
+                    cov = {c: (old[c] * old["n"] + v * k) / m_ if c != "n" else m_ for c, v in cov.items()}
+                a["sites"][key] = cov
                 n += k
                 for lv, (h, w) in by_lv.items():
                     key = round(lv * 100)
