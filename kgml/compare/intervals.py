@@ -258,6 +258,11 @@ def interval_rows(suite, ds: xr.Dataset, folds: dict[str, list[Split]], director
         if not splits or not ({"calibration_sites", "calibration_years"} & set(splits[0].info)):
             notes[kind] = "no calibration sites or years (held-out years differ by site)"
             continue
+        few = [f"{sp.name} ({len(sp.info['calibration_years'])})" for sp in splits
+               if 0 < len(sp.info.get("calibration_years", ())) < MIN_CALIBRATION_YEARS]
+        if few:  # too few training years to carve 9 out: no finite 90 % quantile there
+            notes[kind] = (f"fewer than {MIN_CALIBRATION_YEARS} calibration years in {', '.join(few)}: the 90 % "
+                           "interval is unbounded (∞) in those folds")
         for m in models:
             for var in suite.targets:
                 obs_var = suite.observed_name(var)

@@ -4,6 +4,7 @@ covers 90 % ± 3 % of held-out site-steps), the quantile-forest reference, and t
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -377,3 +378,15 @@ def test_bench_shift_year_intervals_on_real_counties(tmp_path, dataset_dir):
         assert cal.year.values.tolist() == list(range(1990, 1999))
     md = (run / "metrics.md").read_text()
     assert "forecast — crop_yield: intervals" in md and "forecast — crop_yield_aggregate: intervals" in md
+
+
+def test_too_few_calibration_years_are_reported_as_an_unbounded_90_percent_interval(tmp_path):
+    """12 years, 2 held out: 10 training years give 6 calibration years (4 kept for training); ⌈7 · 0.9⌉ = 7 > 6,
+    so the 90 % interval is ∞ and the table says why."""
+    obs, pred, _ = _county_world(5, 12, rho=0.5, seed=0)
+    folds = _write_year_folds(tmp_path, obs, pred, n_folds=6, fraction=0.2)
+    assert {len(s.info["calibration_years"]) for s in folds["leave_years_out"]} == {6}
+    rows, notes = iv.interval_rows(ANNUAL, obs, folds, tmp_path, ["model"], [0], obs)
+    assert all(math.isinf(r["width_90"]) for r in rows) and all(math.isfinite(r["width_80"]) for r in rows)
+    assert "fewer than 9 calibration years" in notes["leave_years_out"]
+    assert "∞" in iv.intervals_markdown(rows, notes, [0])
