@@ -74,11 +74,14 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="calibrated 50/80/90 %% predictive intervals of every slot: 20 %% of each fold's training "
                         "sites are held back as calibration sites (split-conformal by site; seed spread with "
                         "--seeds >= 2), coverage, width and CRPS on the held-out sites, the random forest's "
-                        "quantile forest as reference; the models then differ from the default run, so all is "
-                        "written under OUT/SUITE/intervals")
+                        "quantile forest as reference; in year-held-out folds (leave-years-out, forecast) "
+                        "calibration years instead (whole years, at least 9; forecast: the last known years), "
+                        "and the yield of all units of a year (the state's) as an aggregate; the models then "
+                        "differ from the default run, so all is written under OUT/SUITE/intervals")
     s.add_argument("--calibration-fraction", type=float, default=0.2,
-                   help="with --intervals: share of each fold's training sites held back for calibration (default "
-                        "0.2; at least 2 sites; a finite 90 %% interval needs at least 9)")
+                   help="with --intervals: share of each fold's training sites (years) held back for calibration "
+                        "(default 0.2; at least 2 sites; a finite 90 %% interval needs at least 9; years: raised to "
+                        "9 where 4 training years are left)")
     s.add_argument("--freeze-folds", action="store_true",
                    help="(re)generate benchmarks/folds/SUITE.json from the full data first")
     s.add_argument("--add-fold-kinds", action="store_true",

@@ -4,8 +4,7 @@ calibration sites carved out of each fold's training sites, split-conformal quan
 reference, a table, the metrics variables and a coverage figure.
 
 Protocol. For each fold whose held-out sites are not training sites (site-grouped and leave-region-out
-kinds; leave-years-out folds hold the same sites out in other years and get no site-calibrated interval),
-`CALIBRATION_FRACTION` of the training sites (at least 2; deterministic: a generator seeded with the suite's
+kinds; year-held-out folds: see below), `CALIBRATION_FRACTION` of the training sites (at least 2; deterministic: a generator seeded with the suite's
 fold seed and the split's name) become *calibration* sites: no model is trained on them (they leave the
 training part; the validation sites stay as they are), every slot predicts them with the held-out sites
 (`calibration_path` beside `prediction_path`). The interval of a model is the ensemble mean over seeds ± q s,
@@ -24,6 +23,19 @@ calibrated on its own — the nonconformity score is the normalised error of the
 values (`kgml.uncertainty.aggregate_scores`), so whatever correlation the monthly or daily errors have
 within a year is carried into q without assuming a form for it; the seed-spread scale of a year is
 Σ σ̂ × days (the σ̂ of the annual total if the errors were fully correlated: the conservative form). Years are the units of the annual scores; sites stay the exchangeable units of the calibration.
+
+Year-held-out folds (leave-years-out, forecast: every unit is trained on in some years and held out in
+others): calibration *years* are carved out of the training years instead (`calibration_years_split`: whole
+years, every unit; `n_calibration_years`: the fraction, raised to 9 so that the 90 % quantile is finite,
+keeping ≥ 4 training years; forecast folds: the last known years, see there). The errors of the units of
+one year share its weather, so the year is the exchangeable unit: the scores of a calibration year's units
+weigh 1 together (`conformal_quantiles` keyed by year). Coverage is still scored per unit (p10 over units).
+The exchangeability of calibration and test years is an assumption: across a trend, or with the forecast's
+longer lead times, it fails in the direction of under-coverage. Aggregates (``<target>_aggregate``, annual
+suites): the (area-weighted where the data have ``area_harvested``) mean over the units of each year — the
+state yield of a state's counties — calibrated on the calibration years' *aggregate* errors
+(`unit_aggregate`), which carries the between-unit correlation of the errors: averaging N counties shrinks
+the error by √N only if they are independent, and one year's weather makes them not.
 
 Reference: the random forest's quantile regression forest (Meinshausen 2006, JMLR 7:983;
 `kgml.compare.baselines.FeatureBaseline.predict_quantiles`), first seed, uncalibrated, on the same folds and sites.
@@ -52,13 +64,18 @@ from kgml.uncertainty import (
     nonconformity,
 )
 
-__all__ = ["CALIBRATION_FRACTION", "QRF_QUANTILES", "calibration_path", "calibration_split", "coverage_figure",
-           "interval_rows", "intervals_dataset", "intervals_markdown"]
+__all__ = ["CALIBRATION_FRACTION", "MIN_CALIBRATION_YEARS", "QRF_QUANTILES", "calibration_path", "calibration_split",
+           "calibration_years_split", "coverage_figure", "interval_rows", "intervals_dataset", "intervals_markdown",
+           "n_calibration_years"]
 
 #: Flux targets whose annual values per site are scored too (``<target>_annual``, gC m-2 yr-1).
 ANNUAL_TARGETS = ("nee", "gpp", "reco", "rsoil")
 #: Share of a fold's training sites carved out for calibration.
 CALIBRATION_FRACTION = 0.2
+#: Fewest calibration years (or sites) with a finite 90 % split-conformal quantile: ⌈(n + 1)·0.9⌉ ≤ n.
+MIN_CALIBRATION_YEARS = 9
+#: Fewest training years a fold keeps when calibration years are carved out of it.
+MIN_TRAINING_YEARS = 4
 #: Quantiles of the quantile-forest reference: the ends of the central intervals at `LEVELS`.
 QRF_QUANTILES = tuple(sorted({round((1 - lv) / 2, 4) for lv in LEVELS} | {round((1 + lv) / 2, 4) for lv in LEVELS}))
 
@@ -70,14 +87,20 @@ def calibration_path(fold_dir: Path, model: str, seed: int = 0) -> Path:
 
 def calibration_split(split: Split, *, fraction: float = CALIBRATION_FRACTION, seed: int = 0) -> tuple[Split | None, str]:
     """``split`` with calibration sites carved out of its training sites: they leave ``train`` and join the
-    held-out part (so every slot predicts them), listed in ``info["calibration_sites"]``. Returns (split,
-    "") or (None, why) for a fold whose held-out sites are also training sites (leave-years-out). Raises
-    ``ValueError`` when fewer than one training site would be left."""
+    held-out part (so every slot predicts them), listed in ``info["calibration_sites"]``. A fold whose
+    held-out sites are the training sites in other years (leave-years-out, forecast) gets calibration
+    *years* instead (`calibration_years_split`). Returns (split, "") or (None, why) for a fold that holds
+    out per-site years (no whole year to calibrate on). Raises ``ValueError`` when fewer than one training
+    site would be left."""
     heldout = split.info.get("heldout", "test")
     held = split.part(heldout)
     train = sorted(map(str, split.train.units))
     if set(held.units) & set(train):
-        return None, "held-out sites are training sites in other years (no site-calibrated interval)"
+        if held.unit_years is not None or split.train.unit_years is not None or held.years is None \
+                or split.train.years is None:
+            return None, ("held-out years differ by site (no whole held-out year to calibrate on, no site held "
+                          "out whole)")
+        return calibration_years_split(split, fraction=fraction, seed=seed), ""
     n_cal = max(2, int(round(fraction * len(train))))
     if len(train) - n_cal < 1:
         raise ValueError(f"fold {split.name!r} has {len(train)} training sites: too few to carve {n_cal} "
@@ -89,6 +112,57 @@ def calibration_split(split: Split, *, fraction: float = CALIBRATION_FRACTION, s
     info = {**split.info, "calibration_sites": cal, "heldout_sites": list(map(str, held.units)),
             "calibration_fraction": float(fraction)}
     return dataclasses.replace(split, **parts, info=info), ""
+
+
+def n_calibration_years(n_train: int, fraction: float = CALIBRATION_FRACTION) -> int:
+    """Calibration years carved out of ``n_train`` training years: ``fraction`` of them, raised to
+    `MIN_CALIBRATION_YEARS` (the fewest with a finite 90 % quantile), but leaving at least
+    `MIN_TRAINING_YEARS`; at least 2. Raises ``ValueError`` when that is impossible."""
+    n = max(int(round(fraction * n_train)), MIN_CALIBRATION_YEARS)
+    n = min(n, n_train - MIN_TRAINING_YEARS)
+    if n < 2:
+        raise ValueError(f"{n_train} training years: too few to carve 2 calibration years out of them and keep "
+                         f"{MIN_TRAINING_YEARS} for training")
+    return n
+
+
+def calibration_years_split(split: Split, *, fraction: float = CALIBRATION_FRACTION, seed: int = 0) -> Split:
+    """``split`` (every unit held out in some years, trained on in others) with calibration *years* carved
+    out of its training years: whole years, every unit of them; they leave ``train`` and join the held-out
+    part's years (every slot predicts them with the held-out years; the engine writes them apart), listed in
+    ``info["calibration_years"]``; the held-out years in ``info["heldout_years"]``. How many:
+    `n_calibration_years`. Which: in a forecast fold (``strategy == "forecast_origins"``) the *last* known
+    years before the forecast origin, as a forecaster would calibrate on the most recent years it could
+    have forecast; the validation years move to just before them (the models then train on the earliest
+    years, are validated on the next and calibrated on the latest: the calibration errors are genuine
+    forecasts, though at shorter lead times than the test years'); elsewhere (leave-years-out) a seeded draw
+    of the training years (generator seeded with ``seed`` and the split's name). Raises ``ValueError`` when
+    too few training years are left."""
+    heldout = split.info.get("heldout", "test")
+    held = split.part(heldout)
+    train_y = sorted(split.train.years)
+    val_y = sorted(split.val.years or ())
+    n_cal = n_calibration_years(len(train_y), fraction)
+    if split.strategy == "forecast_origins":
+        known = sorted(set(train_y) | set(val_y))
+        cal = known[len(known) - n_cal:]
+        rest = known[:len(known) - n_cal]
+        val = rest[len(rest) - len(val_y):] if val_y else []
+        keep = [y for y in rest if y not in set(val)]
+        where = "the last known years before the forecast origin"
+    else:
+        rng = np.random.default_rng([int(seed), zlib.crc32(split.name.encode())])
+        cal = sorted(int(y) for y in rng.choice(train_y, size=n_cal, replace=False))
+        keep, val = [y for y in train_y if y not in set(cal)], val_y
+        where = "a seeded draw of the training years"
+    parts = {"train": Part(split.train.units, keep),
+             "val": Part(split.val.units if val else (), val or None),
+             heldout: Part(held.units, sorted({*held.years, *cal}))}
+    info = {**split.info, "calibration_years": [int(y) for y in cal], "heldout_years": [int(y) for y in held.years],
+            "calibration_fraction": float(fraction), "calibration_by": "year", "calibration_choice": where}
+    if split.strategy == "forecast_origins" and val:
+        info["val_years_moved"] = [int(y) for y in val]
+    return dataclasses.replace(split, **parts, info=info)
 
 
 def _load(path: Path) -> xr.Dataset | None:
@@ -179,10 +253,16 @@ def interval_rows(suite, ds: xr.Dataset, folds: dict[str, list[Split]], director
     protocol's; with several seeds also ``residual``, for comparison) and, for ``rf``, the uncalibrated
     quantile-forest reference (``scale="quantile forest"``). Returns (rows, notes by fold kind)."""
     rows, notes = [], {}
+    weights = ds["area_harvested"] if "area_harvested" in ds else None
     for kind, splits in folds.items():
-        if not splits or "calibration_sites" not in splits[0].info:
-            notes[kind] = "no calibration sites (held-out sites are training sites in other years)"
+        if not splits or not ({"calibration_sites", "calibration_years"} & set(splits[0].info)):
+            notes[kind] = "no calibration sites or years (held-out years differ by site)"
             continue
+        few = [f"{sp.name} ({len(sp.info['calibration_years'])})" for sp in splits
+               if 0 < len(sp.info.get("calibration_years", ())) < MIN_CALIBRATION_YEARS]
+        if few:  # too few training years to carve 9 out: no finite 90 % quantile there
+            notes[kind] = (f"fewer than {MIN_CALIBRATION_YEARS} calibration years in {', '.join(few)}: the 90 % "
+                           "interval is unbounded (∞) in those folds")
         for m in models:
             for var in suite.targets:
                 obs_var = suite.observed_name(var)
@@ -193,14 +273,62 @@ def interval_rows(suite, ds: xr.Dataset, folds: dict[str, list[Split]], director
                     cal = [p for sd in seeds if (p := _load(calibration_path(fold_dir, m, sd))) is not None]
                     if not held or len(cal) != len(held):
                         continue
-                    _fold_intervals(acc, held, cal, obs, var, obs_var, suite.resolution, split, m)
+                    _fold_intervals(acc, held, cal, obs, var, obs_var, suite.resolution, split, m, weights)
                 for (label, scale), a in acc.items():
                     rows.append(_finish(a, m, kind, label, scale))
     return rows, notes
 
 
+def _by_year(da: xr.DataArray) -> dict[str, np.ndarray]:
+    """(site, year) values grouped by year: year → the values of its sites (the calibration units of a
+    year-calibrated fold)."""
+    return {str(int(y)): np.asarray(da.sel(year=y).values, np.float64) for y in da.year.values}
+
+
+def unit_aggregate(y: xr.DataArray, yhat: xr.DataArray, sigma: xr.DataArray | None = None,
+                   weights: xr.DataArray | None = None, *, min_fraction: float = 0.5
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """The aggregate over units of each year of (site, year) observations and predictions: the mean over
+    the units paired that year (both finite), weighted by ``weights`` (e.g. harvested area, (site, year) or
+    (site,)) when given — the state yield of its counties (t ha-1) when the units are a state's counties.
+    NaN for a year with fewer than ``min_fraction`` of the units paired (a mean of a few counties is not the
+    state's). With ``sigma`` (the step scale σ̂ + β) also its weighted mean: the σ̂ of the aggregate if the
+    units' errors were fully correlated (the conservative scale; the calibration decides the width).
+    Returns (observed, predicted, scale or None, years)."""
+    y, yhat = y.transpose("site", "year"), yhat.transpose("site", "year")
+    yv, pv = np.asarray(y.values, np.float64), np.asarray(yhat.values, np.float64)
+    if weights is None:
+        w = np.ones_like(yv)
+    else:
+        wd = weights.reindex(site=y.site.values)
+        wd = wd.reindex(year=y.year.values) if "year" in wd.dims else wd.expand_dims(year=y.year.values, axis=-1)
+        w = np.asarray(wd.transpose("site", "year").values, np.float64)
+    ok = np.isfinite(yv) & np.isfinite(pv) & np.isfinite(w) & (w > 0)
+    if sigma is not None:
+        sv = np.asarray(sigma.transpose("site", "year").values, np.float64)
+        ok &= np.isfinite(sv)
+    w = np.where(ok, w, 0.0)
+    total = w.sum(0)
+    enough = ok.sum(0) >= max(1, min_fraction * yv.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ya = np.where(enough, (w * np.where(ok, yv, 0.0)).sum(0) / total, np.nan)
+        pa = np.where(enough, (w * np.where(ok, pv, 0.0)).sum(0) / total, np.nan)
+        sa = None if sigma is None else np.where(enough, (w * np.where(ok, sv, 0.0)).sum(0) / total, np.nan)
+    return ya, pa, sa, np.asarray(y.year.values, np.int64)
+
+
+def _aggregate_views(oc, pc, sc, oh, ph, sh, weights) -> tuple:
+    """The cross-unit aggregate of a year-calibrated fold: calibration scores per calibration year (one
+    aggregate each), held-out aggregates of the held-out years as one series (``"all units"``)."""
+    ya, pa, sa, yrs = unit_aggregate(oc, pc, sc, weights)
+    cal = ({str(y): ya[i:i + 1] for i, y in enumerate(yrs)}, {str(y): pa[i:i + 1] for i, y in enumerate(yrs)},
+           None if sa is None else {str(y): sa[i:i + 1] for i, y in enumerate(yrs)})
+    yh, phh, shh, _ = unit_aggregate(oh, ph, sh, weights)
+    return (*cal, {"all units": yh}, {"all units": phh}, None if shh is None else {"all units": shh})
+
+
 def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: str, resolution: str, split: Split,
-                    model: str) -> None:
+                    model: str, weights: xr.DataArray | None = None) -> None:
     h_mean, h_sd = _mean_sd(held)
     c_mean, c_sd = _mean_sd(cal)
     try:
@@ -219,11 +347,25 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
         # (GPP in winter) keep a non-zero interval; seeds that always agree (deterministic slots): residual only.
         if beta > 0:
             scales = ["seed spread", "residual"]
-            sig_h, sig_c = _by_site(sh + beta), _by_site(sc + beta)
-    train = list(map(str, split.train.units)) + list(map(str, split.val.units))
-    held_sites = list(split.info.get("heldout_sites", []))
-    views = {var: (_by_site(oc), _by_site(pc), sig_c, _by_site(oh), _by_site(ph), sig_h)}
-    if resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
+            sig_h, sig_c = sh + beta, sc + beta
+    by_year = "calibration_years" in split.info
+    if by_year:  # the calibration units are whole years (each weighs 1); held-out coverage stays per site
+        if resolution != "annual":
+            return
+        group = _by_year
+        train = [str(int(y)) for y in (*split.train.years, *(split.val.years or ()))]
+        held_units = [str(int(y)) for y in split.info["heldout_years"]]
+    else:
+        group = _by_site
+        train = list(map(str, split.train.units)) + list(map(str, split.val.units))
+        held_units = list(split.info.get("heldout_sites", []))
+    views = {var: (group(oc), group(pc), None if sig_c is None else group(sig_c), _by_site(oh), _by_site(ph),
+                   None if sig_h is None else _by_site(sig_h))}
+    if by_year:
+        views[f"{var}_aggregate"] = _aggregate_views(oc, pc, sig_c, oh, ph, sig_h, weights)
+    if not by_year and resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
+        sig_c = None if sig_c is None else _by_site(sig_c)
+        sig_h = None if sig_h is None else _by_site(sig_h)
         yrs_c, days_c = _step_days(oc, resolution)
         yrs_h, days_h = _step_days(oh, resolution)
         views[f"{var}_annual"] = (*_annual(views[var][0], views[var][1], sig_c, yrs_c, days_c),
@@ -234,14 +376,15 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             use_h = sh_ if scale == "seed spread" else None
             scores = {s: nonconformity(yc[s], pc_[s], None if use_c is None else use_c[s]) for s in yc}
             try:
-                calib = conformal_quantiles(scores, train_sites=train, test_sites=held_sites)
+                calib = conformal_quantiles(scores, train_sites=train, test_sites=held_units)
             except ValueError:  # fewer than 2 calibration sites with paired values (e.g. no complete year)
                 continue
             res = coverage_scores(yh, ph_, calib, use_h, per_site=True)
             if not res["n"]:  # no held-out step (or complete year) to score
                 continue
-            a = acc.setdefault((label, scale), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
-            _add(a, res, split.name)
+            a = acc.setdefault((label, scale), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": [],
+                                                "by": "year" if by_year else "site"})
+            _add(a, res, split.name, pool_units=by_year and label == var)
             a["q"].append({lv: calib.q[lv] for lv in LEVELS})
             a["n_cal"].append(calib.n_sites)
     if model == "rf":
@@ -250,9 +393,13 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             a = acc.setdefault((var, "quantile forest"), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
             n = 0
             for site, by_lv in hits.items():
-                a["sites"][f"{split.name}/{site}"] = {f"coverage_{round(lv * 100)}": float(h.mean())
-                                                      for lv, (h, _) in by_lv.items()}
                 k = len(next(iter(by_lv.values()))[0])
+                cov = {"n": k, **{f"coverage_{round(lv * 100)}": float(h.mean()) for lv, (h, _) in by_lv.items()}}
+                key = site if by_year else f"{split.name}/{site}"  # year folds: a unit's years over the folds
+                if key in a["sites"]:
+                    old, m_ = a["sites"][key], a["sites"][key]["n"] + k
+                    cov = {c: (old[c] * old["n"] + v * k) / m_ if c != "n" else m_ for c, v in cov.items()}
+                a["sites"][key] = cov
                 n += k
                 for lv, (h, w) in by_lv.items():
                     key = round(lv * 100)
@@ -262,7 +409,9 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             a["folds"].append(split.name)
 
 
-def _add(a: dict, res: dict, fold: str) -> None:
+def _add(a: dict, res: dict, fold: str, *, pool_units: bool = False) -> None:
+    """Add one fold's scores to the accumulator; per-unit coverage is kept per (fold, unit), or with
+    ``pool_units`` per unit over the folds (year-held-out folds hold every unit out in each fold)."""
     n = res.get("n", 0)
     if not n:
         return
@@ -272,13 +421,19 @@ def _add(a: dict, res: dict, fold: str) -> None:
         if k.startswith(("coverage_", "width_")) and not k.endswith("_p10") or k == "crps":
             a["sums"][k] = a["sums"].get(k, 0.0) + v * n
     for site, cov in res["sites"].items():
-        a["sites"][f"{fold}/{site}"] = cov
+        key = site if pool_units else f"{fold}/{site}"
+        if key in a["sites"]:  # the unit's held-out years of every fold pooled: weighted by their counts
+            old = a["sites"][key]
+            m = old["n"] + cov["n"]
+            cov = {k: (old[k] * old["n"] + cov[k] * cov["n"]) / m if k != "n" else m for k in cov}
+        a["sites"][key] = cov
 
 
 def _finish(a: dict, model: str, kind: str, var: str, scale: str) -> dict:
     row = {"model": model, "fold_kind": kind, "variable": var, "scale": scale, "n_folds": len(a["folds"]),
            "n_sites": len(a["sites"]), "n": a["n"],
-           "n_calibration_sites": int(np.sum(a["n_cal"])) if a["n_cal"] else 0}
+           "n_calibration_sites": int(np.sum(a["n_cal"])) if a["n_cal"] else 0,
+           "calibrated_by": a.get("by", "site")}
     for lv in LEVELS:
         key = round(lv * 100)
         row[f"coverage_{key}"] = a["sums"].get(f"coverage_{key}", math.nan) / a["n"] if a["n"] else math.nan
@@ -310,7 +465,13 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
              "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "
              "mean interval width (units of the target; ``<target>_annual``: annual totals in gC m-2 yr-1, calibrated "
              "on the calibration sites' annual errors); CRPS of the calibrated Gaussian. ∞: fewer calibration "
-             "sites than the level needs (⌈(n+1)·level⌉ > n).", ""]
+             "sites than the level needs (⌈(n+1)·level⌉ > n).", "",
+             "Year-held-out folds (leave-years-out, forecast): calibration *years* (whole years, every unit; "
+             "`calibration_years_split`; forecast: the last known years) instead of sites, each year weighing 1; "
+             "'(N y)' = calibration years summed over folds; coverage p10 over held-out units. "
+             "``<target>_aggregate``: the mean over units of each held-out year (all units: the state yield of "
+             "a state's counties), calibrated on the calibration years' aggregate errors (carries the "
+             "between-unit correlation); its p10 is over folds.", ""]
     for kind in dict.fromkeys(r["fold_kind"] for r in rows):
         for var in dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind):
             mine = [r for r in rows if r["fold_kind"] == kind and r["variable"] == var]
@@ -319,7 +480,8 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
                       "| width 90 | CRPS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in mine:
                 lines.append("| " + " | ".join([
-                    r["model"], r["scale"], str(r["n_folds"]), f"{r['n_sites']} ({r['n_calibration_sites']})",
+                    r["model"], r["scale"], str(r["n_folds"]),
+                    f"{r['n_sites']} ({r['n_calibration_sites']}{' y' if r.get('calibrated_by') == 'year' else ''})",
                     _cell(r["coverage_50"]), _cell(r["coverage_80"]),
                     f"{_cell(r['coverage_90'])} / {_cell(r['coverage_90_p10'])}",
                     _cell(r["width_50"], "{:.3g}"), _cell(r["width_80"], "{:.3g}"), _cell(r["width_90"], "{:.3g}"),

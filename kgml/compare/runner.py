@@ -72,7 +72,7 @@ from kgml.compare.suites import (
 )
 from kgml.config import config_from_dict
 from kgml.data.assemble import DIURNAL_RANGE
-from kgml.data.splits import Part, Split, mask_unit_years
+from kgml.data.splits import Part, Split, mask_unit_years, restrict_years
 from kgml.evaluation import metric_order, to_monthly
 from kgml.experiment import (
     Run,
@@ -1068,6 +1068,10 @@ def run_folds(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], direc
             write_netcdf_atomic(pred.sel(site=[u for u in pred.site.values.astype(str) if u in set(cal)]),
                                 iv.calibration_path(fold_dir, m, s))
             pred = pred.sel(site=held)
+        cal_years = split.info.get("calibration_years")
+        if cal_years:  # `--intervals` in a year-held-out fold: the calibration years go beside the held-out ones
+            write_netcdf_atomic(restrict_years(pred, cal_years), iv.calibration_path(fold_dir, m, s))
+            pred = restrict_years(pred, split.info["heldout_years"])
         write_netcdf_atomic(pred, path)
     bar.close()
     return status
@@ -1105,9 +1109,11 @@ def run_suite(
     resumes on its own); the tables score the ensemble mean and show the spread over seeds. ``ablate``: add
     the slots of the ablation table (`ABLATIONS`; without ``models`` only those). ``intervals``: calibrated
     predictive intervals (`kgml.compare.intervals`): calibration sites carved out of every fold's training
-    sites, so the models differ from the default run's; everything is written under
-    ``<out>/<suite>/intervals`` (fold kinds without held-out sites are left out); ``calibration_fraction``:
-    the share of each fold's training sites carved out (≥ 2 sites; a finite 90 % quantile needs ≥ 9).
+    sites (calibration *years* out of the training years where the held-out sites are trained on in other
+    years), so the models differ from the default run's; everything is written under
+    ``<out>/<suite>/intervals`` (fold kinds with per-site held-out years are left out); ``calibration_fraction``:
+    the share of each fold's training sites (years) carved out (≥ 2 sites; a finite 90 % quantile needs ≥ 9;
+    years: at least 9 where 4 training years are left, `kgml.compare.intervals.n_calibration_years`).
     Returns a `SuiteResult`."""
     suite = get_suite(name)
     if seeds < 1:
@@ -1143,7 +1149,8 @@ def run_suite(
 def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBRATION_FRACTION
                       ) -> tuple[dict[str, list[Split]], dict[str, str]]:
     """Every split with its calibration sites carved out (`kgml.compare.intervals.calibration_split`, seeded
-    with the frozen folds' seed); fold kinds without held-out sites are left out, with the reason."""
+    with the frozen folds' seed; calibration years in year-held-out folds); fold kinds whose held-out years
+    differ by site are left out, with the reason."""
     out, notes = {}, {}
     for kind, splits in folds.items():
         carved = [iv.calibration_split(s, fraction=fraction, seed=FOLD_SEED) for s in splits]
@@ -1152,7 +1159,7 @@ def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBR
             continue
         out[kind] = [c for c, _ in carved]
     if not out:
-        raise ValueError("--intervals: no fold kind of the run holds whole sites out ("
+        raise ValueError("--intervals: no fold kind of the run holds whole sites or whole years out ("
                          + "; ".join(f"{k}: {v}" for k, v in notes.items()) + ")")
     return out, notes
 
@@ -1341,7 +1348,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
         if ref_md:
             md = md.rstrip() + "\n\n" + ref_md
     irows = []
-    if any("calibration_sites" in s.info for splits in folds.values() for s in splits):
+    if any("calibration_sites" in s.info or "calibration_years" in s.info for splits in folds.values() for s in splits):
         irows, inotes = iv.interval_rows(suite, ds, folds, directory, models, seeds, obs)
         fraction = next(s.info["calibration_fraction"] for splits in folds.values() for s in splits
                         if "calibration_fraction" in s.info)

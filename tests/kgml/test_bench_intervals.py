@@ -4,6 +4,7 @@ covers 90 % ± 3 % of held-out site-steps), the quantile-forest reference, and t
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,11 +36,12 @@ def test_calibration_sites_are_carved_out_of_training_deterministically():
     assert len(a.train.units) == 24 and list(a.val.units) == sites[30:35]
     other, _ = iv.calibration_split(_split("fold1", sites[:30], sites[30:35], sites[35:]), seed=7)
     assert other.info["calibration_sites"] != a.info["calibration_sites"]  # seeded by the split's name
-    # Leave-years-out folds hold the training sites out in other years: no site calibration.
-    years = Split("years", "year_blocks", 0, "site", Part(sites[:5], [2001]), Part(), Part(sites[:5], [2002]), Part(),
-                  {"heldout": "test"})
-    none, why = iv.calibration_split(years)
-    assert none is None and "other years" in why
+    # Leave-years-out folds hold the training sites out in other years: calibration years instead (below);
+    # a fold whose held-out years differ by site has no whole year to calibrate on.
+    per_site = Split("anomalous", "anomalous_year_out", 0, "site", Part(sites[:5], unit_years={u: (2001,) for u in sites[:5]}),
+                     Part(), Part(sites[:5], unit_years={u: (2002,) for u in sites[:5]}), Part(), {"heldout": "test"})
+    none, why = iv.calibration_split(per_site)
+    assert none is None and "differ by site" in why
     with pytest.raises(ValueError, match="too few"):
         iv.calibration_split(_split("tiny", sites[:2], [], sites[2:4]))
 
@@ -201,19 +203,23 @@ def test_annual_totals_are_calibrated_with_their_correlation(tmp_path):
     assert annual["width_90"] > 2.0 * naive.mean()
 
 
-def test_interval_runs_leave_out_fold_kinds_without_held_out_sites():
+def test_interval_runs_leave_out_fold_kinds_without_whole_held_out_sites_or_years():
     from kgml.compare.runner import calibration_folds
 
     sites = [f"s{i:02d}" for i in range(20)]
     site_fold = _split("f0", sites[:15], [], sites[15:])
-    years = Split("y0", "year_blocks", 0, "site", Part(sites, [2001]), Part(), Part(sites, [2002]), Part(),
-                  {"heldout": "test"})
-    out, notes = calibration_folds({"site_kfold": [site_fold], "leave_years_out": [years]}, 0.3)
-    assert list(out) == ["site_kfold"] and "other years" in notes["leave_years_out"]
+    years = Split("y0", "year_blocks", 0, "site", Part(sites, range(1990, 2010)), Part(), Part(sites, [2010, 2011]),
+                  Part(), {"heldout": "test"})
+    per_site = Split("a0", "anomalous_year_out", 0, "site", Part(sites, unit_years={u: (2001,) for u in sites}),
+                     Part(), Part(sites, unit_years={u: (2002,) for u in sites}), Part(), {"heldout": "test"})
+    out, notes = calibration_folds({"site_kfold": [site_fold], "leave_years_out": [years],
+                                    "anomalous_year": [per_site]}, 0.3)
+    assert list(out) == ["site_kfold", "leave_years_out"] and "differ by site" in notes["anomalous_year"]
     assert len(out["site_kfold"][0].info["calibration_sites"]) == 4
     assert out["site_kfold"][0].info["calibration_fraction"] == 0.3
+    assert len(out["leave_years_out"][0].info["calibration_years"]) == 9  # raised from 0.3 × 20 = 6 to 9
     with pytest.raises(ValueError, match="no fold kind"):
-        calibration_folds({"leave_years_out": [years]})
+        calibration_folds({"anomalous_year": [per_site]})
 
 
 def test_cli_refuses_a_bad_calibration_fraction(tmp_path, capsys):
@@ -222,3 +228,165 @@ def test_cli_refuses_a_bad_calibration_fraction(tmp_path, capsys):
     assert main(["bench", "shift", "--suite", "synthetic_shift", "--quick", "--intervals", "--calibration-fraction",
                  "1.5", "--out", str(tmp_path)]) == 2
     assert "--calibration-fraction must be in (0, 1)" in capsys.readouterr().err
+
+
+# --- year-calibrated intervals (leave-years-out and forecast folds; county and state yield) ---------------
+
+
+def _year_split(name, units, train, val, test, strategy="year_blocks"):
+    return Split(name, strategy, 0, "site", Part(units, train), Part(units if val else (), val or None),
+                 Part(units, test), Part(), {"heldout": "test", "fold_kind": "leave_years_out"})
+
+
+def test_calibration_years_are_whole_training_years_drawn_deterministically():
+    units = [f"c{i:02d}" for i in range(6)]
+    years = list(range(1980, 2014))
+    test, val = years[7:14], [1981, 1999, 2005, 2010]
+    train = [y for y in years if y not in set(test) | set(val)]  # 23 years
+    split = _year_split("years5_block1", units, train, val, test)
+    a, why = iv.calibration_split(split, seed=3)
+    b, _ = iv.calibration_split(split, seed=3)
+    assert why == "" and a.info["calibration_years"] == b.info["calibration_years"]
+    cal = a.info["calibration_years"]
+    # 20 % of 23 = 5 years would leave the 90 % quantile infinite (⌈6 × 0.9⌉ = 6 > 5): raised to 9.
+    assert len(cal) == iv.MIN_CALIBRATION_YEARS == 9 and set(cal) <= set(train)
+    assert not set(cal) & set(a.train.years) and sorted({*a.train.years, *cal}) == train
+    assert a.val.years == tuple(val) and set(a.test.years) == set(test) | set(cal)
+    assert a.info["heldout_years"] == test and a.info["calibration_by"] == "year"
+    assert list(a.train.units) == list(a.test.units) == units  # whole years: every unit of them
+    other, _ = iv.calibration_split(_year_split("years5_block2", units, train, val, test), seed=3)
+    assert other.info["calibration_years"] != cal  # seeded by the split's name
+    assert iv.n_calibration_years(60, 0.2) == 12 and iv.n_calibration_years(10, 0.2) == 6  # keeps 4 for training
+    with pytest.raises(ValueError, match="too few"):
+        iv.calibration_split(_year_split("tiny", units, [1990, 1991, 1992, 1993, 1994], [], [1995]))
+
+
+def test_forecast_folds_calibrate_on_the_last_known_years():
+    """A forecaster calibrates on the most recent years it could have forecast: the last known years, the
+    validation years moved to just before them, the models trained on the earliest; nothing after the origin."""
+    units = ["a", "b"]
+    split = _year_split("forecast5_from1998", units, list(range(1980, 1997)), [1997, 1998], list(range(1999, 2004)),
+                        strategy="forecast_origins")
+    a, _ = iv.calibration_split(split, seed=0)
+    assert a.info["calibration_years"] == list(range(1990, 1999))
+    assert a.val.years == (1988, 1989) and a.train.years == tuple(range(1980, 1988))
+    assert max(a.train.years) < min(a.val.years) and max(a.val.years) < min(a.info["calibration_years"])
+    assert a.info["heldout_years"] == list(range(1999, 2004)) and a.info["val_years_moved"] == [1988, 1989]
+
+
+def _county_world(n_units: int, n_years: int, rho: float, seed: int, sd: float = 0.5):
+    """(site, year) yields whose errors share a year effect: e = sd (√ρ a_year + √(1 − ρ) b_site,year), so the
+    errors of two counties in one year correlate with ρ (one year's weather); each year is one draw."""
+    rng = np.random.default_rng(seed)
+    years = np.arange(1001, 1001 + n_years)
+    units = [f"c{i:02d}" for i in range(n_units)]
+    truth = 8 + 0.02 * (years - 1001)[None, :] + rng.normal(0, 1.0, (n_units, 1))
+    err = sd * (np.sqrt(rho) * rng.normal(size=(1, n_years)) + np.sqrt(1 - rho) * rng.normal(size=(n_units, n_years)))
+    coords = {"site": units, "year": years}
+    obs = xr.Dataset({"crop_yield": (("site", "year"), truth + err, {"units": "t ha-1"})}, coords=coords)
+    pred = xr.Dataset({"crop_yield": (("site", "year"), truth, {"units": "t ha-1"})}, coords=coords)
+    return obs, pred, err
+
+
+def _write_year_folds(directory, obs, pred, n_folds, fraction):
+    years = [int(y) for y in obs.year.values]
+    units = list(map(str, obs.site.values))
+    folds = []
+    for k, test in enumerate(np.array_split(np.asarray(years), n_folds)):
+        train = [y for y in years if y not in set(test.tolist())]
+        split, _ = iv.calibration_split(_year_split(f"years_block{k}", units, train, [], test.tolist()),
+                                        fraction=fraction, seed=1)
+        fold_dir = directory / "folds" / "leave_years_out" / split.name
+        write_netcdf_atomic(pred.sel(year=split.info["heldout_years"]), prediction_path(fold_dir, "model"))
+        write_netcdf_atomic(pred.sel(year=split.info["calibration_years"]), iv.calibration_path(fold_dir, "model"))
+        folds.append(split)
+    return {"leave_years_out": folds}
+
+
+ANNUAL = SimpleNamespace(targets=("crop_yield",), resolution="annual", observed_name=lambda t: t)
+
+
+def test_county_and_state_yield_intervals_carry_the_between_county_correlation(tmp_path):
+    """County-year and state (mean of counties) yield intervals on a world whose county errors in one year
+    correlate (ρ = 0.6): calibrated by years, both 90 % intervals cover 90 % ± 3 % of held-out years; the
+    state interval built as if the counties were independent (the county quantile / √N) covers far less."""
+    n_units, n_years = 20, 1200
+    obs, pred, err = _county_world(n_units, n_years, rho=0.6, seed=2)
+    folds = _write_year_folds(tmp_path, obs, pred, n_folds=6, fraction=0.2)  # 200 calibration years per fold
+    rows, notes = iv.interval_rows(ANNUAL, obs, folds, tmp_path, ["model"], [0], obs)
+    assert not notes
+    by = {r["variable"]: r for r in rows}
+    county, state = by["crop_yield"], by["crop_yield_aggregate"]
+    assert county["calibrated_by"] == state["calibrated_by"] == "year"
+    assert county["n_sites"] == n_units and county["n"] == n_units * n_years
+    assert state["n"] == n_years and county["n_calibration_sites"] == 6 * 200
+    assert 0.87 <= county["coverage_90"] <= 0.93, county
+    assert 0.87 <= state["coverage_90"] <= 0.93, state
+    assert 0.47 <= state["coverage_50"] <= 0.53, state
+    # Independence: the mean of N county errors would have a quantile q/√N; with ρ = 0.6 the state's error
+    # is √(ρ + (1 − ρ)/N) ≈ 0.79 sd, not 0.22 sd: the naive interval is ~3.5× too narrow.
+    state_err = err.mean(0)
+    naive = county["q_90"] / np.sqrt(n_units)
+    assert (np.abs(state_err) <= naive).mean() < 0.4
+    assert state["width_90"] > 3.0 * 2 * naive
+    md = iv.intervals_markdown(rows, {}, [0])
+    assert "crop_yield_aggregate" in md and "| model | residual | 6 | 20 (1200 y) |" in md
+
+
+def test_year_calibration_weighs_each_year_once():
+    """Grouped by year, a year with many units counts as much as one with few: calibrated on years with
+    many quiet units and few noisy ones, the quantile follows the years, not the unit-years."""
+    from kgml.uncertainty import conformal_quantiles
+
+    quiet = {str(1990 + i): np.full(50, 1.0) for i in range(10)}
+    noisy = {str(2000 + i): np.full(1, 5.0) for i in range(10)}
+    cal = conformal_quantiles({**quiet, **noisy}, levels=(0.5, 0.9))
+    assert cal.q[0.9] == 5.0  # half the years are noisy: the 90 % quantile is theirs
+    assert cal.n_sites == 20
+
+
+def test_unit_aggregate_is_the_area_weighted_mean_of_paired_units():
+    coords = {"site": ["a", "b", "c"], "year": [2001, 2002]}
+    y = xr.DataArray([[10.0, 8.0], [6.0, np.nan], [4.0, np.nan]], coords=coords, dims=("site", "year"))
+    p = y.fillna(0.0) + 1.0
+    area = xr.DataArray([1.0, 3.0, 0.0], coords={"site": ["a", "b", "c"]}, dims="site")
+    ya, pa, sa, yrs = iv.unit_aggregate(y, p, None, area)
+    assert yrs.tolist() == [2001, 2002] and sa is None
+    assert ya[0] == pytest.approx((10 + 3 * 6) / 4) and pa[0] == pytest.approx(ya[0] + 1)  # c has no area
+    assert np.isnan(ya[1])  # one of three units paired in 2002: not a state yield
+    ya, _, _, _ = iv.unit_aggregate(y, p)
+    assert ya[0] == pytest.approx(20 / 3)
+
+
+def test_bench_shift_year_intervals_on_real_counties(tmp_path, dataset_dir):
+    """`kgml bench shift --intervals` on a few real Illinois counties, forecast folds: the calibration years
+    are predicted apart from the forecast years and never trained on, and the county and state tables come out."""
+    from kgml.cli import main
+    from kgml.compare.suites import get_suite
+
+    suite = get_suite("il_corn_yield")
+    root = dataset_dir(suite.dataset_folder).parent
+    argv = ["bench", "shift", "--suite", "il_corn_yield", "--quick", "--data-dir", str(root), "--out", str(tmp_path),
+            "--models", "yield_unit_trend", "--fold-kinds", "forecast", "--intervals", "--no-progress",
+            "--no-figures", "--no-results"]
+    assert main(argv) == 0
+    run = tmp_path / "il_corn_yield" / "intervals"
+    fold = run / "folds" / "forecast" / "forecast5_from1998"  # --quick: the first origin
+    with xr.open_dataset(fold / "yield_unit_trend.nc") as held, \
+            xr.open_dataset(fold / "yield_unit_trend_calibration.nc") as cal:
+        assert held.year.values.tolist() == list(range(1999, 2004))
+        assert cal.year.values.tolist() == list(range(1990, 1999))
+    md = (run / "metrics.md").read_text()
+    assert "forecast — crop_yield: intervals" in md and "forecast — crop_yield_aggregate: intervals" in md
+
+
+def test_too_few_calibration_years_are_reported_as_an_unbounded_90_percent_interval(tmp_path):
+    """12 years, 2 held out: 10 training years give 6 calibration years (4 kept for training); ⌈7 · 0.9⌉ = 7 > 6,
+    so the 90 % interval is ∞ and the table says why."""
+    obs, pred, _ = _county_world(5, 12, rho=0.5, seed=0)
+    folds = _write_year_folds(tmp_path, obs, pred, n_folds=6, fraction=0.2)
+    assert {len(s.info["calibration_years"]) for s in folds["leave_years_out"]} == {6}
+    rows, notes = iv.interval_rows(ANNUAL, obs, folds, tmp_path, ["model"], [0], obs)
+    assert all(math.isinf(r["width_90"]) for r in rows) and all(math.isfinite(r["width_80"]) for r in rows)
+    assert "fewer than 9 calibration years" in notes["leave_years_out"]
+    assert "∞" in iv.intervals_markdown(rows, notes, [0])

@@ -87,3 +87,12 @@ def test_aggregates_need_whole_groups():
     y = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
     ya, pa, labels = aggregate_scores(y, np.ones(6), np.array([0, 0, 0, 1, 1, 1]))
     assert np.isnan(ya[0]) and ya[1] == 15.0 and pa[1] == 3.0 and list(labels) == [0, 1]
+
+
+def test_nine_sites_give_a_finite_90_percent_quantile_despite_rounding():
+    """⌈(9 + 1) · 0.9⌉ = 9 ≤ 9: the largest score, even when a site's 1/n_steps weights sum to 0.999…"""
+    rng = np.random.default_rng(0)
+    scores = {f"s{i}": rng.random(10) for i in range(9)}  # 81 × 0.1 + … rounds the CDF's top to 0.8999…98
+    cal = conformal_quantiles(scores, levels=(0.9,))
+    assert cal.q[0.9] == max(float(v.max()) for v in scores.values())
+    assert conformal_quantiles(dict(list(scores.items())[:8]), levels=(0.9,)).q[0.9] == np.inf
