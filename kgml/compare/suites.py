@@ -416,7 +416,9 @@ _register(Suite(
     load=_load_fluxnet_igbp, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
     region="igbp_group",
     folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
-           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood")),
+           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood"),
+           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
+                    _climate("dry", 0.2), heldout="ood")),
     static=("mat", "map", *IGBP_INDICATORS),
     anchor="issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same "
            "models, without the indicators)",
