@@ -97,7 +97,8 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
           "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf",
-          "site_climatology", "hybrid_site_embedding", "neural_site_embedding")
+          "site_climatology", "hybrid_site_embedding", "neural_site_embedding", "hybrid_trend_site_embedding",
+          "hybrid_trend_site_rate")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -119,6 +120,8 @@ MODEL_LABELS = {
     "site_climatology": "naive: the site's own mean seasonal cycle of its training years",
     "hybrid_site_embedding": "hybrid, global + a learned embedding of each training site",
     "neural_site_embedding": "neural network, same size, no physics + a learned embedding of each training site",
+    "hybrid_trend_site_embedding": "hybrid, global + bounded technology trend + a learned embedding of each training site",
+    "hybrid_trend_site_rate": "hybrid, global + bounded technology trend with a learned rate per training site + site embedding",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -562,12 +565,14 @@ def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
 SITE_KEY = "site_key"
 
 
-def _site_embedding(kind: str):
+def _site_embedding(kind: str, trend: bool = False, site_rate: bool = False):
     """The global hybrid (``kind="hybrid"``) or the same-size network (``"neural"``) with a learned embedding
     of every training site in its location encoder (the region embedding with one region per site): for held-out
     *years* of known sites, the model can learn each site's own parameters (the hybrid) or level (the network),
     as the forest can from the site's coordinates. Unseen sites get the zero embedding; not available where whole
-    sites are held out."""
+    sites are held out. ``trend``: with the bounded technology trend of `trend_config` (yield suites);
+    ``site_rate``: its rate per training site (`kgml.models.hybrid.TechnologyTrend` ``site_rate``), each
+    site's offset on the unconstrained rate, so every site's rate stays inside the rate's bounds."""
     def slot(ctx: FoldContext) -> xr.Dataset:
         held = set(ctx.split.part(ctx.heldout).units)
         if not held & set(ctx.split.train.units):
@@ -576,6 +581,10 @@ def _site_embedding(kind: str):
         sites = ctx.ds.site.values.astype(str)
         ds = ctx.ds.assign_coords({SITE_KEY: ("site", sites)})
         cfg = _told(ctx) if kind == "neural" else ctx.config
+        if trend:
+            cfg = trend_config(cfg, ctx.suite)
+        if site_rate:
+            cfg = _replace(cfg, name=f"{cfg.name}-site-rate", model={"technology_site_rate": True})
         cfg = _replace(cfg, name=f"{cfg.name}-{kind}-site-embedding", data={"region": SITE_KEY},
                        model={"region_embedding": True, **({"kind": "neural"} if kind == "neural" else {})})
         run = ctx.train(cfg, ds=ds)
@@ -774,6 +783,8 @@ SLOTS = {
     "hybrid_trend": _hybrid_trend, "hybrid_per_region_trend": _hybrid_per_region_trend,
     "neural_trend": _neural_trend, "process_trend": _process_trend, "site_climatology": _site_climatology,
     "hybrid_site_embedding": _site_embedding("hybrid"), "neural_site_embedding": _site_embedding("neural"),
+    "hybrid_trend_site_embedding": _site_embedding("hybrid", trend=True),
+    "hybrid_trend_site_rate": _site_embedding("hybrid", trend=True, site_rate=True),
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:
