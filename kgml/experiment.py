@@ -274,6 +274,8 @@ def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> eqx.Mod
     (`kgml.models.hybrid.ProcessModel` at the defaults)."""
     m = config.model
     key = jax.random.PRNGKey(config.seed) if key is None else key
+    if m.technology_site_rate and m.kind != "hybrid":
+        raise ConfigError(f"[model] technology_site_rate is for kind = 'hybrid', got {m.kind!r}")
     if m.kind == "process":
         return build_process_model(process_model(config), learned=m.learned, global_params=m.global_params,
                                    fixed=dict(m.fixed), technology_trend=m.technology_trend,
@@ -315,8 +317,21 @@ def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridMode
         process_model(config), key=key, **_shared_sizes(config, prepared), head_hidden=m.head_hidden,
         learned=m.learned, global_params=m.global_params, time_varying=m.time_varying, fixed=dict(m.fixed),
         residual=m.residual, residual_scale=m.residual_scale, technology_trend=m.technology_trend,
-        technology_reference_year=m.technology_reference_year,
+        technology_reference_year=m.technology_reference_year, technology_sites=_technology_sites(config, prepared),
     )
+
+
+def _technology_sites(config: ExperimentConfig, prepared: Prepared) -> int:
+    """Number of per-site trend rates (``model.technology_site_rate``: one per region of ``data.region``)."""
+    m = config.model
+    if not m.technology_site_rate:
+        return 0
+    if not m.technology_trend:
+        raise ConfigError("[model] technology_site_rate needs technology_trend = true")
+    if not prepared.region_map:
+        raise ConfigError(f"[model] technology_site_rate needs the [data] region coordinate {config.data.region!r} "
+                          "in the training data (one rate per region; per site: a coordinate of the site IDs)")
+    return len(prepared.region_map)
 
 
 def objective(config: ExperimentConfig, prepared: Prepared) -> HybridObjective:

@@ -145,43 +145,58 @@ class TechnologyTrend(eqx.Module):
     """The bounded technology trend on yield potential (`process_models.crop.technology_factor`): one learned
     regional rate and plateau (`process_models.crop.TECHNOLOGY_SPECS`, bounded by their transforms), a fixed
     reference year. The physics makes each year's weather-driven yield; the trend scales it, so a drought
-    year stays a drought year of the physics, and the forecast trend levels off instead of running away."""
+    year stays a drought year of the physics, and the forecast trend levels off instead of running away.
+
+    With ``site_rate`` (`create` with ``n_sites`` > 0), each site (the window's region index, one region per
+    training site) adds its own learned offset to the *unconstrained* rate: every site's rate stays inside the
+    rate's bounds (0–0.04 yr-1 through its logit transform), never negative; a site without an index (−1, not
+    trained) gets the shared rate. The plateau stays shared."""
 
     raw: dict[str, Array]
     reference_year: float = eqx.field(static=True)
+    site_rate: Array | None = None  #: (n_sites,) raw offsets of the unconstrained rate per site, or None
     specs: ClassVar[dict[str, ParameterSpec]] = {s.name: s for s in TECHNOLOGY_SPECS}
     #: unconstrained value = GAIN × raw: Adam moves each raw value by ≈ the learning rate per step, and the
     #: two trend values (shared by every site-year) must cross their range in a few hundred steps.
     GAIN: ClassVar[float] = 10.0
 
     @classmethod
-    def create(cls, reference_year: float) -> TechnologyTrend:
-        """At the specs' defaults."""
+    def create(cls, reference_year: float, n_sites: int = 0) -> TechnologyTrend:
+        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset, zero (the shared rate) at start."""
+        if n_sites < 0:
+            raise ValueError(f"TechnologyTrend: n_sites must be >= 0, got {n_sites}")
         return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
-                   float(reference_year))
+                   float(reference_year), jnp.zeros(n_sites, jnp.float32) if n_sites else None)
 
     @property
     def unconstrained(self) -> dict[str, Array]:
         return {n: self.GAIN * v for n, v in self.raw.items()}
 
-    def theta(self) -> dict[str, Array]:
-        """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–)."""
-        return {n: self.specs[n].to_physical(u) for n, u in self.unconstrained.items()}
+    def theta(self, region: Array | None = None) -> dict[str, Array]:
+        """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–); with a per-site rate and a ``region``
+        index (scalar int; −1: unknown site), that site's rate."""
+        u = self.unconstrained
+        if self.site_rate is not None and region is not None:
+            region = jnp.asarray(region)
+            offset = jnp.where(region >= 0, self.site_rate[jnp.clip(region, 0, self.site_rate.shape[0] - 1)], 0.0)
+            u = {**u, "tech_rate": u["tech_rate"] + self.GAIN * offset}
+        return {n: self.specs[n].to_physical(v) for n, v in u.items()}
 
-    def __call__(self, years: Array) -> Array:
-        th = self.theta()
+    def __call__(self, years: Array, region: Array | None = None) -> Array:
+        th = self.theta(region)
         return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year)
 
 
 def _annual_yield(technology: TechnologyTrend | None, annual: Array, w: SiteWindow) -> Array:
-    """Year-end yields of a window, times the technology factor of each year when the model has one."""
+    """Year-end yields of a window, times the technology factor of each year (of the window's site, with a
+    per-site rate) when the model has one."""
     if technology is None:
         return annual
     if w.year is None:
         raise ValueError("the technology trend needs the windows' calendar year (SiteWindow.year); build the "
                          "windows with kgml.models.hybrid.prepare_windows")
     years = w.year + jnp.arange(annual.shape[-1], dtype=jnp.float32)
-    return annual * technology(years)
+    return annual * technology(years, w.region)
 
 
 def _locate(location: LocationEncoder, lat, lon, static, region):
@@ -277,7 +292,7 @@ class HybridModel(AbstractNetworkModel):
         if "rsoil" in residual:
             rsoil = constraints.nonnegative_correction(rsoil, residual["rsoil"])
         if self.technology is not None:
-            theta = {**theta, **self.technology.theta()}
+            theta = {**theta, **self.technology.theta(w.region)}
         return Predictions(
             gpp=gpp, reco=reco, nee=reco - gpp, rsoil=rsoil, et=out.et, lai=out.lai,
             crop_yield=_annual_yield(self.technology, losses.annual_values(out.crop_yield, DAYS_PER_YEAR), w),
@@ -314,6 +329,7 @@ def build_hybrid(
     use_summary: bool = True,
     technology_trend: bool = False,
     technology_reference_year: float = 2000.0,
+    technology_sites: int = 0,
 ) -> HybridModel:
     """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
     site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
@@ -321,7 +337,8 @@ def build_hybrid(
     of the site embedding: static parameters then depend on the site's location, attributes and context
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
     time-varying parameters). ``technology_trend``: the yields are scaled by a learned, bounded
-    `TechnologyTrend` (factor 1 at ``technology_reference_year``). Untrained, the model equals the process
+    `TechnologyTrend` (factor 1 at ``technology_reference_year``); ``technology_sites`` > 0: its rate per site
+    (one offset per region index, `TechnologyTrend` ``site_rate``). Untrained, the model equals the process
     model at the defaults (the heads start at the specs' default unconstrained values, the residual at 0)."""
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
@@ -369,7 +386,7 @@ def build_hybrid(
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
         fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
         use_summary=use_summary,
-        technology=TechnologyTrend.create(technology_reference_year) if technology_trend else None,
+        technology=TechnologyTrend.create(technology_reference_year, technology_sites) if technology_trend else None,
     )
 
 
