@@ -474,9 +474,31 @@ def trend_config(cfg, suite: Suite):
                     model={"technology_trend": True, "technology_reference_year": float(suite.trend_reference_year)})
 
 
+def with_val_rmse(ctx: FoldContext, run, pred: xr.Dataset, ds: xr.Dataset | None = None) -> xr.Dataset:
+    """``pred`` with the pooled RMSE of every target on the fold's *validation* part (attribute
+    ``val_rmse_<target>``; for yield suites on forecast folds the last two training years): variants of a slot
+    are compared there, never on the test years."""
+    ds = ctx.ds if ds is None else ds
+    if not ctx.split.val.units:
+        return pred
+    val = select_part(ds, ctx.split, "val")
+    vpred = ctx.predict(run, val)
+    for t in ctx.suite.targets:
+        name = t if ctx.suite.resolution != "monthly" else f"{t}_monthly"
+        obs_name = ctx.suite.observed_name(t) if ctx.suite.resolution != "monthly" else f"{ctx.suite.observed_name(t)}_monthly"
+        if name not in vpred or obs_name not in val:
+            continue
+        o, p = xr.align(val[obs_name], vpred[name], join="inner")
+        o, p = np.asarray(o.values, np.float64).ravel(), np.asarray(p.transpose(*o.dims).values, np.float64).ravel()
+        ok = np.isfinite(o) & np.isfinite(p)
+        if ok.any():
+            pred.attrs[f"val_rmse_{t}"] = float(np.sqrt(np.mean((p[ok] - o[ok]) ** 2)))
+    return pred
+
+
 def _hybrid_trend(ctx: FoldContext) -> xr.Dataset:
     run = ctx.train(trend_config(ctx.config, ctx.suite))
-    return ctx.predict(run, ctx.heldout_ds())
+    return with_val_rmse(ctx, run, ctx.predict(run, ctx.heldout_ds()))
 
 
 def _hybrid_per_region_trend(ctx: FoldContext) -> xr.Dataset:
@@ -588,7 +610,8 @@ def _site_embedding(kind: str, trend: bool = False, site_rate: bool = False):
         cfg = _replace(cfg, name=f"{cfg.name}-{kind}-site-embedding", data={"region": SITE_KEY},
                        model={"region_embedding": True, **({"kind": "neural"} if kind == "neural" else {})})
         run = ctx.train(cfg, ds=ds)
-        return ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+        pred = ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+        return with_val_rmse(ctx, run, pred, ds) if trend else pred
 
     return slot
 

@@ -382,3 +382,5 @@ def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_
     else:
         assert run.model.technology.site_rate is None
     assert np.isfinite(pred["crop_yield"].values).any()
+    # the validation years' RMSE (variants are compared there, not on the forecast years)
+    assert 0 < pred.attrs["val_rmse_crop_yield"] < 10

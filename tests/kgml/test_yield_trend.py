@@ -351,6 +351,7 @@ def test_per_site_rate_recovers_two_planted_rates_and_stays_bounded():
     assert spec.lower <= lo < 1e-4 and spec.upper - 1e-4 < hi <= spec.upper  # never negative, never past 4 %/yr
 
 
+@pytest.mark.slow
 def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
     """``model.technology_site_rate`` builds one rate per region of ``data.region`` (here the site IDs) in the
     hybrid, and untrained it is the shared-rate hybrid exactly; without the trend, without the region
