@@ -318,12 +318,15 @@ def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridMode
         learned=m.learned, global_params=m.global_params, time_varying=m.time_varying, fixed=dict(m.fixed),
         residual=m.residual, residual_scale=m.residual_scale, technology_trend=m.technology_trend,
         technology_reference_year=m.technology_reference_year, technology_sites=_technology_sites(config, prepared),
+        technology_site_level=m.technology_site_level,
     )
 
 
 def _technology_sites(config: ExperimentConfig, prepared: Prepared) -> int:
     """Number of per-site trend rates (``model.technology_site_rate``: one per region of ``data.region``)."""
     m = config.model
+    if m.technology_site_level and not m.technology_site_rate:
+        raise ConfigError("[model] technology_site_level needs technology_site_rate = true")
     if not m.technology_site_rate:
         return 0
     if not m.technology_trend:

@@ -150,23 +150,47 @@ class TechnologyTrend(eqx.Module):
     With ``site_rate`` (`create` with ``n_sites`` > 0), each site (the window's region index, one region per
     training site) adds its own learned offset to the *unconstrained* rate: every site's rate stays inside the
     rate's bounds (0–0.04 yr-1 through its logit transform), never negative; a site without an index (−1, not
-    trained) gets the shared rate. The plateau stays shared."""
+    trained) gets the shared rate. The plateau stays shared.
+
+    With ``site_level`` (`create` with ``site_level=True``), each site also gets its own yield level, a
+    factor exp(L·tanh(raw)) on the yield potential, bounded to exp(±L) with L = `LEVEL_MAX` (0.4: ×0.67…×1.49,
+    wider than the spread of the 40 Illinois counties' 1980–2018 corn yields, ×0.74…×1.21 of the mean over
+    counties of the same year in the Khaki et al. 2020 data), 1 for an unknown site: what soils and management add to the weather-driven
+    physics of each county, as the per-county line's intercept does."""
 
     raw: dict[str, Array]
     reference_year: float = eqx.field(static=True)
     site_rate: Array | None = None  #: (n_sites,) raw offsets of the unconstrained rate per site, or None
+    site_level: Array | None = None  #: (n_sites,) raw log-level per site (bounded by tanh), or None
+    #: bound L of the per-site log-level (–)
+    LEVEL_MAX: ClassVar[float] = 0.4
     specs: ClassVar[dict[str, ParameterSpec]] = {s.name: s for s in TECHNOLOGY_SPECS}
     #: unconstrained value = GAIN × raw: Adam moves each raw value by ≈ the learning rate per step, and the
     #: two trend values (shared by every site-year) must cross their range in a few hundred steps.
     GAIN: ClassVar[float] = 10.0
 
     @classmethod
-    def create(cls, reference_year: float, n_sites: int = 0) -> TechnologyTrend:
-        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset, zero (the shared rate) at start."""
+    def create(cls, reference_year: float, n_sites: int = 0, site_level: bool = False) -> TechnologyTrend:
+        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset, zero (the shared rate) at start,
+        and with ``site_level`` a per-site level, 1 at start."""
         if n_sites < 0:
             raise ValueError(f"TechnologyTrend: n_sites must be >= 0, got {n_sites}")
+        if site_level and not n_sites:
+            raise ValueError("TechnologyTrend: a per-site level needs n_sites > 0")
+        zeros = jnp.zeros(n_sites, jnp.float32) if n_sites else None
         return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
-                   float(reference_year), jnp.zeros(n_sites, jnp.float32) if n_sites else None)
+                   float(reference_year), zeros, zeros if site_level else None)
+
+    @staticmethod
+    def _of_site(values: Array, region: Array) -> Array:
+        region = jnp.asarray(region)
+        return jnp.where(region >= 0, values[jnp.clip(region, 0, values.shape[0] - 1)], 0.0)
+
+    def level(self, region: Array | None = None) -> Array:
+        """The per-site yield level factor (–), in [exp(−L), exp(L)]; 1 without a per-site level or site index."""
+        if self.site_level is None or region is None:
+            return jnp.asarray(1.0, jnp.float32)
+        return jnp.exp(self.LEVEL_MAX * jnp.tanh(self.GAIN * self._of_site(self.site_level, region)))
 
     @property
     def unconstrained(self) -> dict[str, Array]:
@@ -177,14 +201,12 @@ class TechnologyTrend(eqx.Module):
         index (scalar int; −1: unknown site), that site's rate."""
         u = self.unconstrained
         if self.site_rate is not None and region is not None:
-            region = jnp.asarray(region)
-            offset = jnp.where(region >= 0, self.site_rate[jnp.clip(region, 0, self.site_rate.shape[0] - 1)], 0.0)
-            u = {**u, "tech_rate": u["tech_rate"] + self.GAIN * offset}
+            u = {**u, "tech_rate": u["tech_rate"] + self.GAIN * self._of_site(self.site_rate, region)}
         return {n: self.specs[n].to_physical(v) for n, v in u.items()}
 
     def __call__(self, years: Array, region: Array | None = None) -> Array:
         th = self.theta(region)
-        return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year)
+        return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year) * self.level(region)
 
 
 def _annual_yield(technology: TechnologyTrend | None, annual: Array, w: SiteWindow) -> Array:
@@ -330,6 +352,7 @@ def build_hybrid(
     technology_trend: bool = False,
     technology_reference_year: float = 2000.0,
     technology_sites: int = 0,
+    technology_site_level: bool = False,
 ) -> HybridModel:
     """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
     site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
@@ -338,7 +361,8 @@ def build_hybrid(
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
     time-varying parameters). ``technology_trend``: the yields are scaled by a learned, bounded
     `TechnologyTrend` (factor 1 at ``technology_reference_year``); ``technology_sites`` > 0: its rate per site
-    (one offset per region index, `TechnologyTrend` ``site_rate``). Untrained, the model equals the process
+    (one offset per region index, `TechnologyTrend` ``site_rate``), with ``technology_site_level`` also a bounded
+    yield level per site (``site_level``). Untrained, the model equals the process
     model at the defaults (the heads start at the specs' default unconstrained values, the residual at 0)."""
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
@@ -386,7 +410,7 @@ def build_hybrid(
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
         fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
         use_summary=use_summary,
-        technology=TechnologyTrend.create(technology_reference_year, technology_sites) if technology_trend else None,
+        technology=TechnologyTrend.create(technology_reference_year, technology_sites, technology_site_level) if technology_trend else None,
     )
 
 

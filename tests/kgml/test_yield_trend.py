@@ -351,6 +351,47 @@ def test_per_site_rate_recovers_two_planted_rates_and_stays_bounded():
     assert spec.lower <= lo < 1e-4 and spec.upper - 1e-4 < hi <= spec.upper  # never negative, never past 4 %/yr
 
 
+def test_per_site_level_and_rate_recover_two_planted_counties():
+    """With the per-site level too, two sites differing in level (×0.8 and ×1.15) and in rate (0.8 % and 2.6 %
+    per year) are both recovered from their series alone; levels stay inside exp(±LEVEL_MAX)."""
+    import equinox as eqx
+    import optax
+
+    from kgml.models.hybrid import TechnologyTrend
+
+    years = jnp.arange(1980.0, 2011.0)
+    rates, levels = (0.008, 0.026), (0.8, 1.15)
+    noise = jnp.asarray(np.random.default_rng(1).normal(0.0, 0.03, (2, years.size)), jnp.float32)
+    obs = jnp.stack([8.0 * lv * technology_factor(years, r, 0.5, 1995.0) for r, lv in zip(rates, levels, strict=True)])
+    obs = obs * jnp.exp(noise)
+    trend = TechnologyTrend.create(1995.0, n_sites=2, site_level=True)
+    assert float(trend.level(jnp.asarray(0))) == pytest.approx(1.0)
+
+    def loss(tr):
+        pred = jnp.stack([8.0 * tr(years, jnp.asarray(i)) for i in range(2)])
+        return jnp.mean((jnp.log(pred) - jnp.log(obs)) ** 2)
+
+    opt = optax.adam(3e-3)
+    state = opt.init(eqx.filter(trend, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    def step(p, s):
+        upd, s = opt.update(eqx.filter_grad(loss)(p), s)
+        return eqx.apply_updates(p, upd), s
+
+    for _ in range(1500):
+        trend, state = step(trend, state)
+    for i in range(2):
+        assert float(trend.theta(jnp.asarray(i))["tech_rate"]) == pytest.approx(rates[i], abs=0.002)
+        assert float(trend.level(jnp.asarray(i))) == pytest.approx(levels[i], rel=0.03)
+    assert float(trend.level(jnp.asarray(-1))) == 1.0  # an unknown site: no level of its own
+    far = eqx.tree_at(lambda t: t.site_level, trend, jnp.asarray([-100.0, 100.0]))
+    lmax = TechnologyTrend.LEVEL_MAX
+    assert np.exp(-lmax) - 1e-6 <= float(far.level(jnp.asarray(0))) and float(far.level(jnp.asarray(1))) <= np.exp(lmax) + 1e-6
+    with pytest.raises(ValueError, match="per-site level needs n_sites"):
+        TechnologyTrend.create(1995.0, site_level=True)
+
+
 @pytest.mark.slow
 def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
     """``model.technology_site_rate`` builds one rate per region of ``data.region`` (here the site IDs) in the
@@ -382,3 +423,8 @@ def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
     with pytest.raises(ConfigError, match="is for kind = 'hybrid'"):
         neural = dataclasses_replace_model(cfg, kind="neural")
         new_model(neural, prepare(ds, neural))
+    with pytest.raises(ConfigError, match="technology_site_level needs technology_site_rate"):
+        level_only = dataclasses_replace_model(cfg, technology_site_rate=False, technology_site_level=True)
+        new_model(level_only, prepare(ds, level_only))
+    leveled = dataclasses_replace_model(cfg, technology_site_level=True)
+    assert new_model(leveled, prepare(ds, leveled)).technology.site_level.shape == (1,)
