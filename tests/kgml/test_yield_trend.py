@@ -428,3 +428,30 @@ def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
         new_model(level_only, prepare(ds, level_only))
     leveled = dataclasses_replace_model(cfg, technology_site_level=True)
     assert new_model(leveled, prepare(ds, leveled)).technology.site_level.shape == (1,)
+
+
+def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):
+    """`kgml.compare.yields.validation_rows` reads ``val_rmse_crop_yield`` of every fold and seed: per seed the
+    root of the mean squared RMSE over the folds, then mean ± sd over seeds; a model missing it on a fold has
+    no row."""
+    from kgml.compare.yields import validation_markdown, validation_rows
+    from kgml.data.splits import Part, Split
+
+    splits = [Split(f"forecast5_from{y}", "forecast", 0, "year", Part(["a"]), Part(), Part(["b"]), Part())
+              for y in (1998, 2003)]
+    values = {("m", 0): (1.0, 2.0), ("m", 1): (2.0, 2.0), ("n", 0): (1.0, None)}
+    for (model, seed), per_fold in values.items():
+        for split, v in zip(splits, per_fold, strict=True):
+            folder = tmp_path / "s" / "folds" / "forecast" / split.name
+            folder.mkdir(parents=True, exist_ok=True)
+            d = xr.Dataset({"crop_yield": ("site", [1.0])}, coords={"site": ["a"]})
+            if v is not None:
+                d.attrs["val_rmse_crop_yield"] = v
+            d.to_netcdf(folder / (f"{model}.nc" if seed == 0 else f"{model}_seed{seed}.nc"))
+    rows = validation_rows({"forecast": splits}, [tmp_path], ["m", "n"], "s")
+    assert [r["model"] for r in rows] == ["m"]
+    per_seed = [np.sqrt((1.0 + 4.0) / 2), 2.0]
+    assert rows[0]["n_seeds"] == 2
+    assert rows[0]["val_rmse"] == pytest.approx(np.mean(per_seed))
+    assert rows[0]["val_rmse_sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert "| m | 2 | 1.79 ± 0.30 |" in validation_markdown(rows, "s")
