@@ -454,4 +454,4 @@ def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):
     assert rows[0]["n_seeds"] == 2
     assert rows[0]["val_rmse"] == pytest.approx(np.mean(per_seed))
     assert rows[0]["val_rmse_sd"] == pytest.approx(np.std(per_seed, ddof=1))
-    assert "| m | 2 | 1.79 ± 0.30 |" in validation_markdown(rows, "s")
+    assert "| m | 2 | 1.791 ± 0.30 |" in validation_markdown(rows, "s")
