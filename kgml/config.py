@@ -172,7 +172,7 @@ class ModelConfig:
     technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
     #: the trend's rate learned per site (one per region of ``data.region``, inside the rate's bounds; hybrid only)
     technology_site_rate: bool = False
-    #: with technology_site_rate: also a bounded yield level per site (`kgml.models.hybrid.TechnologyTrend`)
+    #: a bounded yield level per site (one per region of ``data.region``; `kgml.models.hybrid.TechnologyTrend`)
     technology_site_level: bool = False
 
     def __post_init__(self):

@@ -98,7 +98,7 @@ MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
           "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf",
           "site_climatology", "hybrid_site_embedding", "neural_site_embedding", "hybrid_trend_site_embedding",
-          "hybrid_trend_site_rate", "hybrid_trend_site_level_rate")
+          "hybrid_trend_site_rate", "hybrid_trend_site_level_rate", "hybrid_trend_site_level")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -123,6 +123,7 @@ MODEL_LABELS = {
     "hybrid_trend_site_embedding": "hybrid, global + bounded technology trend + a learned embedding of each training site",
     "hybrid_trend_site_rate": "hybrid, global + bounded technology trend with a learned rate per training site + site embedding",
     "hybrid_trend_site_level_rate": "hybrid, global + bounded technology trend with a learned rate and level per training site + site embedding",
+    "hybrid_trend_site_level": "hybrid, global + bounded technology trend with a learned level per training site + site embedding",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -596,7 +597,7 @@ def _site_embedding(kind: str, trend: bool = False, site_rate: bool = False, sit
     sites are held out. ``trend``: with the bounded technology trend of `trend_config` (yield suites);
     ``site_rate``: its rate per training site (`kgml.models.hybrid.TechnologyTrend` ``site_rate``), each
     site's offset on the unconstrained rate, so every site's rate stays inside the rate's bounds; ``site_level``:
-    also a bounded yield level per site (``site_level``, exp(±0.4))."""
+    a bounded yield level per site (``site_level``, exp(±0.4))."""
     def slot(ctx: FoldContext) -> xr.Dataset:
         held = set(ctx.split.part(ctx.heldout).units)
         if not held & set(ctx.split.train.units):
@@ -813,6 +814,7 @@ SLOTS = {
     "hybrid_trend_site_embedding": _site_embedding("hybrid", trend=True),
     "hybrid_trend_site_rate": _site_embedding("hybrid", trend=True, site_rate=True),
     "hybrid_trend_site_level_rate": _site_embedding("hybrid", trend=True, site_rate=True, site_level=True),
+    "hybrid_trend_site_level": _site_embedding("hybrid", trend=True, site_level=True),
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:

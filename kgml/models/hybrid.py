@@ -147,7 +147,7 @@ class TechnologyTrend(eqx.Module):
     reference year. The physics makes each year's weather-driven yield; the trend scales it, so a drought
     year stays a drought year of the physics, and the forecast trend levels off instead of running away.
 
-    With ``site_rate`` (`create` with ``n_sites`` > 0), each site (the window's region index, one region per
+    With ``site_rate`` (`create` with ``n_sites`` > 0 and ``site_rate=True``), each site (the window's region index, one region per
     training site) adds its own learned offset to the *unconstrained* rate: every site's rate stays inside the
     rate's bounds (0–0.04 yr-1 through its logit transform), never negative; a site without an index (−1, not
     trained) gets the shared rate. The plateau stays shared.
@@ -170,16 +170,17 @@ class TechnologyTrend(eqx.Module):
     GAIN: ClassVar[float] = 10.0
 
     @classmethod
-    def create(cls, reference_year: float, n_sites: int = 0, site_level: bool = False) -> TechnologyTrend:
-        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset, zero (the shared rate) at start,
-        and with ``site_level`` a per-site level, 1 at start."""
+    def create(cls, reference_year: float, n_sites: int = 0, site_level: bool = False,
+               site_rate: bool = True) -> TechnologyTrend:
+        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset (``site_rate``), zero (the shared
+        rate) at start, and with ``site_level`` a per-site level, 1 at start."""
         if n_sites < 0:
             raise ValueError(f"TechnologyTrend: n_sites must be >= 0, got {n_sites}")
         if site_level and not n_sites:
             raise ValueError("TechnologyTrend: a per-site level needs n_sites > 0")
         zeros = jnp.zeros(n_sites, jnp.float32) if n_sites else None
         return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
-                   float(reference_year), zeros, zeros if site_level else None)
+                   float(reference_year), zeros if site_rate else None, zeros if site_level else None)
 
     @staticmethod
     def _of_site(values: Array, region: Array) -> Array:
@@ -353,6 +354,7 @@ def build_hybrid(
     technology_reference_year: float = 2000.0,
     technology_sites: int = 0,
     technology_site_level: bool = False,
+    technology_site_rate: bool = True,
 ) -> HybridModel:
     """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
     site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
@@ -361,8 +363,8 @@ def build_hybrid(
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
     time-varying parameters). ``technology_trend``: the yields are scaled by a learned, bounded
     `TechnologyTrend` (factor 1 at ``technology_reference_year``); ``technology_sites`` > 0: its rate per site
-    (one offset per region index, `TechnologyTrend` ``site_rate``), with ``technology_site_level`` also a bounded
-    yield level per site (``site_level``). Untrained, the model equals the process
+    (one offset per region index, `TechnologyTrend` ``site_rate``; unless ``technology_site_rate`` is false), with
+    ``technology_site_level`` a bounded yield level per site (``site_level``). Untrained, the model equals the process
     model at the defaults (the heads start at the specs' default unconstrained values, the residual at 0)."""
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
@@ -410,7 +412,8 @@ def build_hybrid(
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
         fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
         use_summary=use_summary,
-        technology=TechnologyTrend.create(technology_reference_year, technology_sites, technology_site_level) if technology_trend else None,
+        technology=TechnologyTrend.create(technology_reference_year, technology_sites, technology_site_level,
+                                          technology_site_rate) if technology_trend else None,
     )
 
 

@@ -346,7 +346,7 @@ def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, da
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slot", ["hybrid_trend_site_embedding", "hybrid_trend_site_rate",
-                                  "hybrid_trend_site_level_rate"])
+                                  "hybrid_trend_site_level_rate", "hybrid_trend_site_level"])
 def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_dir, slot):
     """The trended hybrid with a learned embedding per training county (and, for hybrid_trend_site_rate, a rate
     per county) on a forecasting fold of the IL corn suite: one embedding row (and one rate) per training county,
@@ -374,14 +374,17 @@ def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_
     assert set(run.prepared.region_map) == set(split.train.units) >= set(split.test.units)
     assert run.model.location.region_embedding.weight.shape[0] == n
     assert run.model.technology is not None
-    if slot != "hybrid_trend_site_embedding":
+    tech = run.model.technology
+    assert (tech.site_level is not None) == slot.startswith("hybrid_trend_site_level")
+    if slot == "hybrid_trend_site_level":
+        assert tech.site_level.shape == (n,) and tech.site_rate is None
+        assert np.ptp([float(tech.level(np.int32(i))) for i in range(n)]) > 0  # trained: levels moved apart
+    elif slot != "hybrid_trend_site_embedding":
         assert run.model.technology.site_rate.shape == (n,)
         spec = {s.name: s for s in TECHNOLOGY_SPECS}["tech_rate"]
         rates = np.array([float(run.model.technology.theta(np.int32(i))["tech_rate"]) for i in range(n)])
         assert np.all((rates >= spec.lower) & (rates <= spec.upper))
         assert np.ptp(rates) > 0  # trained: the counties' rates moved apart
-        tech = run.model.technology
-        assert (tech.site_level is not None) == (slot == "hybrid_trend_site_level_rate")
     else:
         assert run.model.technology.site_rate is None
     assert np.isfinite(pred["crop_yield"].values).any()

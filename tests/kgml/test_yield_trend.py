@@ -420,14 +420,18 @@ def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
     with pytest.raises(ConfigError, match="region coordinate 'county'"):
         no_region = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, region="county"))
         new_model(no_region, prepare(ds, no_region))
-    with pytest.raises(ConfigError, match="is for kind = 'hybrid'"):
+    with pytest.raises(ConfigError, match="are for kind = 'hybrid'"):
         neural = dataclasses_replace_model(cfg, kind="neural")
         new_model(neural, prepare(ds, neural))
-    with pytest.raises(ConfigError, match="technology_site_level needs technology_site_rate"):
-        level_only = dataclasses_replace_model(cfg, technology_site_rate=False, technology_site_level=True)
-        new_model(level_only, prepare(ds, level_only))
+    level_only = dataclasses_replace_model(cfg, technology_site_rate=False, technology_site_level=True)
+    tech = new_model(level_only, prepare(ds, level_only)).technology
+    assert tech.site_level.shape == (1,) and tech.site_rate is None
+    with pytest.raises(ConfigError, match="technology_site_level needs technology_trend"):
+        no_trend = dataclasses_replace_model(level_only, technology_trend=False)
+        new_model(no_trend, prepare(ds, no_trend))
     leveled = dataclasses_replace_model(cfg, technology_site_level=True)
-    assert new_model(leveled, prepare(ds, leveled)).technology.site_level.shape == (1,)
+    tech = new_model(leveled, prepare(ds, leveled)).technology
+    assert tech.site_level.shape == (1,) and tech.site_rate.shape == (1,)
 
 
 def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):
