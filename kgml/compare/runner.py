@@ -19,6 +19,10 @@ potential, `kgml.models.hybrid.TechnologyTrend`; the network's yield head output
 `kgml.compare.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
+``hybrid_trend_site_embedding`` / ``hybrid_trend_site_rate`` / ``hybrid_trend_site_level`` /
+``hybrid_trend_site_level_rate`` (`_site_embedding`): the trended global hybrid with a learned embedding of every
+training unit, and a per-unit trend rate and/or bounded yield level (`kgml.models.hybrid.TechnologyTrend`), for
+held-out years of known units; they record the validation years' RMSE (`with_val_rmse`).
 
 ``hybrid_anomaly_w<w>`` (`ANOMALY_SLOTS`): hybrid_global with the anomaly-aware loss of weight w
 (`kgml.config.LossConfig.anomaly`), for monthly suites.
