@@ -125,7 +125,8 @@ def validation_markdown(rows: list[dict], suite: str, units: str = "t ha-1") -> 
     """Tables per fold kind of `validation_rows`."""
     lines = []
     for kind in dict.fromkeys(r["fold_kind"] for r in rows):
-        lines += [f"#### {suite} — {kind}: validation years (the last two training years of each fold)", "",
+        where = "the last two training years of each fold" if kind == "forecast" else "each fold's validation part"
+        lines += [f"#### {suite} — {kind}: validation years ({where})", "",
                   f"| model | seeds | pooled validation RMSE ({units}) |", "|---|---|---|"]
         for r in [r for r in rows if r["fold_kind"] == kind]:
             sd = f" ± {_f(r['val_rmse_sd'], '.2f')}" if r["n_seeds"] > 1 else ""
