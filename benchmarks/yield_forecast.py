@@ -10,7 +10,13 @@ from pathlib import Path
 
 from kgml.compare.runner import MODELS, prepare_suite
 from kgml.compare.suites import get_suite
-from kgml.compare.yields import forecast_figure, yield_markdown, yield_rows
+from kgml.compare.yields import (
+    forecast_figure,
+    validation_markdown,
+    validation_rows,
+    yield_markdown,
+    yield_rows,
+)
 from kgml.io import write_text_atomic
 
 
@@ -26,6 +32,9 @@ def main(argv=None) -> int:
     ds, folds = prepare_suite(suite, fold_kinds=args.fold_kinds.split(","))
     rows = yield_rows(ds, folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
     md = yield_markdown(rows, suite.name)
+    val = validation_rows(folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
+    if val:  # the trend slots record their validation-years RMSE: variants are compared there
+        md = f"{md}\n{validation_markdown(val, suite.name)}"
     out = Path(args.out) / suite.name
     write_text_atomic(md, out / "yield_forecast.md")
     if "forecast" in folds:

@@ -177,6 +177,10 @@ class ModelConfig:
     #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
     technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
+    #: the trend's rate learned per site (one per region of ``data.region``, inside the rate's bounds; hybrid only)
+    technology_site_rate: bool = False
+    #: a bounded yield level per site (one per region of ``data.region``; `kgml.models.hybrid.TechnologyTrend`)
+    technology_site_level: bool = False
 
     def __post_init__(self):
         _check("model", self, {k: "positive" for k in ("hidden", "location_dim", "n_scales", "region_dim", "n_heads",

@@ -275,6 +275,9 @@ def new_model(config: ExperimentConfig, prepared: Prepared, key=None) -> eqx.Mod
     (`kgml.models.hybrid.ProcessModel` at the defaults)."""
     m = config.model
     key = jax.random.PRNGKey(config.seed) if key is None else key
+    if (m.technology_site_rate or m.technology_site_level) and m.kind != "hybrid":
+        raise ConfigError(f"[model] technology_site_rate / technology_site_level are for kind = 'hybrid', "
+                          f"got {m.kind!r}")
     if m.kind == "process":
         return build_process_model(process_model(config), learned=m.learned, global_params=m.global_params,
                                    fixed=dict(m.fixed), technology_trend=m.technology_trend,
@@ -316,8 +319,24 @@ def _new_hybrid(config: ExperimentConfig, prepared: Prepared, key) -> HybridMode
         process_model(config), key=key, **_shared_sizes(config, prepared), head_hidden=m.head_hidden,
         learned=m.learned, global_params=m.global_params, time_varying=m.time_varying, fixed=dict(m.fixed),
         residual=m.residual, residual_scale=m.residual_scale, technology_trend=m.technology_trend,
-        technology_reference_year=m.technology_reference_year,
+        technology_reference_year=m.technology_reference_year, technology_sites=_technology_sites(config, prepared),
+        technology_site_level=m.technology_site_level, technology_site_rate=m.technology_site_rate,
     )
+
+
+def _technology_sites(config: ExperimentConfig, prepared: Prepared) -> int:
+    """Number of per-site trend rates / levels (``model.technology_site_rate`` / ``technology_site_level``: one
+    per region of ``data.region``)."""
+    m = config.model
+    if not (m.technology_site_rate or m.technology_site_level):
+        return 0
+    what = "technology_site_rate" if m.technology_site_rate else "technology_site_level"
+    if not m.technology_trend:
+        raise ConfigError(f"[model] {what} needs technology_trend = true")
+    if not prepared.region_map:
+        raise ConfigError(f"[model] {what} needs the [data] region coordinate {config.data.region!r} "
+                          "in the training data (one rate per region; per site: a coordinate of the site IDs)")
+    return len(prepared.region_map)
 
 
 def objective(config: ExperimentConfig, prepared: Prepared) -> HybridObjective:

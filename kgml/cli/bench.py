@@ -55,6 +55,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "physics once per suite, fine-tuned per fold), hybrid_trend, hybrid_per_region_trend, "
                         "neural_trend and process_trend (with the technology trend; yield suites), yield_unit_mean, "
                         "yield_unit_trend, yield_region_trend, yield_trend_rf (naive yield baselines), "
+                        "hybrid_trend_site_embedding, hybrid_trend_site_rate, hybrid_trend_site_level, "
+                        "hybrid_trend_site_level_rate (trended hybrid + per-unit embedding / rate / level; held-out "
+                        "years of known units), "
                         "hybrid_anomaly_w1, hybrid_anomaly_w3, hybrid_anomaly_w10 (hybrid_global + the anomaly-aware "
                         "loss of that weight; monthly suites)")
     s.add_argument("--fold-kinds", action=ListAction, default=None, metavar="KIND",

@@ -19,6 +19,10 @@ potential, `kgml.models.hybrid.TechnologyTrend`; the network's yield head output
 `kgml.compare.baselines.YieldBaseline` (``yield_unit_mean``, ``yield_unit_trend``, ``yield_region_trend``,
 ``yield_trend_rf``); there ``rf`` and ``gbm`` read the year as an input. A slot that does not apply to a fold
 kind (per-unit baselines on leave-unit-out folds) is reported not available for that kind only.
+``hybrid_trend_site_embedding`` / ``hybrid_trend_site_rate`` / ``hybrid_trend_site_level`` /
+``hybrid_trend_site_level_rate`` (`_site_embedding`): the trended global hybrid with a learned embedding of every
+training unit, and a per-unit trend rate and/or bounded yield level (`kgml.models.hybrid.TechnologyTrend`), for
+held-out years of known units; they record the validation years' RMSE (`with_val_rmse`).
 
 ``hybrid_anomaly_w<w>`` (`ANOMALY_SLOTS`): hybrid_global with the anomaly-aware loss of weight w
 (`kgml.config.LossConfig.anomaly`), for monthly suites.
@@ -97,7 +101,8 @@ __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult"
 MODELS = ("rf", "gbm", "lstm", "process_global", "process_per_region", "neural", "hybrid_global",
           "hybrid_per_region", "hybrid_finetune", "hybrid_region_aware", "hybrid_pretrained", "hybrid_trend",
           "hybrid_per_region_trend", "neural_trend", "process_trend", "yield_unit_mean", "yield_unit_trend", "yield_region_trend", "yield_trend_rf",
-          "site_climatology", "hybrid_site_embedding", "neural_site_embedding")
+          "site_climatology", "hybrid_site_embedding", "neural_site_embedding", "hybrid_trend_site_embedding",
+          "hybrid_trend_site_rate", "hybrid_trend_site_level_rate", "hybrid_trend_site_level")
 #: The naive yield baselines (`kgml.compare.baselines.YieldBaseline`): slot → kind.
 YIELD_SLOTS = {"yield_unit_mean": "unit_mean", "yield_unit_trend": "unit_trend",
                "yield_region_trend": "region_trend", "yield_trend_rf": "trend_rf"}
@@ -119,6 +124,10 @@ MODEL_LABELS = {
     "site_climatology": "naive: the site's own mean seasonal cycle of its training years",
     "hybrid_site_embedding": "hybrid, global + a learned embedding of each training site",
     "neural_site_embedding": "neural network, same size, no physics + a learned embedding of each training site",
+    "hybrid_trend_site_embedding": "hybrid, global + bounded technology trend + a learned embedding of each training site",
+    "hybrid_trend_site_rate": "hybrid, global + bounded technology trend with a learned rate per training site + site embedding",
+    "hybrid_trend_site_level_rate": "hybrid, global + bounded technology trend with a learned rate and level per training site + site embedding",
+    "hybrid_trend_site_level": "hybrid, global + bounded technology trend with a learned level per training site + site embedding",
 }
 RESULTS_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
 RESULTS_SECTION = "## Distribution shift (`kgml bench shift`)"
@@ -471,9 +480,31 @@ def trend_config(cfg, suite: Suite):
                     model={"technology_trend": True, "technology_reference_year": float(suite.trend_reference_year)})
 
 
+def with_val_rmse(ctx: FoldContext, run, pred: xr.Dataset, ds: xr.Dataset | None = None) -> xr.Dataset:
+    """``pred`` with the pooled RMSE of every target on the fold's *validation* part (attribute
+    ``val_rmse_<target>``; for yield suites on forecast folds the last two training years): variants of a slot
+    are compared there, never on the test years."""
+    ds = ctx.ds if ds is None else ds
+    if not ctx.split.val.units:
+        return pred
+    val = select_part(ds, ctx.split, "val")
+    vpred = ctx.predict(run, val)
+    for t in ctx.suite.targets:
+        name = t if ctx.suite.resolution != "monthly" else f"{t}_monthly"
+        obs_name = ctx.suite.observed_name(t) if ctx.suite.resolution != "monthly" else f"{ctx.suite.observed_name(t)}_monthly"
+        if name not in vpred or obs_name not in val:
+            continue
+        o, p = xr.align(val[obs_name], vpred[name], join="inner")
+        o, p = np.asarray(o.values, np.float64).ravel(), np.asarray(p.transpose(*o.dims).values, np.float64).ravel()
+        ok = np.isfinite(o) & np.isfinite(p)
+        if ok.any():
+            pred.attrs[f"val_rmse_{t}"] = float(np.sqrt(np.mean((p[ok] - o[ok]) ** 2)))
+    return pred
+
+
 def _hybrid_trend(ctx: FoldContext) -> xr.Dataset:
     run = ctx.train(trend_config(ctx.config, ctx.suite))
-    return ctx.predict(run, ctx.heldout_ds())
+    return with_val_rmse(ctx, run, ctx.predict(run, ctx.heldout_ds()))
 
 
 def _hybrid_per_region_trend(ctx: FoldContext) -> xr.Dataset:
@@ -562,12 +593,15 @@ def _hybrid_region_aware(ctx: FoldContext) -> xr.Dataset:
 SITE_KEY = "site_key"
 
 
-def _site_embedding(kind: str):
+def _site_embedding(kind: str, trend: bool = False, site_rate: bool = False, site_level: bool = False):
     """The global hybrid (``kind="hybrid"``) or the same-size network (``"neural"``) with a learned embedding
     of every training site in its location encoder (the region embedding with one region per site): for held-out
     *years* of known sites, the model can learn each site's own parameters (the hybrid) or level (the network),
     as the forest can from the site's coordinates. Unseen sites get the zero embedding; not available where whole
-    sites are held out."""
+    sites are held out. ``trend``: with the bounded technology trend of `trend_config` (yield suites);
+    ``site_rate``: its rate per training site (`kgml.models.hybrid.TechnologyTrend` ``site_rate``), each
+    site's offset on the unconstrained rate, so every site's rate stays inside the rate's bounds; ``site_level``:
+    a bounded yield level per site (``site_level``, exp(±0.4))."""
     def slot(ctx: FoldContext) -> xr.Dataset:
         held = set(ctx.split.part(ctx.heldout).units)
         if not held & set(ctx.split.train.units):
@@ -576,10 +610,17 @@ def _site_embedding(kind: str):
         sites = ctx.ds.site.values.astype(str)
         ds = ctx.ds.assign_coords({SITE_KEY: ("site", sites)})
         cfg = _told(ctx) if kind == "neural" else ctx.config
+        if trend:
+            cfg = trend_config(cfg, ctx.suite)
+        if site_rate:
+            cfg = _replace(cfg, name=f"{cfg.name}-site-rate", model={"technology_site_rate": True})
+        if site_level:
+            cfg = _replace(cfg, name=f"{cfg.name}-site-level", model={"technology_site_level": True})
         cfg = _replace(cfg, name=f"{cfg.name}-{kind}-site-embedding", data={"region": SITE_KEY},
                        model={"region_embedding": True, **({"kind": "neural"} if kind == "neural" else {})})
         run = ctx.train(cfg, ds=ds)
-        return ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+        pred = ctx.predict(run, select_part(ds, ctx.split, ctx.heldout))
+        return with_val_rmse(ctx, run, pred, ds) if trend else pred
 
     return slot
 
@@ -774,6 +815,10 @@ SLOTS = {
     "hybrid_trend": _hybrid_trend, "hybrid_per_region_trend": _hybrid_per_region_trend,
     "neural_trend": _neural_trend, "process_trend": _process_trend, "site_climatology": _site_climatology,
     "hybrid_site_embedding": _site_embedding("hybrid"), "neural_site_embedding": _site_embedding("neural"),
+    "hybrid_trend_site_embedding": _site_embedding("hybrid", trend=True),
+    "hybrid_trend_site_rate": _site_embedding("hybrid", trend=True, site_rate=True),
+    "hybrid_trend_site_level_rate": _site_embedding("hybrid", trend=True, site_rate=True, site_level=True),
+    "hybrid_trend_site_level": _site_embedding("hybrid", trend=True, site_level=True),
     **{slot: _yield_baseline(kind) for slot, kind in YIELD_SLOTS.items()},
 }
 def _hybrid_site_attention(ctx: FoldContext) -> xr.Dataset:

@@ -19,7 +19,7 @@ from kgml.compare.figures import prediction_path
 from kgml.data.splits import Split
 from kgml.io import pyplot, write_png_atomic
 
-__all__ = ["forecast_figure", "yield_markdown", "yield_rows"]
+__all__ = ["forecast_figure", "validation_markdown", "validation_rows", "yield_markdown", "yield_rows"]
 
 #: The per-unit linear trend every model is compared with (issue 14 target: ≤ 0.75 × its pooled RMSE).
 REFERENCE = "yield_unit_trend"
@@ -88,6 +88,51 @@ def yield_rows(ds: xr.Dataset, folds: dict[str, list[Split]], directories: Seque
         r["rmse_pct_mean"] = 100 * r["pooled_rmse"] / r["mean_obs"]
         r["ratio_to_unit_trend"] = r["pooled_rmse"] / ref["pooled_rmse"] if ref else math.nan
     return rows
+
+
+def validation_rows(folds: dict[str, list[Split]], directories: Sequence[Path], models: Sequence[str],
+                    suite: str, target: str = "crop_yield") -> list[dict]:
+    """One row per (fold kind, model) whose saved predictions carry the validation RMSE of every fold
+    (attribute ``val_rmse_<target>``, `kgml.compare.runner.with_val_rmse`): the RMSE pooled over the folds'
+    validation years (root of the mean of the folds' squared RMSEs), mean ± sd over the seeds. This, not the
+    test years, is where variants of a model are compared."""
+    rows = []
+    for kind, splits in folds.items():
+        for m in models:
+            per_seed = []
+            for d in directories:
+                for sd in _seeds_saved(Path(d) / suite, kind, splits, m):
+                    values = []
+                    for split in splits:
+                        p = prediction_path(Path(d) / suite / "folds" / kind / split.name, m, sd)
+                        if not p.exists():
+                            break
+                        with xr.open_dataset(p) as f:
+                            v = f.attrs.get(f"val_rmse_{target}")
+                        if v is None:
+                            break
+                        values.append(float(v))
+                    if len(values) == len(splits):
+                        per_seed.append(math.sqrt(float(np.mean(np.square(values)))))
+            if per_seed:
+                v = np.array(per_seed)
+                rows.append({"fold_kind": kind, "model": m, "n_seeds": v.size, "val_rmse": float(v.mean()),
+                             "val_rmse_sd": float(v.std(ddof=1)) if v.size > 1 else math.nan})
+    return rows
+
+
+def validation_markdown(rows: list[dict], suite: str, units: str = "t ha-1") -> str:
+    """Tables per fold kind of `validation_rows`."""
+    lines = []
+    for kind in dict.fromkeys(r["fold_kind"] for r in rows):
+        where = "the last two training years of each fold" if kind == "forecast" else "each fold's validation part"
+        lines += [f"#### {suite} — {kind}: validation years ({where})", "",
+                  f"| model | seeds | pooled validation RMSE ({units}) |", "|---|---|---|"]
+        for r in [r for r in rows if r["fold_kind"] == kind]:
+            sd = f" ± {_f(r['val_rmse_sd'], '.2f')}" if r["n_seeds"] > 1 else ""
+            lines.append(f"| {r['model']} | {r['n_seeds']} | {_f(r['val_rmse'], '.3f')}{sd} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _f(x, fmt=".3g") -> str:

@@ -145,43 +145,81 @@ class TechnologyTrend(eqx.Module):
     """The bounded technology trend on yield potential (`process_models.crop.technology_factor`): one learned
     regional rate and plateau (`process_models.crop.TECHNOLOGY_SPECS`, bounded by their transforms), a fixed
     reference year. The physics makes each year's weather-driven yield; the trend scales it, so a drought
-    year stays a drought year of the physics, and the forecast trend levels off instead of running away."""
+    year stays a drought year of the physics, and the forecast trend levels off instead of running away.
+
+    With ``site_rate`` (`create` with ``n_sites`` > 0 and ``site_rate=True``), each site (the window's region index, one region per
+    training site) adds its own learned offset to the *unconstrained* rate: every site's rate stays inside the
+    rate's bounds (0–0.04 yr-1 through its logit transform), never negative; a site without an index (−1, not
+    trained) gets the shared rate. The plateau stays shared.
+
+    With ``site_level`` (`create` with ``site_level=True``), each site also gets its own yield level, a
+    factor exp(L·tanh(raw)) on the yield potential, bounded to exp(±L) with L = `LEVEL_MAX` (0.4: ×0.67…×1.49,
+    wider than the spread of the 40 Illinois counties' 1980–2018 corn yields, ×0.74…×1.21 of the mean over
+    counties of the same year in the Khaki et al. 2020 data), 1 for an unknown site: what soils and management add to the weather-driven
+    physics of each county, as the per-county line's intercept does."""
 
     raw: dict[str, Array]
     reference_year: float = eqx.field(static=True)
+    site_rate: Array | None = None  #: (n_sites,) raw offsets of the unconstrained rate per site, or None
+    site_level: Array | None = None  #: (n_sites,) raw log-level per site (bounded by tanh), or None
+    #: bound L of the per-site log-level (–)
+    LEVEL_MAX: ClassVar[float] = 0.4
     specs: ClassVar[dict[str, ParameterSpec]] = {s.name: s for s in TECHNOLOGY_SPECS}
     #: unconstrained value = GAIN × raw: Adam moves each raw value by ≈ the learning rate per step, and the
     #: two trend values (shared by every site-year) must cross their range in a few hundred steps.
     GAIN: ClassVar[float] = 10.0
 
     @classmethod
-    def create(cls, reference_year: float) -> TechnologyTrend:
-        """At the specs' defaults."""
+    def create(cls, reference_year: float, n_sites: int = 0, site_level: bool = False,
+               site_rate: bool = True) -> TechnologyTrend:
+        """At the specs' defaults; with ``n_sites`` > 0 a per-site rate offset (``site_rate``), zero (the shared
+        rate) at start, and with ``site_level`` a per-site level, 1 at start."""
+        if n_sites < 0:
+            raise ValueError(f"TechnologyTrend: n_sites must be >= 0, got {n_sites}")
+        if site_level and not n_sites:
+            raise ValueError("TechnologyTrend: a per-site level needs n_sites > 0")
+        zeros = jnp.zeros(n_sites, jnp.float32) if n_sites else None
         return cls({n: jnp.asarray(s.default_unconstrained / cls.GAIN, jnp.float32) for n, s in cls.specs.items()},
-                   float(reference_year))
+                   float(reference_year), zeros if site_rate else None, zeros if site_level else None)
+
+    @staticmethod
+    def _of_site(values: Array, region: Array) -> Array:
+        region = jnp.asarray(region)
+        return jnp.where(region >= 0, values[jnp.clip(region, 0, values.shape[0] - 1)], 0.0)
+
+    def level(self, region: Array | None = None) -> Array:
+        """The per-site yield level factor (–), in [exp(−L), exp(L)]; 1 without a per-site level or site index."""
+        if self.site_level is None or region is None:
+            return jnp.asarray(1.0, jnp.float32)
+        return jnp.exp(self.LEVEL_MAX * jnp.tanh(self.GAIN * self._of_site(self.site_level, region)))
 
     @property
     def unconstrained(self) -> dict[str, Array]:
         return {n: self.GAIN * v for n, v in self.raw.items()}
 
-    def theta(self) -> dict[str, Array]:
-        """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–)."""
-        return {n: self.specs[n].to_physical(u) for n, u in self.unconstrained.items()}
+    def theta(self, region: Array | None = None) -> dict[str, Array]:
+        """Physical ``tech_rate`` (yr-1) and ``tech_max_gain`` (–); with a per-site rate and a ``region``
+        index (scalar int; −1: unknown site), that site's rate."""
+        u = self.unconstrained
+        if self.site_rate is not None and region is not None:
+            u = {**u, "tech_rate": u["tech_rate"] + self.GAIN * self._of_site(self.site_rate, region)}
+        return {n: self.specs[n].to_physical(v) for n, v in u.items()}
 
-    def __call__(self, years: Array) -> Array:
-        th = self.theta()
-        return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year)
+    def __call__(self, years: Array, region: Array | None = None) -> Array:
+        th = self.theta(region)
+        return technology_factor(years, th["tech_rate"], th["tech_max_gain"], self.reference_year) * self.level(region)
 
 
 def _annual_yield(technology: TechnologyTrend | None, annual: Array, w: SiteWindow) -> Array:
-    """Year-end yields of a window, times the technology factor of each year when the model has one."""
+    """Year-end yields of a window, times the technology factor of each year (of the window's site, with a
+    per-site rate) when the model has one."""
     if technology is None:
         return annual
     if w.year is None:
         raise ValueError("the technology trend needs the windows' calendar year (SiteWindow.year); build the "
                          "windows with kgml.models.hybrid.prepare_windows")
     years = w.year + jnp.arange(annual.shape[-1], dtype=jnp.float32)
-    return annual * technology(years)
+    return annual * technology(years, w.region)
 
 
 def _locate(location: LocationEncoder, lat, lon, static, region):
@@ -277,7 +315,7 @@ class HybridModel(AbstractNetworkModel):
         if "rsoil" in residual:
             rsoil = constraints.nonnegative_correction(rsoil, residual["rsoil"])
         if self.technology is not None:
-            theta = {**theta, **self.technology.theta()}
+            theta = {**theta, **self.technology.theta(w.region)}
         return Predictions(
             gpp=gpp, reco=reco, nee=reco - gpp, rsoil=rsoil, et=out.et, lai=out.lai,
             crop_yield=_annual_yield(self.technology, losses.annual_values(out.crop_yield, DAYS_PER_YEAR), w),
@@ -314,6 +352,9 @@ def build_hybrid(
     use_summary: bool = True,
     technology_trend: bool = False,
     technology_reference_year: float = 2000.0,
+    technology_sites: int = 0,
+    technology_site_level: bool = False,
+    technology_site_rate: bool = True,
 ) -> HybridModel:
     """Assemble a `HybridModel` for ``process``. ``learned`` (default: every parameter) are predicted per
     site (those also in ``time_varying`` per day); ``global_params`` are learned single values; the others
@@ -321,7 +362,9 @@ def build_hybrid(
     of the site embedding: static parameters then depend on the site's location, attributes and context
     only (less room to memorise individual site-years; the encoder still feeds the residual and the
     time-varying parameters). ``technology_trend``: the yields are scaled by a learned, bounded
-    `TechnologyTrend` (factor 1 at ``technology_reference_year``). Untrained, the model equals the process
+    `TechnologyTrend` (factor 1 at ``technology_reference_year``); ``technology_sites`` > 0: its rate per site
+    (one offset per region index, `TechnologyTrend` ``site_rate``; unless ``technology_site_rate`` is false), with
+    ``technology_site_level`` a bounded yield level per site (``site_level``). Untrained, the model equals the process
     model at the defaults (the heads start at the specs' default unconstrained values, the residual at 0)."""
     specs = {s.name: s for s in process.parameter_specs}
     fixed = dict(fixed or {})
@@ -369,7 +412,8 @@ def build_hybrid(
         global_unconstrained={n: jnp.asarray(specs[n].default_unconstrained, jnp.float32) for n in global_params},
         fixed=fixed_all, learned=tuple(per_site), time_varying=tuple(time_varying), residual_targets=tuple(residual),
         use_summary=use_summary,
-        technology=TechnologyTrend.create(technology_reference_year) if technology_trend else None,
+        technology=TechnologyTrend.create(technology_reference_year, technology_sites, technology_site_level,
+                                          technology_site_rate) if technology_trend else None,
     )
 
 

@@ -405,3 +405,51 @@ def test_water_phenology_slot_trains_the_water_limited_gsi(tmp_path, dataset_dir
     crop = get_suite("il_corn_yield")
     with pytest.raises(NotAvailable, match="natural-vegetation"):
         SLOTS["hybrid_water_phenology"](FoldContext(crop, ds, split, tmp_path / "c", ctx.config, True, ""))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slot", ["hybrid_trend_site_embedding", "hybrid_trend_site_rate",
+                                  "hybrid_trend_site_level_rate", "hybrid_trend_site_level"])
+def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_dir, slot):
+    """The trended hybrid with a learned embedding per training county (and, for hybrid_trend_site_rate, a rate
+    per county) on a forecasting fold of the IL corn suite: one embedding row (and one rate) per training county,
+    every held-out county among them, the rates inside their bounds, finite forecasts."""
+    from kgml.compare.runner import SLOTS, FoldContext, base_config, prepare_suite
+    from process_models.crop import TECHNOLOGY_SPECS
+
+    suite = get_suite("il_corn_yield")
+    data = dataset_dir(suite.dataset_folder).parent
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("forecast",))
+    split = folds["forecast"][-1]
+    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name, base_config(suite, quick=True,
+                                                                                                  seed=0), True, "")
+    trained = {}
+    original = ctx.train
+
+    def spy(cfg, *a, **kw):
+        trained["run"] = original(cfg, *a, **kw)
+        return trained["run"]
+
+    ctx.train = spy
+    pred = SLOTS[slot](ctx)
+    run = trained["run"]
+    n = len(split.train.units)
+    assert set(run.prepared.region_map) == set(split.train.units) >= set(split.test.units)
+    assert run.model.location.region_embedding.weight.shape[0] == n
+    assert run.model.technology is not None
+    tech = run.model.technology
+    assert (tech.site_level is not None) == slot.startswith("hybrid_trend_site_level")
+    if slot == "hybrid_trend_site_level":
+        assert tech.site_level.shape == (n,) and tech.site_rate is None
+        assert np.ptp([float(tech.level(np.int32(i))) for i in range(n)]) > 0  # trained: levels moved apart
+    elif slot != "hybrid_trend_site_embedding":
+        assert run.model.technology.site_rate.shape == (n,)
+        spec = {s.name: s for s in TECHNOLOGY_SPECS}["tech_rate"]
+        rates = np.array([float(run.model.technology.theta(np.int32(i))["tech_rate"]) for i in range(n)])
+        assert np.all((rates >= spec.lower) & (rates <= spec.upper))
+        assert np.ptp(rates) > 0  # trained: the counties' rates moved apart
+    else:
+        assert run.model.technology.site_rate is None
+    assert np.isfinite(pred["crop_yield"].values).any()
+    # the validation years' RMSE (variants are compared there, not on the forecast years)
+    assert 0 < pred.attrs["val_rmse_crop_yield"] < 10

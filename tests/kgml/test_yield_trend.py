@@ -299,3 +299,163 @@ def test_yield_tables_count_every_seed_saved_in_each_directory(tmp_path):
         (folder / name).write_bytes(b"")
     assert _seeds_saved(tmp_path, "forecast", [split], "m") == [0, 1, 2]
     assert _seeds_saved(tmp_path, "forecast", [split], "other") == []
+
+
+# --- the trend's rate per site (issue 14: per-county knowledge in the trended hybrid) -----------------
+
+
+def test_per_site_rate_recovers_two_planted_rates_and_stays_bounded():
+    """`TechnologyTrend` with a per-site rate, fitted on two sites' series with planted rates 0.8 % and 2.6 %
+    per year (shared plateau 0.5, years 1980–2010) times weather-like noise, recovers both rates; an unknown site
+    (index −1) gets the shared rate; offsets far out of range still give rates inside the bounds."""
+    import equinox as eqx
+    import optax
+
+    from kgml.models.hybrid import TechnologyTrend
+
+    years = jnp.arange(1980.0, 2011.0)
+    planted = (0.008, 0.026)
+    rng = np.random.default_rng(0)
+    noise = jnp.asarray(rng.normal(0.0, 0.03, (2, years.size)), jnp.float32)
+    obs = jnp.stack([8.0 * technology_factor(years, r, 0.5, 1995.0) for r in planted]) * jnp.exp(noise)
+    trend = TechnologyTrend.create(1995.0, n_sites=2)
+    assert trend.site_rate is not None and trend.site_rate.shape == (2,)
+    default = {s.name: s.default for s in TECHNOLOGY_SPECS}
+    assert float(trend.theta(jnp.asarray(1))["tech_rate"]) == pytest.approx(default["tech_rate"], rel=1e-5)
+    params = (trend, jnp.zeros(2))  # + a free log-level per site (the physics' yield level, here a constant)
+
+    def loss(p):
+        tr, level = p
+        pred = jnp.stack([jnp.exp(level[i]) * 8.0 * tr(years, jnp.asarray(i)) for i in range(2)])
+        return jnp.mean((jnp.log(pred) - jnp.log(obs)) ** 2)
+
+    opt = optax.adam(3e-3)
+    state = opt.init(eqx.filter(params, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    def step(p, s):
+        g = eqx.filter_grad(loss)(p)
+        upd, s = opt.update(g, s)
+        return eqx.apply_updates(p, upd), s
+
+    for _ in range(1500):
+        params, state = step(params, state)
+    fitted = params[0]
+    rates = [float(fitted.theta(jnp.asarray(i))["tech_rate"]) for i in range(2)]
+    assert rates[0] == pytest.approx(planted[0], abs=0.002)
+    assert rates[1] == pytest.approx(planted[1], abs=0.002)
+    assert float(fitted.theta(jnp.asarray(-1))["tech_rate"]) == pytest.approx(float(fitted.theta()["tech_rate"]))
+    extreme = eqx.tree_at(lambda t: t.site_rate, fitted, jnp.asarray([-100.0, 100.0]))
+    lo, hi = (float(extreme.theta(jnp.asarray(i))["tech_rate"]) for i in range(2))
+    spec = {s.name: s for s in TECHNOLOGY_SPECS}["tech_rate"]
+    assert spec.lower <= lo < 1e-4 and spec.upper - 1e-4 < hi <= spec.upper  # never negative, never past 4 %/yr
+
+
+def test_per_site_level_and_rate_recover_two_planted_counties():
+    """With the per-site level too, two sites differing in level (×0.8 and ×1.15) and in rate (0.8 % and 2.6 %
+    per year) are both recovered from their series alone; levels stay inside exp(±LEVEL_MAX)."""
+    import equinox as eqx
+    import optax
+
+    from kgml.models.hybrid import TechnologyTrend
+
+    years = jnp.arange(1980.0, 2011.0)
+    rates, levels = (0.008, 0.026), (0.8, 1.15)
+    noise = jnp.asarray(np.random.default_rng(1).normal(0.0, 0.03, (2, years.size)), jnp.float32)
+    obs = jnp.stack([8.0 * lv * technology_factor(years, r, 0.5, 1995.0) for r, lv in zip(rates, levels, strict=True)])
+    obs = obs * jnp.exp(noise)
+    trend = TechnologyTrend.create(1995.0, n_sites=2, site_level=True)
+    assert float(trend.level(jnp.asarray(0))) == pytest.approx(1.0)
+
+    def loss(tr):
+        pred = jnp.stack([8.0 * tr(years, jnp.asarray(i)) for i in range(2)])
+        return jnp.mean((jnp.log(pred) - jnp.log(obs)) ** 2)
+
+    opt = optax.adam(3e-3)
+    state = opt.init(eqx.filter(trend, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    def step(p, s):
+        upd, s = opt.update(eqx.filter_grad(loss)(p), s)
+        return eqx.apply_updates(p, upd), s
+
+    for _ in range(1500):
+        trend, state = step(trend, state)
+    for i in range(2):
+        assert float(trend.theta(jnp.asarray(i))["tech_rate"]) == pytest.approx(rates[i], abs=0.002)
+        assert float(trend.level(jnp.asarray(i))) == pytest.approx(levels[i], rel=0.03)
+    assert float(trend.level(jnp.asarray(-1))) == 1.0  # an unknown site: no level of its own
+    far = eqx.tree_at(lambda t: t.site_level, trend, jnp.asarray([-100.0, 100.0]))
+    lmax = TechnologyTrend.LEVEL_MAX
+    assert np.exp(-lmax) - 1e-6 <= float(far.level(jnp.asarray(0))) and float(far.level(jnp.asarray(1))) <= np.exp(lmax) + 1e-6
+    with pytest.raises(ValueError, match="per-site level needs n_sites"):
+        TechnologyTrend.create(1995.0, site_level=True)
+
+
+@pytest.mark.slow
+def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
+    """``model.technology_site_rate`` builds one rate per region of ``data.region`` (here the site IDs) in the
+    hybrid, and untrained it is the shared-rate hybrid exactly; without the trend, without the region
+    coordinate, or for the network, a clear config error."""
+    from kgml.config import ConfigError
+    from kgml.experiment import Run, new_model, predict_dataset, prepare
+
+    ds, _, _ = planted
+    ds = ds.assign_coords(site_key=("site", ds.site.values.astype(str)))
+    base = _trend_config("hybrid")
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, region="site_key"),
+                              model=dataclasses.replace(base.model, technology_site_rate=True))
+    prepared = prepare(ds, cfg)
+    model = new_model(cfg, prepared)
+    assert model.technology.site_rate.shape == (1,)
+    shared_cfg = dataclasses_replace_model(cfg, technology_site_rate=False)
+    shared = new_model(shared_cfg, prepared)
+    assert shared.technology.site_rate is None
+    a = predict_dataset(Run(model, cfg, prepared), ds, batch_size=12).crop_yield.values
+    b = predict_dataset(Run(shared, shared_cfg, prepared), ds, batch_size=12).crop_yield.values
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(ConfigError, match="technology_site_rate needs technology_trend"):
+        no_trend = dataclasses_replace_model(cfg, technology_trend=False)
+        new_model(no_trend, prepare(ds, no_trend))
+    with pytest.raises(ConfigError, match="region coordinate 'county'"):
+        no_region = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, region="county"))
+        new_model(no_region, prepare(ds, no_region))
+    with pytest.raises(ConfigError, match="are for kind = 'hybrid'"):
+        neural = dataclasses_replace_model(cfg, kind="neural")
+        new_model(neural, prepare(ds, neural))
+    level_only = dataclasses_replace_model(cfg, technology_site_rate=False, technology_site_level=True)
+    tech = new_model(level_only, prepare(ds, level_only)).technology
+    assert tech.site_level.shape == (1,) and tech.site_rate is None
+    with pytest.raises(ConfigError, match="technology_site_level needs technology_trend"):
+        no_trend = dataclasses_replace_model(level_only, technology_trend=False)
+        new_model(no_trend, prepare(ds, no_trend))
+    leveled = dataclasses_replace_model(cfg, technology_site_level=True)
+    tech = new_model(leveled, prepare(ds, leveled)).technology
+    assert tech.site_level.shape == (1,) and tech.site_rate.shape == (1,)
+
+
+def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):
+    """`kgml.compare.yields.validation_rows` reads ``val_rmse_crop_yield`` of every fold and seed: per seed the
+    root of the mean squared RMSE over the folds, then mean ± sd over seeds; a model missing it on a fold has
+    no row."""
+    from kgml.compare.yields import validation_markdown, validation_rows
+    from kgml.data.splits import Part, Split
+
+    splits = [Split(f"forecast5_from{y}", "forecast", 0, "year", Part(["a"]), Part(), Part(["b"]), Part())
+              for y in (1998, 2003)]
+    values = {("m", 0): (1.0, 2.0), ("m", 1): (2.0, 2.0), ("n", 0): (1.0, None)}
+    for (model, seed), per_fold in values.items():
+        for split, v in zip(splits, per_fold, strict=True):
+            folder = tmp_path / "s" / "folds" / "forecast" / split.name
+            folder.mkdir(parents=True, exist_ok=True)
+            d = xr.Dataset({"crop_yield": ("site", [1.0])}, coords={"site": ["a"]})
+            if v is not None:
+                d.attrs["val_rmse_crop_yield"] = v
+            d.to_netcdf(folder / (f"{model}.nc" if seed == 0 else f"{model}_seed{seed}.nc"))
+    rows = validation_rows({"forecast": splits}, [tmp_path], ["m", "n"], "s")
+    assert [r["model"] for r in rows] == ["m"]
+    per_seed = [np.sqrt((1.0 + 4.0) / 2), 2.0]
+    assert rows[0]["n_seeds"] == 2
+    assert rows[0]["val_rmse"] == pytest.approx(np.mean(per_seed))
+    assert rows[0]["val_rmse_sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert "| m | 2 | 1.791 ± 0.30 |" in validation_markdown(rows, "s")
