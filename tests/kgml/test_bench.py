@@ -315,11 +315,39 @@ def test_anomalous_year_folds_end_to_end(tmp_path, dataset_dir):
     assert res2.status["hybrid_site_embedding"].startswith("not available")
 
 
+def _fold_context(where, suite_name: str, data, kind: str, index: int = 0):
+    """The quick `FoldContext` of one frozen fold (``index`` of fold kind ``kind``) of a suite, seed 0."""
+    from kgml.compare.runner import FoldContext, base_config, prepare_suite
+
+    suite = get_suite(suite_name)
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=(kind,))
+    split = folds[kind][index]
+    return FoldContext(suite, ds, split, where / "folds" / kind / split.name, base_config(suite, quick=True, seed=0),
+                       True, "")
+
+
+def _slot_and_run(ctx, slot: str):
+    """(held-out prediction, trained run) of a model slot on a fold context: the run is caught on its way out of
+    ``ctx.train``."""
+    from kgml.compare.runner import SLOTS
+
+    trained = {}
+    original = ctx.train
+
+    def spy(cfg, *a, **kw):
+        trained["run"] = original(cfg, *a, **kw)
+        return trained["run"]
+
+    ctx.train = spy
+    pred = SLOTS[slot](ctx)
+    return pred, trained["run"]
+
+
 @pytest.mark.slow
 def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, dataset_dir):
     """hybrid_site_embedding on held-out years: its location encoder has one embedding row per training site,
     the held-out sites among them, and its predictions of their held-out year are finite."""
-    from kgml.compare.runner import SLOTS, FoldContext, base_config, prepare_suite
+    from kgml.compare.runner import FoldContext, base_config, prepare_suite
 
     suite = get_suite("fluxnet_mm")
     data = dataset_dir("fluxnet2015_subset_mm").parent
@@ -327,17 +355,7 @@ def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, da
     split = folds["driest_year_out"][0]
     cfg = base_config(suite, quick=True, seed=0)
     ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name, cfg, True, "")
-    trained = {}
-    original = ctx.train
-
-    def spy(cfg, *a, **kw):
-        run = original(cfg, *a, **kw)
-        trained["run"] = run
-        return run
-
-    ctx.train = spy
-    pred = SLOTS["hybrid_site_embedding"](ctx)
-    run = trained["run"]
+    pred, run = _slot_and_run(ctx, "hybrid_site_embedding")
     assert set(run.prepared.region_map) == set(split.train.units)
     assert set(split.test.units) <= set(run.prepared.region_map)
     assert run.model.location.region_embedding.weight.shape[0] == len(split.train.units)
@@ -349,56 +367,26 @@ def test_site_embedding_slot_learns_one_embedding_per_training_site(tmp_path, da
 def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, dataset_dir, slot, mode):
     """The observed-soil-water slots on fluxnet_mm_soil (quick): the trained physics reads the towers' SWC (or
     its REW), its held-out predictions are finite, and on fluxnet_mm (no SWC) the slot is not available."""
-    from kgml.compare.runner import SLOTS, FoldContext, NotAvailable, base_config, prepare_suite
+    from kgml.compare.runner import SLOTS, NotAvailable
 
     data = dataset_dir("fluxnet2015_subset_mm").parent
-    suite = get_suite("fluxnet_mm_soil")
-    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
-    split = folds["site_kfold"][0]
-    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name,
-                      base_config(suite, quick=True, seed=0), True, "")
-    trained = {}
-    original = ctx.train
-
-    def spy(cfg, *a, **kw):
-        trained["run"] = original(cfg, *a, **kw)
-        return trained["run"]
-
-    ctx.train = spy
-    pred = SLOTS[slot](ctx)
-    run = trained["run"]
+    ctx = _fold_context(tmp_path / "a", "fluxnet_mm_soil", data, "site_kfold")
+    pred, run = _slot_and_run(ctx, slot)
     assert run.config.model.soil_water == mode and run.model.process.soil_water == mode
     assert np.isfinite(pred["nee"].values).any()
-    plain_suite = get_suite("fluxnet_mm")
-    plain, plain_folds = prepare_suite(plain_suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
-    plain_ctx = FoldContext(plain_suite, plain, plain_folds["site_kfold"][0], tmp_path / "b",
-                            base_config(plain_suite, quick=True, seed=0), True, "")
     with pytest.raises(NotAvailable, match="swc"):
-        SLOTS[slot](plain_ctx)
+        SLOTS[slot](_fold_context(tmp_path / "b", "fluxnet_mm", data, "site_kfold"))
 
 
 @pytest.mark.slow
 def test_water_phenology_slot_trains_the_water_limited_gsi(tmp_path, dataset_dir):
     """hybrid_water_phenology on fluxnet_mm (quick): the trained physics' phenology is water-limited and learns
     its two water parameters per site; held-out predictions finite; a crop suite says not available."""
-    from kgml.compare.runner import SLOTS, FoldContext, NotAvailable, base_config, prepare_suite
+    from kgml.compare.runner import SLOTS, FoldContext, NotAvailable
 
-    data = dataset_dir("fluxnet2015_subset_mm").parent
-    suite = get_suite("fluxnet_mm")
-    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
-    split = folds["site_kfold"][0]
-    ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name,
-                      base_config(suite, quick=True, seed=0), True, "")
-    trained = {}
-    original = ctx.train
-
-    def spy(cfg, *a, **kw):
-        trained["run"] = original(cfg, *a, **kw)
-        return trained["run"]
-
-    ctx.train = spy
-    pred = SLOTS["hybrid_water_phenology"](ctx)
-    run = trained["run"]
+    ctx = _fold_context(tmp_path / "a", "fluxnet_mm", dataset_dir("fluxnet2015_subset_mm").parent, "site_kfold")
+    ds, split = ctx.ds, ctx.split
+    pred, run = _slot_and_run(ctx, "hybrid_water_phenology")
     assert run.config.model.phenology == "gsi_water" and run.model.process.phenology.water_limited
     assert {"gsi_water_low", "gsi_water_span"} <= set(run.model.learned)
     assert np.isfinite(pred["nee"].values).any()
@@ -414,7 +402,7 @@ def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_
     """The trended hybrid with a learned embedding per training county (and, for hybrid_trend_site_rate, a rate
     per county) on a forecasting fold of the IL corn suite: one embedding row (and one rate) per training county,
     every held-out county among them, the rates inside their bounds, finite forecasts."""
-    from kgml.compare.runner import SLOTS, FoldContext, base_config, prepare_suite
+    from kgml.compare.runner import FoldContext, base_config, prepare_suite
     from process_models.crop import TECHNOLOGY_SPECS
 
     suite = get_suite("il_corn_yield")
@@ -423,16 +411,7 @@ def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_
     split = folds["forecast"][-1]
     ctx = FoldContext(suite, ds, split, tmp_path / "a" / "folds" / "k" / split.name, base_config(suite, quick=True,
                                                                                                   seed=0), True, "")
-    trained = {}
-    original = ctx.train
-
-    def spy(cfg, *a, **kw):
-        trained["run"] = original(cfg, *a, **kw)
-        return trained["run"]
-
-    ctx.train = spy
-    pred = SLOTS[slot](ctx)
-    run = trained["run"]
+    pred, run = _slot_and_run(ctx, slot)
     n = len(split.train.units)
     assert set(run.prepared.region_map) == set(split.train.units) >= set(split.test.units)
     assert run.model.location.region_embedding.weight.shape[0] == n

@@ -195,20 +195,28 @@ def test_soil_chamber_without_measured_swc_says_so():
 # --- NaturalEcosystem(soil_water=...): measured soil water in the stress and moisture responses ------------
 
 
+def _unobserved_equals_bucket(mode: str, field: str):
+    """(met, plain model, observed model, θ, bucket outputs): with every observation NaN the ``mode`` model's
+    outputs equal the bucket model's exactly (asserted)."""
+    met = seasonal_met(1)
+    n = met.tair.shape[0]
+    plain, observed = NaturalEcosystem(), NaturalEcosystem(soil_water=mode)
+    theta = plain.default_parameters()
+    base = simulate(plain, theta, met._replace(**{field: jnp.full(n, jnp.nan)})).outputs
+    same = simulate(observed, theta, met._replace(**{field: jnp.full(n, jnp.nan)})).outputs
+    for name in ("gpp", "reco", "nee", "water_stress", "swc", "et", "w"):
+        np.testing.assert_array_equal(getattr(same, name), getattr(base, name), err_msg=name)
+    return met, plain, observed, theta, base
+
+
 def test_observed_water_all_missing_equals_the_bucket_and_measured_follows_fao56():
     """With every swc NaN the observed-water model equals the bucket model exactly; where measured, w_rel =
     (θ − θ_wp)/(θ_fc − θ_wp) of the same soil parameters, K_s = FAO-56 eq. 84 of it, Rh reads θ, and the water
     balance (w, ET) stays the bucket's."""
     from process_models.moisture import fao56_water_stress, soil_water_limits
 
-    met = seasonal_met(1)
+    met, plain, observed, theta, base = _unobserved_equals_bucket("observed", "swc")
     n = met.tair.shape[0]
-    plain, observed = NaturalEcosystem(), NaturalEcosystem(soil_water="observed")
-    theta = plain.default_parameters()
-    base = simulate(plain, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
-    same = simulate(observed, theta, met._replace(swc=jnp.full(n, jnp.nan))).outputs
-    for name in ("gpp", "reco", "nee", "water_stress", "swc", "et", "w"):
-        np.testing.assert_array_equal(getattr(same, name), getattr(base, name), err_msg=name)
 
     theta_fc, theta_wp = (float(v) for v in soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"]))
     swc = np.full(n, np.nan, np.float32)
@@ -249,13 +257,8 @@ def test_observed_rew_sets_relative_water_and_stress_and_keeps_the_water_balance
     (θ_fc − θ_wp) of the model's soil; NaN REW → the bucket's; a wet REW never stresses; unknown modes refuse."""
     from process_models.moisture import fao56_water_stress, soil_water_limits
 
-    met = seasonal_met(1)
+    met, plain, model, theta, base = _unobserved_equals_bucket("observed_rew", "rew")
     n = met.tair.shape[0]
-    plain, model = NaturalEcosystem(), NaturalEcosystem(soil_water="observed_rew")
-    theta = plain.default_parameters()
-    base = simulate(plain, theta, met._replace(rew=jnp.full(n, jnp.nan))).outputs
-    same = simulate(model, theta, met._replace(rew=jnp.full(n, jnp.nan))).outputs
-    np.testing.assert_array_equal(same.nee, base.nee)
     rew = np.full(n, np.nan, np.float32)
     rew[150:240] = 0.1
     rew[0:60] = 1.0
