@@ -522,33 +522,40 @@ def intervals_dataset(rows: list[dict]) -> dict:
 
 
 def coverage_figure(rows: list[dict], path: Path, title: str) -> Path | None:
-    """Empirical coverage (pooled: solid; p10 site: dashed) against the nominal level, one panel per target,
-    a line per (model, scale) of the first fold kind that has rows; the diagonal is perfect calibration."""
+    """Empirical coverage (pooled: solid; p10 site or unit: dashed) against the nominal level: a row of panels
+    per fold kind, a panel per target, a line per (model, scale); the diagonal is perfect calibration."""
     if not rows:
         return None
     plt = pyplot()
-    kind = rows[0]["fold_kind"]
-    variables = list(dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind))
-    ncol = min(3, len(variables))
-    nrow = -(-len(variables) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.4 * nrow), squeeze=False)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
+    kinds = list(dict.fromkeys(r["fold_kind"] for r in rows))
+    panels = [(kind, var) for kind in kinds
+              for var in dict.fromkeys(r["variable"] for r in rows if r["fold_kind"] == kind)]
+    ncol = max(sum(1 for k, _ in panels if k == kind) for kind in kinds)
+    fig, axes = plt.subplots(len(kinds), ncol, figsize=(3.6 * ncol, 3.4 * len(kinds)), squeeze=False)
     nominal = np.asarray(LEVELS)
     colour = {k: f"C{i}" for i, k in enumerate(dict.fromkeys((r["model"], r["scale"]) for r in rows))}
-    for ax, var in zip(axes.ravel(), variables, strict=False):
-        ax.plot([0.4, 1.0], [0.4, 1.0], color="0.6", lw=1)
-        for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
-            pooled = [r[f"coverage_{round(lv * 100)}"] for lv in LEVELS]
-            tail = [r[f"coverage_{round(lv * 100)}_p10"] for lv in LEVELS]
-            line, = ax.plot(nominal, pooled, "o-", color=colour[(r["model"], r["scale"])],
-                            label=f"{r['model']} ({r['scale']})")
-            ax.plot(nominal, tail, "x--", color=line.get_color(), lw=0.8)
-        ax.set(xlabel="nominal level", ylabel="empirical coverage", title=f"{var} — {kind}", xlim=(0.4, 1.0),
-               ylim=(0.0, 1.02))
-        ax.grid(alpha=0.3)
+    used = set()
+    for i, kind in enumerate(kinds):
+        variables = [v for k, v in panels if k == kind]
+        for j, var in enumerate(variables):
+            ax = axes[i][j]
+            used.add((i, j))
+            ax.plot([0.4, 1.0], [0.4, 1.0], color="0.6", lw=1)
+            for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
+                pooled = [r[f"coverage_{round(lv * 100)}"] for lv in LEVELS]
+                tail = [r[f"coverage_{round(lv * 100)}_p10"] for lv in LEVELS]
+                line, = ax.plot(nominal, pooled, "o-", color=colour[(r["model"], r["scale"])],
+                                label=f"{r['model']} ({r['scale']})")
+                ax.plot(nominal, tail, "x--", color=line.get_color(), lw=0.8)
+            ax.set(xlabel="nominal level", ylabel="empirical coverage", xlim=(0.4, 1.0), ylim=(0.0, 1.02))
+            ax.set_title(f"{var}\n{kind}", fontsize=8)
+            ax.grid(alpha=0.3)
+    for i in range(len(kinds)):
+        for j in range(ncol):
+            if (i, j) not in used:
+                axes[i][j].set_visible(False)
     axes[0][0].legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"{title}: coverage of calibrated intervals (solid pooled, dashed p10 site)", fontsize=8)
+    fig.suptitle(f"{title}: coverage of calibrated intervals (solid pooled, dashed p10 site or unit)", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_png_atomic(fig, path, dpi=130)
