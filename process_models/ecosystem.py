@@ -273,7 +273,7 @@ class NaturalEcosystem(Ecosystem):
         return self.phenology.drivers(theta, met)
 
     def _leaf_area(self, theta, veg, met, drivers):
-        if getattr(self.phenology, "water_limited", False):
+        if self.phenology.water_limited:
             raise NotImplementedError("a water-limited phenology needs the soil water: use advance/step")
         veg, lai = self.phenology(theta, veg, met, drivers)
         return veg, lai, self._biomass(theta, lai)
@@ -285,7 +285,7 @@ class NaturalEcosystem(Ecosystem):
         """Only the phenology and the bucket are sequential here: LAI does not depend on carbon (nor on water,
         unless the phenology is water-limited: then on yesterday's bucket), and the
         carbon fluxes do not feed back, so `finish` computes them for all days at once after the loop."""
-        if getattr(self.phenology, "water_limited", False):  # leaf area limited by yesterday's soil water
+        if self.phenology.water_limited:  # leaf area limited by yesterday's soil water
             wrel = relative_water(state.w, water_holding_capacity(theta))
             veg, lai = self.phenology(theta, state.vegetation, met, drivers.vegetation, wrel=wrel)
         else:

@@ -95,6 +95,8 @@ class Phenology(eqx.Module):
     green LAI (m2 m-2). Variants are final subclasses; `vmap` at the call site for many sites."""
 
     parameter_specs: eqx.AbstractClassVar[Specs]
+    #: True: ``__call__`` also takes the day's relative soil water ``wrel`` (`WaterLimitedGSI`)
+    water_limited: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init_state(self) -> PyTree:

@@ -165,6 +165,17 @@ class WaterStep(NamedTuple):
     water_stress: Array  #: GPP stress scalar in [0, 1] (1 = unstressed), from fao56_water_stress
 
 
+def _where_observed(theta: Mapping[str, Array], step: WaterStep, ok: Array, swc: Array, wrel: Array) -> WaterStep:
+    """``step`` with swc, w_rel and the FAO-56 water stress of that w_rel where ``ok`` (an observation), the
+    bucket's elsewhere (`Bucket.observed`, `Bucket.observed_rew`)."""
+    stress = fao56_water_stress(wrel, theta["depletion_frac"])
+    return step._replace(
+        swc=jnp.where(ok, swc, step.swc),
+        wrel=jnp.where(ok, wrel, step.wrel),
+        water_stress=jnp.where(ok, stress, step.water_stress),
+    )
+
+
 class Bucket(eqx.Module):
     """Single-layer root-zone bucket with Priestley–Taylor demand and Federer supply limitation.
 
@@ -258,12 +269,7 @@ class Bucket(eqx.Module):
         porosity = jnp.asarray(theta["porosity"])
         swc_obs = jnp.where(safe < 0.0, 0.0, jnp.where(safe > porosity, porosity, safe))
         wrel_obs = relative_water(safe - theta_wp, theta_fc - theta_wp)
-        stress_obs = fao56_water_stress(wrel_obs, theta["depletion_frac"])
-        return step._replace(
-            swc=jnp.where(ok, swc_obs, step.swc),
-            wrel=jnp.where(ok, wrel_obs, step.wrel),
-            water_stress=jnp.where(ok, stress_obs, step.water_stress),
-        )
+        return _where_observed(theta, step, ok, swc_obs, wrel_obs)
 
     def observed_rew(self, theta: Mapping[str, Array], step: WaterStep, rew: Array) -> WaterStep:
         """``step`` with its relative water replaced by an observed relative extractable water where there is one.
@@ -279,12 +285,7 @@ class Bucket(eqx.Module):
         safe = jnp.where(ok, rew, 1.0)
         wrel_obs = jnp.where(safe < 0.0, 0.0, jnp.where(safe > 1.0, 1.0, safe))
         theta_fc, theta_wp = soil_water_limits(theta["porosity"], theta["fc_frac"], theta["wp_frac"])
-        stress_obs = fao56_water_stress(wrel_obs, theta["depletion_frac"])
-        return step._replace(
-            swc=jnp.where(ok, theta_wp + wrel_obs * (theta_fc - theta_wp), step.swc),
-            wrel=jnp.where(ok, wrel_obs, step.wrel),
-            water_stress=jnp.where(ok, stress_obs, step.water_stress),
-        )
+        return _where_observed(theta, step, ok, theta_wp + wrel_obs * (theta_fc - theta_wp), wrel_obs)
 
     def __call__(self, theta: Mapping[str, Array], w: Array, met: Met, lai: Array, drivers=None) -> WaterStep:
         """Advance the bucket by one day. w: plant-available water at the start (mm); lai: m2 m-2."""

@@ -395,11 +395,7 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             for site, by_lv in hits.items():
                 k = len(next(iter(by_lv.values()))[0])
                 cov = {"n": k, **{f"coverage_{round(lv * 100)}": float(h.mean()) for lv, (h, _) in by_lv.items()}}
-                key = site if by_year else f"{split.name}/{site}"  # year folds: a unit's years over the folds
-                if key in a["sites"]:
-                    old, m_ = a["sites"][key], a["sites"][key]["n"] + k
-                    cov = {c: (old[c] * old["n"] + v * k) / m_ if c != "n" else m_ for c, v in cov.items()}
-                a["sites"][key] = cov
+                _pool_coverage(a["sites"], site if by_year else f"{split.name}/{site}", cov)  # year folds: over folds
                 n += k
                 for lv, (h, w) in by_lv.items():
                     key = round(lv * 100)
@@ -421,12 +417,17 @@ def _add(a: dict, res: dict, fold: str, *, pool_units: bool = False) -> None:
         if k.startswith(("coverage_", "width_")) and not k.endswith("_p10") or k == "crps":
             a["sums"][k] = a["sums"].get(k, 0.0) + v * n
     for site, cov in res["sites"].items():
-        key = site if pool_units else f"{fold}/{site}"
-        if key in a["sites"]:  # the unit's held-out years of every fold pooled: weighted by their counts
-            old = a["sites"][key]
-            m = old["n"] + cov["n"]
-            cov = {k: (old[k] * old["n"] + cov[k] * cov["n"]) / m if k != "n" else m for k in cov}
-        a["sites"][key] = cov
+        _pool_coverage(a["sites"], site if pool_units else f"{fold}/{site}", cov)
+
+
+def _pool_coverage(sites: dict, key: str, cov: dict) -> None:
+    """Store a unit's coverage under ``key``; where the key is already there (the unit's held-out years of
+    another fold), the two are pooled, weighted by their step counts ``n``."""
+    if key in sites:
+        old = sites[key]
+        m = old["n"] + cov["n"]
+        cov = {k: (old[k] * old["n"] + v * cov["n"]) / m if k != "n" else m for k, v in cov.items()}
+    sites[key] = cov
 
 
 def _finish(a: dict, model: str, kind: str, var: str, scale: str) -> dict:

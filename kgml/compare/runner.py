@@ -856,25 +856,28 @@ def _hybrid_anomaly(weight: float):
 
 SLOTS.update({slot: _hybrid_anomaly(w) for slot, w in ANOMALY_SLOTS.items()})
 MODEL_LABELS.update({slot: f"hybrid, global, + anomaly-aware loss (weight {w:g})" for slot, w in ANOMALY_SLOTS.items()})
-def _observed_water(kind: str, mode: str):
-    """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) whose physics reads the towers'
-    measured soil water in its GPP water stress and Rh moisture response where measured, its own bucket elsewhere
-    (``[model] soil_water = mode``: ``"observed"`` the volumetric content against the learned soil limits,
-    `process_models.water.Bucket.observed`; ``"observed_rew"`` the relative extractable water of the tower's own
-    record, `Bucket.observed_rew`). Needs a natural-vegetation suite whose data carry ``swc`` with its
-    ``swc_measured`` flag and ``swc_rew`` (``fluxnet_mm_soil``)."""
+def _physics_option(kind: str, option: dict[str, str], suffix: str, needs: tuple[str, ...] = ()):
+    """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) with a natural-vegetation physics
+    option of ``[model]`` (``option``, e.g. ``{"soil_water": "observed"}``: `process_models.water.Bucket.observed`;
+    ``{"soil_water": "observed_rew"}``: `Bucket.observed_rew`; ``{"phenology": "gsi_water"}``:
+    `process_models.phenology.WaterLimitedGSI`). Not available outside natural-vegetation suites or where the
+    data lack a variable of ``needs`` (the measured soil water: ``fluxnet_mm_soil``)."""
     def slot(ctx: FoldContext) -> xr.Dataset:
-        need = ("swc", "swc_measured", "swc_rew")
-        if ctx.suite.vegetation != "grassland" or any(v not in ctx.ds for v in need):
-            raise NotAvailable(f"observed soil water needs natural-vegetation physics and data with {need} "
-                               "(e.g. --suite fluxnet_mm_soil)")
+        if ctx.suite.vegetation != "grassland" or any(v not in ctx.ds for v in needs):
+            raise NotAvailable(f"{suffix} needs natural-vegetation physics" + (
+                f" and data with {needs} (e.g. --suite fluxnet_mm_soil)" if needs else
+                f"; this suite runs {ctx.suite.vegetation!r}"))
         if kind == "process":
             _kind_available("process")
-        model = {"soil_water": mode, **({"kind": "process"} if kind == "process" else {})}
-        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-{mode.replace('_', '-')}-water", model=model)
+        model = {**option, **({"kind": "process"} if kind == "process" else {})}
+        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-{suffix}", model=model)
         return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
 
     return slot
+
+
+#: The measured soil water the observed-water slots read.
+_SOIL_WATER_DATA = ("swc", "swc_measured", "swc_rew")
 
 
 #: Slots whose physics reads the measured soil water (issue 20 item 4, lever c in the physics): slot → (kind, mode).
@@ -882,33 +885,18 @@ OBSERVED_WATER_SLOTS = {"hybrid_observed_water": ("hybrid", "observed"),
                         "process_observed_water": ("process", "observed"),
                         "hybrid_observed_rew": ("hybrid", "observed_rew"),
                         "process_observed_rew": ("process", "observed_rew")}
-SLOTS.update({slot: _observed_water(*spec) for slot, spec in OBSERVED_WATER_SLOTS.items()})
+SLOTS.update({slot: _physics_option(kind, {"soil_water": mode}, f"{mode.replace('_', '-')}-water", _SOIL_WATER_DATA)
+              for slot, (kind, mode) in OBSERVED_WATER_SLOTS.items()})
 MODEL_LABELS.update({
     "hybrid_observed_water": "hybrid, global, physics water stress from the measured soil water content",
     "process_observed_water": "process model, one calibration, water stress from the measured soil water content",
     "hybrid_observed_rew": "hybrid, global, physics water stress from the measured relative extractable water",
     "process_observed_rew": "process model, one calibration, water stress from the measured relative extractable water",
 })
-def _water_phenology(kind: str):
-    """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) with the water-limited growing-season
-    index (``[model] phenology = "gsi_water"``, `process_models.phenology.WaterLimitedGSI`): leaf area also
-    follows the bucket's soil water, as dryland vegetation does. Natural-vegetation suites only."""
-    def slot(ctx: FoldContext) -> xr.Dataset:
-        if ctx.suite.vegetation != "grassland":
-            raise NotAvailable(f"the water-limited phenology is natural-vegetation physics; this suite runs "
-                               f"{ctx.suite.vegetation!r}")
-        if kind == "process":
-            _kind_available("process")
-        model = {"phenology": "gsi_water", **({"kind": "process"} if kind == "process" else {})}
-        cfg = _replace(ctx.config, name=f"{ctx.config.name}-{kind}-gsi-water", model=model)
-        return ctx.predict(ctx.train(cfg), ctx.heldout_ds())
-
-    return slot
-
-
 #: Slots with the water-limited phenology (issue 20 item 4 / issue 15 item 2: drylands).
 WATER_PHENOLOGY_SLOTS = ("hybrid_water_phenology", "process_water_phenology")
-SLOTS.update({"hybrid_water_phenology": _water_phenology("hybrid"), "process_water_phenology": _water_phenology("process")})
+SLOTS.update({slot: _physics_option(slot.split("_")[0], {"phenology": "gsi_water"}, "gsi-water")
+              for slot in WATER_PHENOLOGY_SLOTS})
 MODEL_LABELS.update({
     "hybrid_water_phenology": "hybrid, global, water-limited growing-season-index phenology",
     "process_water_phenology": "process model, one calibration, water-limited growing-season-index phenology",

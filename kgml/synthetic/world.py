@@ -66,6 +66,10 @@ SITE_VARYING = (
 )
 
 
+#: Phenologies of the natural-vegetation physics (`build_model`, ``[model] phenology``).
+PHENOLOGIES = {"gsi": GrowingSeasonIndex, "gsi_water": WaterLimitedGSI}
+
+
 def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi") -> Ecosystem:
     """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
@@ -75,8 +79,8 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     measured ``swc`` / its relative extractable water drive water stress and the Rh moisture response where
     finite; `NaturalEcosystem.soil_water`). ``phenology``: ``"gsi"`` (Jolly et al. 2005) or, for natural
     vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water)."""
-    if phenology not in ("gsi", "gsi_water"):
-        raise ValueError(f"unknown phenology {phenology!r}; choose 'gsi' or 'gsi_water'")
+    if phenology not in PHENOLOGIES:
+        raise ValueError(f"unknown phenology {phenology!r}; choose one of {tuple(PHENOLOGIES)}")
     if phenology != "gsi" and vegetation != "grassland":
         raise ValueError(f"phenology={phenology!r} is for natural vegetation ('grassland'), not {vegetation!r}")
     if soil_water not in SOIL_WATER_MODES:
@@ -88,7 +92,7 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     if vegetation == "soybean":
         return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
     if vegetation == "grassland":
-        kw = {"soil_water": soil_water, "phenology": WaterLimitedGSI() if phenology == "gsi_water" else GrowingSeasonIndex()}
+        kw = {"soil_water": soil_water, "phenology": PHENOLOGIES[phenology]()}
         if soil_respiration is None:
             return NaturalEcosystem(**kw)
         return NaturalEcosystem(soil_respiration=soil_respiration, **kw)
