@@ -57,6 +57,12 @@ from process_models.temperature import LLOYD_TAYLOR_T0_C, LLOYD_TAYLOR_TREF_C  #
 # --------------------------------------------------------------------------------------------------
 
 
+def compact(met: Met) -> Met:
+    """The same forcing with latitude per site ``(site, 1)``, day of year per day ``(1, time)`` and CO2 and air
+    pressure as ``(1, 1)`` (all constant here): the layout `simulate_sites` reads at the fields' own shapes."""
+    return met._replace(lat=met.lat[:, :1], doy=met.doy[:1, :], co2=met.co2[:1, :1], patm=met.patm[:1, :1])
+
+
 def make_forcing(n_sites: int, n_days: int, seed: int = 0, with_lai: bool = True) -> Met:
     rng = np.random.default_rng(seed)
     doy = (np.arange(n_days) % 365 + 1).astype(np.float32)
@@ -160,7 +166,8 @@ def _numpy_step(th, w, m):
 
 def numpy_simulate(theta: dict, met: Met):
     th = {k: np.asarray(v, np.float32) for k, v in theta.items()}
-    fields = {k: np.asarray(v) for k, v in met._asdict().items() if v is not None}
+    shape = np.shape(met.tair)
+    fields = {k: np.broadcast_to(np.asarray(v), shape) for k, v in met._asdict().items() if v is not None}
     w = th["porosity"] * th["fc_frac"] * (1 - th["wp_frac"]) * th["root_depth"]
     n_days = fields["tair"].shape[1]
     out = np.empty((3, fields["tair"].shape[0], n_days), np.float32)
@@ -203,7 +210,7 @@ def shard_sites(tree, mesh):
     """Place arrays with a leading site axis across the mesh's devices (scalars replicated)."""
     def put(x):
         x = jnp.asarray(x)
-        spec = P("site") if x.ndim >= 1 else P()
+        spec = P("site") if x.ndim >= 1 and x.shape[0] > 1 else P()  # (1, …): the same for every site
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map(put, tree)
@@ -225,9 +232,15 @@ def main() -> dict:
     model = NaturalEcosystem(phenology=PrescribedLAI())
     met = make_forcing(n_sites, n_days)
     theta = site_theta(model, n_sites)
-    # time-major layout (time, site): each simulated day reads contiguous memory
-    met_tm = Met(*[None if v is None else np.ascontiguousarray(np.asarray(v).T) for v in met])
-    met_s = jax.tree_util.tree_map(lambda x: jax.device_put(x, NamedSharding(mesh, P(None, "site"))), met_tm)
+
+    def time_major(m):  # (time, site): each simulated day reads contiguous memory; sites over the devices
+        m = Met(*[None if v is None else np.ascontiguousarray(np.asarray(v).T) for v in m])
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(x, NamedSharding(mesh, P(None, "site") if x.shape[1] > 1 else P())), m)
+
+    # The measured layout: latitude per site, day of year per day (the values of the full-shaped fields); the
+    # full-shaped layout (every field per site-day, as before issue 18's last round) is timed beside it.
+    met_s, met_full_s = time_major(compact(met)), time_major(met)
     theta_s = shard_sites(theta, mesh)
 
     @jax.jit
@@ -257,22 +270,27 @@ def main() -> dict:
         return model.drivers(th, m)
 
     site_days = n_sites * n_days
-    fns = {"forward": (forward, "fwd"), "gradient": (gradient, "grad"), "forward_ref": (forward_ref, "fwd_ref"),
-           "gradient_ref": (gradient_ref, "grad_ref"), "drivers_only": (drivers_only, "drv")}
-    for f, _ in fns.values():
-        jax.block_until_ready(f(theta_s, met_s))
+    # (function, forcing): the whole-day-loop reference scans every field, so it reads the full-shaped layout
+    fns = {"forward": (forward, met_s), "gradient": (gradient, met_s), "forward_full": (forward, met_full_s),
+           "gradient_full": (gradient, met_full_s), "forward_ref": (forward_ref, met_full_s),
+           "gradient_ref": (gradient_ref, met_full_s), "drivers_only": (drivers_only, met_s)}
+    for f, m in fns.values():
+        jax.block_until_ready(f(theta_s, m))
     # interleaved repeats (A B A B …): a change of load during the run hits every variant alike
     times = {k: [] for k in fns}
     for _ in range(args.repeats):
-        for k, (f, _) in fns.items():
+        for k, (f, m) in fns.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(f(theta_s, met_s))
+            jax.block_until_ready(f(theta_s, m))
             times[k].append(time.perf_counter() - t0)
     t_fwd, t_grad = min(times["forward"]), min(times["gradient"])
+    t_fwd_full, t_grad_full = min(times["forward_full"]), min(times["gradient_full"])
     t_fwd_ref, t_grad_ref = min(times["forward_ref"]), min(times["gradient_ref"])
     t_drv = min(times["drivers_only"])
-    np.testing.assert_allclose(np.asarray(forward(theta_s, met_s)[2]), np.asarray(forward_ref(theta_s, met_s)[2]),
-                               rtol=0, atol=1e-5 * float(np.max(np.abs(np.asarray(forward_ref(theta_s, met_s)[2])))))
+    ref_nee = np.asarray(forward_ref(theta_s, met_full_s)[2])
+    for m in (met_s, met_full_s):  # both layouts equal the previous implementation within 1e-5 relative
+        np.testing.assert_allclose(np.asarray(forward(theta_s, m)[2]), ref_nee, rtol=0,
+                                   atol=1e-5 * float(np.max(np.abs(ref_nee))))
 
     # numpy twin on the same inputs; equality first, then speed
     gpp_j, reco_j, nee_j = (np.asarray(x).T for x in forward(theta_s, met_s))
@@ -314,7 +332,8 @@ def main() -> dict:
     # --- crop: maize seasons ----------------------------------------------------------------------
     crop_model = maize()
     n_crop = args.crop_sites - args.crop_sites % len(devices)
-    crop_met = shard_sites(make_forcing(n_crop, 365, seed=3, with_lai=False), mesh)
+    crop_forcing = make_forcing(n_crop, 365, seed=3, with_lai=False)
+    crop_met, crop_met_full = shard_sites(compact(crop_forcing), mesh), shard_sites(crop_forcing, mesh)
     crop_theta = shard_sites(crop_model.default_parameters(), mesh)
 
     @jax.jit
@@ -327,15 +346,19 @@ def main() -> dict:
         return whole_day_loop(crop_model, th, m_tm).crop_yield[-1]
 
     jax.block_until_ready(crop_run(crop_theta, crop_met))
-    jax.block_until_ready(crop_run_ref(crop_theta, crop_met))
+    jax.block_until_ready(crop_run_ref(crop_theta, crop_met_full))
+    np.testing.assert_allclose(np.asarray(crop_run(crop_theta, crop_met)), np.asarray(crop_run_ref(crop_theta, crop_met_full)),
+                               rtol=1e-5, atol=1e-5)
     t_crop, t_crop_ref = float("inf"), float("inf")
     for _ in range(args.repeats):  # interleaved A B A B
         t_crop = min(t_crop, best_time(lambda: crop_run(crop_theta, crop_met), 1))
-        t_crop_ref = min(t_crop_ref, best_time(lambda: crop_run_ref(crop_theta, crop_met), 1))
+        t_crop_ref = min(t_crop_ref, best_time(lambda: crop_run_ref(crop_theta, crop_met_full), 1))
 
     result = {
         "forward_site_days_per_s": site_days / t_fwd,
         "grad_site_days_per_s": site_days / t_grad,
+        "forward_full_fields_site_days_per_s": site_days / t_fwd_full,
+        "grad_full_fields_site_days_per_s": site_days / t_grad_full,
         "forward_whole_day_loop_site_days_per_s": site_days / t_fwd_ref,
         "grad_whole_day_loop_site_days_per_s": site_days / t_grad_ref,
         "forward_speedup_vs_whole_day_loop": t_fwd_ref / t_fwd,
@@ -358,6 +381,8 @@ def main() -> dict:
         ("forward (GPP, Reco, NEE daily)", result["forward_site_days_per_s"], "site-days/s"),
         ("gradient (all parameters, per site)", result["grad_site_days_per_s"], "site-days/s"),
         ("  drivers pass alone (before the loop)", result["drivers_pass_site_days_per_s"], "site-days/s"),
+        ("forward, every field per site-day", result["forward_full_fields_site_days_per_s"], "site-days/s"),
+        ("gradient, every field per site-day", result["grad_full_fields_site_days_per_s"], "site-days/s"),
         ("forward, whole day in the loop (before)", result["forward_whole_day_loop_site_days_per_s"], "site-days/s"),
         ("gradient, whole day in the loop (before)", result["grad_whole_day_loop_site_days_per_s"], "site-days/s"),
         ("numpy twin, same kernel", result["numpy_site_days_per_s"], "site-days/s"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
@@ -64,24 +65,51 @@ def arccos_polynomial(x: ArrayLike) -> Array:
     return jnp.where(x < 0.0, math.pi - r, r)
 
 
-def _sunset_geometry(lat: ArrayLike, doy: ArrayLike) -> tuple[Array, Array, Array, Array]:
-    """(ω_s, sin ω_s, sin φ sin δ, cos φ cos δ) with one arccos and no tangents.
+def _sun_factors(lat: Array, doy: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """(sin φ, cos φ, sin δ, cos δ, d_r) at the shapes of ``lat`` and ``doy`` (FAO-56 eqs. 22–24)."""
+    phi = jnp.deg2rad(lat)
+    delta = solar_declination(doy)
+    return jnp.sin(phi), jnp.cos(phi), jnp.sin(delta), jnp.cos(delta), inverse_relative_distance(doy)
+
+
+def computed_apart(fn, *args):
+    """``fn(*args)``, evaluated as its own XLA computation so that it is materialised at its own shape.
+
+    XLA fuses an elementwise producer into its consumers, and where the consumer broadcasts it (latitude
+    ``(1, site)`` against a ``(time, site)`` day) the fused loop recomputes the producer for every output element:
+    the sines of latitude and declination then cost as much as with full-shaped fields (measured 10.5 vs 1.5 ms for
+    the extraterrestrial radiation of 10,000 sites × 365 days, 1 CPU core; `jax.lax.optimization_barrier` did not
+    prevent it). Wrapping the producer in a `jax.lax.cond` whose two branches are the same function makes it a
+    separate computation that fusion cannot enter; the predicate is data-dependent so that it is not folded away,
+    and the value never depends on it."""
+    leaf = jnp.ravel(jax.tree_util.tree_leaves(args)[0])[0]
+    return jax.lax.cond(leaf == leaf, fn, fn, *args)
+
+
+def _sunset_geometry(lat: ArrayLike, doy: ArrayLike) -> tuple[Array, Array, Array, Array, Array]:
+    """(ω_s, sin ω_s, sin φ sin δ, cos φ cos δ, d_r) with one arccos and no tangents.
 
     cos ω_s = −tan φ tan δ = −(sin φ sin δ)/(cos φ cos δ) (FAO-56 eq. 25), clipped to [−1, 1] so that polar
     day (ω_s = π) and polar night (ω_s = 0) are defined, and sin ω_s = √(1 − cos² ω_s). Written with sines and
     cosines only because trigonometric functions dominate the cost of a model day; the arccos is
-    `arccos_polynomial` (Abramowitz & Stegun 4.4.46, equal to ``jnp.arccos`` within 1e-7 rad).
+    `arccos_polynomial` (Abramowitz & Stegun 4.4.46, equal to ``jnp.arccos`` within 1e-7 rad). The sines and
+    cosines are taken at the shapes of ``lat`` and ``doy`` (`computed_apart`, when the two broadcast against each
+    other): with latitude per site and day of year per day, two per site and three per day instead of five per
+    site-day.
     """
-    phi = jnp.deg2rad(jnp.asarray(lat))
-    delta = solar_declination(doy)
-    ss = jnp.sin(phi) * jnp.sin(delta)
-    cc = jnp.cos(phi) * jnp.cos(delta)
+    lat, doy = jnp.asarray(lat, jnp.float32), jnp.asarray(doy, jnp.float32)
+    if math.prod(jnp.broadcast_shapes(lat.shape, doy.shape)) > max(lat.size, doy.size):  # broadcast: apart
+        sin_phi, cos_phi, sin_delta, cos_delta, dr = computed_apart(_sun_factors, lat, doy)
+    else:  # same shapes: one fused pass is cheapest
+        sin_phi, cos_phi, sin_delta, cos_delta, dr = _sun_factors(lat, doy)
+    ss = sin_phi * sin_delta
+    cc = cos_phi * cos_delta
     ok = jnp.abs(cc) > 1e-9  # only at the poles themselves
     cos_ws = jnp.clip(jnp.where(ok, -ss / jnp.where(ok, cc, 1.0), -jnp.sign(ss)), -1.0, 1.0)
     sin2 = 1.0 - cos_ws * cos_ws
     pos = sin2 > 0.0
     sin_ws = jnp.where(pos, jnp.sqrt(jnp.where(pos, sin2, 1.0)), 0.0)
-    return arccos_polynomial(cos_ws), sin_ws, ss, cc
+    return arccos_polynomial(cos_ws), sin_ws, ss, cc, dr
 
 
 def sunset_hour_angle(lat: ArrayLike, doy: ArrayLike) -> Array:
@@ -102,10 +130,10 @@ def extraterrestrial_radiation(lat: ArrayLike, doy: ArrayLike) -> Array:
 
     R_a = (24·60/π) G_sc d_r [ω_s sin φ sin δ + cos φ cos δ sin ω_s]
     """
-    ws, sin_ws, ss, cc = _sunset_geometry(lat, doy)
+    ws, sin_ws, ss, cc, dr = _sunset_geometry(lat, doy)
     minutes_per_day = C.HOURS_PER_DAY * 60.0
     geometry = ws * ss + cc * sin_ws
-    return minutes_per_day / math.pi * C.SOLAR_CONSTANT_MJ_PER_MIN * inverse_relative_distance(doy) * geometry
+    return minutes_per_day / math.pi * C.SOLAR_CONSTANT_MJ_PER_MIN * dr * geometry
 
 
 def clear_sky_radiation(lat: ArrayLike, doy: ArrayLike, elevation: ArrayLike = 0.0) -> Array:

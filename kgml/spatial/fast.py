@@ -83,25 +83,31 @@ def _theta_of(model, lat, lon, static, region):
 def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh, angstrom, rh):
     """Monthly means (cell, 12, [gpp, reco]) of one 365-day year per cell from monthly drivers laid out
     (12, len(_MET_ORDER), cell); each day reads its month's values. The year's daily drivers are built for all
-    (day, cell) at once and run through `process_models.simulate.simulate_sites` in its time-major layout: every
-    state-independent term (sun geometry, net radiation, PET, light and temperature responses) in one vectorised
-    pass before the time loop, the loop over the sequential part only (issue 18)."""
+    (day, cell) at once, each field gathered from its monthly values, and run through
+    `process_models.simulate.simulate_sites` in its time-major layout: every state-independent term (sun geometry,
+    net radiation, PET, light and temperature responses) in one vectorised pass before the time loop, the loop over
+    the sequential part only (issue 18). The monthly means are one matrix product of the daily fluxes."""
 
     n = lat.shape[0]
     month_of_day = jnp.asarray(np.repeat(np.arange(12), DAYS_IN_MONTH), jnp.int32)
-    doy = jnp.broadcast_to(jnp.arange(1, DAYS_PER_YEAR + 1, dtype=jnp.float32)[:, None], (DAYS_PER_YEAR, n))
-    lat_d = jnp.broadcast_to(lat[None, :], (DAYS_PER_YEAR, n))
-    daily = monthly[month_of_day]  # (day, field, cell): each day its month's values
-    v = [daily[:, i] for i in range(len(_MET_ORDER))]
+    # day of year per day (day, 1), latitude per cell (1, cell), air pressure once: simulate_sites computes the sun
+    # geometry once per cell and once per day from them, not per cell-day
+    doy = jnp.arange(1, DAYS_PER_YEAR + 1, dtype=jnp.float32)[:, None]
+    lat_d = lat[None, :]
+    # (day, cell) per field: a gather of the (month, cell) values (one per field: measured faster than gathering
+    # the (month, field, cell) block and slicing it, 8,192 cell-years, 1 core)
+    v = [jnp.take(monthly[:, i], month_of_day, axis=0) for i in range(len(_MET_ORDER))]
     sw = angstrom * extraterrestrial_radiation(lat_d, doy) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
     vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
-    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32), vpd=vpd.astype(jnp.float32),
-              precip=v[5], tsoil=v[6], co2=v[7], patm=jnp.full((DAYS_PER_YEAR, n), C.P_STANDARD, jnp.float32),
-              doy=doy, lat=lat_d)
+    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=jnp.broadcast_to(sw, (DAYS_PER_YEAR, n)).astype(jnp.float32),
+              vpd=vpd.astype(jnp.float32), precip=v[5], tsoil=v[6], co2=v[7],
+              patm=jnp.full((1, 1), C.P_STANDARD, jnp.float32), doy=doy, lat=lat_d)
     out = simulate_sites(process, theta, met, time_major=True).outputs
-    flux = jnp.stack([jnp.broadcast_to(out.gpp, (DAYS_PER_YEAR, n)), jnp.broadcast_to(out.reco, (DAYS_PER_YEAR, n))], 1)
-    weights = jax.nn.one_hot(month_of_day, 12, dtype=jnp.float32) / jnp.asarray(DAYS_IN_MONTH, jnp.float32)
-    return jnp.einsum("dkc,dm->cmk", flux, weights)
+    flux = jnp.concatenate([jnp.broadcast_to(out.gpp, (DAYS_PER_YEAR, n)),
+                            jnp.broadcast_to(out.reco, (DAYS_PER_YEAR, n))], 1)  # (day, [gpp cells, reco cells])
+    weights = (jax.nn.one_hot(month_of_day, 12, dtype=jnp.float32) / jnp.asarray(DAYS_IN_MONTH, jnp.float32)).T
+    means = weights @ flux  # (month, 2 cell)
+    return jnp.stack([means[:, :n].T, means[:, n:].T], -1)
 
 
 _JITS: dict = {}
@@ -156,8 +162,11 @@ def monthly_fluxes_fast(run, monthly: Mapping[str, np.ndarray], lat, lon, *,
     # Parameters that do not vary between cells (fixed ones) stay scalars: fewer arrays streamed per day.
     theta = {k: (np.float32(np.asarray(v).reshape(-1)[0]) if np.all(np.asarray(v) == np.asarray(v).reshape(-1)[0])
                  else np.asarray(v, np.float32)) for k, v in theta.items()}
-    stacked = np.stack([fields[k] for k in _MET_ORDER], -1).reshape(n * years, 12, len(_MET_ORDER))
-    stacked = np.ascontiguousarray(stacked.transpose(1, 2, 0))  # (12, field, cell-year): time-major
+    # (month, field, cell-year): time-major, written field by field (each a (cell-year, 12) → (12, cell-year)
+    # transpose: 2.7× faster than stacking (cell-year, 12, field) and transposing it whole, 16,384 cells × 21 years)
+    stacked = np.empty((12, len(_MET_ORDER), n * years), np.float32)
+    for i, k in enumerate(_MET_ORDER):
+        stacked[:, i, :] = fields[k].reshape(n * years, 12).T
     cell_of = np.repeat(np.arange(n), years)
     n_cy = n * years
     batch = min(batch, int(math.ceil(n_cy / 256) * 256))  # small inputs: a small padded batch

@@ -113,3 +113,50 @@ def test_gradient_through_the_drivers_pass_matches_finite_differences():
         fd = (up - loss(*args)) / (2 * h)
         assert float(g[i]) == pytest.approx(float(fd), rel=2e-2, abs=1e-4)
         assert float(g[i]) != 0.0
+
+
+def _compact(met, time_major=False):
+    """Latitude per site, day of year per day, CO2 and air pressure once: the same values as `_met`."""
+    lat, doy, co2, patm = met.lat[:, :1], met.doy[:1, :], met.co2[:1, :1], met.patm[:1, :1]
+    met = met._replace(lat=lat, doy=doy, co2=co2, patm=patm)
+    return type(met)(*[None if v is None else jnp.asarray(v).T for v in met]) if time_major else met
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fields_at_their_own_shapes_equal_the_full_shaped_forcing(name):
+    """Constant-in-time and same-for-every-site fields may be given at their own shapes (issue 18): the outputs
+    equal the previous implementation's in both layouts."""
+    _assert_matches(name, simulate_sites(MODELS[name], _theta(name), _compact(_met())).outputs)
+    out = simulate_sites(MODELS[name], _theta(name), _compact(_met(), time_major=True), time_major=True).outputs
+    _assert_matches(name, jax.tree_util.tree_map(lambda x: x.T, out))
+
+
+@pytest.mark.parametrize("name", ["lue_gsi", "maize"])
+def test_single_site_with_scalar_latitude(name):
+    met, theta = _met(), _theta(name)
+    for site in range(2):
+        one = type(met)(*[None if v is None else v[site] for v in met])
+        one = one._replace(lat=one.lat[0], co2=one.co2[:1], patm=one.patm[0])
+        out = simulate(MODELS[name], {k: v[site] for k, v in theta.items()}, one).outputs
+        _assert_matches(name, out, site=site)
+
+
+def test_a_field_with_the_wrong_time_axis_is_refused_by_name():
+    met = _met()
+    bad = met._replace(tsoil=met.tsoil[:, :10])
+    with pytest.raises(ValueError, match=r"met\.tsoil has shape \(10, 2\) \(time first\): its time axis must have 365 days or 1"):
+        simulate_sites(MODELS["lue_prescribed_lai"], _theta("lue_prescribed_lai"), bad)
+
+
+def test_gradient_with_compact_fields_equals_full_fields():
+    model = MODELS["lue_gsi"]
+    theta = {k: jnp.asarray(v) for k, v in _theta("lue_gsi").items()}
+
+    def loss(th, met):
+        return jnp.mean(simulate_sites(model, th, met).outputs.nee ** 2)
+
+    g_full = jax.grad(loss)(theta, _met())
+    g_compact = jax.grad(loss)(theta, _compact(_met()))
+    for k in theta:
+        np.testing.assert_allclose(np.asarray(g_compact[k]), np.asarray(g_full[k]), rtol=1e-4,
+                                   atol=1e-6 * (np.max(np.abs(np.asarray(g_full[k]))) + 1e-12), err_msg=k)

@@ -267,6 +267,16 @@ def test_soil_evaporation_efficiency():
     assert beta[90] > 0.9 and np.all(beta[:51] <= np.asarray(wrel)[:51] ** 2 + 1e-7)
 
 
+def test_soil_evaporation_efficiency_equals_the_cosine_form():
+    # The loop's polynomial sin⁴(πw/2) is Lee & Pielke's ¼(1 − cos πw)², to float32 rounding, relative too.
+    w = np.linspace(0.0, 1.0, 20001)
+    ref = 0.25 * (1.0 - np.cos(np.pi * w)) ** 2
+    beta = np.asarray(W.soil_evaporation_efficiency(jnp.asarray(w, jnp.float32)), np.float64)
+    np.testing.assert_allclose(beta, ref, rtol=2e-6, atol=1e-12)
+    s = np.asarray(W.sin_half_pi(jnp.asarray(w, jnp.float32)), np.float64)
+    np.testing.assert_allclose(s, np.sin(np.pi / 2 * w), rtol=1e-6, atol=1e-12)
+
+
 def test_vmap_equals_python_loop():
     rng = np.random.default_rng(7)
     n = 4

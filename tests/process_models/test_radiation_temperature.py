@@ -121,3 +121,21 @@ def test_arccos_polynomial_equals_arccos_to_float32_precision():
     g = jax.vmap(jax.grad(arccos_polynomial))(jnp.asarray([-1.0, -0.5, 0.0, 0.5, 1.0]))
     assert np.all(np.isfinite(np.asarray(g)))
     np.testing.assert_allclose(np.asarray(g)[1:4], -1 / np.sqrt(1 - np.array([0.25, 0.0, 0.25])), rtol=1e-4)
+
+
+def test_geometry_at_the_fields_own_shapes_equals_per_site_day():
+    """Latitude per site against day of year per day (the sines computed apart, issue 18) gives the per-site-day
+    values, its gradient too, and so does a vmap over sites (the cond then becomes a select)."""
+    lat = jnp.asarray([-70.0, -10.0, 0.0, 35.0, 52.5, 80.0])[None, :]
+    doy = jnp.arange(1.0, 366.0)[:, None]
+    full_lat, full_doy = jnp.broadcast_to(lat, (365, 6)), jnp.broadcast_to(doy, (365, 6))
+    ra = R.extraterrestrial_radiation(lat, doy)
+    # float32: the sines taken apart round differently near polar day and night (≤ 2e-5 MJ m-2 d-1 seen)
+    np.testing.assert_allclose(ra, R.extraterrestrial_radiation(full_lat, full_doy), rtol=1e-5, atol=5e-5)
+    np.testing.assert_allclose(R.daylength(lat, doy), R.daylength(full_lat, full_doy), atol=1e-4)  # h
+    g = jax.grad(lambda la: jnp.sum(R.extraterrestrial_radiation(la, doy)))(lat)
+    g_full = jax.grad(lambda la: jnp.sum(R.extraterrestrial_radiation(jnp.broadcast_to(la, (365, 6)),
+                                                                              full_doy)))(lat)
+    np.testing.assert_allclose(g, g_full, rtol=1e-4, atol=1e-4)
+    per_site = jax.vmap(lambda la: R.extraterrestrial_radiation(la[None], doy[:, 0]))(lat[0])
+    np.testing.assert_allclose(per_site.T, ra, rtol=1e-5, atol=5e-5)
