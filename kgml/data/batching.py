@@ -111,25 +111,21 @@ def make_windows(
     if pad:
         x_all = np.pad(x_all, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
         y_all = np.pad(y_all, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
-    xs, ys, site_idx, start_idx = [], [], [], []
-    for s in range(n_sites):
-        for t0 in starts:
-            y = y_all[s, t0 : t0 + window]
-            if np.isfinite(y).sum() < min_targets:
-                continue
-            xs.append(x_all[s, t0 : t0 + window])
-            ys.append(y)
-            site_idx.append(s)
-            start_idx.append(t0)
-    if not xs:
+    # every (site, start) pair, site by site then start by start; one gather per array
+    pair_site = np.repeat(np.arange(n_sites), len(starts))
+    pair_start = np.tile(np.asarray(starts, dtype=np.int64), n_sites)
+    steps = pair_start[:, None] + np.arange(window)
+    observed = np.isfinite(y_all[pair_site[:, None], steps]).sum(axis=(1, 2))
+    keep = observed >= min_targets
+    if not keep.any():
         raise ValueError(f"no window has at least {min_targets} observed target value(s)")
-    x, y = np.stack(xs), np.stack(ys)
+    site_idx, start_idx, steps = pair_site[keep].astype(np.int32), pair_start[keep], steps[keep]
+    x, y = x_all[site_idx[:, None], steps], y_all[site_idx[:, None], steps]
     x_mask, y_mask = np.isfinite(x), np.isfinite(y)
-    site_idx = np.asarray(site_idx, dtype=np.int32)
     return Windows(
-        x=np.where(x_mask, x, 0.0).astype(np.float32),
+        x=np.where(x_mask, x, 0.0).astype(np.float32, copy=False),
         x_mask=x_mask,
-        y=np.where(y_mask, y, 0.0).astype(np.float32),
+        y=np.where(y_mask, y, 0.0).astype(np.float32, copy=False),
         y_mask=y_mask,
         static=stat[site_idx],
         site_index=site_idx,

@@ -316,6 +316,8 @@ class HybridModel(AbstractNetworkModel):
             rsoil = constraints.nonnegative_correction(rsoil, residual["rsoil"])
         if self.technology is not None:
             theta = {**theta, **self.technology.theta(w.region)}
+            if self.technology.site_level is not None:  # the learned yield level of the window's site (–)
+                theta["tech_level"] = self.technology.level(w.region)
         return Predictions(
             gpp=gpp, reco=reco, nee=reco - gpp, rsoil=rsoil, et=out.et, lai=out.lai,
             crop_yield=_annual_yield(self.technology, losses.annual_values(out.crop_yield, DAYS_PER_YEAR), w),
@@ -986,30 +988,53 @@ def predictions_to_dataset(pred: Predictions, data: WindowData, specs: Sequence[
     (site, year); static parameters per site (mean over the site's windows). Unpredicted steps are NaN."""
     n_s, n_t = len(data.sites), len(data.times)
     win = np.asarray(pred.gpp).shape[1]
+    site = np.asarray(data.site, np.int64)
+    # Where windows overlap (e.g. two-year windows every year), a step takes the value of the last window that
+    # covers it, as a loop over the windows in order would.
+    days = _last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
     out = {}
     for name in _UNITS:
         arr = np.full((n_s, n_t), np.nan, np.float32)
-        values = np.asarray(getattr(pred, name))
-        for w in range(len(data)):
-            arr[data.site[w], data.start[w] : data.start[w] + win] = values[w]
+        arr[days.cells] = np.asarray(getattr(pred, name))[days.window, days.offset]
         out[name] = (("site", "time"), arr, {"units": _UNITS[name]})
     yv = np.asarray(pred.crop_yield)
     n_years = yv.shape[1]
     years = np.unique(np.concatenate([data.years + j for j in range(max(n_years, 1))]))
     ya = np.full((n_s, years.size), np.nan, np.float32)
-    for w in range(len(data)):
-        for j in range(n_years):
-            ya[data.site[w], np.searchsorted(years, data.years[w] + j)] = yv[w, j]
+    if n_years:
+        yrs = _last_window_cover(site, np.searchsorted(years, np.asarray(data.years)[:, None] + np.arange(n_years)),
+                                 ya.shape)
+        ya[yrs.cells] = yv[yrs.window, yrs.offset]
     out["crop_yield"] = (("site", "year"), ya, {"units": "t ha-1"})
-    spec_units = {s.name: s.units for s in specs}
+    spec_units = {"tech_level": "1", **{s.name: s.units for s in specs}}
     for name, v in pred.theta.items():
         v = np.asarray(v)
         if v.ndim != 1:
             continue
-        acc = np.full(n_s, np.nan, np.float64)
-        for s in range(n_s):
-            sel = data.site == s
-            if sel.any():
-                acc[s] = v[sel].mean()
-        out[f"theta_{name}"] = (("site",), acc.astype(np.float32), {"units": spec_units.get(name, "")})
+        out[f"theta_{name}"] = (("site",), _site_mean(site, v, n_s), {"units": spec_units.get(name, "")})
     return xr.Dataset(out, coords={"site": list(data.sites), "time": data.times, "year": years})
+
+
+def _site_mean(site: np.ndarray, values: np.ndarray, n_sites: int) -> np.ndarray:
+    """Mean of per-window ``values`` over each site's windows (float32; NaN for a site without a window)."""
+    count = np.bincount(site, minlength=n_sites)
+    total = np.bincount(site, weights=np.asarray(values, np.float64), minlength=n_sites)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+class _Cover(NamedTuple):
+    cells: tuple[np.ndarray, np.ndarray]  #: (site, column) of every covered cell
+    window: np.ndarray  #: the last window covering each of them
+    offset: np.ndarray  #: its position inside that window
+
+
+def _last_window_cover(site: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> _Cover:
+    """For windows ``w`` on rows ``site[w]`` covering the consecutive ``columns[w, :]`` of a (site, column) array:
+    every covered cell, the last window (highest index) covering it and the cell's offset in that window."""
+    last = np.full(shape, -1, np.int64)
+    np.maximum.at(last, (np.broadcast_to(site[:, None], columns.shape), columns),
+                  np.broadcast_to(np.arange(len(site))[:, None], columns.shape))
+    cells = np.nonzero(last >= 0)
+    window = last[cells]
+    return _Cover(cells, window, cells[1] - columns[window, 0])

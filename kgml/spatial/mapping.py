@@ -67,7 +67,7 @@ from kgml.experiment import (
     windows,
 )
 from kgml.io import atomic_path, cf_encode
-from kgml.models.hybrid import HybridModel
+from kgml.models.hybrid import HybridModel, _last_window_cover, _site_mean
 from kgml.progress import dask_progress
 from kgml.spatial.budgets import (  # the package's public names, one import away as before
     BUDGET_LEVEL,
@@ -197,11 +197,12 @@ def _predict_sites(run, ds: xr.Dataset, path: str, batch_size: int) -> tuple[np.
             th[name][i:i + k] = np.asarray(theta[name])[:k]
     n_s, n_t = len(data.sites), len(data.times)
     fl = np.full((3, n_s, n_t), np.nan, np.float32)
-    for w in range(n):
-        sl = slice(data.start[w], data.start[w] + win)
-        fl[0, data.site[w], sl], fl[1, data.site[w], sl] = gpp_all[w], reco_all[w]
+    site = np.asarray(data.site, np.int64)
+    cover = _last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
+    fl[0][cover.cells] = gpp_all[cover.window, cover.offset]
+    fl[1][cover.cells] = reco_all[cover.window, cover.offset]
     fl[2] = fl[1] - fl[0]
-    theta = {k: np.array([th[k][data.site == s].mean() for s in range(n_s)], np.float32) for k in names}
+    theta = {k: _site_mean(site, th[k], n_s) for k in names}
     return fl, theta, data.times
 
 

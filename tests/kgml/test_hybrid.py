@@ -266,3 +266,41 @@ def test_pipeline_smoke(tmp_path):
     assert sorted(result["runs"]) == ["IA", "IL", "NE"]
     assert (tmp_path / "per_state" / "IL" / "checkpoint" / "best.eqx").exists()
     assert {r["key"] for r in result["rows"] if r["scope"] == "group"} == {"IA", "IL", "NE"}
+
+
+def test_predictions_to_dataset_equals_the_loop_over_windows():
+    """Window predictions back on (site, time): where two-year windows overlap, the later window's value, as a loop
+    over the windows in order writes; yields per (site, year) the same way; θ the mean over a site's windows, NaN
+    for a site without one."""
+    import types
+
+    from kgml.models.hybrid import _UNITS, predictions_to_dataset
+
+    rng = np.random.default_rng(1)
+    n_s, n_t, win = 5, 1100, 730
+    site, start = np.array([0, 0, 1, 1, 2, 4, 4]), np.array([0, 365, 0, 365, 0, 0, 365])
+    class Data(types.SimpleNamespace):
+        def __len__(self):
+            return len(self.site)
+
+    data = Data(sites=[f"s{i}" for i in range(n_s)], times=np.arange(n_t), site=site, start=start,
+                years=2000 + start // 365)
+    fields = {k: rng.normal(size=(len(site), win)).astype(np.float32) for k in _UNITS}
+    pred = types.SimpleNamespace(**fields, crop_yield=rng.normal(size=(len(site), 2)).astype(np.float32),
+                                 theta={"a": rng.normal(size=len(site)).astype(np.float32)})
+    ds = predictions_to_dataset(pred, data)
+    for name in _UNITS:
+        ref = np.full((n_s, n_t), np.nan, np.float32)
+        for w in range(len(site)):
+            ref[site[w], start[w]:start[w] + win] = fields[name][w]
+        np.testing.assert_array_equal(ds[name].values, ref)
+    years = ds.year.values
+    ref = np.full((n_s, years.size), np.nan, np.float32)
+    for w in range(len(site)):
+        for j in range(2):
+            ref[site[w], np.searchsorted(years, data.years[w] + j)] = pred.crop_yield[w, j]
+    np.testing.assert_array_equal(ds.crop_yield.values, ref)
+    theta = ds.theta_a.values
+    for s in range(n_s):
+        sel = site == s
+        assert (np.isnan(theta[s]) and not sel.any()) or theta[s] == pytest.approx(pred.theta["a"][sel].mean())

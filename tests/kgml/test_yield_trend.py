@@ -432,6 +432,18 @@ def test_per_site_rate_config_needs_the_trend_and_a_site_index(planted):
     leveled = dataclasses_replace_model(cfg, technology_site_level=True)
     tech = new_model(leveled, prepare(ds, leveled)).technology
     assert tech.site_level.shape == (1,) and tech.site_rate.shape == (1,)
+    # the learned level of each site is written with the predictions (theta_tech_level, per site)
+    import equinox as eqx
+
+    from kgml.models.hybrid import TechnologyTrend
+
+    prepared_level = prepare(ds, level_only)
+    model = new_model(level_only, prepared_level)
+    model = eqx.tree_at(lambda m: m.technology.site_level, model, jnp.asarray([0.05]))
+    pred = predict_dataset(Run(model, level_only, prepared_level), ds, batch_size=12)
+    expected = np.exp(TechnologyTrend.LEVEL_MAX * np.tanh(TechnologyTrend.GAIN * 0.05))
+    np.testing.assert_allclose(pred.theta_tech_level.values, expected, rtol=1e-6)
+    assert pred.theta_tech_level.attrs["units"] == "1"
 
 
 def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):

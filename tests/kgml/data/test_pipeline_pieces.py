@@ -142,3 +142,33 @@ def test_summary_lists_tower_datasets(data_dir, capsys):
         assert n in out
     if "fluxnet2020_warmwinter_fullset_dd" in names:
         assert "6 sites" in out and "2017–2020" in out
+
+
+@pytest.mark.parametrize("window,stride,min_targets", [(50, 50, 1), (60, 25, 3), (365, 365, 0), (30, 7, 10)])
+def test_make_windows_equals_the_loop_over_sites_and_starts(window, stride, min_targets):
+    """The vectorised cut gives the windows a loop over sites, then starts, gives (partial last window padded,
+    windows with too few targets dropped), in the same order."""
+    rng = np.random.default_rng(0)
+    n_s, n_t = 7, 400
+    y = np.where(rng.random((n_s, n_t)) < 0.7, np.nan, rng.normal(size=(n_s, n_t)))
+    y[2] = np.nan
+    ds = xr.Dataset({"a": (("site", "time"), rng.normal(size=(n_s, n_t))),
+                     "b": (("site", "time"), np.where(rng.random((n_s, n_t)) < 0.1, np.nan, 1.0)),
+                     "y": (("site", "time"), y)},
+                    coords={"site": [f"s{i}" for i in range(n_s)], "time": np.arange(n_t)})
+    w = make_windows(ds, ["a", "b"], ["y"], window=window, stride=stride, min_targets=min_targets)
+    x_all = np.stack([ds.a.values, ds.b.values], -1)
+    starts = list(range(0, n_t - window + 1, stride))
+    if starts[-1] + window < n_t:
+        starts.append(starts[-1] + stride)
+    pad = max(starts[-1] + window - n_t, 0)
+    x_all = np.pad(x_all, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
+    y_all = np.pad(y[..., None], ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
+    ref = [(s, t0) for s in range(n_s) for t0 in starts if np.isfinite(y_all[s, t0:t0 + window]).sum() >= min_targets]
+    assert [(int(s), int(t)) for s, t in zip(w.site_index, w.start, strict=True)] == ref
+    for i, (s, t0) in enumerate(ref):
+        xs = x_all[s, t0:t0 + window]
+        np.testing.assert_array_equal(w.x[i], np.where(np.isfinite(xs), xs, 0.0).astype(np.float32))
+        np.testing.assert_array_equal(w.x_mask[i], np.isfinite(xs))
+        np.testing.assert_array_equal(w.y_mask[i], np.isfinite(y_all[s, t0:t0 + window]))
+    assert w.x.dtype == np.float32 and w.site_index.dtype == np.int32 and w.start.dtype == np.int32
