@@ -220,6 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
     p.add_argument("--no-distributed", action="store_true", help="threaded scheduler only")
     p.add_argument("--no-model-path", action="store_true", help="skip the model-path measurement")
+    p.add_argument("--model-side", type=int, default=16,
+                   help="cells per side of the model-path grid (default 16; mapped in 4 blocks, 2 years)")
     p.add_argument("--run", default=None, help="a trained run directory (default: a demonstration run)")
     args = p.parse_args(argv)
     load0 = [round(x, 2) for x in os.getloadavg()]
@@ -270,7 +272,7 @@ def main(argv=None) -> int:
         print("per-worker throughput (distributed): " + ", ".join(f"{k}: {v:,}" for k, v in per_worker.items()))
     if not args.no_model_path:
         print("model path (encoder + heads + physics per cell-year window):", flush=True)
-        mp = model_path(run, 16, 2)
+        mp = model_path(run, args.model_side, 2)
         for k in ("map_run_model_cell_months_per_s", "predict_cell_months_per_s"):
             mp[k.replace("cell_months_per_s", "projected_full_grid_s")] = round(land * MONTHS / mp[k])
         print(f"  map_run(path='model') {mp['map_run_model_cell_months_per_s']:,} cell-months/s → full grid "
