@@ -120,12 +120,14 @@ def make_windows(
     if not keep.any():
         raise ValueError(f"no window has at least {min_targets} observed target value(s)")
     site_idx, start_idx, steps = pair_site[keep].astype(np.int32), pair_start[keep], steps[keep]
-    x, y = x_all[site_idx[:, None], steps], y_all[site_idx[:, None], steps]
+    x, y = x_all[site_idx[:, None], steps], y_all[site_idx[:, None], steps]  # new float32 arrays
     x_mask, y_mask = np.isfinite(x), np.isfinite(y)
+    np.copyto(x, 0.0, where=~x_mask)  # gaps → 0 in place (the masks say where they were)
+    np.copyto(y, 0.0, where=~y_mask)
     return Windows(
-        x=np.where(x_mask, x, 0.0).astype(np.float32, copy=False),
+        x=x,
         x_mask=x_mask,
-        y=np.where(y_mask, y, 0.0).astype(np.float32, copy=False),
+        y=y,
         y_mask=y_mask,
         static=stat[site_idx],
         site_index=site_idx,
