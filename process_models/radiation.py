@@ -47,6 +47,15 @@ _ARCCOS_AS_4_4_46 = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046, 0
                      0.0066700901, -0.0012624911)
 
 
+def polynomial(x: ArrayLike, coefficients) -> Array:
+    """Σ_k c_k x^k for ``coefficients`` c_0, c_1, … (Horner's scheme): multiply-adds only, cheap inside a loop."""
+    x = jnp.asarray(x)
+    out = jnp.zeros_like(x) + coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        out = out * x + c
+    return out
+
+
 def arccos_polynomial(x: ArrayLike) -> Array:
     """arccos x (rad) for x ∈ [−1, 1] by Abramowitz & Stegun (1964) eq. 4.4.46, |error| ≤ 2e-8 (+ float32
     rounding), and arccos(−x) = π − arccos x for x < 0.
@@ -57,9 +66,7 @@ def arccos_polynomial(x: ArrayLike) -> Array:
     """
     x = jnp.asarray(x)
     a = jnp.abs(x)
-    poly = jnp.zeros_like(a) + _ARCCOS_AS_4_4_46[-1]
-    for c in reversed(_ARCCOS_AS_4_4_46[:-1]):
-        poly = poly * a + c
+    poly = polynomial(a, _ARCCOS_AS_4_4_46)
     inside = a < 1.0  # double-where: finite gradient at |x| = 1, where √(1 − |x|) has none
     r = jnp.where(inside, jnp.sqrt(jnp.where(inside, 1.0 - a, 1.0)), 0.0) * poly
     return jnp.where(x < 0.0, math.pi - r, r)

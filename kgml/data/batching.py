@@ -141,6 +141,33 @@ def make_windows(
     )
 
 
+def site_means(site: np.ndarray, values: np.ndarray, n_sites: int) -> np.ndarray:
+    """Mean of per-window ``values`` over each site's windows (float32; NaN for a site without a window)."""
+    count = np.bincount(site, minlength=n_sites)
+    total = np.bincount(site, weights=np.asarray(values, np.float64), minlength=n_sites)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+class WindowCover(NamedTuple):
+    """The cells windows cover on a (site, column) array (`last_window_cover`)."""
+
+    cells: tuple[np.ndarray, np.ndarray]  #: (site, column) of every covered cell
+    window: np.ndarray  #: the last window covering each of them
+    offset: np.ndarray  #: its position inside that window
+
+
+def last_window_cover(site: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> WindowCover:
+    """For windows ``w`` on rows ``site[w]`` covering the consecutive ``columns[w, :]`` of a (site, column) array:
+    every covered cell, the last window (highest index) covering it and the cell's offset in that window."""
+    last = np.full(shape, -1, np.int64)
+    np.maximum.at(last, (np.broadcast_to(site[:, None], columns.shape), columns),
+                  np.broadcast_to(np.arange(len(site))[:, None], columns.shape))
+    cells = np.nonzero(last >= 0)
+    window = last[cells]
+    return WindowCover(cells, window, cells[1] - columns[window, 0])
+
+
 def iterate_batches(
     windows: Windows,
     batch_size: int,

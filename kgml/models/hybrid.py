@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from kgml.data.batching import make_windows
+from kgml.data.batching import last_window_cover, make_windows, site_means
 from kgml.data.drivers import fill_driver_gaps, met_from_dataset
 from kgml.data.schema import DataWarning
 from kgml.models import constraints, losses
@@ -991,7 +991,7 @@ def predictions_to_dataset(pred: Predictions, data: WindowData, specs: Sequence[
     site = np.asarray(data.site, np.int64)
     # Where windows overlap (e.g. two-year windows every year), a step takes the value of the last window that
     # covers it, as a loop over the windows in order would.
-    days = _last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
+    days = last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
     out = {}
     for name in _UNITS:
         arr = np.full((n_s, n_t), np.nan, np.float32)
@@ -1002,7 +1002,7 @@ def predictions_to_dataset(pred: Predictions, data: WindowData, specs: Sequence[
     years = np.unique(np.concatenate([data.years + j for j in range(max(n_years, 1))]))
     ya = np.full((n_s, years.size), np.nan, np.float32)
     if n_years:
-        yrs = _last_window_cover(site, np.searchsorted(years, np.asarray(data.years)[:, None] + np.arange(n_years)),
+        yrs = last_window_cover(site, np.searchsorted(years, np.asarray(data.years)[:, None] + np.arange(n_years)),
                                  ya.shape)
         ya[yrs.cells] = yv[yrs.window, yrs.offset]
     out["crop_yield"] = (("site", "year"), ya, {"units": "t ha-1"})
@@ -1011,30 +1011,6 @@ def predictions_to_dataset(pred: Predictions, data: WindowData, specs: Sequence[
         v = np.asarray(v)
         if v.ndim != 1:
             continue
-        out[f"theta_{name}"] = (("site",), _site_mean(site, v, n_s), {"units": spec_units.get(name, "")})
+        out[f"theta_{name}"] = (("site",), site_means(site, v, n_s), {"units": spec_units.get(name, "")})
     return xr.Dataset(out, coords={"site": list(data.sites), "time": data.times, "year": years})
 
-
-def _site_mean(site: np.ndarray, values: np.ndarray, n_sites: int) -> np.ndarray:
-    """Mean of per-window ``values`` over each site's windows (float32; NaN for a site without a window)."""
-    count = np.bincount(site, minlength=n_sites)
-    total = np.bincount(site, weights=np.asarray(values, np.float64), minlength=n_sites)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan).astype(np.float32)
-
-
-class _Cover(NamedTuple):
-    cells: tuple[np.ndarray, np.ndarray]  #: (site, column) of every covered cell
-    window: np.ndarray  #: the last window covering each of them
-    offset: np.ndarray  #: its position inside that window
-
-
-def _last_window_cover(site: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> _Cover:
-    """For windows ``w`` on rows ``site[w]`` covering the consecutive ``columns[w, :]`` of a (site, column) array:
-    every covered cell, the last window (highest index) covering it and the cell's offset in that window."""
-    last = np.full(shape, -1, np.int64)
-    np.maximum.at(last, (np.broadcast_to(site[:, None], columns.shape), columns),
-                  np.broadcast_to(np.arange(len(site))[:, None], columns.shape))
-    cells = np.nonzero(last >= 0)
-    window = last[cells]
-    return _Cover(cells, window, cells[1] - columns[window, 0])

@@ -99,7 +99,7 @@ def _year_fluxes(process, theta, monthly, lat, sw_from_climatology, vpd_from_rh,
     v = [jnp.take(monthly[:, i], month_of_day, axis=0) for i in range(len(_MET_ORDER))]
     sw = angstrom * extraterrestrial_radiation(lat_d, doy) * _MJ_PER_DAY_TO_W if sw_from_climatology else v[3]
     vpd = HPA_PER_KPA * saturation_vapour_pressure(v[0]) * (1.0 - rh) if vpd_from_rh else v[4]
-    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=jnp.broadcast_to(sw, (DAYS_PER_YEAR, n)).astype(jnp.float32),
+    met = Met(tair=v[0], tmin=v[1], tmax=v[2], sw_in=sw.astype(jnp.float32),
               vpd=vpd.astype(jnp.float32), precip=v[5], tsoil=v[6], co2=v[7],
               patm=jnp.full((1, 1), C.P_STANDARD, jnp.float32), doy=doy, lat=lat_d)
     out = simulate_sites(process, theta, met, time_major=True).outputs

@@ -56,6 +56,7 @@ from kgml.config import (
     TrainConfig,
     config_to_dict,
 )
+from kgml.data.batching import last_window_cover, site_means
 from kgml.data.drivers import check_gridded_drivers
 from kgml.experiment import (
     Run,
@@ -67,7 +68,7 @@ from kgml.experiment import (
     windows,
 )
 from kgml.io import atomic_path, cf_encode
-from kgml.models.hybrid import HybridModel, _last_window_cover, _site_mean
+from kgml.models.hybrid import HybridModel
 from kgml.progress import dask_progress
 from kgml.spatial.budgets import (  # the package's public names, one import away as before
     BUDGET_LEVEL,
@@ -198,11 +199,11 @@ def _predict_sites(run, ds: xr.Dataset, path: str, batch_size: int) -> tuple[np.
     n_s, n_t = len(data.sites), len(data.times)
     fl = np.full((3, n_s, n_t), np.nan, np.float32)
     site = np.asarray(data.site, np.int64)
-    cover = _last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
+    cover = last_window_cover(site, np.asarray(data.start, np.int64)[:, None] + np.arange(win), (n_s, n_t))
     fl[0][cover.cells] = gpp_all[cover.window, cover.offset]
     fl[1][cover.cells] = reco_all[cover.window, cover.offset]
     fl[2] = fl[1] - fl[0]
-    theta = {k: _site_mean(site, th[k], n_s) for k in names}
+    theta = {k: site_means(site, th[k], n_s) for k in names}
     return fl, theta, data.times
 
 
