@@ -13,7 +13,15 @@ q the site-weighted split-conformal quantile of |y − ŷ| / s on the fold's cal
 over the seeds, β the median σ̂ of the fold's calibration steps — the normalised nonconformity score with a
 sensitivity term (Papadopoulos, Gammerman & Vovk 2008; Lei et al. 2018 §5.2), so a step where the seeds agree
 exactly (GPP in winter) keeps a non-zero interval. One seed, or seeds that always agree (deterministic gradient
-boosting): s = 1 only (``scale="residual"``, reported for every slot as the comparison).
+boosting): no seed-spread scale. Flux targets also get s = m̂ + β (``scale="magnitude"``): m̂ the predicted
+magnitude of the flux — for a net flux the sum of the model's own predicted gross fluxes (NEE: GPP + Reco), else
+|ŷ| — and β its median on the calibration steps. Flux errors grow with the flux (the eddy-covariance random
+error σ = a + b|F|, Richardson et al. 2006, Agric. For. Meteorol. 136:1; model errors of a productive site are
+larger in absolute terms than those of a desert), so an interval proportional to the predicted magnitude can
+cover the large-flux sites without widening the small-flux ones. NEE = Reco − GPP crosses zero in spring and
+autumn while both gross fluxes are large, and a model's NEE error is the difference of its two gross-flux errors,
+each growing with its flux: so the gross sum is NEE's magnitude (a modelling choice, tested by the coverage). ``scale="residual"`` (s = 1) is reported for
+every slot as the comparison.
 Because carving changes the training sets, ``--intervals`` runs write under ``<out>/<suite>/intervals`` and
 never change the default benchmark numbers.
 
@@ -70,6 +78,8 @@ __all__ = ["CALIBRATION_FRACTION", "MIN_CALIBRATION_YEARS", "QRF_QUANTILES", "ca
 
 #: Flux targets whose annual values per site are scored too (``<target>_annual``, gC m-2 yr-1).
 ANNUAL_TARGETS = ("nee", "gpp", "reco", "rsoil")
+#: Net fluxes whose magnitude scale is the sum of the model's predicted gross fluxes (`_magnitude`).
+GROSS_FLUXES = {"nee": ("gpp", "reco")}
 #: Share of a fold's training sites carved out for calibration.
 CALIBRATION_FRACTION = 0.2
 #: Fewest calibration years (or sites) with a finite 90 % split-conformal quantile: ⌈(n + 1)·0.9⌉ ≤ n.
@@ -327,6 +337,27 @@ def _aggregate_views(oc, pc, sc, oh, ph, sh, weights) -> tuple:
     return (*cal, {"all units": yh}, {"all units": phh}, None if shh is None else {"all units": shh})
 
 
+def _magnitude(pred: xr.Dataset, var: str) -> xr.Dataset | None:
+    """The predicted magnitude m̂ of ``var`` (same units): for a net flux the sum of the model's own predicted
+    gross fluxes (`GROSS_FLUXES`: NEE → GPP + Reco, both ≥ 0), else |ŷ|; ``<v>_monthly`` variants alike. None
+    when the prediction has neither."""
+    out = {}
+    for suffix in ("", "_monthly"):
+        name = var + suffix
+        parts = GROSS_FLUXES.get(var, ())
+        if parts and all(f"{g}{suffix}" in pred for g in parts):
+            out[name] = sum(abs(pred[f"{g}{suffix}"]) for g in parts)
+        elif name in pred:
+            out[name] = abs(pred[name])
+    return xr.Dataset(out) if out else None
+
+
+def _sensitivity(scale_c: xr.DataArray, pc: xr.DataArray) -> float:
+    """β of a normalised score: the median scale over the calibration steps that are paired (0 when none)."""
+    v = scale_c.values[np.isfinite(pc.values) & np.isfinite(scale_c.values)]
+    return float(np.median(v)) if v.size else 0.0
+
+
 def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: str, resolution: str, split: Split,
                     model: str, weights: xr.DataArray | None = None) -> None:
     h_mean, h_sd = _mean_sd(held)
@@ -336,18 +367,24 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
         pc, oc = ev.paired(c_mean, obs, var, obs_var, resolution=resolution)
     except (KeyError, ValueError):
         return
-    scales = ["residual"]
-    sig_h = sig_c = None
+    # scale name → (calibration σ, held-out σ) of the normalised score; None = the plain residual (σ = 1)
+    scales: dict[str, tuple | None] = {}
     if h_sd is not None:
         sh, _ = ev.paired(h_sd, obs, var, obs_var, resolution=resolution)
         sc, _ = ev.paired(c_sd, obs, var, obs_var, resolution=resolution)
-        spread_c = sc.values[np.isfinite(pc.values) & np.isfinite(sc.values)]
-        beta = float(np.median(spread_c)) if spread_c.size else 0.0
+        beta = _sensitivity(sc, pc)
         # σ̂ + β, β the median spread of the fold's calibration steps: steps where the seeds agree exactly
-        # (GPP in winter) keep a non-zero interval; seeds that always agree (deterministic slots): residual only.
+        # (GPP in winter) keep a non-zero interval; seeds that always agree (deterministic slots): no spread scale.
         if beta > 0:
-            scales = ["seed spread", "residual"]
-            sig_h, sig_c = sh + beta, sc + beta
+            scales["seed spread"] = (sc + beta, sh + beta)
+    mag_h, mag_c = (_magnitude(h_mean, var), _magnitude(c_mean, var)) if var in ANNUAL_TARGETS else (None, None)
+    if mag_h is not None and mag_c is not None:
+        mh, _ = ev.paired(mag_h, obs, var, obs_var, resolution=resolution)
+        mc, _ = ev.paired(mag_c, obs, var, obs_var, resolution=resolution)
+        beta = _sensitivity(mc, pc)
+        if beta > 0:  # m̂ + β: errors grow with the flux (Richardson et al. 2006); β keeps m̂ ≈ 0 steps open
+            scales["magnitude"] = (mc + beta, mh + beta)
+    scales["residual"] = None
     by_year = "calibration_years" in split.info
     if by_year:  # the calibration units are whole years (each weighs 1); held-out coverage stays per site
         if resolution != "annual":
@@ -359,27 +396,26 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
         group = _by_site
         train = list(map(str, split.train.units)) + list(map(str, split.val.units))
         held_units = list(split.info.get("heldout_sites", []))
-    views = {var: (group(oc), group(pc), None if sig_c is None else group(sig_c), _by_site(oh), _by_site(ph),
-                   None if sig_h is None else _by_site(sig_h))}
-    if by_year:
-        views[f"{var}_aggregate"] = _aggregate_views(oc, pc, sig_c, oh, ph, sig_h, weights)
-    if not by_year and resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
-        sig_c = None if sig_c is None else _by_site(sig_c)
-        sig_h = None if sig_h is None else _by_site(sig_h)
-        yrs_c, days_c = _step_days(oc, resolution)
-        yrs_h, days_h = _step_days(oh, resolution)
-        views[f"{var}_annual"] = (*_annual(views[var][0], views[var][1], sig_c, yrs_c, days_c),
-                                  *_annual(views[var][3], views[var][4], sig_h, yrs_h, days_h))
-    for label, (yc, pc_, sc_, yh, ph_, sh_) in views.items():
-        for scale in scales:
-            use_c = sc_ if scale == "seed spread" else None
-            use_h = sh_ if scale == "seed spread" else None
-            scores = {s: nonconformity(yc[s], pc_[s], None if use_c is None else use_c[s]) for s in yc}
+    for scale, sig in scales.items():
+        sig_c, sig_h = sig if sig is not None else (None, None)
+        views = {var: (group(oc), group(pc), None if sig_c is None else group(sig_c), _by_site(oh), _by_site(ph),
+                       None if sig_h is None else _by_site(sig_h))}
+        if by_year:
+            views[f"{var}_aggregate"] = _aggregate_views(oc, pc, sig_c, oh, ph, sig_h, weights)
+        if not by_year and resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
+            s_c = None if sig_c is None else _by_site(sig_c)
+            s_h = None if sig_h is None else _by_site(sig_h)
+            yrs_c, days_c = _step_days(oc, resolution)
+            yrs_h, days_h = _step_days(oh, resolution)
+            views[f"{var}_annual"] = (*_annual(views[var][0], views[var][1], s_c, yrs_c, days_c),
+                                      *_annual(views[var][3], views[var][4], s_h, yrs_h, days_h))
+        for label, (yc, pc_, sc_, yh, ph_, sh_) in views.items():
+            scores = {s: nonconformity(yc[s], pc_[s], None if sc_ is None else sc_[s]) for s in yc}
             try:
                 calib = conformal_quantiles(scores, train_sites=train, test_sites=held_units)
             except ValueError:  # fewer than 2 calibration sites with paired values (e.g. no complete year)
                 continue
-            res = coverage_scores(yh, ph_, calib, use_h, per_site=True)
+            res = coverage_scores(yh, ph_, calib, sh_, per_site=True)
             if not res["n"]:  # no held-out step (or complete year) to score
                 continue
             a = acc.setdefault((label, scale), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": [],
@@ -462,7 +498,9 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
     lines = ["### Calibrated predictive intervals (held-out sites)", "",
              f"Split-conformal by site (`kgml.compare.intervals`): {round(100 * fraction)} % of each fold's training sites "
              f"carved out for calibration (no model trained on them); seeds {', '.join(map(str, seeds))}. scale "
-             "= seed spread: ŷ ± q (σ̂ + β), σ̂ over seeds, β its median on the calibration steps; residual: ŷ ± q; quantile forest: the RF's uncalibrated "
+             "= seed spread: ŷ ± q (σ̂ + β), σ̂ over seeds, β its median on the calibration steps; magnitude (fluxes): "
+             "ŷ ± q (m̂ + β), m̂ the predicted flux magnitude (NEE: the model's GPP + Reco; else |ŷ|), β its median "
+             "on the calibration steps; residual: ŷ ± q; quantile forest: the RF's uncalibrated "
              "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "
              "mean interval width (units of the target; ``<target>_annual``: annual totals in gC m-2 yr-1, calibrated "
              "on the calibration sites' annual errors); CRPS of the calibrated Gaussian. ∞: fewer calibration "

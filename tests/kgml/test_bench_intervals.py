@@ -87,7 +87,7 @@ def test_calibrated_90_percent_interval_covers_90_percent_of_held_out_sites(tmp_
     rows, notes = iv.interval_rows(SUITE, obs, folds, tmp_path, ["model"], list(range(8)), obs)
     assert not notes
     by = {r["scale"]: r for r in rows}
-    assert set(by) == {"seed spread", "residual"}
+    assert set(by) == {"seed spread", "magnitude", "residual"}
     spread, resid = by["seed spread"], by["residual"]
     assert spread["n_sites"] == 180 and spread["n_folds"] == 3 and spread["n_calibration_sites"] == 3 * 48
     assert 0.87 <= spread["coverage_90"] <= 0.93, spread
@@ -106,6 +106,47 @@ def test_calibrated_90_percent_interval_covers_90_percent_of_held_out_sites(tmp_
     assert png.stat().st_size > 1000
 
 
+def _gross_world(n_sites: int, n_days: int, seed: int):
+    """Sites whose GPP and Reco (gC m-2 d-1) differ 10-fold in size and whose NEE error has σ = 0.15 (GPP +
+    Reco): a desert beside a cornfield. One prediction (the truth) of NEE, GPP and Reco."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("2001-01-01", periods=n_days, freq="D")
+    season = np.clip(np.sin(2 * np.pi * (np.arange(n_days) - 80) / 365), 0, None)[None, :]
+    size = np.exp(rng.uniform(np.log(0.5), np.log(5.0), (n_sites, 1)))
+    gpp = size * 3 * season
+    reco = size * (0.8 + 1.5 * season)
+    nee = reco - gpp
+    obs = nee + 0.15 * (gpp + reco) * rng.normal(size=nee.shape)
+    coords = {"site": [f"g{i:03d}" for i in range(n_sites)], "time": time}
+    da = lambda v: (("site", "time"), v, {"units": "gC m-2 d-1"})  # noqa: E731
+    return (xr.Dataset({"nee": da(obs)}, coords=coords),
+            xr.Dataset({"nee": da(nee), "gpp": da(gpp), "reco": da(reco)}, coords=coords))
+
+
+def test_magnitude_scale_covers_the_large_flux_sites():
+    """Errors that grow with the gross fluxes: the residual interval (one width for all) covers the small-flux
+    sites always and the large-flux ones far less than 90 %; ŷ ± q (GPP + Reco + β) covers the p10 site much
+    better, at the same pooled coverage, and is narrower on average."""
+    import tempfile
+    from pathlib import Path
+
+    obs, pred = _gross_world(150, 240, seed=2)
+    with tempfile.TemporaryDirectory() as d:
+        folds = _write_folds(Path(d), obs, [pred], n_folds=3, fraction=0.4)
+        rows, _ = iv.interval_rows(SUITE, obs, folds, Path(d), ["model"], [0], obs)
+    by = {r["scale"]: r for r in rows if r["variable"] == "nee"}
+    assert set(by) == {"magnitude", "residual"}
+    mag, resid = by["magnitude"], by["residual"]
+    assert 0.87 <= mag["coverage_90"] <= 0.93 and 0.87 <= resid["coverage_90"] <= 0.93, (mag, resid)
+    assert mag["coverage_90_p10"] > resid["coverage_90_p10"] + 0.05, (mag, resid)  # measured 0.85 vs 0.75
+    assert mag["width_90"] < resid["width_90"] and mag["crps"] < resid["crps"]
+    # NEE's magnitude is the sum of the gross fluxes, not |NEE| (which is ~0 where they balance)
+    m = iv._magnitude(pred, "nee")["nee"]
+    np.testing.assert_allclose(m.values, (pred.gpp + pred.reco).values)
+    assert float(iv._magnitude(pred.drop_vars(["gpp", "reco"]), "nee")["nee"].min()) >= 0
+    assert iv._magnitude(pred, "crop_yield") is None
+
+
 def test_calibration_on_a_quieter_world_undercovers():
     """The calibration sites decide the width: calibrated on a quiet world, held-out sites of a noisier one
     (a distribution shift the calibration did not see) fall far below 90 %."""
@@ -122,7 +163,9 @@ def test_calibration_on_a_quieter_world_undercovers():
         write_netcdf_atomic(preds[0].sel(site=list(mixed.site.values[40:])), prediction_path(fold_dir, "m"))
         write_netcdf_atomic(preds[0].sel(site=split.info["calibration_sites"]), iv.calibration_path(fold_dir, "m"))
         rows, _ = iv.interval_rows(SUITE, mixed, {"site_kfold": [split]}, Path(d), ["m"], [0], mixed)
-    assert rows[0]["scale"] == "residual" and rows[0]["coverage_90"] < 0.7
+    by = {r["scale"]: r for r in rows}
+    assert set(by) == {"magnitude", "residual"}
+    assert by["residual"]["coverage_90"] < 0.7 and by["magnitude"]["coverage_90"] < 0.7
 
 
 def test_quantile_forest_reference_covers_known_noise():
@@ -158,7 +201,7 @@ def test_bench_shift_intervals_quick(tmp_path):
         assert "nee_qrf" in held and held["nee_qrf"].sizes["quantile"] == len(iv.QRF_QUANTILES)
     assert "Calibrated predictive intervals" in res.markdown and "quantile forest" in res.markdown
     with xr.open_dataset(res.directory / "metrics.nc") as m:
-        assert set(m.interval_scale.values) == {"residual", "quantile forest"}
+        assert set(m.interval_scale.values) == {"magnitude", "residual", "quantile forest"}
         assert float(m.interval_coverage.sel(level=0.5).min()) >= 0.0
     assert (res.directory / "coverage.png").exists()
 
