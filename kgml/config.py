@@ -171,8 +171,9 @@ class ModelConfig:
     #: ``swc``) or "observed_rew" (its relative extractable water ``swc_rew``) drives GPP water stress and the Rh
     #: moisture response where measured (`kgml.synthetic.build_model`)
     soil_water: str = "bucket"
-    #: phenology of the natural-vegetation physics: "gsi" (Jolly et al. 2005) or "gsi_water" (also limited by
-    #: the bucket's soil water, `process_models.phenology.WaterLimitedGSI`)
+    #: phenology of the natural-vegetation physics: "gsi" (Jolly et al. 2005), "gsi_water" (also limited by
+    #: the bucket's soil water, `process_models.phenology.WaterLimitedGSI`) or "gsi_evergreen" (the evergreen share
+    #: of the canopy, the data's ``evergreen`` variable, keeps its leaves: `process_models.phenology.EvergreenGSI`)
     phenology: str = "gsi"
     #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
@@ -187,8 +188,8 @@ class ModelConfig:
                                                         "embed_dim", "head_hidden", "residual_scale")})
         if self.soil_water not in ("bucket", "observed", "observed_rew"):
             raise ConfigError(f"[model] soil_water must be 'bucket', 'observed' or 'observed_rew', got {self.soil_water!r}")
-        if self.phenology not in ("gsi", "gsi_water"):
-            raise ConfigError(f"[model] phenology must be 'gsi' or 'gsi_water', got {self.phenology!r}")
+        if self.phenology not in ("gsi", "gsi_water", "gsi_evergreen"):
+            raise ConfigError(f"[model] phenology must be 'gsi', 'gsi_water' or 'gsi_evergreen', got {self.phenology!r}")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Met(NamedTuple):
             models compute their own.
         rew: optional observed relative extractable water (0–1, from a soil-moisture record's own range), NaN
             where not measured; read by `NaturalEcosystem` with ``soil_water="observed_rew"``.
+        evergreen: optional evergreen share of the canopy (0–1, a site constant, usually shape (site, 1)); read
+            only by `process_models.phenology.EvergreenGSI`.
     """
 
     tair: Array
@@ -52,6 +54,7 @@ class Met(NamedTuple):
     lai: Array | None = None
     swc: Array | None = None
     rew: Array | None = None
+    evergreen: Array | None = None
 
 
 def make_met(
@@ -70,6 +73,7 @@ def make_met(
     lai: ArrayLike | None = None,
     swc: ArrayLike | None = None,
     rew: ArrayLike | None = None,
+    evergreen: ArrayLike | None = None,
 ) -> Met:
     """Build a `Met`, filling drivers a station does not measure by documented approximations:
 
@@ -77,7 +81,8 @@ def make_met(
     - ``vpd`` = e_s − e_a with e_s the mean of e°(tmax) and e°(tmin) (FAO-56 eq. 12) and e_a = e°(tmin),
       i.e. dew point ≈ tmin (FAO-56 eq. 48), converted kPa → hPa;
     - ``tsoil`` = ``tair`` (no damping; a soil-temperature model is a later refinement).
-    ``lai``, ``swc`` (m3 m-3) and ``rew`` (0–1) stay None unless given. All arrays are broadcast to a common shape.
+    ``lai``, ``swc`` (m3 m-3), ``rew`` and ``evergreen`` (0–1) stay None unless given. All arrays are broadcast
+    to a common shape.
     """
     tmin = jnp.asarray(tmin, jnp.float32)
     tmax = jnp.asarray(tmax, jnp.float32)
@@ -99,6 +104,8 @@ def make_met(
         out["swc"] = jnp.broadcast_to(jnp.asarray(swc, jnp.float32), shape)
     if rew is not None:
         out["rew"] = jnp.broadcast_to(jnp.asarray(rew, jnp.float32), shape)
+    if evergreen is not None:
+        out["evergreen"] = jnp.broadcast_to(jnp.asarray(evergreen, jnp.float32), shape)
     return Met(**out)
 
 

@@ -97,6 +97,8 @@ class Phenology(eqx.Module):
     parameter_specs: eqx.AbstractClassVar[Specs]
     #: True: ``__call__`` also takes the day's relative soil water ``wrel`` (`WaterLimitedGSI`)
     water_limited: ClassVar[bool] = False
+    #: True: reads the site's evergreen canopy fraction ``met.evergreen`` (`EvergreenGSI`)
+    evergreen: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init_state(self) -> PyTree:
@@ -299,6 +301,33 @@ class GrowingSeasonIndex(Phenology):
         lai_max = theta["lai_max"]
         lai_min = theta["lai_min_fraction"] * lai_max
         return state, lai_min + (lai_max - lai_min) * self.gsi(state)
+
+
+class EvergreenGSI(GrowingSeasonIndex):
+    """`GrowingSeasonIndex` for canopies that are partly or wholly evergreen: the evergreen share e of the canopy
+    (``met.evergreen``, 0–1 per site, from the vegetation type) keeps its leaves all year, the rest follows the
+    growing-season index:
+
+        LAI = e · lai_max + (1 − e) · [lai_min + (lai_max − lai_min) · GSI]
+
+    so e = 0 is `GrowingSeasonIndex` exactly and e = 1 a constant LAI = lai_max. An evergreen canopy's seasonal
+    photosynthesis then comes from the light-use-efficiency scalars of minimum temperature and VPD (the MOD17
+    algorithm's assumption for every biome, Running et al. 2004 BioScience 54:547; needles and evergreen
+    broadleaves live several years, so their leaf area changes little through the year), not from a leaf area
+    that the index would shed in a dry or cold season (tropical evergreen forests keep, and often raise, their
+    photosynthesis in the dry season: Saleska et al. 2003 Science 302:1554). e comes from the site's IGBP class
+    (`kgml.compare.suites.evergreen_fraction`); a NaN or a missing field is an error, never a default."""
+
+    evergreen: ClassVar[bool] = True
+
+    def __call__(self, theta, state: GSIState, met: Met, drivers=None) -> tuple[GSIState, Array]:
+        if met.evergreen is None:
+            raise ValueError("EvergreenGSI needs the evergreen canopy fraction met.evergreen (0–1 per site): give the "
+                             "dataset an 'evergreen' site variable (kgml.compare.suites.evergreen_fraction maps IGBP "
+                             "classes)")
+        state, lai = super().__call__(theta, state, met, drivers)
+        e = jnp.clip(jnp.asarray(met.evergreen), 0.0, 1.0)
+        return state, e * theta["lai_max"] + (1.0 - e) * lai
 
 
 GSI_WATER_LOW_SPEC = ParameterSpec(

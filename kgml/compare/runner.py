@@ -856,16 +856,18 @@ def _hybrid_anomaly(weight: float):
 
 SLOTS.update({slot: _hybrid_anomaly(w) for slot, w in ANOMALY_SLOTS.items()})
 MODEL_LABELS.update({slot: f"hybrid, global, + anomaly-aware loss (weight {w:g})" for slot, w in ANOMALY_SLOTS.items()})
-def _physics_option(kind: str, option: dict[str, str], suffix: str, needs: tuple[str, ...] = ()):
+def _physics_option(kind: str, option: dict[str, str], suffix: str, needs: tuple[str, ...] = (),
+                    hint: str = "e.g. --suite fluxnet_mm_soil"):
     """hybrid_global (``kind="hybrid"``) or process_global (``"process"``) with a natural-vegetation physics
     option of ``[model]`` (``option``, e.g. ``{"soil_water": "observed"}``: `process_models.water.Bucket.observed`;
     ``{"soil_water": "observed_rew"}``: `Bucket.observed_rew`; ``{"phenology": "gsi_water"}``:
-    `process_models.phenology.WaterLimitedGSI`). Not available outside natural-vegetation suites or where the
-    data lack a variable of ``needs`` (the measured soil water: ``fluxnet_mm_soil``)."""
+    `process_models.phenology.WaterLimitedGSI`; ``{"phenology": "gsi_evergreen"}``: `EvergreenGSI`). Not available
+    outside natural-vegetation suites or where the data lack a variable of ``needs`` (the measured soil water:
+    ``fluxnet_mm_soil``; the evergreen fraction: every FLUXNET suite), ``hint`` saying where to find them."""
     def slot(ctx: FoldContext) -> xr.Dataset:
         if ctx.suite.vegetation != "grassland" or any(v not in ctx.ds for v in needs):
             raise NotAvailable(f"{suffix} needs natural-vegetation physics" + (
-                f" and data with {needs} (e.g. --suite fluxnet_mm_soil)" if needs else
+                f" and data with {needs} ({hint})" if needs else
                 f"; this suite runs {ctx.suite.vegetation!r}"))
         if kind == "process":
             _kind_available("process")
@@ -900,6 +902,15 @@ SLOTS.update({slot: _physics_option(slot.split("_")[0], {"phenology": "gsi_water
 MODEL_LABELS.update({
     "hybrid_water_phenology": "hybrid, global, water-limited growing-season-index phenology",
     "process_water_phenology": "process model, one calibration, water-limited growing-season-index phenology",
+})
+#: Slots with the evergreen phenology (issue 20 item 4: deciduous vs evergreen canopies by IGBP class).
+EVERGREEN_SLOTS = ("hybrid_evergreen", "process_evergreen")
+SLOTS.update({slot: _physics_option(slot.split("_")[0], {"phenology": "gsi_evergreen"}, "gsi-evergreen",
+                                    ("evergreen",), "the FLUXNET suites: kgml.compare.suites.evergreen_fraction")
+              for slot in EVERGREEN_SLOTS})
+MODEL_LABELS.update({
+    "hybrid_evergreen": "hybrid, global, evergreen canopies (ENF, EBF; half of MF) keep their leaf area",
+    "process_evergreen": "process model, one calibration, evergreen canopies keep their leaf area",
 })
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
@@ -1154,7 +1165,7 @@ def run_suite(
     if ablate:
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS)
+    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS)
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")

@@ -50,6 +50,8 @@ __all__ = [
     "IGBP_INDICATORS",
     "get_suite",
     "igbp_indicators",
+    "evergreen_fraction",
+    "EVERGREEN_FRACTION",
     "load_folds",
     "make_folds",
     "restrict_split",
@@ -272,7 +274,28 @@ def _data_path(data_dir, folder: str) -> Path:
 def _load_fluxnet(data_dir, quick, sites):
     root = _data_path(data_dir, "fluxnet2015_subset_mm")
     ds = _assemble("fluxnet_monthly")(root, sites=list(sites) if sites else None)
-    return _subset(ds, sites)
+    return evergreen_fraction(_subset(ds, sites))
+
+
+#: Evergreen share of the canopy by IGBP class (Loveland & Belward 1997 IJRS 18:3289; Friedl et al. 2010 Remote
+#: Sens. Environ. 114:168, the MCD12Q1 legend): evergreen needleleaf and broadleaf forests "remain green all
+#: year" (1); mixed forests are by definition a mix in which neither deciduous nor evergreen trees exceed 60 %
+#: (0.5); every other class 0 — including the shrublands, whose definition allows either, so the class says
+#: nothing (they keep the growing-season index).
+EVERGREEN_FRACTION: dict[str, float] = {"ENF": 1.0, "EBF": 1.0, "MF": 0.5}
+
+
+def evergreen_fraction(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the site coordinate ``evergreen`` (0–1, `EVERGREEN_FRACTION` of its ``igbp`` class), read by
+    the evergreen phenology (``[model] phenology = "gsi_evergreen"``, `process_models.phenology.EvergreenGSI`).
+    Raises naming the dataset's coordinates when it has no ``igbp``."""
+    if "igbp" not in ds.coords:
+        raise KeyError(f"evergreen_fraction: the dataset has no 'igbp' site coordinate (has {sorted(map(str, ds.coords))})")
+    classes = np.char.upper(np.char.strip(ds["igbp"].values.astype(str)))
+    e = np.array([EVERGREEN_FRACTION.get(str(c), 0.0) for c in classes], np.float32)
+    return ds.assign_coords(evergreen=("site", e, {
+        "units": "1", "long_name": "evergreen share of the canopy",
+        "comment": "from the IGBP class (kgml.compare.suites.EVERGREEN_FRACTION): ENF, EBF 1; MF 0.5; others 0"}))
 
 
 #: Vegetation type as static inputs (``fluxnet_mm_igbp``): indicator coordinate → the IGBP classes
@@ -308,7 +331,7 @@ def _load_fluxnet_soil(data_dir, quick, sites):
     with ``soil_water``)."""
     root = _data_path(data_dir, "fluxnet2015_subset_mm")
     ds = _assemble("fluxnet_monthly")(root, sites=list(sites) if sites else None, soil_water=True)
-    return _subset(ds, sites)
+    return evergreen_fraction(_subset(ds, sites))
 
 
 def _load_fluxnet_igbp(data_dir, quick, sites):

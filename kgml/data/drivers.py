@@ -257,6 +257,16 @@ def met_from_dataset(ds: xr.Dataset, *, defaults: MutableMapping[str, str] | Non
             kwargs["swc"] = np.where(get("swc_measured") > 0.5, kwargs["swc"], np.nan).astype(np.float32)
     if "swc_rew" in ds:  # relative extractable water (0–1), NaN where not measured
         kwargs["rew"] = get("swc_rew")
+    if "evergreen" in ds:  # evergreen share of the canopy (0–1), a site constant (site,) or on (site, time)
+        ev = ds["evergreen"]
+        ev = ev.transpose("site", "time") if "time" in ev.dims else ev.transpose("site").expand_dims(time=1, axis=1)
+        v = ev.values.astype(np.float32)
+        bad = ~np.isfinite(v) | (v < 0) | (v > 1)
+        if bad.any():
+            site = str(ds.site.values[np.nonzero(bad.any(axis=1))[0][0]])
+            raise DataValidationError(source, "evergreen", f"must be a fraction in [0, 1] at every site (site {site!r} "
+                                      "has a missing or out-of-range value)")
+        kwargs["evergreen"] = v
     for k, (value, units) in OPTIONAL_DRIVER_DEFAULTS.items():
         if k in ds:
             kwargs[k] = get(k)

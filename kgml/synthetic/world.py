@@ -25,7 +25,7 @@ from process_models.ecosystem import (
     SoilChamber,
 )
 from process_models.forcing import Met, make_met
-from process_models.phenology import GrowingSeasonIndex, WaterLimitedGSI
+from process_models.phenology import EvergreenGSI, GrowingSeasonIndex, WaterLimitedGSI
 
 #: The weather generator and the corpora use a 365-day ("noleap") calendar.
 DAYS_PER_YEAR = 365
@@ -67,7 +67,7 @@ SITE_VARYING = (
 
 
 #: Phenologies of the natural-vegetation physics (`build_model`, ``[model] phenology``).
-PHENOLOGIES = {"gsi": GrowingSeasonIndex, "gsi_water": WaterLimitedGSI}
+PHENOLOGIES = {"gsi": GrowingSeasonIndex, "gsi_water": WaterLimitedGSI, "gsi_evergreen": EvergreenGSI}
 
 
 def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi") -> Ecosystem:
@@ -78,7 +78,8 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     (the model's own soil water) or, for natural vegetation only, ``"observed"`` / ``"observed_rew"`` (the
     measured ``swc`` / its relative extractable water drive water stress and the Rh moisture response where
     finite; `NaturalEcosystem.soil_water`). ``phenology``: ``"gsi"`` (Jolly et al. 2005) or, for natural
-    vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water)."""
+    vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water) or
+    ``"gsi_evergreen"`` (`EvergreenGSI`: the evergreen share ``met.evergreen`` of the canopy keeps its leaves)."""
     if phenology not in PHENOLOGIES:
         raise ValueError(f"unknown phenology {phenology!r}; choose one of {tuple(PHENOLOGIES)}")
     if phenology != "gsi" and vegetation != "grassland":
