@@ -301,3 +301,34 @@ def test_water_limited_phenology_follows_the_bucket():
     assert abs(float(grads["gsi_water_span"])) > 0
     with pytest.raises(ValueError, match="wrel"):
         WaterLimitedGSI()(theta, WaterLimitedGSI().init_state(), met)
+
+
+def test_evergreen_phenology_keeps_the_evergreen_share_of_the_leaf_area():
+    """EvergreenGSI: e = 0 is Jolly's GSI exactly; e = 1 a constant LAI = lai_max all year (the winter GPP still
+    falls through the LUE's minimum-temperature scalar); e = 0.5 halfway; per-site e through simulate_sites; a
+    missing met.evergreen is an error, not a default; gradients stay finite."""
+    from process_models.phenology import EvergreenGSI
+
+    met = seasonal_met(1)
+    plain, ever = NaturalEcosystem(), NaturalEcosystem(phenology=EvergreenGSI())
+    theta = ever.default_parameters()
+    base = simulate(plain, theta, met).outputs
+    full = lambda e: met._replace(evergreen=jnp.full_like(met.tair, e))  # noqa: E731
+    np.testing.assert_array_equal(simulate(ever, theta, full(0.0)).outputs.lai, base.lai)
+    out1 = simulate(ever, theta, full(1.0)).outputs
+    np.testing.assert_allclose(out1.lai, theta["lai_max"], rtol=1e-6)
+    assert float(base.lai.min()) < 0.5 * float(theta["lai_max"])  # the GSI sheds leaves in winter here
+    winter, summer = slice(0, 30), slice(180, 210)
+    assert float(out1.gpp[winter].mean()) < 0.5 * float(out1.gpp[summer].mean())
+    half = simulate(ever, theta, full(0.5)).outputs
+    np.testing.assert_allclose(half.lai, 0.5 * (out1.lai + base.lai), rtol=1e-5)
+    # per site: a (site, 1) evergreen share broadcast over the days
+    two = Met(*(None if v is None else jnp.stack([v, v]) for v in met))._replace(
+        evergreen=jnp.asarray([[0.0], [1.0]], jnp.float32))
+    both = simulate_sites(ever, {k: jnp.stack([v, v]) for k, v in theta.items()}, two).outputs
+    np.testing.assert_allclose(both.lai[0], base.lai, rtol=1e-6)
+    np.testing.assert_allclose(both.lai[1], theta["lai_max"], rtol=1e-6)
+    grads = jax.grad(lambda th: jnp.sum(simulate(ever, th, full(0.5)).outputs.nee))(theta)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+    with pytest.raises(ValueError, match="met.evergreen"):
+        simulate(ever, theta, met)
