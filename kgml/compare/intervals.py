@@ -20,8 +20,8 @@ error σ = a + b|F|, Richardson et al. 2006, Agric. For. Meteorol. 136:1; model 
 larger in absolute terms than those of a desert), so an interval proportional to the predicted magnitude can
 cover the large-flux sites without widening the small-flux ones. NEE = Reco − GPP crosses zero in spring and
 autumn while both gross fluxes are large, and a model's NEE error is the difference of its two gross-flux errors,
-each growing with its flux: so the gross sum is NEE's magnitude (a modelling choice, tested by the coverage). ``scale="residual"`` (s = 1) is reported for
-every slot as the comparison.
+each growing with its flux: so the gross sum is NEE's magnitude (a modelling choice, tested by the coverage).
+``scale="residual"`` (s = 1) is reported for every slot as the comparison.
 Because carving changes the training sets, ``--intervals`` runs write under ``<out>/<suite>/intervals`` and
 never change the default benchmark numbers.
 
