@@ -326,7 +326,7 @@ class EvergreenGSI(GrowingSeasonIndex):
                              "dataset an 'evergreen' site variable (kgml.compare.suites.evergreen_fraction maps IGBP "
                              "classes)")
         state, lai = super().__call__(theta, state, met, drivers)
-        e = jnp.clip(jnp.asarray(met.evergreen), 0.0, 1.0)
+        e = jnp.asarray(met.evergreen)  # 0–1, checked where the data enter (`kgml.data.drivers.met_from_dataset`)
         return state, e * theta["lai_max"] + (1.0 - e) * lai
 
 

@@ -377,6 +377,7 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
         # (GPP in winter) keep a non-zero interval; seeds that always agree (deterministic slots): no spread scale.
         if beta > 0:
             scales["seed spread"] = (sc + beta, sh + beta)
+    # the flux targets (those with annual totals) get the magnitude scale; yields do not
     mag_h, mag_c = (_magnitude(h_mean, var), _magnitude(c_mean, var)) if var in ANNUAL_TARGETS else (None, None)
     if mag_h is not None and mag_c is not None:
         mh, _ = ev.paired(mag_h, obs, var, obs_var, resolution=resolution)
@@ -396,19 +397,20 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
         group = _by_site
         train = list(map(str, split.train.units)) + list(map(str, split.val.units))
         held_units = list(split.info.get("heldout_sites", []))
+    yc0, pc0, yh0, ph0 = group(oc), group(pc), _by_site(oh), _by_site(ph)  # the same for every scale
+    annual = not by_year and resolution in ("daily", "monthly") and var in ANNUAL_TARGETS
+    if annual:
+        (yrs_c, days_c), (yrs_h, days_h) = _step_days(oc, resolution), _step_days(oh, resolution)
     for scale, sig in scales.items():
         sig_c, sig_h = sig if sig is not None else (None, None)
-        views = {var: (group(oc), group(pc), None if sig_c is None else group(sig_c), _by_site(oh), _by_site(ph),
+        views = {var: (yc0, pc0, None if sig_c is None else group(sig_c), yh0, ph0,
                        None if sig_h is None else _by_site(sig_h))}
         if by_year:
             views[f"{var}_aggregate"] = _aggregate_views(oc, pc, sig_c, oh, ph, sig_h, weights)
-        if not by_year and resolution in ("daily", "monthly") and var in ANNUAL_TARGETS:
+        if annual:
             s_c = None if sig_c is None else _by_site(sig_c)
             s_h = None if sig_h is None else _by_site(sig_h)
-            yrs_c, days_c = _step_days(oc, resolution)
-            yrs_h, days_h = _step_days(oh, resolution)
-            views[f"{var}_annual"] = (*_annual(views[var][0], views[var][1], s_c, yrs_c, days_c),
-                                      *_annual(views[var][3], views[var][4], s_h, yrs_h, days_h))
+            views[f"{var}_annual"] = (*_annual(yc0, pc0, s_c, yrs_c, days_c), *_annual(yh0, ph0, s_h, yrs_h, days_h))
         for label, (yc, pc_, sc_, yh, ph_, sh_) in views.items():
             scores = {s: nonconformity(yc[s], pc_[s], None if sc_ is None else sc_[s]) for s in yc}
             try:

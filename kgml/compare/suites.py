@@ -289,9 +289,7 @@ def evergreen_fraction(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with the site coordinate ``evergreen`` (0–1, `EVERGREEN_FRACTION` of its ``igbp`` class), read by
     the evergreen phenology (``[model] phenology = "gsi_evergreen"``, `process_models.phenology.EvergreenGSI`).
     Raises naming the dataset's coordinates when it has no ``igbp``."""
-    if "igbp" not in ds.coords:
-        raise KeyError(f"evergreen_fraction: the dataset has no 'igbp' site coordinate (has {sorted(map(str, ds.coords))})")
-    classes = np.char.upper(np.char.strip(ds["igbp"].values.astype(str)))
+    classes = _igbp_classes(ds, "evergreen_fraction")
     e = np.array([EVERGREEN_FRACTION.get(str(c), 0.0) for c in classes], np.float32)
     return ds.assign_coords(evergreen=("site", e, {
         "units": "1", "long_name": "evergreen share of the canopy",
@@ -311,13 +309,19 @@ IGBP_INDICATORS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _igbp_classes(ds: xr.Dataset, who: str) -> np.ndarray:
+    """The sites' IGBP classes, upper case without blanks; raises naming ``who`` and the dataset's coordinates
+    when it has no ``igbp`` site coordinate."""
+    if "igbp" not in ds.coords:
+        raise KeyError(f"{who}: the dataset has no 'igbp' site coordinate (has {sorted(map(str, ds.coords))})")
+    return np.char.upper(np.char.strip(ds["igbp"].values.astype(str)))
+
+
 def igbp_indicators(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with the 0/1 site coordinates of `IGBP_INDICATORS` made from its ``igbp`` site coordinate
     (the vegetation type as numeric static attributes every model can read). Raises naming the dataset's
     coordinates when it has no ``igbp``."""
-    if "igbp" not in ds.coords:
-        raise KeyError(f"igbp_indicators: the dataset has no 'igbp' site coordinate (has {sorted(map(str, ds.coords))})")
-    classes = np.char.upper(np.char.strip(ds["igbp"].values.astype(str)))
+    classes = _igbp_classes(ds, "igbp_indicators")
     out = {}
     for name, members in IGBP_INDICATORS.items():
         flag = np.isin(classes, members).astype(np.float32)
