@@ -163,3 +163,29 @@ def test_demo_skill_is_the_benchmark_scorer(tiny_corpus):
         assert sc["yield_rmse"] == pytest.approx(
             metrics.rmse(pred.crop_yield.values[sel], ds.true_crop_yield.values[sel]), rel=1e-9)
         assert sc["rref_err"] == pytest.approx(0.2, rel=1e-5)
+
+
+def test_yield_studies_carry_the_benchs_technology_trend(tiny_study, tiny_corpus):
+    """A yield study's suite has the reference year of its bench suite (the same data), so its trended slots
+    (``hybrid_trend``, ``yield_unit_trend``, … in the study configs) configure the trend as the bench does; a flux
+    study has none, and the trended slot says it does not apply instead of running without the trend."""
+    from kgml.compare.suites import get_suite
+
+    _, path = tiny_study
+    config, s = studies.load_study_config(path)
+    years = {}
+    for name, spec in studies.STUDIES.items():
+        suite = studies.study_suite(spec, config, s, tiny_corpus)
+        years[name] = suite.trend_reference_year
+        if spec.trend_suite:
+            cfg = runner.trend_config(config, suite)
+            assert cfg.model.technology_trend and cfg.model.technology_reference_year == suite.trend_reference_year
+        else:
+            with pytest.raises(runner.NotAvailable, match="trend"):
+                runner.trend_config(config, suite)
+    assert years["midwest_states"] == get_suite("state_yield").trend_reference_year == 1946
+    assert years["illinois_corn"] == get_suite("il_corn_yield").trend_reference_year == 1996
+    assert years["fluxnet_regions"] == years["cosore_soil_respiration"] == years["us_ne1_daily"] == 0
+    for name in ("midwest_states", "illinois_corn"):  # the shipped configs run the trended slots and naive lines
+        _, full = studies.load_study_config(studies.study_config_path(name))
+        assert {"hybrid_trend", "yield_unit_trend", "yield_trend_rf"} <= set(full.models), name

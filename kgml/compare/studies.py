@@ -44,7 +44,7 @@ from kgml.compare import runner
 from kgml.compare.figures import held_out_predictions
 from kgml.compare.runner import MODEL_LABELS as ENGINE_LABELS
 from kgml.compare.runner import SLOTS
-from kgml.compare.suites import Suite
+from kgml.compare.suites import Suite, get_suite
 from kgml.config import (
     ConfigError,
     ExperimentConfig,
@@ -297,13 +297,17 @@ class StudySpec:
     unit: str  #: what a site is ("county", "state", "tower", "chamber site")
     units: str = ""  #: plural of ``unit``
     extras: tuple[str, ...] = ()
+    #: the bench suite whose ``trend_reference_year`` the trended slots (``hybrid_trend``, ``yield_trend_rf``, …)
+    #: of a yield study use (`kgml.compare.runner.trend_config`); "" = no technology trend (flux studies)
+    trend_suite: str = ""
 
 
 STUDIES: dict[str, StudySpec] = {s.name: s for s in (
     StudySpec("illinois_corn", "Illinois county corn yield (Khaki et al. 2020, weekly Daymet), crop-model physics",
-              _load_il_corn, ("crop_yield",), "annual", "county", "counties"),
+              _load_il_corn, ("crop_yield",), "annual", "county", "counties", trend_suite="il_corn_yield"),
     StudySpec("midwest_states", "Midwest state corn yields (Thompson 1969): per-state vs global vs region-aware, "
-              "with synthetic pretraining", _load_state_yield, ("crop_yield",), "annual", "state", "states"),
+              "with synthetic pretraining", _load_state_yield, ("crop_yield",), "annual", "state", "states",
+              trend_suite="state_yield"),
     StudySpec("fluxnet_regions", "FLUXNET2015 monthly NEE/GPP/Reco: global vs per-region, attribution, IAV",
               _load_fluxnet_monthly, ("nee", "gpp", "reco"), "monthly", "tower", "towers", ("attribution", "iav")),
     StudySpec("cosore_soil_respiration", "COSORE daily soil respiration: Lloyd–Taylor / DAMM hybrid vs LSTM",
@@ -375,15 +379,18 @@ def make_folds(ds: xr.Dataset, spec: StudySpec, s: StudySettings) -> dict[str, l
 def study_suite(spec: StudySpec, config: ExperimentConfig, s: StudySettings, ds: xr.Dataset):
     """The `kgml.compare.suites.Suite` of a study: its targets and resolution, the hybrid config's vegetation,
     features, static attributes (those the data have) and ``data.region`` (the regions of the per-region
-    slots). Its folds are the study's own (`make_folds`), not frozen ones."""
+    slots) and, for a yield study, the technology trend's reference year of its bench suite (``trend_suite``:
+    the same data, so the trended slots are the bench's). Its folds are the study's own (`make_folds`), not
+    frozen ones."""
     d = config.data
+    trend_year = get_suite(spec.trend_suite).trend_reference_year if spec.trend_suite else 0
 
     def load(data_dir, quick, sites):
         return spec.load(Path(data_dir), s)
 
     return Suite(name=spec.name, description=spec.title, load=load, vegetation=d.vegetation, targets=spec.targets,
                  resolution=spec.resolution, region=d.region, folds=(), features=tuple(d.features),
-                 static=tuple(a for a in d.static if a in ds.coords))
+                 static=tuple(a for a in d.static if a in ds.coords), trend_reference_year=trend_year)
 
 
 def _slot_damm(ctx) -> xr.Dataset:
