@@ -502,8 +502,13 @@ class YieldBaseline:
         self.units_attr_ = _units(train_ds, "crop_yield", "t ha-1")
         self.rf_ = None
         if self.kind == "trend_rf":
-            resid = y - self._level(sites, years)
-            rds = train_ds.copy()
+            # the residual forest learns from the units that have a line; a unit with fewer than min_years
+            # observed yields (e.g. a flux tower in a yield study's training data) has no trend to remove
+            lined = np.array([s in self.units_ for s in sites])
+            if not lined.any():
+                raise ValueError(f"{self!r}.fit: no training unit has {self.min_years} observed years for its trend")
+            resid = y[lined] - self._level(sites[lined], years)
+            rds = train_ds.isel(site=np.flatnonzero(lined))
             rds["crop_yield"] = (("site", "year"), resid.astype(np.float32), dict(train_ds["crop_yield"].attrs))
             self.rf_ = FeatureBaseline("rf", n_estimators=self.n_estimators, seed=self.seed, static=self.static,
                                        season_months=self.season_months, n_jobs=self.n_jobs)

@@ -125,6 +125,16 @@ def test_yield_baselines_recover_lines_and_refuse_unseen_units():
     assert np.all(region.crop_yield.values[0] == region.crop_yield.values[1])  # one line for all units
     rf = YieldBaseline("trend_rf", n_estimators=20, n_jobs=1, features=("tair", "precip")).fit(train).predict(test)
     assert np.isfinite(rf.crop_yield.values).all() and rf.crop_yield.dims == ("site", "year")
+    # a training unit without yields (a flux tower in a yield study's training data) has no line: the residual
+    # forest leaves it out instead of failing, and the units with lines predict exactly as without it
+    tower = train.isel(site=[0]).assign_coords(site=["TOWER"])
+    tower["crop_yield"] = xr.full_like(tower["crop_yield"], np.nan)
+    with_tower = xr.concat([train, tower], "site")
+    rf2 = YieldBaseline("trend_rf", n_estimators=20, n_jobs=1, features=("tair", "precip")).fit(with_tower)
+    assert "TOWER" not in rf2.units_
+    np.testing.assert_allclose(rf2.predict(test).crop_yield.values, rf.crop_yield.values, rtol=1e-6)
+    with pytest.raises(ValueError, match="TOWER"):  # ... and predicting it still says it has no line
+        rf2.predict(with_tower)
     with pytest.raises(ValueError, match="S2"):
         YieldBaseline("unit_trend").fit(train.isel(site=[0, 1])).predict(test)
     with pytest.raises(ValueError, match="kind must be"):
