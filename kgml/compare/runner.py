@@ -369,7 +369,7 @@ def _yield_baseline(kind: str):
             unseen = sorted(set(heldout.site.values.astype(str)) - set(fit.site.values.astype(str)))
             if unseen:
                 raise NotAvailable(f"per-unit baselines need the unit's own training years; fold kind "
-                                   f"{ctx.split.info.get('fold_kind', '?')!r} holds whole units out")
+                                   f"{ctx.split.info.get('fold_kind', ctx.split.strategy)!r} holds whole units out")
         model = YieldBaseline(kind, seed=ctx.config.seed, n_estimators=10 if ctx.quick else 500, features=s.features,
                               static=s.static, n_jobs=2)
         pred = model.fit(fit).predict(heldout)
@@ -390,7 +390,7 @@ def _site_climatology(ctx: FoldContext) -> xr.Dataset:
     known = set(fit.site.values.astype(str).tolist())
     if not known & set(sites):
         raise NotAvailable(f"the site climatology needs the held-out sites' own training years; fold kind "
-                           f"{ctx.split.info.get('fold_kind', '?')!r} holds whole sites out")
+                           f"{ctx.split.info.get('fold_kind', ctx.split.strategy)!r} holds whole sites out")
     axis = "month" if s.resolution == "monthly" else "time"
 
     def month_of_year(d: xr.Dataset) -> np.ndarray:
@@ -606,7 +606,7 @@ def _site_embedding(kind: str, trend: bool = False, site_rate: bool = False, sit
         held = set(ctx.split.part(ctx.heldout).units)
         if not held & set(ctx.split.train.units):
             raise NotAvailable(f"a per-site embedding needs the held-out sites' own training years; fold kind "
-                               f"{ctx.split.info.get('fold_kind', '?')!r} holds whole sites out")
+                               f"{ctx.split.info.get('fold_kind', ctx.split.strategy)!r} holds whole sites out")
         sites = ctx.ds.site.values.astype(str)
         ds = ctx.ds.assign_coords({SITE_KEY: ("site", sites)})
         cfg = _told(ctx) if kind == "neural" else ctx.config
