@@ -11,6 +11,8 @@ from pathlib import Path
 from kgml.compare.runner import MODELS, prepare_suite
 from kgml.compare.suites import get_suite
 from kgml.compare.yields import (
+    floor_markdown,
+    floor_rows,
     forecast_figure,
     validation_markdown,
     validation_rows,
@@ -35,6 +37,9 @@ def main(argv=None) -> int:
     val = validation_rows(folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
     if val:  # the trend slots record their validation-years RMSE: variants are compared there
         md = f"{md}\n{validation_markdown(val, suite.name)}"
+    if "forecast" in folds:  # how far the issue-14 target is: the hindsight line and the worst year
+        models = [m for m in MODELS if m in {r["model"] for r in rows if r["fold_kind"] == "forecast"}]
+        md = f"{md}\n{floor_markdown(floor_rows(ds, folds['forecast'], [Path(args.out), *map(Path, args.seed_out)], models, suite.name))}"
     out = Path(args.out) / suite.name
     write_text_atomic(md, out / "yield_forecast.md")
     if "forecast" in folds:

@@ -19,7 +19,8 @@ from kgml.compare.figures import prediction_path
 from kgml.data.splits import Split
 from kgml.io import pyplot, write_png_atomic
 
-__all__ = ["forecast_figure", "validation_markdown", "validation_rows", "yield_markdown", "yield_rows"]
+__all__ = ["floor_markdown", "floor_rows", "forecast_figure", "validation_markdown", "validation_rows", "yield_markdown",
+           "yield_rows"]
 
 #: The per-unit linear trend every model is compared with (issue 14 target: ≤ 0.75 × its pooled RMSE).
 REFERENCE = "yield_unit_trend"
@@ -154,6 +155,109 @@ def yield_markdown(rows: list[dict], suite: str, units: str = "t ha-1") -> str:
                          f"{_f(r['rmse_pct_mean'], '.1f')} | {_f(r['ratio_to_unit_trend'], '.2f')} | "
                          f"{_f(r['nse_median'], '.3f')}{nsd} | {_f(r['pooled_nse'], '.3f')} |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def _test_mask(obs: xr.DataArray, splits: Sequence[Split]) -> np.ndarray:
+    """(site, year) cells held out as test years in any of ``splits`` where a yield was observed."""
+    years = [int(y) for y in obs.year.values]
+    col = {y: j for j, y in enumerate(years)}
+    row = {str(s): i for i, s in enumerate(obs.site.values)}
+    mask = np.zeros(obs.shape, bool)
+    for split in splits:
+        for u in split.test.units:
+            ys = split.test.years_of(u)
+            for y in (years if ys is None else ys):
+                if u in row and int(y) in col:
+                    mask[row[u], col[int(y)]] = True
+    return mask & np.isfinite(obs.values)
+
+
+def _hindsight_lines(obs: xr.DataArray) -> np.ndarray:
+    """Each unit's least-squares line over *all* its observed years, forecast years included: the best any
+    per-unit trend could do, knowing the future (a floor for trend-only forecasts, not a forecast)."""
+    years = obs.year.values.astype(float)
+    out = np.full(obs.shape, np.nan)
+    for i, y in enumerate(obs.values):
+        ok = np.isfinite(y)
+        if ok.sum() >= 2:
+            out[i] = np.polyval(np.polyfit(years[ok], y[ok], 1), years)
+    return out
+
+
+def floor_rows(ds: xr.Dataset, splits: Sequence[Split], directories: Sequence[Path], models: Sequence[str],
+               suite: str, *, target_pct: float = 10.0) -> dict:
+    """Why a pooled-RMSE target on forecast years is or is not in reach (issue 14): the hindsight per-unit
+    line's pooled RMSE on the forecast years (`_hindsight_lines`), the forecast year furthest below it (the
+    largest mean deficit over units: the drought year), the share of the variance about the hindsight line a
+    model would have to explain from weather to reach ``target_pct`` % of the mean yield, 1 − (target / RMSE)²,
+    with and without that year; and for every model (ensemble mean over the seeds in ``directories``) its
+    pooled RMSE as % of the mean yield, without the worst year, the worst year's share of its squared error
+    and the correlation of its departures from the hindsight line with the observed ones."""
+    obs = ds["crop_yield"].transpose("site", "year")
+    y = obs.values
+    test = _test_mask(obs, splits)
+    if not test.any():
+        raise ValueError(f"{suite}: no observed yield in the forecast folds' test years")
+    line = _hindsight_lines(obs)
+    years = obs.year.values.astype(int)
+    n = test.sum(axis=0)
+    per_year = np.where(n > 0, np.where(test, y - line, 0.0).sum(axis=0) / np.maximum(n, 1), np.inf)
+    worst = int(years[np.argmin(per_year)])
+    keep = test & (years != worst)[None, :]
+
+    def pct(pred, mask):
+        return 100 * float(np.sqrt(np.mean((pred - y)[mask] ** 2))) / float(y[mask].mean())
+
+    def needed(mask):
+        r = float(np.sqrt(np.mean((line - y)[mask] ** 2)))
+        return 100 * max(0.0, 1 - (target_pct / 100 * float(y[mask].mean()) / r) ** 2)
+
+    out = {"suite": suite, "worst_year": worst, "worst_year_deficit": float(per_year[list(years).index(worst)]),
+           "n_cells": int(test.sum()), "n_worst": int((test & (years == worst)[None, :]).sum()),
+           "mean_obs": float(y[test].mean()), "target_pct": target_pct,
+           "hindsight_pct": pct(line, test), "hindsight_pct_without_worst": pct(line, keep),
+           "needed_pct": needed(test), "needed_pct_without_worst": needed(keep), "models": []}
+    for m in models:
+        members = []
+        for d in directories:
+            for sd in _seeds_saved(Path(d) / suite, "forecast", splits, m):
+                pred = _load(Path(d) / suite, "forecast", splits, m, sd)
+                if pred is not None:
+                    members.append(pred["crop_yield"].reindex_like(obs).transpose("site", "year").values)
+        if not members:
+            continue
+        p = np.mean(members, axis=0)
+        if not np.isfinite(p[test]).all():
+            raise ValueError(f"{suite}: {m} has no finite crop_yield prediction for some forecast-year cells")
+        e2 = (p - y) ** 2
+        dp, dy = (p - line)[test], (y - line)[test]
+        r = float(np.corrcoef(dp, dy)[0, 1]) if dp.std() > 0 and dy.std() > 0 else math.nan  # a line: no r
+        out["models"].append({
+            "model": m, "n_seeds": len(members), "pct": pct(p, test), "pct_without_worst": pct(p, keep),
+            "worst_share": (100 * float(e2[test & (years == worst)[None, :]].sum() / e2[test].sum())
+                            if e2[test].sum() > 0 else math.nan),
+            "corr_hindsight_residual": r})
+    return out
+
+
+def floor_markdown(f: dict, units: str = "t ha-1") -> str:
+    """The table of `floor_rows`."""
+    w, t = f["worst_year"], f["target_pct"]
+    lines = [f"#### {f['suite']} — forecast years: how far {t:g} % of the mean yield is", "",
+             f"{f['n_cells']} forecast unit-years, mean observed {f['mean_obs']:.2f} {units}; worst year {w} "
+             f"({f['n_worst']} units, mean departure from the hindsight line {f['worst_year_deficit']:+.2f} {units}).",
+             "",
+             f"| | pooled RMSE, % of mean yield | without {w} | {w}'s share of the squared error | "
+             "r with the departures from the hindsight line |", "|---|---|---|---|---|",
+             f"| hindsight per-unit line (fitted to every year, forecast years included) | {f['hindsight_pct']:.1f} | "
+             f"{f['hindsight_pct_without_worst']:.1f} | – | – |"]
+    for r in f["models"]:
+        lines.append(f"| {r['model']} (ensemble of {r['n_seeds']}) | {r['pct']:.1f} | {r['pct_without_worst']:.1f} | "
+                     f"{_f(r['worst_share'], '.0f')} % | {_f(r['corr_hindsight_residual'], '.2f')} |")
+    lines += ["", f"To reach {t:g} % a model that knew each unit's trend exactly would still have to explain "
+              f"{f['needed_pct']:.0f} % of the yield variance about it from the weather ({f['needed_pct_without_worst']:.0f} % "
+              f"without {w}).", ""]
     return "\n".join(lines)
 
 

@@ -481,3 +481,44 @@ def test_validation_rows_pool_the_folds_validation_rmse_per_seed(tmp_path):
     assert rows[0]["val_rmse"] == pytest.approx(np.mean(per_seed))
     assert rows[0]["val_rmse_sd"] == pytest.approx(np.std(per_seed, ddof=1))
     assert "| m | 2 | 1.791 ± 0.30 |" in validation_markdown(rows, "s")
+
+
+def test_floor_rows_find_the_drought_year_and_the_weather_share_a_target_needs(tmp_path):
+    """`kgml.compare.yields.floor_rows` on a planted series (per-unit lines + noise + one drought year): the
+    hindsight line's RMSE is the one `np.polyfit` on all years gives, the drought year is found, the share of
+    variance a 10 % target needs is 1 − (0.1 · mean / RMSE)², a perfect forecast scores 0 % and a model
+    predicting the hindsight line has r = 0 with its departures."""
+    from kgml.compare.yields import _hindsight_lines, floor_markdown, floor_rows
+    from kgml.data.splits import Part, Split
+
+    rng = np.random.default_rng(3)
+    years = np.arange(1980, 2014)
+    sites = [f"u{i}" for i in range(6)]
+    y = (5 + rng.uniform(-1, 1, (6, 1)) + 0.12 * (years - 1980)[None, :] + rng.normal(0, 0.6, (6, years.size)))
+    y[:, years == 2012] -= 4.0
+    ds = xr.Dataset({"crop_yield": (("site", "year"), y)}, coords={"site": sites, "year": years})
+    splits = [Split(f"forecast5_from{o}", "forecast", 0, "year", Part(sites, years=range(1980, o - 1)),
+                    Part(sites, years=(o - 1, o)), Part(sites, years=range(o + 1, o + 6)), Part())
+              for o in (2003, 2008)]
+    line = _hindsight_lines(ds["crop_yield"])
+    for name, pred in {"perfect": y, "line": line}.items():
+        folder_preds = xr.Dataset({"crop_yield": (("site", "year"), pred)}, coords=ds.coords)
+        for split in splits:
+            folder = tmp_path / "s" / "folds" / "forecast" / split.name
+            folder.mkdir(parents=True, exist_ok=True)
+            folder_preds.sel(year=list(split.test.years)).to_netcdf(folder / f"{name}.nc")
+    f = floor_rows(ds, splits, [tmp_path], ["perfect", "line", "absent"], "s")
+    assert f["worst_year"] == 2012 and f["n_worst"] == 6 and f["n_cells"] == 60
+    test = (years >= 2004)[None, :].repeat(6, 0)
+    fit = np.array([np.polyval(np.polyfit(years, row, 1), years) for row in y])
+    rmse = np.sqrt(np.mean((fit - y)[test] ** 2))
+    assert f["hindsight_pct"] == pytest.approx(100 * rmse / y[test].mean())
+    assert f["needed_pct"] == pytest.approx(100 * (1 - (0.1 * y[test].mean() / rmse) ** 2))
+    assert f["hindsight_pct_without_worst"] < f["hindsight_pct"]
+    rows = {r["model"]: r for r in f["models"]}
+    assert set(rows) == {"perfect", "line"}
+    assert rows["perfect"]["pct"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["line"]["pct"] == pytest.approx(f["hindsight_pct"])
+    assert rows["line"]["worst_share"] > 30 and np.isnan(rows["line"]["corr_hindsight_residual"])
+    assert rows["perfect"]["corr_hindsight_residual"] == pytest.approx(1.0)
+    assert "worst year 2012" in floor_markdown(f)
