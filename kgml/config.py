@@ -175,6 +175,10 @@ class ModelConfig:
     #: the bucket's soil water, `process_models.phenology.WaterLimitedGSI`) or "gsi_evergreen" (the evergreen share
     #: of the canopy, the data's ``evergreen`` variable, keeps its leaves: `process_models.phenology.EvergreenGSI`)
     phenology: str = "gsi"
+    #: photosynthesis of the natural-vegetation physics: "lue" (MOD17 light-use efficiency, linear in absorbed
+    #: light), "farquhar_c3" (big-leaf Farquhar C3, saturating in light: `process_models.photosynthesis.FarquharC3`)
+    #: or "pmodel" (`process_models.photosynthesis.PModel`)
+    photosynthesis: str = "lue"
     #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
     technology_reference_year: float = 2000.0  #: year at which the technology factor is 1
@@ -190,6 +194,9 @@ class ModelConfig:
             raise ConfigError(f"[model] soil_water must be 'bucket', 'observed' or 'observed_rew', got {self.soil_water!r}")
         if self.phenology not in ("gsi", "gsi_water", "gsi_evergreen"):
             raise ConfigError(f"[model] phenology must be 'gsi', 'gsi_water' or 'gsi_evergreen', got {self.phenology!r}")
+        if self.photosynthesis not in ("lue", "farquhar_c3", "pmodel"):
+            raise ConfigError("[model] photosynthesis must be 'lue', 'farquhar_c3' or 'pmodel', "
+                              f"got {self.photosynthesis!r}")
 
 
 @dataclass(frozen=True)

@@ -260,7 +260,8 @@ def windows(ds: xr.Dataset, config: ExperimentConfig, prepared: Prepared, *, req
 
 def process_model(config: ExperimentConfig):
     return build_model(config.data.vegetation, soil_respiration_model(config.model.soil_respiration),
-                       soil_water=config.model.soil_water, phenology=config.model.phenology)
+                       soil_water=config.model.soil_water, phenology=config.model.phenology,
+                       photosynthesis=config.model.photosynthesis)
 
 
 def count_parameters(model) -> int:

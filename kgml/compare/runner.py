@@ -93,6 +93,7 @@ from kgml.metrics import add_metric_units
 from kgml.models.hybrid import target_scales
 from kgml.progress import is_quiet, note
 from kgml.synthetic import DRIVERS, STATES, CorpusSpec, StateClimate, build_model, make_corpus
+from kgml.synthetic.world import PHOTOSYNTHESES
 from kgml.variables import VARIABLES
 
 __all__ = ["MODELS", "MODEL_LABELS", "NotAvailable", "RESULTS_MD", "SuiteResult", "base_config", "run_suite",
@@ -912,6 +913,19 @@ MODEL_LABELS.update({
     "hybrid_evergreen": "hybrid, global, evergreen canopies (ENF, EBF; half of MF) keep their leaf area",
     "process_evergreen": "process model, one calibration, evergreen canopies keep their leaf area",
 })
+#: Slots with light-saturating big-leaf Farquhar C3 photosynthesis instead of MOD17 light-use efficiency (issue 20
+#: item 4: at evergreen needleleaf towers the LUE physics is too high in midsummer and too low in the cold months).
+FARQUHAR_SLOTS = {"hybrid_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
+                  "process_farquhar": ("process", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
+                  "hybrid_evergreen_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3", "phenology": "gsi_evergreen"},
+                                                "evergreen-farquhar", ("evergreen",))}
+SLOTS.update({slot: _physics_option(kind, option, suffix, needs, "the FLUXNET suites: kgml.compare.suites.evergreen_fraction")
+              for slot, (kind, option, suffix, needs) in FARQUHAR_SLOTS.items()})
+MODEL_LABELS.update({
+    "hybrid_farquhar": "hybrid, global, big-leaf Farquhar C3 photosynthesis (saturating in light)",
+    "process_farquhar": "process model, one calibration, big-leaf Farquhar C3 photosynthesis",
+    "hybrid_evergreen_farquhar": "hybrid, global, Farquhar C3 photosynthesis + evergreen canopies keep their leaf area",
+})
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
@@ -925,6 +939,12 @@ MODEL_LABELS.update({
     "hybrid_site_attention": "hybrid, global, with site attention (ablation)",
     "hybrid_residual": "hybrid, global, with residual heads (ablation)",
 })
+
+
+def known_models() -> tuple[str, ...]:
+    """Every slot `run_suite` accepts: the default models, the ablations and the physics-lever slots."""
+    return (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS,
+            *FARQUHAR_SLOTS)
 
 
 def ablation_models() -> tuple[str, ...]:
@@ -1165,7 +1185,7 @@ def run_suite(
     if ablate:
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
-    known = (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS)
+    known = known_models()
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise KeyError(f"unknown models {unknown}; choose from {list(known)}")
@@ -1237,8 +1257,10 @@ def _physical(suite: Suite, pred: xr.Dataset, obs: xr.Dataset) -> dict[str, floa
             pred, nee=f"nee{suffix}", gpp=f"gpp{suffix}", reco=f"reco{suffix}")["mean_abs"]
     learned = [n.strip() for n in str(pred.attrs.get("learned", "")).split(",") if n.strip()]
     if learned and any(str(v).startswith("theta_") for v in pred.data_vars):
-        out["share_at_bounds"] = ev.share_at_bounds(pred, build_model(suite.vegetation).parameter_specs,
-                                                    names=learned)["share"]
+        specs = list(build_model(suite.vegetation).parameter_specs)
+        if suite.vegetation == "grassland":  # the photosynthesis options' parameters (vcmax25, kphio, ...) too
+            specs += [s for p in PHOTOSYNTHESES.values() for s in p.parameter_specs]
+        out["share_at_bounds"] = ev.share_at_bounds(pred, {s.name: s for s in specs}, names=learned)["share"]
     resp, temp = ("rsoil", "tsoil") if "rsoil" in suite.targets else ("reco", "tair")
     if suite.resolution != "annual" and f"{resp}{suffix}" in pred and temp in obs:
         t = obs[[temp]]

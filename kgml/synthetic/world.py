@@ -26,6 +26,7 @@ from process_models.ecosystem import (
 )
 from process_models.forcing import Met, make_met
 from process_models.phenology import EvergreenGSI, GrowingSeasonIndex, WaterLimitedGSI
+from process_models.photosynthesis import FarquharC3, LightUseEfficiency, PModel
 
 #: The weather generator and the corpora use a 365-day ("noleap") calendar.
 DAYS_PER_YEAR = 365
@@ -68,9 +69,14 @@ SITE_VARYING = (
 
 #: Phenologies of the natural-vegetation physics (`build_model`, ``[model] phenology``).
 PHENOLOGIES = {"gsi": GrowingSeasonIndex, "gsi_water": WaterLimitedGSI, "gsi_evergreen": EvergreenGSI}
+#: Photosynthesis of the natural-vegetation physics (`build_model`, ``[model] photosynthesis``): MOD17 light-use
+#: efficiency (linear in absorbed light), big-leaf Farquhar C3 (light-saturating through Jmax and Vcmax) or the
+#: P-model (linear in absorbed light, acclimated χ).
+PHOTOSYNTHESES = {"lue": LightUseEfficiency, "farquhar_c3": FarquharC3, "pmodel": PModel}
 
 
-def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi") -> Ecosystem:
+def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi",
+                photosynthesis: str = "lue") -> Ecosystem:
     """The process model of a vegetation type: ``maize`` (Collatz C4 crop), ``soybean`` (Farquhar C3 crop)
     or ``grassland`` (light-use efficiency + growing-season-index phenology; every natural biome), or
     ``soil`` (`SoilChamber`: chamber soil respiration from measured soil temperature and water). ``soil_respiration`` replaces
@@ -79,7 +85,14 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     measured ``swc`` / its relative extractable water drive water stress and the Rh moisture response where
     finite; `NaturalEcosystem.soil_water`). ``phenology``: ``"gsi"`` (Jolly et al. 2005) or, for natural
     vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water) or
-    ``"gsi_evergreen"`` (`EvergreenGSI`: the evergreen share ``met.evergreen`` of the canopy keeps its leaves)."""
+    ``"gsi_evergreen"`` (`EvergreenGSI`: the evergreen share ``met.evergreen`` of the canopy keeps its leaves).
+    ``photosynthesis`` (natural vegetation): ``"lue"`` (`LightUseEfficiency`, MOD17), ``"farquhar_c3"``
+    (`FarquharC3`: big-leaf Farquhar et al. 1980, saturating in light) or ``"pmodel"`` (`PModel`, Stocker et al.
+    2020)."""
+    if photosynthesis not in PHOTOSYNTHESES:
+        raise ValueError(f"unknown photosynthesis {photosynthesis!r}; choose one of {tuple(PHOTOSYNTHESES)}")
+    if photosynthesis != "lue" and vegetation != "grassland":
+        raise ValueError(f"photosynthesis={photosynthesis!r} is for natural vegetation ('grassland'), not {vegetation!r}")
     if phenology not in PHENOLOGIES:
         raise ValueError(f"unknown phenology {phenology!r}; choose one of {tuple(PHENOLOGIES)}")
     if phenology != "gsi" and vegetation != "grassland":
@@ -93,7 +106,8 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     if vegetation == "soybean":
         return CropEcosystem(crop=Soybean(), soil_respiration=soil_respiration)
     if vegetation == "grassland":
-        kw = {"soil_water": soil_water, "phenology": PHENOLOGIES[phenology]()}
+        kw = {"soil_water": soil_water, "phenology": PHENOLOGIES[phenology](),
+              "photosynthesis": PHOTOSYNTHESES[photosynthesis]()}
         if soil_respiration is None:
             return NaturalEcosystem(**kw)
         return NaturalEcosystem(soil_respiration=soil_respiration, **kw)
