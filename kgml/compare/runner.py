@@ -913,18 +913,23 @@ MODEL_LABELS.update({
     "hybrid_evergreen": "hybrid, global, evergreen canopies (ENF, EBF; half of MF) keep their leaf area",
     "process_evergreen": "process model, one calibration, evergreen canopies keep their leaf area",
 })
-#: Slots with light-saturating big-leaf Farquhar C3 photosynthesis instead of MOD17 light-use efficiency (issue 20
-#: item 4: at evergreen needleleaf towers the LUE physics is too high in midsummer and too low in the cold months).
-FARQUHAR_SLOTS = {"hybrid_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
+#: Slots with light-saturating big-leaf Farquhar C3 or P-model photosynthesis instead of MOD17 light-use efficiency
+#: (issue 20 item 4: at evergreen needleleaf towers the LUE physics is too high in midsummer, too low in the cold months).
+PHOTOSYNTHESIS_SLOTS = {"hybrid_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
                   "process_farquhar": ("process", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
                   "hybrid_evergreen_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3", "phenology": "gsi_evergreen"},
-                                                "evergreen-farquhar", ("evergreen",))}
+                                                "evergreen-farquhar", ("evergreen",)),
+                  "hybrid_pmodel": ("hybrid", {"photosynthesis": "pmodel"}, "pmodel", ()),
+                  "hybrid_evergreen_pmodel": ("hybrid", {"photosynthesis": "pmodel", "phenology": "gsi_evergreen"},
+                                              "evergreen-pmodel", ("evergreen",))}
 SLOTS.update({slot: _physics_option(kind, option, suffix, needs, "the FLUXNET suites: kgml.compare.suites.evergreen_fraction")
-              for slot, (kind, option, suffix, needs) in FARQUHAR_SLOTS.items()})
+              for slot, (kind, option, suffix, needs) in PHOTOSYNTHESIS_SLOTS.items()})
 MODEL_LABELS.update({
     "hybrid_farquhar": "hybrid, global, big-leaf Farquhar C3 photosynthesis (saturating in light)",
     "process_farquhar": "process model, one calibration, big-leaf Farquhar C3 photosynthesis",
     "hybrid_evergreen_farquhar": "hybrid, global, Farquhar C3 photosynthesis + evergreen canopies keep their leaf area",
+    "hybrid_pmodel": "hybrid, global, P-model photosynthesis (acclimated χ from VPD)",
+    "hybrid_evergreen_pmodel": "hybrid, global, P-model photosynthesis + evergreen canopies keep their leaf area",
 })
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
@@ -944,7 +949,7 @@ MODEL_LABELS.update({
 def known_models() -> tuple[str, ...]:
     """Every slot `run_suite` accepts: the default models, the ablations and the physics-lever slots."""
     return (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS,
-            *FARQUHAR_SLOTS)
+            *PHOTOSYNTHESIS_SLOTS)
 
 
 def ablation_models() -> tuple[str, ...]:

@@ -60,10 +60,10 @@ def test_farquhar_saturates_in_light_where_lue_does_not():
     assert gains["farquhar_c3"] < 0.8
 
 
-def test_farquhar_slots_are_known_and_need_natural_vegetation(tmp_path):
-    from kgml.compare.runner import FARQUHAR_SLOTS, MODEL_LABELS, SLOTS, known_models
+def test_photosynthesis_slots_are_known():
+    from kgml.compare.runner import MODEL_LABELS, PHOTOSYNTHESIS_SLOTS, SLOTS, known_models
 
-    for slot in FARQUHAR_SLOTS:
+    for slot in PHOTOSYNTHESIS_SLOTS:
         assert slot in SLOTS and slot in MODEL_LABELS and slot in known_models()
 
 
