@@ -946,6 +946,26 @@ MODEL_LABELS.update({
 })
 
 
+def _note_dropped_models(path: Path, new: xr.Dataset) -> list[str]:
+    """Models the folder's existing ``metrics.nc`` scored that the new one will not (a run with other
+    ``--models`` rewrites the table with its own): say so on stderr, naming how to score them together; their
+    saved predictions stay, so that run trains nothing already done. Returns the dropped names."""
+    if not path.exists():
+        return []
+    try:
+        with xr.open_dataset(path) as old:
+            before = [str(m) for m in old["model"].values]
+    except (OSError, ValueError, KeyError):
+        return []  # not a metrics file of ours: it is replaced as before
+    kept = {str(m) for m in new["model"].values}
+    dropped = [m for m in before if m not in kept and m != "none"]
+    if dropped:
+        print(f"note: {path} scored {', '.join(dropped)} too; the new table holds only this run's models (their "
+              "predictions are kept: add them to --models to score all together; saved folds are not retrained)",
+              file=sys.stderr)
+    return dropped
+
+
 def known_models() -> tuple[str, ...]:
     """Every slot `run_suite` accepts: the default models, the ablations and the physics-lever slots."""
     return (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS,
@@ -1430,6 +1450,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     extra = iv.intervals_dataset(irows)
     if extra:
         mds = mds.assign_coords(extra["coords"]).assign(extra["data_vars"])
+    _note_dropped_models(directory / "metrics.nc", mds)
     write_netcdf_atomic(mds, directory / "metrics.nc")
     figs = []
     if figures:

@@ -79,3 +79,20 @@ def test_farquhar_slot_trains_farquhar_physics(tmp_path, dataset_dir):
     assert run.config.model.photosynthesis == "farquhar_c3" and run.config.model.phenology == "gsi_evergreen"
     assert isinstance(run.model.process.photosynthesis, FarquharC3) and "vcmax25" in run.model.learned
     assert np.isfinite(pred["nee"].values).any() and "theta_vcmax25" in pred
+
+
+def test_a_run_with_other_models_says_which_models_its_metrics_drop(tmp_path, capsys):
+    """`kgml.compare.runner._note_dropped_models`: a folder's metrics.nc scored rf and hybrid_global; the new table
+    holds hybrid_pmodel and rf: hybrid_global is named on stderr; no old file or the same models: silent."""
+    import xarray as xr
+
+    from kgml.compare.runner import _note_dropped_models
+
+    path = tmp_path / "metrics.nc"
+    new = xr.Dataset(coords={"model": ["hybrid_pmodel", "rf"]})
+    assert _note_dropped_models(path, new) == [] and capsys.readouterr().err == ""
+    xr.Dataset({"x": ("model", [1.0, 2.0])}, coords={"model": ["rf", "hybrid_global"]}).to_netcdf(path)
+    assert _note_dropped_models(path, new) == ["hybrid_global"]
+    err = capsys.readouterr().err
+    assert "scored hybrid_global too;" in err and "--models" in err
+    assert _note_dropped_models(path, xr.Dataset(coords={"model": ["rf", "hybrid_global"]})) == []
