@@ -32,14 +32,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     suite = get_suite(args.suite)
     ds, folds = prepare_suite(suite, fold_kinds=args.fold_kinds.split(","))
-    rows = yield_rows(ds, folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
+    dirs = [Path(args.out), *map(Path, args.seed_out)]
+    rows = yield_rows(ds, folds, dirs, MODELS, suite.name)
     md = yield_markdown(rows, suite.name)
-    val = validation_rows(folds, [Path(args.out), *map(Path, args.seed_out)], MODELS, suite.name)
+    val = validation_rows(folds, dirs, MODELS, suite.name)
     if val:  # the trend slots record their validation-years RMSE: variants are compared there
         md = f"{md}\n{validation_markdown(val, suite.name)}"
     if "forecast" in folds:  # how far the issue-14 target is: the hindsight line and the worst year
         models = [m for m in MODELS if m in {r["model"] for r in rows if r["fold_kind"] == "forecast"}]
-        md = f"{md}\n{floor_markdown(floor_rows(ds, folds['forecast'], [Path(args.out), *map(Path, args.seed_out)], models, suite.name))}"
+        md = f"{md}\n{floor_markdown(floor_rows(ds, folds['forecast'], dirs, models, suite.name))}"
     out = Path(args.out) / suite.name
     write_text_atomic(md, out / "yield_forecast.md")
     if "forecast" in folds:

@@ -915,13 +915,15 @@ MODEL_LABELS.update({
 })
 #: Slots with light-saturating big-leaf Farquhar C3 or P-model photosynthesis instead of MOD17 light-use efficiency
 #: (issue 20 item 4: at evergreen needleleaf towers the LUE physics is too high in midsummer, too low in the cold months).
-PHOTOSYNTHESIS_SLOTS = {"hybrid_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
-                  "process_farquhar": ("process", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
-                  "hybrid_evergreen_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3", "phenology": "gsi_evergreen"},
-                                                "evergreen-farquhar", ("evergreen",)),
-                  "hybrid_pmodel": ("hybrid", {"photosynthesis": "pmodel"}, "pmodel", ()),
-                  "hybrid_evergreen_pmodel": ("hybrid", {"photosynthesis": "pmodel", "phenology": "gsi_evergreen"},
-                                              "evergreen-pmodel", ("evergreen",))}
+PHOTOSYNTHESIS_SLOTS = {
+    "hybrid_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
+    "process_farquhar": ("process", {"photosynthesis": "farquhar_c3"}, "farquhar", ()),
+    "hybrid_evergreen_farquhar": ("hybrid", {"photosynthesis": "farquhar_c3", "phenology": "gsi_evergreen"},
+                                  "evergreen-farquhar", ("evergreen",)),
+    "hybrid_pmodel": ("hybrid", {"photosynthesis": "pmodel"}, "pmodel", ()),
+    "hybrid_evergreen_pmodel": ("hybrid", {"photosynthesis": "pmodel", "phenology": "gsi_evergreen"},
+                                "evergreen-pmodel", ("evergreen",)),
+}
 SLOTS.update({slot: _physics_option(kind, option, suffix, needs, "the FLUXNET suites: kgml.compare.suites.evergreen_fraction")
               for slot, (kind, option, suffix, needs) in PHOTOSYNTHESIS_SLOTS.items()})
 MODEL_LABELS.update({

@@ -213,7 +213,7 @@ def floor_rows(ds: xr.Dataset, splits: Sequence[Split], directories: Sequence[Pa
         r = float(np.sqrt(np.mean((line - y)[mask] ** 2)))
         return 100 * max(0.0, 1 - (target_pct / 100 * float(y[mask].mean()) / r) ** 2)
 
-    out = {"suite": suite, "worst_year": worst, "worst_year_deficit": float(per_year[list(years).index(worst)]),
+    out = {"suite": suite, "worst_year": worst, "worst_year_deficit": float(per_year.min()),
            "n_cells": int(test.sum()), "n_worst": int((test & (years == worst)[None, :]).sum()),
            "mean_obs": float(y[test].mean()), "target_pct": target_pct,
            "hindsight_pct": pct(line, test), "hindsight_pct_without_worst": pct(line, keep),
