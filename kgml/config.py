@@ -177,7 +177,8 @@ class ModelConfig:
     phenology: str = "gsi"
     #: photosynthesis of the natural-vegetation physics: "lue" (MOD17 light-use efficiency, linear in absorbed
     #: light), "farquhar_c3" (big-leaf Farquhar C3, saturating in light: `process_models.photosynthesis.FarquharC3`)
-    #: or "pmodel" (`process_models.photosynthesis.PModel`)
+    #: "pmodel" (`process_models.photosynthesis.PModel`) or "pmodel_acclimated" (the P-model whose evergreen share,
+    #: the data's ``evergreen`` variable, is down-regulated in the cold season: `...photosynthesis.AcclimatedPModel`)
     photosynthesis: str = "lue"
     #: bounded technology trend on the crop's yield potential (`kgml.models.hybrid.TechnologyTrend`; yield targets)
     technology_trend: bool = False
@@ -194,8 +195,8 @@ class ModelConfig:
             raise ConfigError(f"[model] soil_water must be 'bucket', 'observed' or 'observed_rew', got {self.soil_water!r}")
         if self.phenology not in ("gsi", "gsi_water", "gsi_evergreen"):
             raise ConfigError(f"[model] phenology must be 'gsi', 'gsi_water' or 'gsi_evergreen', got {self.phenology!r}")
-        if self.photosynthesis not in ("lue", "farquhar_c3", "pmodel"):
-            raise ConfigError("[model] photosynthesis must be 'lue', 'farquhar_c3' or 'pmodel', "
+        if self.photosynthesis not in ("lue", "farquhar_c3", "pmodel", "pmodel_acclimated"):
+            raise ConfigError("[model] photosynthesis must be 'lue', 'farquhar_c3', 'pmodel' or 'pmodel_acclimated', "
                               f"got {self.photosynthesis!r}")
 
 

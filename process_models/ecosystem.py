@@ -172,6 +172,9 @@ class Ecosystem(eqx.Module):
     ) -> tuple[EcosystemState, DailyOutput]:
         """Advance one site by one day. ``theta``: physical parameters; ``met``: that day's drivers; ``drivers``:
         the day's `EcosystemDrivers` when already computed (None: computed here). Equals `advance` then `finish`."""
+        if drivers is None and self.photosynthesis.needs_series:
+            raise ValueError(f"{type(self.photosynthesis).__name__} needs the whole series for its drivers: use "
+                             "process_models.simulate, or pass drivers computed for the series")
         drivers = self.drivers(theta, met) if drivers is None else drivers
         state, carried = self.advance(theta, state, met, drivers)
         return state, self.finish(theta, met, drivers, carried)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
@@ -727,6 +728,45 @@ def pmodel_gpp_per_fapar(
     return lue * jnp.maximum(jnp.asarray(ppfd), 0.0) * C.SECONDS_PER_DAY * C.MOL_PER_UMOL
 
 
+def acclimation_state(tair: ArrayLike, tau: ArrayLike) -> Array:
+    """State of acclimation S (°C) of Mäkelä et al. (2004) Tree Physiol. 24:369, eq. 1: a first-order delay of the
+    daily mean air temperature along the leading (time) axis,
+
+        S_1 = T_1,    S_k = S_{k−1} + (T_k − S_{k−1}) / τ,
+
+    i.e. an exponential moving average with weight 1/τ (τ ≥ 1 d; τ = 1: S = T). Computed in one
+    `jax.lax.associative_scan` over days (the recurrence is linear: S_k = a S_{k−1} + (1 − a) T_k, a = 1 − 1/τ),
+    so that it is a drivers-only term of `process_models.simulate`'s pass before the time loop.
+
+    Args:
+        tair: daily mean air temperature (°C), time first: (time,) or (time, site).
+        tau: time constant (d), a scalar or per site (site,), broadcast against ``tair``.
+    The first day starts at its own temperature (no memory of days before the series).
+    """
+    tair = jnp.asarray(tair)
+    a = jnp.broadcast_to(1.0 - 1.0 / jnp.asarray(tau, tair.dtype), tair.shape)
+    a = a.at[0].set(0.0)  # S_1 = T_1
+
+    def combine(earlier, later):
+        a1, b1 = earlier
+        a2, b2 = later
+        return a1 * a2, a2 * b1 + b2
+
+    _, state = jax.lax.associative_scan(combine, (a, (1.0 - a) * tair))
+    return state
+
+
+def acclimation_factor(state: ArrayLike, x0: ArrayLike, s_max: ArrayLike) -> Array:
+    """Cold-season down-regulation of photosynthetic capacity, Mäkelä et al. (2004) eqs. 2–3 (as PRELES's fS,
+    Peltoniemi et al. 2015 Boreal Environ. Res. 20:151): f = min(max(S − X0, 0) / S_max, 1) ∈ [0, 1] (–).
+
+    Args:
+        state: state of acclimation S (°C, `acclimation_state`). x0: the S at which photosynthesis stops (°C).
+        s_max: the rise of S above X0 at which capacity is full (°C), > 0.
+    """
+    return jnp.clip((jnp.asarray(state) - x0) / s_max, 0.0, 1.0)
+
+
 # =============================================================================================
 # Parameter specifications
 # =============================================================================================
@@ -868,6 +908,38 @@ KPHIO_SPEC = ParameterSpec(
 )
 
 
+_MAKELA = ("Mäkelä et al. (2004) Tree Physiol. 24:369 (Scots pine) and Mäkelä et al. (2008) Glob. Change Biol. 14:92 "
+           "(five European conifer sites); the range is the prior of the FLUXCOM/SINDBAD implementation of this "
+           "modifier (Jung, Carvalhais et al.)")
+ACCLIM_TAU_SPEC = ParameterSpec(
+    name="acclim_tau",
+    default=5.0,
+    lower=1.0,
+    upper=20.0,
+    units="d",
+    reference=f"{_MAKELA}: time constant 1–20 d, median about 5 d",
+    description="time constant τ of the state of acclimation (first-order delay of air temperature)",
+)
+ACCLIM_X0_SPEC = ParameterSpec(
+    name="acclim_x0",
+    default=-5.0,
+    lower=-15.0,
+    upper=1.0,
+    units="degC",
+    reference=f"{_MAKELA}: X0 between −15 and 1 °C, median about −5 °C",
+    description="state of acclimation at or below which an evergreen canopy's photosynthesis stops",
+)
+ACCLIM_SMAX_SPEC = ParameterSpec(
+    name="acclim_smax",
+    default=20.0,
+    lower=11.0,
+    upper=30.0,
+    units="degC",
+    reference=f"{_MAKELA}: S_max between 11 and 30 °C, median about 20 °C",
+    description="rise of the state of acclimation above X0 at which photosynthetic capacity is full",
+)
+
+
 def _water_limited(gpp: Array, water_stress: ArrayLike) -> Array:
     """GPP × β, β the water-stress factor in [0, 1] (1 = no stress), clipped to [0, 1]."""
     return gpp * jnp.clip(jnp.asarray(water_stress), 0.0, 1.0)
@@ -890,6 +962,9 @@ class Photosynthesis(eqx.Module):
     """
 
     parameter_specs: eqx.AbstractClassVar[tuple[ParameterSpec, ...]]
+    #: True: ``drivers`` carries memory along the time axis (`AcclimatedPModel`), so it needs the whole series and
+    #: cannot be computed for one day on the spot
+    needs_series: ClassVar[bool] = False
 
     @abc.abstractmethod
     def drivers(self, theta: Mapping[str, Array], met: Met):
@@ -1006,3 +1081,38 @@ class PModel(Photosynthesis):
     def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
         per_fapar = self.drivers(theta, met) if drivers is None else drivers
         return _water_limited(per_fapar * radiation.fapar_from_lai(lai, theta["k_ext"]), water_stress)
+
+
+
+class AcclimatedPModel(PModel):
+    """`PModel` whose evergreen canopy share down-regulates its photosynthesis in the cold season:
+
+        GPP = P-model GPP · [1 − e · (1 − f_S)],   f_S = `acclimation_factor`(`acclimation_state`(T, τ), X0, S_max)
+
+    with e the site's evergreen share (``met.evergreen``, 0–1, from the IGBP class). Needles that stay on through
+    winter recover their capacity only as the delayed air temperature rises (Mäkelä et al. 2004; the spring recovery
+    of boreal conifers lags the warming by days to weeks); deciduous and herbaceous leaves (1 − e) grow only in the
+    growing season (`process_models.phenology.GrowingSeasonIndex`) and keep the P-model's own temperature response.
+    e = 0 is `PModel` exactly. The delay runs along the series' time axis, so ``drivers`` needs the whole series
+    (time first, as `process_models.simulate` passes it): a single day starts at its own temperature."""
+
+    parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = (
+        KPHIO_SPEC, radiation.K_EXT_SPEC, ACCLIM_TAU_SPEC, ACCLIM_X0_SPEC, ACCLIM_SMAX_SPEC,
+    )
+    needs_series: ClassVar[bool] = True
+
+    def drivers(self, theta: Mapping[str, Array], met: Met) -> Array:
+        if met.evergreen is None:
+            raise ValueError("AcclimatedPModel needs the evergreen canopy fraction met.evergreen (0–1 per site): give "
+                             "the dataset an 'evergreen' site variable (kgml.compare.suites.evergreen_fraction maps IGBP "
+                             "classes)")
+        f_s = acclimation_factor(acclimation_state(met.tair, theta["acclim_tau"]), theta["acclim_x0"],
+                                 theta["acclim_smax"])
+        e = jnp.asarray(met.evergreen)  # 0–1, checked where the data enter (`kgml.data.drivers.met_from_dataset`)
+        return super().drivers(theta, met) * (1.0 - e * (1.0 - f_s))
+
+    def __call__(self, theta: Mapping[str, Array], met: Met, lai: Array, water_stress: Array, drivers=None) -> Array:
+        if drivers is None:
+            raise ValueError("AcclimatedPModel's drivers carry the state of acclimation along the time axis: compute "
+                             "them for the whole series (process_models.simulate does) and pass them as drivers")
+        return super().__call__(theta, met, lai, water_stress, drivers)

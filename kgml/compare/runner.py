@@ -923,6 +923,9 @@ PHOTOSYNTHESIS_SLOTS = {
     "hybrid_pmodel": ("hybrid", {"photosynthesis": "pmodel"}, "pmodel", ()),
     "hybrid_evergreen_pmodel": ("hybrid", {"photosynthesis": "pmodel", "phenology": "gsi_evergreen"},
                                 "evergreen-pmodel", ("evergreen",)),
+    "hybrid_evergreen_pmodel_acclimated": ("hybrid", {"photosynthesis": "pmodel_acclimated",
+                                                      "phenology": "gsi_evergreen"},
+                                           "evergreen-pmodel-acclimated", ("evergreen",)),
 }
 SLOTS.update({slot: _physics_option(kind, option, suffix, needs, "the FLUXNET suites: kgml.compare.suites.evergreen_fraction")
               for slot, (kind, option, suffix, needs) in PHOTOSYNTHESIS_SLOTS.items()})
@@ -932,6 +935,8 @@ MODEL_LABELS.update({
     "hybrid_evergreen_farquhar": "hybrid, global, Farquhar C3 photosynthesis + evergreen canopies keep their leaf area",
     "hybrid_pmodel": "hybrid, global, P-model photosynthesis (acclimated χ from VPD)",
     "hybrid_evergreen_pmodel": "hybrid, global, P-model photosynthesis + evergreen canopies keep their leaf area",
+    "hybrid_evergreen_pmodel_acclimated": "hybrid, global, P-model + evergreen canopies keep their leaf area and "
+                                          "down-regulate it in the cold season (Mäkelä et al. 2004)",
 })
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",

@@ -26,7 +26,7 @@ from process_models.ecosystem import (
 )
 from process_models.forcing import Met, make_met
 from process_models.phenology import EvergreenGSI, GrowingSeasonIndex, WaterLimitedGSI
-from process_models.photosynthesis import FarquharC3, LightUseEfficiency, PModel
+from process_models.photosynthesis import AcclimatedPModel, FarquharC3, LightUseEfficiency, PModel
 
 #: The weather generator and the corpora use a 365-day ("noleap") calendar.
 DAYS_PER_YEAR = 365
@@ -71,8 +71,10 @@ SITE_VARYING = (
 PHENOLOGIES = {"gsi": GrowingSeasonIndex, "gsi_water": WaterLimitedGSI, "gsi_evergreen": EvergreenGSI}
 #: Photosynthesis of the natural-vegetation physics (`build_model`, ``[model] photosynthesis``): MOD17 light-use
 #: efficiency (linear in absorbed light), big-leaf Farquhar C3 (light-saturating through Jmax and Vcmax) or the
-#: P-model (linear in absorbed light, acclimated χ).
-PHOTOSYNTHESES = {"lue": LightUseEfficiency, "farquhar_c3": FarquharC3, "pmodel": PModel}
+#: P-model (linear in absorbed light, acclimated χ), optionally with the evergreen share's cold-season
+#: down-regulation (Mäkelä et al. 2004).
+PHOTOSYNTHESES = {"lue": LightUseEfficiency, "farquhar_c3": FarquharC3, "pmodel": PModel,
+                  "pmodel_acclimated": AcclimatedPModel}
 
 
 def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucket", phenology: str = "gsi",
@@ -87,8 +89,9 @@ def build_model(vegetation: str, soil_respiration=None, soil_water: str = "bucke
     vegetation, ``"gsi_water"`` (`WaterLimitedGSI`: leaf area also limited by the bucket's soil water) or
     ``"gsi_evergreen"`` (`EvergreenGSI`: the evergreen share ``met.evergreen`` of the canopy keeps its leaves).
     ``photosynthesis`` (natural vegetation): ``"lue"`` (`LightUseEfficiency`, MOD17), ``"farquhar_c3"``
-    (`FarquharC3`: big-leaf Farquhar et al. 1980, saturating in light) or ``"pmodel"`` (`PModel`, Stocker et al.
-    2020)."""
+    (`FarquharC3`: big-leaf Farquhar et al. 1980, saturating in light), ``"pmodel"`` (`PModel`, Stocker et al.
+    2020) or ``"pmodel_acclimated"`` (`AcclimatedPModel`: the evergreen share ``met.evergreen`` down-regulates its
+    photosynthesis in the cold season, Mäkelä et al. 2004)."""
     if photosynthesis not in PHOTOSYNTHESES:
         raise ValueError(f"unknown photosynthesis {photosynthesis!r}; choose one of {tuple(PHOTOSYNTHESES)}")
     if photosynthesis != "lue" and vegetation != "grassland":
