@@ -953,24 +953,49 @@ MODEL_LABELS.update({
 })
 
 
-def _note_dropped_models(path: Path, new: xr.Dataset) -> list[str]:
-    """Models the folder's existing ``metrics.nc`` scored that the new one will not (a run with other
-    ``--models`` rewrites the table with its own): say so on stderr, naming how to score them together; their
-    saved predictions stay, so that run trains nothing already done. Returns the dropped names."""
+def _previous_table(path: Path) -> tuple[list[str], list[str]]:
+    """(models, fold kinds) the folder's existing ``metrics.nc`` scored; empty where there is none or it is not
+    a metrics file of ours (it is then replaced as before)."""
     if not path.exists():
-        return []
+        return [], []
     try:
         with xr.open_dataset(path) as old:
-            before = [str(m) for m in old["model"].values]
+            return ([str(m) for m in old["model"].values if str(m) != "none"],
+                    [str(k) for k in old["fold_kind"].values] if "fold_kind" in old.coords else [])
     except (OSError, ValueError, KeyError):
-        return []  # not a metrics file of ours: it is replaced as before
+        return [], []
+
+
+def carried_models(path: Path, models: Sequence[str], folds: dict[str, list[Split]], directory: Path,
+                   seeds: Sequence[int]) -> list[str]:
+    """Models the folder's existing ``metrics.nc`` scored that this run's ``models`` leave out but whose held-out
+    predictions are saved for this run's folds (any of ``seeds``): a run with other ``--models`` scores them again
+    beside its own (from the saved files; nothing is trained), so that its table keeps them."""
+    before, _ = _previous_table(path)
+    return [m for m in before if m not in models and m in known_models()
+            and any(prediction_path(directory / "folds" / kind / sp.name, m, sd).exists()
+                    for kind, splits in folds.items() for sp in splits for sd in seeds)]
+
+
+def _note_dropped_models(path: Path, new: xr.Dataset) -> list[str]:
+    """What the folder's existing ``metrics.nc`` scored that the new one will not — models without saved
+    predictions in this run's folds (`carried_models` keeps the others) and fold kinds this run does not score:
+    say so on stderr, naming how to score them together (their saved predictions stay, so that run trains
+    nothing already done). Returns the dropped names (models, then ``fold kind <kind>``)."""
+    before, kinds = _previous_table(path)
     kept = {str(m) for m in new["model"].values}
-    dropped = [m for m in before if m not in kept and m != "none"]
+    kept_kinds = {str(k) for k in new["fold_kind"].values} if "fold_kind" in new.coords else set()
+    dropped = [m for m in before if m not in kept]
+    dropped_kinds = [k for k in kinds if kept_kinds and k not in kept_kinds]
     if dropped:
-        print(f"note: {path} scored {', '.join(dropped)} too; the new table holds only this run's models (their "
-              "predictions are kept: add them to --models to score all together; saved folds are not retrained)",
+        print(f"note: {path} scored {', '.join(dropped)} too, without saved predictions in this run's folds; the "
+              "new table leaves them out (add them to --models, with their fold kinds, to score all together)",
               file=sys.stderr)
-    return dropped
+    if dropped_kinds:
+        print(f"note: {path} scored the fold kinds {', '.join(dropped_kinds)} too; the new table holds only this "
+              "run's (add them to --fold-kinds to score all together; saved folds are not retrained)",
+              file=sys.stderr)
+    return [*dropped, *(f"fold kind {k}" for k in dropped_kinds)]
 
 
 def known_models() -> tuple[str, ...]:
@@ -1237,7 +1262,11 @@ def run_suite(
     status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], models, quick=quick, signature=signature,
                        progress=progress, score_only=score_only, cfgs=cfgs,
                        options={"intervals": True} if intervals else None)
-    return score_suite(suite, ds, folds, directory, models, status, results_md=results_md, quick=quick,
+    carried = carried_models(directory / "metrics.nc", models, folds, directory, seed_list)
+    if carried:
+        print(f"note: scoring {', '.join(carried)} again from their saved predictions (the folder's table had them; "
+              "nothing is trained)", file=sys.stderr)
+    return score_suite(suite, ds, folds, directory, (*models, *carried), status, results_md=results_md, quick=quick,
                        command=command, figures=figures, signature=signature, seeds=seed_list,
                        interval_notes=interval_notes)
 

@@ -156,6 +156,35 @@ def test_resume_skips_finished_pairs(synthetic_run):
     assert again.status["rf"] == "ok"
 
 
+def test_a_run_with_fewer_models_or_fold_kinds_keeps_the_folders_models(synthetic_run, tmp_path, capsys):
+    """A second run in the folder with ``models=("rf",)`` trains nothing and its table still holds every model the
+    folder's metrics.nc scored (from their saved predictions, named on stderr); a run of one fold kind says which
+    fold kinds its table leaves out (in a copy of the folder, so the other tests keep theirs)."""
+    import shutil
+
+    out, _, _ = synthetic_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "synthetic_shift", copy / "synthetic_shift")
+    d = copy / "synthetic_shift"
+    with xr.open_dataset(d / "metrics.nc") as m:
+        before = {str(x) for x in m.model.values}
+    assert set(TEST_MODELS) <= before
+    stamps = {p: p.stat().st_mtime_ns for p in d.glob("folds/*/*/*.nc")}
+    capsys.readouterr()
+    again = run_suite("synthetic_shift", out=copy, quick=True, progress=False, models=("rf",), figures=False)
+    err = capsys.readouterr().err
+    assert "scoring " in err and "nothing is trained" in err and "hybrid_global" in err
+    with xr.open_dataset(d / "metrics.nc") as m:
+        assert {str(x) for x in m.model.values} == before
+        assert set(m.fold_kind.values) == {"site_kfold", "leave_state_out"}
+    assert all(f"| {m} |" in again.markdown for m in TEST_MODELS)
+    assert {p: p.stat().st_mtime_ns for p in d.glob("folds/*/*/*.nc")} == stamps  # nothing retrained
+    run_suite("synthetic_shift", out=copy, quick=True, progress=False, models=("rf",), figures=False,
+              fold_kinds=("site_kfold",))
+    err = capsys.readouterr().err
+    assert "fold kinds leave_state_out too" in err and "--fold-kinds" in err
+
+
 def test_pretrained_slot_cached_once_and_fine_tuned_from_it(synthetic_run, monkeypatch):
     """hybrid_pretrained: one synthetic pretraining per suite (on disk, reused by every fold and by a resumed
     run, not retrained), and each fold's fine-tuning starts from exactly its weights."""

@@ -111,20 +111,24 @@ def test_acclimated_slot_trains_the_acclimation_parameters(tmp_path, dataset_dir
 
 
 def test_a_run_with_other_models_says_which_models_its_metrics_drop(tmp_path, capsys):
-    """`kgml.compare.runner._note_dropped_models`: a folder's metrics.nc scored rf and hybrid_global; the new table
-    holds hybrid_pmodel and rf: hybrid_global is named on stderr; no old file or the same models: silent."""
+    """`kgml.compare.runner._note_dropped_models`: a folder's metrics.nc scored rf and hybrid_global on two fold
+    kinds; the new table holds hybrid_pmodel and rf on one: hybrid_global and the other fold kind are named on
+    stderr; no old file or the same models and kinds: silent. (`carried_models` keeps every old model whose
+    predictions are saved: tests/kgml/test_bench.py.)"""
     import xarray as xr
 
     from kgml.compare.runner import _note_dropped_models
 
     path = tmp_path / "metrics.nc"
-    new = xr.Dataset(coords={"model": ["hybrid_pmodel", "rf"]})
+    new = xr.Dataset(coords={"model": ["hybrid_pmodel", "rf"], "fold_kind": ["site_kfold"]})
     assert _note_dropped_models(path, new) == [] and capsys.readouterr().err == ""
-    xr.Dataset({"x": ("model", [1.0, 2.0])}, coords={"model": ["rf", "hybrid_global"]}).to_netcdf(path)
-    assert _note_dropped_models(path, new) == ["hybrid_global"]
+    xr.Dataset({"x": (("model", "fold_kind"), [[1.0, 2.0], [3.0, 4.0]])},
+               coords={"model": ["rf", "hybrid_global"], "fold_kind": ["site_kfold", "leave_igbp_out"]}).to_netcdf(path)
+    assert _note_dropped_models(path, new) == ["hybrid_global", "fold kind leave_igbp_out"]
     err = capsys.readouterr().err
-    assert "scored hybrid_global too;" in err and "--models" in err
-    assert _note_dropped_models(path, xr.Dataset(coords={"model": ["rf", "hybrid_global"]})) == []
+    assert "scored hybrid_global too," in err and "--models" in err and "--fold-kinds" in err
+    same = xr.Dataset(coords={"model": ["rf", "hybrid_global"], "fold_kind": ["site_kfold", "leave_igbp_out"]})
+    assert _note_dropped_models(path, same) == [] and capsys.readouterr().err == ""
 
 
 def test_acclimation_state_is_the_first_order_delay_of_makela_2004():
