@@ -10,6 +10,7 @@ month code ``year*12 + month-1``, ``crop_yield`` on (site, year)); observations 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,8 +27,11 @@ __all__ = [
     "decompose",
     "decomposition_scores",
     "metric_order",
+    "noise_ceiling",
     "paired",
+    "departure_scores",
     "departure_skill",
+    "departures",
     "reference_skill",
     "residual_size",
     "score_sites",
@@ -427,6 +431,74 @@ def decomposition_scores(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_v
     return out
 
 
+def noise_ceiling(obs: xr.Dataset, variable: str, sigma: xr.DataArray, *, coherent: xr.DataArray | None = None,
+                  resolution: str = "monthly", sites: Sequence[str] | None = None, min_year_fraction: float = 0.5,
+                  min_years: int = 2) -> dict[str, float]:
+    """The pooled anomaly and IAV R² (and NSE) that a model predicting the *true* flux exactly could expect
+    against these observations, given their own error: 1 − Σ Var(noise) / Σ (x − x̄)², x the observed
+    component of `decompose` (an observation = truth + independent error, so E[r²] of truth against it is
+    Var(truth) / Var(observation); the noise reaches a component through the same linear map that makes the
+    component, e.g. anomaly = e_t − mean of e over the site's same calendar month).
+
+    ``sigma`` (site, step; units of the variable): the standard deviation of an error independent between
+    steps (the FLUXNET2015 random uncertainty NEE_VUT_REF_RANDUNC, Pastorello et al. 2020 Sci. Data 7:225).
+    ``coherent`` (optional, same layout): the standard deviation of an error shared by all steps of a site's
+    year (z_y ~ N(0, 1) per site-year times ``coherent``): the year-specific u* threshold of the VUT processing
+    shifts every month of a year together. Only steps with a finite observation and finite σ (and coherent σ)
+    are used: ``share_unknown`` is the share of observed steps left out for want of an uncertainty. Components
+    are taken on those steps with the definitions of `decompose` (``min_year_fraction``, ``min_years``)."""
+    o = _at_resolution(obs, variable, resolution, "observation")
+    dim = _STEP_DIM[resolution]
+    if sites is not None:
+        o = o.sel(site=list(sites))
+    o = o.transpose("site", dim).reset_coords(drop=True)
+    sig = sigma.reindex_like(o).transpose("site", dim)
+    coh = None if coherent is None else coherent.reindex_like(o).transpose("site", dim)
+    for name, da in (("sigma", sig), ("coherent", coh)):
+        if da is not None and bool((da < 0).any()):
+            raise ValueError(f"noise_ceiling: {name} of {variable!r} has negative standard deviations")
+    known = np.isfinite(sig) if coh is None else np.isfinite(sig) & np.isfinite(coh)
+    observed = np.isfinite(o)
+    n_obs = int(observed.sum())
+    o = o.where(known)
+    ds = o.to_dataset(name="v")
+    with warnings.catch_warnings():  # a site without a known step: its mean is NaN, as in `decompose`
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = decompose(ds, ds, "v", resolution=resolution, min_year_fraction=min_year_fraction, min_years=min_years)
+    year, cal = _calendar(o, resolution)
+    anom, iav = d["anomaly_obs"].values, d["iav_obs"].values
+    years = d["iav_year"].values
+    s_r = np.nan_to_num(sig.values)
+    s_c = None if coh is None else np.nan_to_num(coh.values)
+    noise_a = noise_i = 0.0
+    for i in range(o.shape[0]):
+        idx = np.flatnonzero(np.isfinite(anom[i]))
+        if idx.size == 0:
+            continue
+        c, y = cal[idx], year[idx]
+        same_m = c[:, None] == c[None, :]
+        m = np.eye(idx.size) - same_m / same_m.sum(axis=1, keepdims=True)
+        cov = np.diag(s_r[i, idx] ** 2)
+        if s_c is not None:
+            cov = cov + np.outer(s_c[i, idx], s_c[i, idx]) * (y[:, None] == y[None, :])
+        noise_a += float(np.einsum("ij,jk,ik->", m, cov, m))
+        good = [k for k, yy in enumerate(years) if np.isfinite(iav[i, k])]
+        if good:
+            rows = np.stack([(y == years[k]) / max((y == years[k]).sum(), 1) for k in good]) @ m
+            noise_i += float(np.einsum("ij,jk,ik->", rows, cov, rows))
+
+    def ceiling(x, noise):
+        x = x[np.isfinite(x)]
+        den = float(np.sum((x - x.mean()) ** 2)) if x.size > 1 else 0.0
+        return 1.0 - noise / den if den > 0 else math.nan
+
+    return {"anomaly": ceiling(anom, noise_a), "iav": ceiling(iav, noise_i),
+            "anomaly_sd": float(np.nanstd(anom)), "iav_sd": float(np.nanstd(iav)),
+            "n_steps": int(np.isfinite(anom).sum()), "n_site_years": int(np.isfinite(iav).sum()),
+            "n_sites": int(np.isfinite(anom).any(axis=1).sum()),
+            "share_unknown": 1.0 - int(np.isfinite(o).sum()) / n_obs if n_obs else math.nan}
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation (NaN for fewer than 3 pairs or a constant side)."""
     return float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else math.nan
@@ -475,28 +547,25 @@ def reference_skill(pred: xr.Dataset, obs: xr.Dataset, ref: xr.Dataset, variable
     }
 
 
-def departure_skill(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str | None = None, *,
-                    test_years: Mapping[str, Sequence[int]], resolution: str = "monthly") -> dict[str, float]:
-    """Does a model see how a held-out year departs from the site's usual year? ``pred`` holds the model's
-    predictions of *every* year of each site (drivers of all years; ``test_years`` gives each site's held-out
-    years, the others are its training years). Per site and calendar month, the departure of a test-year step
-    is its value minus the mean of that calendar month over the training years — the model's own climatology
-    for the prediction, the observed one for the observation, both on the steps where the observation exists,
-    so that a model's bias in its mean seasonal cycle cancels. Returns ``departure_r2`` / ``departure_nse``
-    (pooled over test site-steps), ``mean_departure_r2`` / ``mean_departure_corr`` (across sites, of each
-    site's mean departure over its test steps: the held-out year's anomaly), ``sign_agreement`` (share of
-    sites whose predicted mean departure has the observed sign) and ``n_sites``."""
+def departures(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str | None = None, *,
+               test_years: Mapping[str, Sequence[int]], resolution: str = "monthly") -> dict[str, np.ndarray]:
+    """The departures that `departure_skill` scores, as arrays (predicted, observed): ``step_pred`` /
+    ``step_obs`` per test site-step; ``year_pred`` / ``year_obs`` per test site-year (mean departure of the
+    year's paired steps: the held-out year's anomaly); ``site_pred`` / ``site_obs`` per site (mean over all its
+    test steps); ``year_site`` the site of each site-year. So that departures of several folds can be pooled
+    before they are scored."""
     p, o = paired(pred, obs, variable, obs_variable, resolution=resolution)
     year, cal = _calendar(p, resolution)
     pv, ov = np.asarray(p.values, np.float64), np.asarray(o.values, np.float64)
     ok = np.isfinite(pv) & np.isfinite(ov)
-    dp_all, do_all, mp, mo = [], [], [], []
+    out: dict[str, list] = {k: [] for k in ("step_pred", "step_obs", "year_pred", "year_obs", "site_pred",
+                                             "site_obs", "year_site")}
     for i, site in enumerate(p.site.values.astype(str)):
         ys = test_years.get(site)
         if not ys:
             continue
         test = np.isin(year, np.asarray(list(ys), np.int64))
-        dp, do = [], []
+        dp, do, yr = [], [], []
         for m in np.unique(cal[test & ok[i]]):
             base = ok[i] & ~test & (cal == m)
             here = ok[i] & test & (cal == m)
@@ -504,22 +573,48 @@ def departure_skill(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variab
                 continue
             dp.append(pv[i, here] - pv[i, base].mean())
             do.append(ov[i, here] - ov[i, base].mean())
+            yr.append(year[here])
         if not dp:
             continue
-        dp, do = np.concatenate(dp), np.concatenate(do)
-        dp_all.append(dp)
-        do_all.append(do)
-        mp.append(dp.mean())
-        mo.append(do.mean())
-    mp, mo = np.asarray(mp), np.asarray(mo)
-    dp_all = np.concatenate(dp_all) if dp_all else np.zeros(0)
-    do_all = np.concatenate(do_all) if do_all else np.zeros(0)
-    corr = _corr(mp, mo)
+        dp, do, yr = np.concatenate(dp), np.concatenate(do), np.concatenate(yr)
+        out["step_pred"].append(dp)
+        out["step_obs"].append(do)
+        out["site_pred"].append([dp.mean()])
+        out["site_obs"].append([do.mean()])
+        for y in np.unique(yr):
+            out["year_pred"].append([dp[yr == y].mean()])
+            out["year_obs"].append([do[yr == y].mean()])
+            out["year_site"].append([site])
+    return {k: (np.concatenate(v) if v else np.zeros(0, object if k == "year_site" else np.float64))
+            for k, v in out.items()}
+
+
+def departure_skill(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: str | None = None, *,
+                    test_years: Mapping[str, Sequence[int]], resolution: str = "monthly") -> dict[str, float]:
+    """Does a model see how a held-out year departs from the site's usual year? ``pred`` holds the model's
+    predictions of *every* year of each site (drivers of all years; ``test_years`` gives each site's held-out
+    years, the others are its training years). Per site and calendar month, the departure of a test-year step
+    is its value minus the mean of that calendar month over the training years — the model's own climatology
+    for the prediction, the observed one for the observation, both on the steps where the observation exists,
+    so that a model's bias in its mean seasonal cycle cancels (`departures`). Returns ``departure_r2`` /
+    ``departure_nse`` (pooled over test site-steps), ``mean_departure_r2`` / ``mean_departure_corr`` (across
+    sites, of each site's mean departure over its test steps: the held-out year's anomaly), ``sign_agreement``
+    (share of sites whose predicted mean departure has the observed sign) and ``n_sites``."""
+    d = departures(pred, obs, variable, obs_variable, test_years=test_years, resolution=resolution)
+    return departure_scores(d)
+
+
+def departure_scores(d: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """`departure_skill`'s scores of (possibly pooled) `departures`, plus ``year_departure_*`` over site-years."""
+    dp_all, do_all, mp, mo = d["step_pred"], d["step_obs"], d["site_pred"], d["site_obs"]
+    yp, yo = d["year_pred"], d["year_obs"]
     return {
         "n_sites": int(mp.size), "departure_corr": _corr(dp_all, do_all),
         "departure_r2": METRICS["r2"](dp_all, do_all), "departure_nse": METRICS["nse"](dp_all, do_all),
-        "mean_departure_r2": METRICS["r2"](mp, mo), "mean_departure_corr": corr,
+        "mean_departure_r2": METRICS["r2"](mp, mo), "mean_departure_corr": _corr(mp, mo),
         "sign_agreement": float(np.mean(np.sign(mp) == np.sign(mo))) if mp.size else math.nan,
+        "n_site_years": int(yp.size), "year_departure_corr": _corr(yp, yo),
+        "year_departure_nse": METRICS["nse"](yp, yo),
     }
 
 

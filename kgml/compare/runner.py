@@ -1521,7 +1521,6 @@ def reference_skill_rows(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Spl
         held = [sp.part(sp.info.get("heldout", "test")) for sp in splits]
         if not any(h.unit_years is not None for h in held):
             continue
-        test_years = {u: ys for h in held for u, ys in (h.unit_years or ()) if ys}
         refs = [_load(prediction_path(directory / "folds" / kind / sp.name, reference, 0)) for sp in splits]
         if any(r is None for r in refs):
             continue
@@ -1535,24 +1534,30 @@ def reference_skill_rows(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Spl
             complete = [sd for sd in seeds if all(x is not None for x in (*by_seed[sd], *every[sd]))]
             if not complete:
                 continue
-            ens, ens_all = (_combine([seed_mean([f[sd][j] for sd in complete]) for j in range(len(splits))])
-                            for f in (by_seed, every))
+            ens = _combine([seed_mean([by_seed[sd][j] for sd in complete]) for j in range(len(splits))])
+            ens_all = [seed_mean([every[sd][j] for sd in complete]) for j in range(len(splits))]
             for t in suite.targets:
                 var = f"{t}_monthly" if suite.resolution == "monthly" else t
                 if var not in ens or var not in ref:
                     continue
-                args = (suite, t, obs, ref, test_years)
-                one = {sd: _reference_scores(_combine(by_seed[sd]), _combine(every[sd]), *args) for sd in complete}
+                args = (suite, t, obs, ref, held)
+                one = {sd: _reference_scores(_combine(by_seed[sd]), every[sd], *args) for sd in complete}
                 rows.append({"model": m, "fold_kind": kind, "variable": t, "n_seeds": len(complete),
                              **_reference_scores(ens, ens_all, *args),
                              "seed_values": {k: [one[sd][k] for sd in complete] for k in REFERENCE_STATS}})
     return rows
 
 
-def _reference_scores(pred, pred_all, suite: Suite, target: str, obs, ref, test_years) -> dict:
+def _reference_scores(pred, preds_all: Sequence[xr.Dataset], suite: Suite, target: str, obs, ref,
+                      held: Sequence[Part]) -> dict:
+    """Skill against ``ref`` on the held-out steps of all folds (``pred``: their scored predictions combined),
+    and the departures of each fold's held-out years from *that fold's* model (``preds_all``: its predictions
+    of every year, one per fold: a fold's model trained on the other folds' test years), pooled over folds."""
     o, res = suite.observed_name(target), suite.resolution
-    return {**ev.reference_skill(pred, obs, ref, target, o, resolution=res),
-            **ev.departure_skill(pred_all, obs, target, o, test_years=test_years, resolution=res)}
+    parts = [ev.departures(p, obs, target, o, test_years={u: ys for u, ys in (h.unit_years or ()) if ys},
+                           resolution=res) for p, h in zip(preds_all, held, strict=True)]
+    pooled = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+    return {**ev.reference_skill(pred, obs, ref, target, o, resolution=res), **ev.departure_scores(pooled)}
 
 
 def reference_skill_markdown(rows: list[dict], reference: str = "site_climatology") -> str:

@@ -30,6 +30,7 @@ from kgml.data.splits import (
     leave_region_out,
     load_splits,
     save_splits,
+    years_kfold_within_sites,
 )
 from kgml.data.srdb_prior import IGBP_TO_SRDB, fit_srdb_prior
 from kgml.paths import find_data_dir
@@ -164,6 +165,14 @@ def _anomalous_year(by: str) -> Callable[[xr.Dataset, int], list[Split]]:
     """One split holding out each site's most anomalous year (`kgml.data.splits.anomalous_year_out`)."""
     def make(ds, seed):
         return [anomalous_year_out(ds, by=by, seed=seed)]
+
+    return make
+
+
+def _years_within(k: int) -> Callable[[xr.Dataset, int], list[Split]]:
+    """k folds over each site's own years (`kgml.data.splits.years_kfold_within_sites`)."""
+    def make(ds, seed):
+        return years_kfold_within_sites(ds, k, seed=seed)
 
     return make
 
@@ -429,7 +438,9 @@ _register(Suite(
            FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
                     "(trained on its other years)", _anomalous_year("dry")),
            FoldKind("hottest_year_out", "each site's year of largest positive air-temperature anomaly held out "
-                    "(trained on its other years)", _anomalous_year("hot"))),
+                    "(trained on its other years)", _anomalous_year("hot")),
+           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
+                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
     static=("mat", "map"),
     anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
            "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
@@ -464,7 +475,9 @@ _register(Suite(
            FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
                     _climate("dry", 0.2), heldout="ood"),
            FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
-                    "(trained on its other years)", _anomalous_year("dry"))),
+                    "(trained on its other years)", _anomalous_year("dry")),
+           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
+                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
     features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
     anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
            "frozen folds, same models, without them)",

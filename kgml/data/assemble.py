@@ -37,6 +37,7 @@ from kgml.data.regions import _STATE_BOXES, add_regions, get_region_map, site_cl
 from kgml.data.schema import DataValidationError, DataWarning
 from kgml.data.soil_respiration import cosore_base, cosore_datasets, read_cosore
 from kgml.data.towers import QCPolicy, combine_sites, read_fluxnet_dir
+from kgml.data.towers.common import MISSING_VALUE, parse_fluxnet_filename
 from kgml.data.yields import read_khaki_corn, read_thompson
 from kgml.paths import DataNotFoundError, dataset_path
 from kgml.paths import data_dir as resolve_data_dir
@@ -54,6 +55,7 @@ __all__ = [
     "cosore_daily",
     "fluxnet_daily",
     "fluxnet_monthly",
+    "fluxnet_monthly_uncertainty",
     "il_corn",
     "state_yield",
 ]
@@ -475,6 +477,73 @@ def fluxnet_monthly(
 #: Daily tower folders read by `fluxnet_daily`, and sites whose process model is not the natural ecosystem.
 FLUXNET_DAILY_FOLDERS = ("fluxnet2015_subset_dd_us-ne1", "fluxnet2020_warmwinter_fullset_dd")
 _DAILY_VEGETATION = {"US-Ne1": "maize"}  # irrigated continuous maize (Suyker et al. 2005)
+
+
+
+#: σ of a normal distribution from its interquartile range: IQR = 2 × 0.6745 σ.
+IQR_TO_SD = 1.349
+
+
+def fluxnet_monthly_uncertainty(data_dir: str | os.PathLike | None = None, *,
+                                sites: Iterable[str] | None = None) -> xr.Dataset:
+    """The published uncertainty of the FLUXNET2015 SUBSET monthly NEE, on the ``month`` code axis of
+    `fluxnet_monthly` (year*12 + month-1), gC m-2 d-1 (Pastorello et al. 2020 Sci. Data 7:225):
+
+    * ``nee_randunc``: NEE_VUT_REF_RANDUNC, the random uncertainty of the monthly mean (independent between
+      months);
+    * ``nee_ustar_sd``: (NEE_VUT_75 − NEE_VUT_25) / `IQR_TO_SD`, the spread of the monthly NEE over the
+      ensemble of u* thresholds read as a standard deviation; the VUT threshold is estimated per year, so this
+      error is shared by the months of a year.
+
+    -9999 is missing (NaN). A file without one of the columns, or with a negative or infinite value, is an
+    error naming the file and the column. ``sites`` restricts the read (an unknown site is an error)."""
+    root = dataset_path("fluxnet2015_subset_mm", data_dir)
+    files = {}
+    for path in sorted(root.glob("*.csv")):
+        info = parse_fluxnet_filename(path)
+        if info is not None and info.resolution == "MM":
+            files[info.site] = path
+    wanted = sorted(files) if sites is None else sorted({str(s) for s in sites})
+    missing = [s for s in wanted if s not in files]
+    if missing:
+        raise DataValidationError(root, "site", f"no MM file for {', '.join(missing)}")
+    columns = ("NEE_VUT_REF_RANDUNC", "NEE_VUT_25", "NEE_VUT_75")
+    per_site = {}
+    for site in wanted:
+        path = files[site]
+        head = pd.read_csv(path, nrows=0).columns
+        for col in ("TIMESTAMP", *columns):
+            if col not in head:
+                raise DataValidationError(path, col, "column absent")
+        tab = pd.read_csv(path, usecols=["TIMESTAMP", *columns], dtype={"TIMESTAMP": str})
+        stamp = tab["TIMESTAMP"].str.strip()
+        if not stamp.str.fullmatch(r"\d{6}").all():
+            raise DataValidationError(path, "TIMESTAMP", "not YYYYMM in every row (a monthly MM file?)")
+        code = stamp.str[:4].astype(int).to_numpy() * 12 + stamp.str[4:].astype(int).to_numpy() - 1
+        values = {}
+        for col in columns:
+            v = pd.to_numeric(tab[col], errors="coerce").to_numpy(np.float64)
+            bad = tab[col].notna().to_numpy() & ~np.isfinite(v) | np.isinf(v)
+            if bad.any():
+                raise DataValidationError(path, col, f"non-numeric or infinite value in row {int(np.argmax(bad)) + 2}")
+            values[col] = np.where(v == MISSING_VALUE, np.nan, v)
+        if (values["NEE_VUT_REF_RANDUNC"] < 0).any():
+            raise DataValidationError(path, "NEE_VUT_REF_RANDUNC", "negative random uncertainty")
+        per_site[site] = (code, values["NEE_VUT_REF_RANDUNC"],
+                          np.abs(values["NEE_VUT_75"] - values["NEE_VUT_25"]) / IQR_TO_SD)
+    codes = np.unique(np.concatenate([c for c, _, _ in per_site.values()])) if per_site else np.zeros(0, int)
+    arrays = {k: np.full((len(wanted), codes.size), np.nan) for k in ("nee_randunc", "nee_ustar_sd")}
+    for i, site in enumerate(wanted):
+        code, rand, ustar = per_site[site]
+        j = np.searchsorted(codes, code)
+        arrays["nee_randunc"][i, j] = rand
+        arrays["nee_ustar_sd"][i, j] = ustar
+    attrs = {"nee_randunc": {"units": "gC m-2 d-1", "long_name": "random uncertainty of monthly NEE",
+                             "comment": "FLUXNET2015 MM NEE_VUT_REF_RANDUNC"},
+             "nee_ustar_sd": {"units": "gC m-2 d-1", "long_name": "u*-threshold uncertainty of monthly NEE",
+                              "comment": f"FLUXNET2015 MM (NEE_VUT_75 - NEE_VUT_25) / {IQR_TO_SD}"}}
+    return xr.Dataset({k: (("site", "month"), v, attrs[k]) for k, v in arrays.items()},
+                      coords={"site": wanted, "month": codes}, attrs={"source": str(root)})
 
 
 def fluxnet_daily(

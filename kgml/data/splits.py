@@ -15,6 +15,7 @@ import calendar
 import functools
 import json
 import os
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "restrict_years",
     "save_splits",
     "temporal_holdout",
+    "years_kfold_within_sites",
 ]
 
 _FORMAT_VERSION = 1
@@ -549,3 +551,59 @@ def anomalous_year_out(
             "anomaly_median": round(float(np.median(values)), 4), "min_years": min_years}
     return Split(f"anomalous_{by}_year_seed{seed}", "anomalous_year_out", seed, dim, train, Part(val), test,
                  Part(), info)
+
+
+def years_kfold_within_sites(
+    ds: xr.Dataset,
+    k: int = 5,
+    *,
+    target: str = "nee",
+    min_years: int = 3,
+    min_observed: float = 0.75,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> list[Split]:
+    """Known sites, unseen years: ``k`` folds in each of which every tested site holds out a group of its own
+    years, training on its other years and on every other training site.
+
+    A site's *eligible* years are those whose ``target`` is observed on ≥ ``min_observed`` of the year's steps;
+    a site with fewer than ``min_years`` of them is never tested (it trains on all its years). Each tested
+    site's eligible years, in a seeded random order, are dealt round-robin into the ``k`` groups, so over the
+    folds every eligible year of every tested site is predicted exactly once, by models that never saw it (a
+    site with fewer eligible years than ``k`` is tested in that many folds). A seeded ``val_fraction`` of all
+    sites is ``val`` (all years; early stopping) in every fold and never tested. The held-out years' drivers
+    stay in the data; their observations are masked in every part but ``test`` (`Split.select`).
+
+    Pooled over the folds this gives each tested site one out-of-sample series of its eligible years, whose
+    anomalies and inter-annual variability can be scored like those of a held-out site (`kgml.evaluation.
+    decompose`): the skill that the drivers carry when the site itself is known — an empirical reference for
+    what the same models can reach at sites they have never seen.
+    """
+    if k < 2:
+        raise ValueError(f"years_kfold_within_sites: k must be at least 2, got {k}")
+    dim = _unit_dim(ds)
+    units = ds[dim].values.astype(str)
+    all_years = _years_of(ds)
+    t_years, _, t_frac = _annual_table(ds[_target_variable(ds, target)], dim, "mean")
+    rng = np.random.default_rng(seed)
+    val, rest = _split_off(sorted(units.tolist()), [val_fraction], rng)
+    held_val = set(val)
+    groups: dict[str, list[list[int]]] = {}
+    for i, u in enumerate(units):
+        ys = [int(y) for y in t_years[t_frac[i] >= min_observed]]
+        if u in held_val or len(ys) < min_years:
+            continue
+        order = np.random.default_rng([seed, zlib.crc32(str(u).encode())]).permutation(len(ys))
+        groups[str(u)] = [sorted(ys[j] for j in order[g::k]) for g in range(k)]
+    if not groups:
+        raise ValueError(f"years_kfold_within_sites: no site has {min_years} years with observed {target}")
+    out = []
+    for g in range(k):
+        tested = {u: gr[g] for u, gr in groups.items() if gr[g]}
+        test = Part(sorted(tested), unit_years=tested)
+        train = Part(rest, unit_years={u: [y for y in all_years if y not in set(tested.get(u, ()))] for u in rest})
+        info = {"fold": g, "k": k, "n_tested": len(tested), "n_test_years": int(sum(map(len, tested.values()))),
+                "min_years": min_years, "min_observed": min_observed}
+        out.append(Split(f"years_kfold{k}_fold{g}_seed{seed}", "years_kfold_within_sites", seed, dim, train,
+                         Part(val), test, Part(), info))
+    return out

@@ -344,6 +344,68 @@ def test_anomalous_year_folds_end_to_end(tmp_path, dataset_dir):
     assert res2.status["hybrid_site_embedding"].startswith("not available")
 
 
+
+
+def test_years_within_sites_folds_end_to_end(tmp_path, dataset_dir):
+    """fluxnet_mm's known-site, unseen-year folds through the engine: each fold's scored predictions hold only
+    its test years at each tested tower, every year is predicted beside them, and metrics.md has the table
+    against the tower's own climatology."""
+    from kgml.compare.runner import all_years_path, prediction_path
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    res = run_suite("fluxnet_mm", out=tmp_path, data_dir=data, quick=True, progress=False, figures=False,
+                    models=("rf", "site_climatology"), fold_kinds=("years_within_sites",))
+    assert res.status == {"rf": "ok", "site_climatology": "ok"}
+    splits = [s for s in load_folds(get_suite("fluxnet_mm")) if s.info["fold_kind"] == "years_within_sites"]
+    assert len(splits) == 5
+    fold_dir = tmp_path / "fluxnet_mm" / "folds" / "years_within_sites" / splits[0].name
+    with xr.open_dataset(prediction_path(fold_dir, "rf")) as p, xr.open_dataset(all_years_path(fold_dir, "rf")) as a:
+        assert p.site.size >= 1
+        for site in p.site.values.astype(str):
+            ys = splits[0].test.years_of(site)
+            finite = np.isfinite(p.nee_monthly.sel(site=site).values)
+            years = p.month.values // 12
+            assert finite.any() and np.isin(years[finite], ys).all()
+            assert (np.isfinite(a.nee_monthly.sel(site=site).values) & ~np.isin(years, ys)).any()
+    assert "Skill against the site climatology" in res.markdown
+
+def test_departures_of_several_year_folds_come_from_each_folds_own_model():
+    """With several folds of per-site held-out years, a held-out year's departure must come from the model of
+    the fold that held it out: every other fold's model trained on that year. Planted: each fold's model
+    reproduces its training years exactly and knows nothing of its test year; scored fold by fold its
+    departures carry no skill, while one combined set of every-year predictions (the first fold's model for
+    all years) would score the other folds' years as known."""
+    from types import SimpleNamespace
+
+    from kgml import evaluation as ev
+    from kgml.compare.runner import _combine, _reference_scores
+    from kgml.data.splits import Part
+
+    rng = np.random.default_rng(0)
+    n_sites, years = 30, np.arange(2001, 2006)
+    months = np.arange(years[0] * 12, (years[-1] + 1) * 12)
+    sites = [f"S{i}" for i in range(n_sites)]
+    obs_v = 3 * np.sin(2 * np.pi * months / 12)[None] + rng.normal(size=(n_sites, months.size))
+
+    def ds(v):
+        return xr.Dataset({"nee_monthly": (("site", "month"), v)}, coords={"site": sites, "month": months})
+
+    held, every, scored = [], [], []
+    for y in years[:2]:
+        test = months // 12 == y
+        clim = np.stack([obs_v[:, ~test & (months % 12 == m)].mean(axis=1) for m in range(12)], axis=1)
+        guess = clim[:, months % 12] + rng.normal(scale=0.1, size=obs_v.shape)
+        every.append(ds(np.where(test, guess, obs_v)))
+        scored.append(ds(np.where(test, guess, np.nan)))
+        held.append(Part(sites, unit_years={u: [int(y)] for u in sites}))
+    suite = SimpleNamespace(observed_name=lambda t: t, resolution="monthly")
+    ref = _combine(scored)
+    got = _reference_scores(_combine(scored), every, suite, "nee", ds(obs_v), ref, held)
+    assert abs(got["departure_corr"]) < 0.2 and got["n_site_years"] == 2 * n_sites
+    leaky = ev.departure_skill(_combine(every), ds(obs_v), "nee",
+                               test_years={u: [2001, 2002] for u in sites}, resolution="monthly")
+    assert leaky["departure_corr"] > 0.5
+
 def _fold_context(where, suite_name: str, data, kind: str, index: int = 0):
     """The quick `FoldContext` of one frozen fold (``index`` of fold kind ``kind``) of a suite, seed 0."""
     from kgml.compare.runner import FoldContext, base_config, prepare_suite

@@ -282,3 +282,39 @@ def test_departure_skill_cancels_a_models_bias():
     assert good["mean_departure_corr"] > 0.99
     flat = ev.departure_skill(ds(1.5 * clim + 2.0), ds(obs_v), "nee", test_years=test_year)
     assert flat["sign_agreement"] == 0.0 and math.isnan(flat["mean_departure_corr"])
+
+
+@pytest.mark.parametrize("coherent", [0.0, 0.4])
+def test_noise_ceiling_matches_a_perfect_model_on_noisy_observations(coherent):
+    """A planted world: truth = seasonal cycle + anomalies (sd 0.5) + a year effect; observations = truth +
+    independent noise of known σ (varying by step) + a year-coherent error. The ceiling is what the true
+    flux itself scores against the observations (anomaly and IAV R² and NSE, pooled), within sampling error,
+    and it falls when the year-coherent error is added."""
+    rng = np.random.default_rng(7)
+    n_sites, n_years = 60, 8
+    t = np.arange(12 * n_years)
+    truth = (2 * np.sin(2 * np.pi * t / 12) + rng.normal(scale=0.5, size=(n_sites, t.size))
+             + np.repeat(rng.normal(scale=0.3, size=(n_sites, n_years)), 12, axis=1))
+    sigma = rng.uniform(0.2, 0.6, size=truth.shape)
+    noise = sigma * rng.normal(size=truth.shape)
+    noise += coherent * np.repeat(rng.normal(size=(n_sites, n_years)), 12, axis=1)
+    obs_v = truth + noise
+    obs_v[3, 10:20] = np.nan
+    obs = _monthly({"nee_monthly": obs_v})
+    sig = obs["nee_monthly"].copy(data=sigma)
+    sig[5, :6] = np.nan  # unknown uncertainty: those steps are left out
+    coh = None if coherent == 0 else sig.copy(data=np.full(truth.shape, coherent))
+    c = ev.noise_ceiling(obs, "nee", sig, coherent=coh)
+    assert c["n_sites"] == n_sites and c["share_unknown"] == pytest.approx(6 / np.isfinite(obs_v).sum())
+    keep = np.isfinite(sig.values)
+    perfect = _monthly({"nee_monthly": np.where(keep, truth, np.nan)})
+    sc = ev.decomposition_scores(perfect, _monthly({"nee_monthly": np.where(keep, obs_v, np.nan)}), "nee")
+    for comp in ("anomaly", "iav"):
+        assert c[comp] == pytest.approx(sc[comp]["nse"], abs=0.05), comp
+        assert c[comp] == pytest.approx(sc[comp]["r2"], abs=0.05), comp
+    assert 0.3 < c["anomaly"] < 0.8
+    if coherent:
+        plain = ev.noise_ceiling(obs, "nee", sig)
+        assert c["iav"] < plain["iav"] - 0.2 and c["anomaly"] < plain["anomaly"]
+    with pytest.raises(ValueError, match="negative"):
+        ev.noise_ceiling(obs, "nee", -sig)

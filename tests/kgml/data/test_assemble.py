@@ -160,6 +160,39 @@ def test_fluxnet_monthly_errors(dataset_dir, tmp_path, cache):
         assemble.fluxnet_monthly(tmp_path, sites=["AT-Neu", "US-Ne1"], cache=False)
 
 
+
+def test_fluxnet_monthly_uncertainty_against_the_raw_file_and_errors(dataset_dir, tmp_path):
+    """NEE_VUT_REF_RANDUNC as it is in the file (-9999 → NaN) and the u* spread (NEE_VUT_75 − NEE_VUT_25)/1.349
+    on the month codes of `fluxnet_monthly`; a broken copy (column absent, negative uncertainty, an inf token)
+    is an error naming file and column."""
+    src = dataset_dir(MM)
+    raw = pd.read_csv(src / NE1_MM).replace(-9999, np.nan)
+    u = assemble.fluxnet_monthly_uncertainty(src.parent, sites=["US-Ne1"])
+    codes = ((raw["TIMESTAMP"] // 100) * 12 + raw["TIMESTAMP"] % 100 - 1).to_numpy()
+    got = u.nee_randunc.sel(site="US-Ne1", month=codes).values
+    np.testing.assert_allclose(got, raw["NEE_VUT_REF_RANDUNC"].to_numpy(), rtol=1e-12)
+    spread = (raw["NEE_VUT_75"] - raw["NEE_VUT_25"]).abs().to_numpy() / assemble.IQR_TO_SD
+    np.testing.assert_allclose(u.nee_ustar_sd.sel(site="US-Ne1", month=codes).values, spread, rtol=1e-12)
+    assert np.isfinite(got).sum() > 100 and u.nee_randunc.attrs["units"] == "gC m-2 d-1"
+    with pytest.raises(DataValidationError, match="XX-Nop"):
+        assemble.fluxnet_monthly_uncertainty(src.parent, sites=["XX-Nop"])
+    broken = tmp_path / MM
+    broken.mkdir()
+    text = (src / NE1_MM).read_text()
+    header, first, rest = text.split("\n", 2)
+    cols = header.split(",")
+    k = cols.index("NEE_VUT_REF_RANDUNC")
+    for name, body, match in (
+            ("absent", text.replace("NEE_VUT_REF_RANDUNC", "NEE_VUT_REF_RANDUNX", 1), "NEE_VUT_REF_RANDUNC.*absent"),
+            ("negative", "\n".join([header, ",".join(v if i != k else "-0.5" for i, v in enumerate(first.split(","))),
+                                    rest]), "negative"),
+            ("inf", "\n".join([header, ",".join(v if i != k else "inf" for i, v in enumerate(first.split(","))),
+                               rest]), "infinite")):
+        (broken / NE1_MM).write_text(body)
+        with pytest.raises(DataValidationError, match=match) as err:
+            assemble.fluxnet_monthly_uncertainty(tmp_path, sites=["US-Ne1"])
+        assert NE1_MM in str(err.value), name
+
 # --- FLUXNET daily --------------------------------------------------------------------------------------
 
 

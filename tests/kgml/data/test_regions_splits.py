@@ -29,6 +29,7 @@ from kgml.data.splits import (
     load_splits,
     save_splits,
     temporal_holdout,
+    years_kfold_within_sites,
 )
 
 SITES = {  # id: (lat, lon, igbp, mat, map); coordinates from the FLUXNET2015 site table
@@ -270,3 +271,34 @@ def test_per_unit_years_merge_subset_and_old_files(tmp_path):
         Part(["A", "B"], unit_years={"A": [2001]})
     with pytest.raises(ValueError, match="not both"):
         Part(["A"], [2001], unit_years={"A": [2001]})
+
+
+def test_years_kfold_within_sites_predicts_every_eligible_year_once_with_no_leak(tmp_path):
+    """Known sites, unseen years: over the k folds every eligible year of every tested site is a test year
+    exactly once, never in that fold's train or val on any axis; the site with 2 observed years and the val
+    site are never tested; drivers stay; the folds round-trip the JSON."""
+    ds, _ = _daily_towers()
+    folds = years_kfold_within_sites(ds, 4, seed=3)
+    assert len(folds) == 4 and len({f.name for f in folds}) == 4
+    seen: dict[str, list[int]] = {}
+    for f in folds:
+        assert "short" not in f.test.units and not set(f.val.units) & set(f.test.units)
+        assert f.val.units == folds[0].val.units and len(f.val) == 1
+        train, val = f.select(ds, "train"), f.select(ds, "val")
+        for u in f.test.units:
+            ys = f.test.years_of(u)
+            seen.setdefault(u, []).extend(ys)
+            assert not set(ys) & set(f.train.years_of(u))
+            codes = train.month.values // 12
+            assert not np.isfinite(train.nee_monthly.sel(site=u).values[np.isin(codes, ys)]).any()
+            assert np.isfinite(train.nee_monthly.sel(site=u).values[~np.isin(codes, ys)]).all()
+            assert np.isfinite(train.tair.sel(site=u).values).all()
+            assert u not in val.site.values
+    assert sorted(seen) == [f"S{i}" for i in range(7) if f"S{i}" not in folds[0].val.units]
+    for u, ys in seen.items():
+        assert sorted(ys) == list(range(2001, 2007)), u  # every year once
+    assert load_splits(save_splits(folds, tmp_path / "k.json")) == folds
+    with pytest.raises(ValueError, match="at least 2"):
+        years_kfold_within_sites(ds, 1)
+    with pytest.raises(ValueError, match="no site"):
+        years_kfold_within_sites(ds, 3, min_years=20)
