@@ -347,6 +347,11 @@ def _load_fluxnet_soil(data_dir, quick, sites):
     return evergreen_fraction(_subset(ds, sites))
 
 
+def _load_fluxnet_memory(data_dir, quick, sites):
+    """`_load_fluxnet` plus the antecedent drivers (`kgml.data.assemble.antecedent_drivers`)."""
+    return _assemble("antecedent_drivers")(_load_fluxnet(data_dir, quick, sites))
+
+
 def _load_fluxnet_igbp(data_dir, quick, sites):
     """`_load_fluxnet` plus the IGBP indicators (`igbp_indicators`)."""
     return igbp_indicators(_load_fluxnet(data_dir, quick, sites))
@@ -481,6 +486,22 @@ _register(Suite(
     features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
     anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
            "frozen folds, same models, without them)",
+    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+))
+_register(Suite(
+    name="fluxnet_mm_memory",
+    description="fluxnet_mm with the memory of the weather as inputs of every model: precipitation of the last 90 "
+                "and 365 days relative to the site mean and air temperature of the last 90 days "
+                "(kgml.data.assemble.antecedent_drivers)",
+    load=_load_fluxnet_memory, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
+    region="igbp_group",
+    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
+           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
+                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
+    features=("tair", "sw_in", "vpd", "precip", "tsoil", "precip_rel_90d", "precip_rel_365d", "tair_90d"),
+    static=("mat", "map"),
+    anchor="issue 20 item 4: the lever 'antecedent precipitation and soil-water memory for drought anomalies' "
+           "against fluxnet_mm (same frozen folds, same models, without them)",
     dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
 ))
 _register(Suite(

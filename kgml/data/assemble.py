@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_QC_MIN",
     "DIURNAL_RANGE",
     "REQUIRED_DRIVERS",
+    "antecedent_drivers",
     "build",
     "builder_name",
     "cosore_daily",
@@ -478,6 +479,50 @@ def fluxnet_monthly(
 FLUXNET_DAILY_FOLDERS = ("fluxnet2015_subset_dd_us-ne1", "fluxnet2020_warmwinter_fullset_dd")
 _DAILY_VEGETATION = {"US-Ne1": "maize"}  # irrigated continuous maize (Suyker et al. 2005)
 
+
+
+def _trailing_mean(x: np.ndarray, days: int) -> np.ndarray:
+    """Mean of the finite values of the last ``days`` steps (this one included) along the last axis; NaN where
+    ``x`` is NaN (a missing driver stays missing) or no value of the window is finite."""
+    ok = np.isfinite(x)
+    cs = np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(np.where(ok, x, 0.0), axis=-1)], axis=-1)
+    cn = np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(ok, axis=-1)], axis=-1)
+    lo = np.maximum(np.arange(1, x.shape[-1] + 1) - days, 0)
+    tot = cs[..., 1:] - cs[..., lo]
+    cnt = cn[..., 1:] - cn[..., lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    return np.where(ok, out, np.nan)
+
+
+def antecedent_drivers(ds: xr.Dataset, *, precip_days: Sequence[int] = (90, 365),
+                       tair_days: Sequence[int] = (90,)) -> xr.Dataset:
+    """``ds`` with drivers that carry the memory of the weather: ``precip_rel_<N>d`` — the mean precipitation
+    of the last N days (this one included) over the site's mean daily precipitation of its record (1 = usual;
+    an antecedent-precipitation index in the spirit of the standardised precipitation index, McKee et al. 1993,
+    whose 3- and 12-month scales track soil and ground-water drought) — and ``tair_<N>d``, the mean air
+    temperature of the last N days (°C; the thermal memory of phenology and soil warming). At the start of a
+    record the window holds the days there are; a day whose driver is missing stays missing. A site whose mean
+    precipitation is not positive is an error."""
+    out = ds.copy()
+    if precip_days:
+        p = ds["precip"].transpose("site", "time")
+        mean = p.mean("time", skipna=True).values
+        bad = ~(np.isfinite(mean) & (mean > 0))
+        if bad.any():
+            site = str(ds.site.values[int(np.argmax(bad))])
+            raise DataValidationError(ds.attrs.get("source"), "precip",
+                                      f"site {site}: mean precipitation is not positive; no relative index")
+        for n in precip_days:
+            v = _trailing_mean(p.values.astype(np.float64), int(n)) / mean[:, None]
+            out[f"precip_rel_{n}d"] = (("site", "time"), v.astype(np.float32), {
+                "units": "1", "long_name": f"precipitation of the last {n} days relative to the site mean"})
+    for n in tair_days:
+        t = ds["tair"].transpose("site", "time")
+        v = _trailing_mean(t.values.astype(np.float64), int(n))
+        out[f"tair_{n}d"] = (("site", "time"), v.astype(np.float32), {
+            "units": "degC", "long_name": f"mean air temperature of the last {n} days"})
+    return out
 
 
 #: σ of a normal distribution from its interquartile range: IQR = 2 × 0.6745 σ.

@@ -523,3 +523,17 @@ def test_trend_site_slots_learn_per_county_embedding_and_rate(tmp_path, dataset_
     assert np.isfinite(pred["crop_yield"].values).any()
     # the validation years' RMSE (variants are compared there, not on the forecast years)
     assert 0 < pred.attrs["val_rmse_crop_yield"] < 10
+
+
+def test_memory_suite_gives_every_model_the_antecedent_drivers(dataset_dir):
+    """fluxnet_mm_memory: the antecedent drivers are features of every model, masked like the drivers they come
+    from, and the suite runs on fluxnet_mm's frozen folds (both fold kinds)."""
+    from kgml.compare.suites import folds_path
+
+    suite = get_suite("fluxnet_mm_memory")
+    ds = suite.load(dataset_dir("fluxnet2015_subset_mm").parent, True, ["US-Ne1", "AT-Neu"])
+    for name in ("precip_rel_90d", "precip_rel_365d", "tair_90d"):
+        assert name in suite.features and name in ds
+        np.testing.assert_array_equal(np.isfinite(ds[name].values), np.isfinite(ds["precip"].values))
+    assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
+    assert {k.name for k in suite.folds} == {"site_kfold", "years_within_sites"}
