@@ -552,14 +552,15 @@ def departures(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: s
     """The departures that `departure_skill` scores, as arrays (predicted, observed): ``step_pred`` /
     ``step_obs`` per test site-step; ``year_pred`` / ``year_obs`` per test site-year (mean departure of the
     year's paired steps: the held-out year's anomaly); ``site_pred`` / ``site_obs`` per site (mean over all its
-    test steps); ``year_site`` the site of each site-year. So that departures of several folds can be pooled
+    test steps; pooled over folds, one entry per site and fold); ``site`` / ``year_site`` the site of each
+    entry. So that departures of several folds can be pooled
     before they are scored."""
     p, o = paired(pred, obs, variable, obs_variable, resolution=resolution)
     year, cal = _calendar(p, resolution)
     pv, ov = np.asarray(p.values, np.float64), np.asarray(o.values, np.float64)
     ok = np.isfinite(pv) & np.isfinite(ov)
     out: dict[str, list] = {k: [] for k in ("step_pred", "step_obs", "year_pred", "year_obs", "site_pred",
-                                             "site_obs", "year_site")}
+                                             "site_obs", "site", "year_site")}
     for i, site in enumerate(p.site.values.astype(str)):
         ys = test_years.get(site)
         if not ys:
@@ -581,11 +582,12 @@ def departures(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: s
         out["step_obs"].append(do)
         out["site_pred"].append([dp.mean()])
         out["site_obs"].append([do.mean()])
+        out["site"].append([site])
         for y in np.unique(yr):
             out["year_pred"].append([dp[yr == y].mean()])
             out["year_obs"].append([do[yr == y].mean()])
             out["year_site"].append([site])
-    return {k: (np.concatenate(v) if v else np.zeros(0, object if k == "year_site" else np.float64))
+    return {k: (np.concatenate(v) if v else np.zeros(0, object if k in ("site", "year_site") else np.float64))
             for k, v in out.items()}
 
 
@@ -609,7 +611,7 @@ def departure_scores(d: Mapping[str, np.ndarray]) -> dict[str, float]:
     dp_all, do_all, mp, mo = d["step_pred"], d["step_obs"], d["site_pred"], d["site_obs"]
     yp, yo = d["year_pred"], d["year_obs"]
     return {
-        "n_sites": int(mp.size), "departure_corr": _corr(dp_all, do_all),
+        "n_sites": int(np.unique(d["site"]).size), "departure_corr": _corr(dp_all, do_all),
         "departure_r2": METRICS["r2"](dp_all, do_all), "departure_nse": METRICS["nse"](dp_all, do_all),
         "mean_departure_r2": METRICS["r2"](mp, mo), "mean_departure_corr": _corr(mp, mo),
         "sign_agreement": float(np.mean(np.sign(mp) == np.sign(mo))) if mp.size else math.nan,

@@ -401,7 +401,7 @@ def test_departures_of_several_year_folds_come_from_each_folds_own_model():
     suite = SimpleNamespace(observed_name=lambda t: t, resolution="monthly")
     ref = _combine(scored)
     got = _reference_scores(_combine(scored), every, suite, "nee", ds(obs_v), ref, held)
-    assert abs(got["departure_corr"]) < 0.2 and got["n_site_years"] == 2 * n_sites
+    assert abs(got["departure_corr"]) < 0.2 and got["n_site_years"] == 2 * n_sites and got["n_sites"] == n_sites
     leaky = ev.departure_skill(_combine(every), ds(obs_v), "nee",
                                test_years={u: [2001, 2002] for u in sites}, resolution="monthly")
     assert leaky["departure_corr"] > 0.5
