@@ -1268,7 +1268,42 @@ def run_suite(
               "nothing is trained)", file=sys.stderr)
     return score_suite(suite, ds, folds, directory, (*models, *carried), status, results_md=results_md, quick=quick,
                        command=command, figures=figures, signature=signature, seeds=seed_list,
-                       interval_notes=interval_notes)
+                       interval_notes=interval_notes, ceilings=noise_ceilings(suite, ds, folds, data_dir))
+
+
+def noise_ceilings(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], data_dir=None
+                   ) -> dict[tuple[str, str], dict]:
+    """(fold kind, target) → `kgml.evaluation.noise_ceiling` of the held-out site-steps of the kind's folds,
+    for the targets whose observation error the suite publishes (`Suite.uncertainty`): the anomaly and IAV R²
+    that the true flux itself would reach against these observations. {} without it."""
+    if suite.uncertainty is None:
+        return {}
+    sites = ds.site.values.astype(str).tolist()
+    errors = suite.uncertainty(data_dir, sites)
+    out = {}
+    for kind, splits in folds.items():
+        held = [sp.part(sp.info.get("heldout", "test")) for sp in splits]
+        for target, (sigma, coherent) in errors.items():
+            obs_name = suite.observed_name(target)
+            var = f"{obs_name}_monthly" if suite.resolution == "monthly" else obs_name
+            if var not in ds:
+                continue
+            da = ds[var]
+            dim = next(d for d in da.dims if d != "site")
+            step_year = da[dim].values // 12 if dim == "month" else (
+                da[dim].values if dim == "year" else da[dim].dt.year.values)
+            keep = np.zeros(da.shape if da.dims[0] == "site" else da.shape[::-1], bool)
+            for part in held:
+                for u in part.units:
+                    if u not in sites:
+                        continue
+                    ys = part.years_of(u)
+                    keep[sites.index(u)] |= True if ys is None else np.isin(step_year, ys)
+            masked = da.transpose("site", dim).where(xr.DataArray(keep, dims=("site", dim),
+                                                                  coords={"site": da.site, dim: da[dim]}))
+            out[(kind, target)] = ev.noise_ceiling(masked.to_dataset(name=var), var, sigma, coherent=coherent,
+                                                   resolution=suite.resolution)
+    return out
 
 
 def calibration_folds(folds: dict[str, list[Split]], fraction: float = iv.CALIBRATION_FRACTION
@@ -1411,12 +1446,13 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
                 models: Sequence[str], status: dict[str, str] | None = None, *, results_md=None,
                 quick: bool = False, command: str | None = None, figures: bool = True,
                 signature: str = "", seeds: Sequence[int] = (0,), group: str | None = None,
-                labels: dict | None = None, interval_notes: dict | None = None) -> SuiteResult:
+                labels: dict | None = None, interval_notes: dict | None = None,
+                ceilings: dict | None = None) -> SuiteResult:
     """Score the saved held-out predictions of every (model, fold kind) and write the outputs. With several
     ``seeds`` a fold's prediction is the mean over the seeds present for it (the ensemble mean: the rows);
     each seed complete on every fold of the kind is also scored alone (``seed_values``: its spread).
     ``group``: site coordinate of the worst-group scores (default ``suite.region``); ``labels``: model → label
-    for the table (default `MODEL_LABELS`)."""
+    for the table (default `MODEL_LABELS`); ``ceilings``: `noise_ceilings`, a row of the decomposition tables."""
     status = dict(status or {})
     seeds = [int(x) for x in seeds]
     obs = _observations(suite, ds)
@@ -1467,7 +1503,7 @@ def score_suite(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], dir
     detected = _detected_summary(suite, ds, directory)
     md = metrics_markdown(suite, rows, status, models, folds, detected, quick=quick, command=command, labels=labels)
     ablation = ablation_rows(suite, rows, folds)
-    md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds)
+    md = md.rstrip() + "\n\n" + decomposition_markdown(suite, rows, models, folds, seeds, ceilings)
     if ablation:
         md = md.rstrip() + "\n\n" + ablation_markdown(suite, ablation, seeds)
     if "site_climatology" in models:
@@ -1743,15 +1779,19 @@ def _spread(values: Sequence[float]) -> str:
 
 
 def decomposition_markdown(suite: Suite, rows: list[dict], models: Sequence[str], folds: dict,
-                           seeds: Sequence[int]) -> str:
+                           seeds: Sequence[int], ceilings: dict | None = None) -> str:
     """Per fold kind and target: the skill of the ensemble mean (over ``seeds``) with the min–max of the
-    per-seed values, and the pooled R² / NSE of the four FLUXCOM scale components."""
+    per-seed values, and the pooled R² / NSE of the four FLUXCOM scale components; with ``ceilings``
+    (`noise_ceilings`) a last row: what the true flux itself would score on the anomalies and the IAV."""
     lines = ["### Scale decomposition and seed spread", "",
              f"Seeds {', '.join(map(str, seeds))}: each cell is the skill of the ensemble-mean prediction "
              "(mean over the seeds), [min–max over the single seeds] beside it where more than one seed is "
              "complete. Components (pooled over held-out sites, `kgml.evaluation.decompose`; Jung et al. 2020): "
              "site mean (across sites), mean seasonal cycle, anomalies (value − the site's mean seasonal cycle) "
-             "and IAV (annual means of the anomalies). Cells: R² / NSE.", ""]
+             "and IAV (annual means of the anomalies). Cells: R² / NSE." + (
+                 " The measurement-noise ceiling is the R² that the true flux itself would score against these "
+                 "observations, given their published random and year-coherent (u*) error "
+                 "(`kgml.evaluation.noise_ceiling`)." if ceilings else ""), ""]
     for kind, splits in folds.items():
         for var in suite.targets:
             lead = "r2" if var.startswith("nee") else "nse"
@@ -1777,8 +1817,18 @@ def decomposition_markdown(suite: Suite, rows: list[dict], models: Sequence[str]
                     f"{pair('iav')} [{_spread(sv.get('iav_r2', []))}]"]) + " |")
             if not body:
                 continue
+            c = (ceilings or {}).get((kind, var))
+            if c is not None:
+                body.append("| measurement-noise ceiling (the true flux) | – | – | – | – | – | "
+                            f"{_f3(c['anomaly'])} / – | {_f3(c['iav'])} / – |")
             lines += [f"### {kind} ({len(splits)} folds) — {var} ({suite.resolution}): decomposition", "",
                       "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *body, ""]
+            if any(sp.part(sp.info.get("heldout", "test")).unit_years is not None for sp in splits):
+                lines += ["Held-out years of trained sites: the anomalies of a held-out year are taken about the "
+                          "mean cycle of the held-out years' own predictions, and a model that learned the site's "
+                          "climatology from its other years predicts each year's anomaly with the opposite sign "
+                          "(R² squares that negative correlation; the naive site climatology scores it too). Read "
+                          "the departures in the table against the site climatology below.", ""]
     return "\n".join(lines)
 
 

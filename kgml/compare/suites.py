@@ -232,6 +232,10 @@ class Suite:
     train_targets: tuple[str, ...] = ()
     #: Reference year of the technology trend of yield suites (`kgml.models.hybrid.TechnologyTrend`); 0: none.
     trend_reference_year: int = 0
+    #: The published error of the observations, for the measurement-noise ceiling of the decomposition
+    #: (`kgml.evaluation.noise_ceiling`): ``(data_dir, sites) → {target: (σ independent between steps, σ shared
+    #: by a site-year or None)}`` on the target's (site, step) axes; None: not published with the data.
+    uncertainty: Callable[[Path | None, Sequence[str]], dict] | None = None
 
     def observed_name(self, target: str) -> str:
         return self.observed.get(target, target)
@@ -337,6 +341,13 @@ def igbp_indicators(ds: xr.Dataset) -> xr.Dataset:
         out[name] = ("site", flag, {"units": "1", "long_name": f"IGBP vegetation class {' or '.join(members)}",
                                     "comment": "1 where the site's IGBP class is one of the listed, else 0"})
     return ds.assign_coords(out)
+
+
+def _fluxnet_uncertainty(data_dir, sites):
+    """FLUXNET2015 monthly NEE: random uncertainty per month and the u*-threshold spread shared by a year's months
+    (`kgml.data.assemble.fluxnet_monthly_uncertainty`)."""
+    u = _assemble("fluxnet_monthly_uncertainty")(_data_path(data_dir, "fluxnet2015_subset_mm"), sites=sites)
+    return {"nee": (u["nee_randunc"], u["nee_ustar_sd"])}
 
 
 def _load_fluxnet_soil(data_dir, quick, sites):
@@ -449,7 +460,7 @@ _register(Suite(
     static=("mat", "map"),
     anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
            "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
-    dataset_folder="fluxnet2015_subset_mm",
+    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty,
 ))
 _register(Suite(
     name="fluxnet_mm_igbp",
@@ -465,7 +476,7 @@ _register(Suite(
     static=("mat", "map", *IGBP_INDICATORS),
     anchor="issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same "
            "models, without the indicators)",
-    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
 ))
 _register(Suite(
     name="fluxnet_mm_soil",
@@ -486,7 +497,7 @@ _register(Suite(
     features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
     anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
            "frozen folds, same models, without them)",
-    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
 ))
 _register(Suite(
     name="fluxnet_mm_memory",
@@ -502,7 +513,7 @@ _register(Suite(
     static=("mat", "map"),
     anchor="issue 20 item 4: the lever 'antecedent precipitation and soil-water memory for drought anomalies' "
            "against fluxnet_mm (same frozen folds, same models, without them)",
-    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
 ))
 _register(Suite(
     name="fluxnet_mm_nee_only",
@@ -515,7 +526,7 @@ _register(Suite(
     static=("mat", "map"),
     anchor="issue 15 target: the hybrid trained on NEE alone reaches held-out GPP median R² ≥ 0.70 and Reco "
            "median R² ≥ 0.55",
-    dataset_folder="fluxnet2015_subset_mm", folds_name="fluxnet_mm",
+    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
 ))
 _register(Suite(
     name="cosore_daily",

@@ -368,6 +368,8 @@ def test_years_within_sites_folds_end_to_end(tmp_path, dataset_dir):
             assert finite.any() and np.isin(years[finite], ys).all()
             assert (np.isfinite(a.nee_monthly.sel(site=site).values) & ~np.isin(years, ys)).any()
     assert "Skill against the site climatology" in res.markdown
+    assert "| measurement-noise ceiling (the true flux) |" in res.markdown
+    assert "predicts each year's anomaly with the opposite sign" in res.markdown
 
 def test_departures_of_several_year_folds_come_from_each_folds_own_model():
     """With several folds of per-site held-out years, a held-out year's departure must come from the model of
@@ -537,3 +539,23 @@ def test_memory_suite_gives_every_model_the_antecedent_drivers(dataset_dir):
         np.testing.assert_array_equal(np.isfinite(ds[name].values), np.isfinite(ds["precip"].values))
     assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
     assert {k.name for k in suite.folds} == {"site_kfold", "years_within_sites"}
+
+
+
+def test_noise_ceilings_of_a_fold_kind_are_those_of_its_held_out_towers(dataset_dir):
+    """The ceiling row of the decomposition is `kgml.evaluation.noise_ceiling` of the held-out towers' observed
+    NEE with FLUXNET2015's published errors; a suite without published errors has none."""
+    from kgml import evaluation as ev
+    from kgml.compare.runner import noise_ceilings, prepare_suite
+    from kgml.data.assemble import fluxnet_monthly_uncertainty
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    suite = get_suite("fluxnet_mm")
+    ds, folds = prepare_suite(suite, data_dir=data, quick=True, fold_kinds=("site_kfold",))
+    got = noise_ceilings(suite, ds, folds, data)[("site_kfold", "nee")]
+    held = sorted(set(folds["site_kfold"][0].test.units) & set(ds.site.values.astype(str)))
+    u = fluxnet_monthly_uncertainty(data, sites=held)
+    want = ev.noise_ceiling(ds, "nee", u.nee_randunc, coherent=u.nee_ustar_sd, sites=held)
+    assert got["anomaly"] == pytest.approx(want["anomaly"]) and got["iav"] == pytest.approx(want["iav"])
+    assert 0.5 < got["anomaly"] < 1.0 and got["n_sites"] == len(held)
+    assert noise_ceilings(get_suite("synthetic_shift"), ds, folds, data) == {}
