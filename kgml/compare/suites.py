@@ -437,97 +437,82 @@ _register(Suite(
     features=("tair", "sw_in", "vpd", "precip", "tsoil"), static=("soil_carbon",),
     observed={"nee": "true_nee", "gpp": "true_gpp", "reco": "true_reco"}, truth_region="state", quick_sites=9,
 ))
-_register(Suite(
-    name="fluxnet_mm",
-    description="FLUXNET2015 SUBSET monthly (kgml.data.assemble.fluxnet_monthly): NEE, GPP, Reco at monthly "
-                "resolution; daily models scored on monthly means",
-    load=_load_fluxnet, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
-    region="igbp_group",
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
-           FoldKind("leave_continent_out", "each continent held out", _lro("continent", 3), heldout="ood"),
-           FoldKind("leave_climate_zone_out", "each climate zone held out", _lro("climate_zone", 3), heldout="ood"),
-           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood"),
-           FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
-                    _climate("warm", 0.2), heldout="ood"),
-           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
-                    _climate("dry", 0.2), heldout="ood"),
-           FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
-                    "(trained on its other years)", _anomalous_year("dry")),
-           FoldKind("hottest_year_out", "each site's year of largest positive air-temperature anomaly held out "
-                    "(trained on its other years)", _anomalous_year("hot")),
-           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
-                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
-    static=("mat", "map"),
-    anchor="500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
-           "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75",
-    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty,
-))
-_register(Suite(
-    name="fluxnet_mm_igbp",
-    description="fluxnet_mm with the vegetation type as knowledge: indicators of the site's IGBP class "
-                "(kgml.compare.suites.IGBP_INDICATORS) as static inputs of every model (the hybrid's site "
-                "embedding and parameter heads, the same-size network, RF, GBM, LSTM), beside MAT and MAP",
-    load=_load_fluxnet_igbp, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
-    region="igbp_group",
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
-           FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood"),
-           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
-                    _climate("dry", 0.2), heldout="ood")),
-    static=("mat", "map", *IGBP_INDICATORS),
-    anchor="issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same "
-           "models, without the indicators)",
-    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
-))
-_register(Suite(
-    name="fluxnet_mm_soil",
-    description="fluxnet_mm with the towers' measured soil state as inputs of every model: soil water "
-                "(SWC_F_MDS_1, filled with the all-tower mean where not measured, with a 0/1 swc_measured "
-                "indicator) and soil temperature (TS_F_MDS_1, air temperature where not measured)",
-    load=_load_fluxnet_soil, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
-    region="igbp_group",
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
-           FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
-                    _climate("warm", 0.2), heldout="ood"),
-           FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
-                    _climate("dry", 0.2), heldout="ood"),
-           FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
-                    "(trained on its other years)", _anomalous_year("dry")),
-           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
-                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
-    features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"), static=("mat", "map"),
-    anchor="issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same "
-           "frozen folds, same models, without them)",
-    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
-))
-_register(Suite(
-    name="fluxnet_mm_memory",
-    description="fluxnet_mm with the memory of the weather as inputs of every model: precipitation of the last 90 "
-                "and 365 days relative to the site mean and air temperature of the last 90 days "
-                "(kgml.data.assemble.antecedent_drivers)",
-    load=_load_fluxnet_memory, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
-    region="igbp_group",
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
-           FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
-                    "eligible year predicted once, trained on the site's other years)", _years_within(5))),
-    features=("tair", "sw_in", "vpd", "precip", "tsoil", "precip_rel_90d", "precip_rel_365d", "tair_90d"),
-    static=("mat", "map"),
-    anchor="issue 20 item 4: the lever 'antecedent precipitation and soil-water memory for drought anomalies' "
-           "against fluxnet_mm (same frozen folds, same models, without them)",
-    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
-))
-_register(Suite(
-    name="fluxnet_mm_nee_only",
-    description="fluxnet_mm with the physics-based models trained on monthly NEE alone; GPP and Reco scored "
-                "against FLUXNET's night-time partitioning (GPP_NT_VUT_REF, RECO_NT_VUT_REF) at held-out sites; "
-                "RF, GBM, LSTM and the same-size network are trained on GPP and Reco too (the told reference)",
-    load=_load_fluxnet, vegetation="grassland", targets=("nee", "gpp", "reco"), resolution="monthly",
-    region="igbp_group", train_targets=("nee",),
-    folds=(FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),),
-    static=("mat", "map"),
-    anchor="issue 15 target: the hybrid trained on NEE alone reaches held-out GPP median R² ≥ 0.70 and Reco "
-           "median R² ≥ 0.55",
-    dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, folds_name="fluxnet_mm",
-))
+#: Fold kinds of the FLUXNET monthly suites (a variant names the ones it runs; all share fluxnet_mm's frozen folds).
+_FLUXNET_KINDS = {k.name: k for k in (
+    FoldKind("site_kfold", "10-fold grouped by site", _kfold(10)),
+    FoldKind("leave_continent_out", "each continent held out", _lro("continent", 3), heldout="ood"),
+    FoldKind("leave_climate_zone_out", "each climate zone held out", _lro("climate_zone", 3), heldout="ood"),
+    FoldKind("leave_igbp_out", "each IGBP class held out", _lro("igbp", 3), heldout="ood"),
+    FoldKind("warmest_sites_out", "the warmest 20 % of sites (mean annual temperature) held out",
+             _climate("warm", 0.2), heldout="ood"),
+    FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
+             _climate("dry", 0.2), heldout="ood"),
+    FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
+             "(trained on its other years)", _anomalous_year("dry")),
+    FoldKind("hottest_year_out", "each site's year of largest positive air-temperature anomaly held out "
+             "(trained on its other years)", _anomalous_year("hot")),
+    FoldKind("years_within_sites", "5-fold over each site's own years: known sites, unseen years (every "
+             "eligible year predicted once, trained on the site's other years)", _years_within(5)),
+)}
+
+
+def _fluxnet_suite(name: str, description: str, load, kinds: Sequence[str], anchor: str, **fields) -> Suite:
+    """A FLUXNET2015 monthly suite: NEE, GPP and Reco of the grassland physics at monthly resolution, regions by
+    IGBP group, site climate as static inputs, the published NEE error; a variant (name ≠ fluxnet_mm) runs on
+    fluxnet_mm's frozen folds."""
+    fields.setdefault("static", ("mat", "map"))
+    if name != "fluxnet_mm":
+        fields.setdefault("folds_name", "fluxnet_mm")
+    return _register(Suite(
+        name=name, description=description, load=load, vegetation="grassland", targets=("nee", "gpp", "reco"),
+        resolution="monthly", region="igbp_group", folds=tuple(_FLUXNET_KINDS[k] for k in kinds), anchor=anchor,
+        dataset_folder="fluxnet2015_subset_mm", uncertainty=_fluxnet_uncertainty, **fields))
+
+
+_fluxnet_suite(
+    "fluxnet_mm",
+    "FLUXNET2015 SUBSET monthly (kgml.data.assemble.fluxnet_monthly): NEE, GPP, Reco at monthly resolution; daily "
+    "models scored on monthly means",
+    _load_fluxnet, tuple(_FLUXNET_KINDS),
+    "500-tree random forest on TA, SW_IN, VPD, P and month: R² 0.20 for NEE under site-grouped 10-fold CV "
+    "(measured in issue 5); targets: hybrid NEE R² ≥ 2× the random forest's, GPP R² ≥ 0.75")
+_fluxnet_suite(
+    "fluxnet_mm_igbp",
+    "fluxnet_mm with the vegetation type as knowledge: indicators of the site's IGBP class "
+    "(kgml.compare.suites.IGBP_INDICATORS) as static inputs of every model (the hybrid's site embedding and "
+    "parameter heads, the same-size network, RF, GBM, LSTM), beside MAT and MAP",
+    _load_fluxnet_igbp, ("site_kfold", "leave_igbp_out", "driest_sites_out"),
+    "issue 20 item 4: the lever 'IGBP as a static input' against fluxnet_mm (same frozen folds, same models, "
+    "without the indicators)",
+    static=("mat", "map", *IGBP_INDICATORS))
+_fluxnet_suite(
+    "fluxnet_mm_soil",
+    "fluxnet_mm with the towers' measured soil state as inputs of every model: soil water (SWC_F_MDS_1, filled "
+    "with the all-tower mean where not measured, with a 0/1 swc_measured indicator) and soil temperature "
+    "(TS_F_MDS_1, air temperature where not measured)",
+    _load_fluxnet_soil, ("site_kfold", "warmest_sites_out", "driest_sites_out", "driest_year_out",
+                         "years_within_sites"),
+    "issue 20 item 4: the lever 'measured soil water and soil temperature' against fluxnet_mm (same frozen folds, "
+    "same models, without them)",
+    features=("tair", "sw_in", "vpd", "precip", "tsoil", "swc", "swc_measured"))
+_fluxnet_suite(
+    "fluxnet_mm_memory",
+    "fluxnet_mm with the memory of the weather as inputs of every model: precipitation of the last 90 and 365 "
+    "days relative to the site mean and air temperature of the last 90 days "
+    "(kgml.data.assemble.antecedent_drivers)",
+    _load_fluxnet_memory, ("site_kfold", "years_within_sites"),
+    "issue 20 item 4: the lever 'antecedent precipitation and soil-water memory for drought anomalies' against "
+    "fluxnet_mm (same frozen folds, same models, without them)",
+    features=("tair", "sw_in", "vpd", "precip", "tsoil", "precip_rel_90d", "precip_rel_365d", "tair_90d"))
+_fluxnet_suite(
+    "fluxnet_mm_nee_only",
+    "fluxnet_mm with the physics-based models trained on monthly NEE alone; GPP and Reco scored against "
+    "FLUXNET's night-time partitioning (GPP_NT_VUT_REF, RECO_NT_VUT_REF) at held-out sites; RF, GBM, LSTM and "
+    "the same-size network are trained on GPP and Reco too (the told reference)",
+    _load_fluxnet, ("site_kfold",),
+    "issue 15 target: the hybrid trained on NEE alone reaches held-out GPP median R² ≥ 0.70 and Reco median R² "
+    "≥ 0.55",
+    train_targets=("nee",))
 _register(Suite(
     name="cosore_daily",
     description="COSORE daily soil respiration (kgml.data.assemble.cosore_daily), soil-respiration physics "
