@@ -27,7 +27,7 @@ import xarray as xr
 from kgml.bench.suites import get_suite
 
 from kgml import evaluation as ev
-from kgml.compare.figures import held_out_predictions
+from kgml.compare.figures import held_out_predictions, prediction_path
 from kgml.compare.runner import all_years_path, prepare_suite, seed_mean
 from kgml.data.assemble import fluxnet_monthly_uncertainty
 
@@ -82,9 +82,9 @@ def model_row(root: Path, kind: str, folds: dict, model: str, seeds, years, obs,
     yw = folds["years_within_sites"]
     per_seed = []
     for sd in seeds:
+        if not all(prediction_path(root / "folds" / kind / sp.name, model, sd).exists() for sp in folds[kind]):
+            continue  # a seed counts only once every fold of the kind has its predictions
         scored = held_out_predictions(root, kind, folds[kind], model, sd)
-        if scored is None:
-            continue
         if kind == "years_within_sites":
             every = [xr.open_dataset(all_years_path(root / "folds" / kind / sp.name, model, sd)).load() for sp in yw]
         else:
