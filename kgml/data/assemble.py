@@ -32,11 +32,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from kgml.data.formats import one_file
+from kgml.data.formats import files_of, one_file, site_from_name
 from kgml.data.regions import _STATE_BOXES, add_regions, get_region_map, site_climate
 from kgml.data.schema import DataValidationError, DataWarning
 from kgml.data.soil_respiration import cosore_base, cosore_datasets, read_cosore
 from kgml.data.towers import QCPolicy, combine_sites, read_fluxnet_dir
+from kgml.data.towers.common import _FLUXNET_NAME as FLUXNET_NAME
 from kgml.data.towers.common import MISSING_VALUE, parse_fluxnet_filename
 from kgml.data.yields import read_khaki_corn, read_thompson
 from kgml.paths import DataNotFoundError, dataset_path
@@ -544,10 +545,15 @@ def fluxnet_monthly_uncertainty(data_dir: str | os.PathLike | None = None, *,
     error naming the file and the column. ``sites`` restricts the read (an unknown site is an error)."""
     root = dataset_path("fluxnet2015_subset_mm", data_dir)
     files = {}
-    for path in sorted(root.glob("*.csv")):
+    for path in sorted(files_of(root, "fluxnet", named=FLUXNET_NAME)):  # FLUXNET tables by content
         info = parse_fluxnet_filename(path)
-        if info is not None and info.resolution == "MM":
-            files[info.site] = path
+        if info is not None and info.resolution != "MM":
+            continue
+        if info is None:  # a FLUXNET table not named in the convention: monthly if its stamps are YYYYMM
+            first = pd.read_csv(path, nrows=1, usecols=["TIMESTAMP"], dtype=str)["TIMESTAMP"]
+            if first.empty or len(str(first.iloc[0]).strip()) != 6:
+                continue
+        files[info.site if info is not None else site_from_name(path)] = path
     wanted = sorted(files) if sites is None else sorted({str(s) for s in sites})
     missing = [s for s in wanted if s not in files]
     if missing:
