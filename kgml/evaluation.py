@@ -482,8 +482,8 @@ def noise_ceiling(obs: xr.Dataset, variable: str, sigma: xr.DataArray, *, cohere
         if s_c is not None:
             cov = cov + np.outer(s_c[i, idx], s_c[i, idx]) * (y[:, None] == y[None, :])
         noise_a += float(np.einsum("ij,jk,ik->", m, cov, m))
-        good = [k for k, yy in enumerate(years) if np.isfinite(iav[i, k])]
-        if good:
+        good = np.flatnonzero(np.isfinite(iav[i]))
+        if good.size:
             rows = np.stack([(y == years[k]) / max((y == years[k]).sum(), 1) for k in good]) @ m
             noise_i += float(np.einsum("ij,jk,ik->", rows, cov, rows))
 
@@ -553,8 +553,7 @@ def departures(pred: xr.Dataset, obs: xr.Dataset, variable: str, obs_variable: s
     ``step_obs`` per test site-step; ``year_pred`` / ``year_obs`` per test site-year (mean departure of the
     year's paired steps: the held-out year's anomaly); ``site_pred`` / ``site_obs`` per site (mean over all its
     test steps; pooled over folds, one entry per site and fold); ``site`` / ``year_site`` the site of each
-    entry. So that departures of several folds can be pooled
-    before they are scored."""
+    entry. So that departures of several folds can be pooled before they are scored."""
     p, o = paired(pred, obs, variable, obs_variable, resolution=resolution)
     year, cal = _calendar(p, resolution)
     pv, ov = np.asarray(p.values, np.float64), np.asarray(o.values, np.float64)

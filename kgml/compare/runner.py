@@ -1278,31 +1278,19 @@ def noise_ceilings(suite: Suite, ds: xr.Dataset, folds: dict[str, list[Split]], 
     that the true flux itself would reach against these observations. {} without it."""
     if suite.uncertainty is None:
         return {}
-    sites = ds.site.values.astype(str).tolist()
-    errors = suite.uncertainty(data_dir, sites)
+    errors = suite.uncertainty(data_dir, ds.site.values.astype(str).tolist())
     out = {}
     for kind, splits in folds.items():
-        held = [sp.part(sp.info.get("heldout", "test")) for sp in splits]
         for target, (sigma, coherent) in errors.items():
             obs_name = suite.observed_name(target)
             var = f"{obs_name}_monthly" if suite.resolution == "monthly" else obs_name
             if var not in ds:
                 continue
-            da = ds[var]
-            dim = next(d for d in da.dims if d != "site")
-            step_year = da[dim].values // 12 if dim == "month" else (
-                da[dim].values if dim == "year" else da[dim].dt.year.values)
-            keep = np.zeros(da.shape if da.dims[0] == "site" else da.shape[::-1], bool)
-            for part in held:
-                for u in part.units:
-                    if u not in sites:
-                        continue
-                    ys = part.years_of(u)
-                    keep[sites.index(u)] |= True if ys is None else np.isin(step_year, ys)
-            masked = da.transpose("site", dim).where(xr.DataArray(keep, dims=("site", dim),
-                                                                  coords={"site": da.site, dim: da[dim]}))
-            out[(kind, target)] = ev.noise_ceiling(masked.to_dataset(name=var), var, sigma, coherent=coherent,
-                                                   resolution=suite.resolution)
+            held = None  # the held-out part of every fold, each unit on its held-out years (`Split.select`)
+            for sp in splits:
+                part = sp.select(ds[[var]], sp.info.get("heldout", "test"))
+                held = part if held is None else held.combine_first(part)
+            out[(kind, target)] = ev.noise_ceiling(held, var, sigma, coherent=coherent, resolution=suite.resolution)
     return out
 
 

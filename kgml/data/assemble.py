@@ -481,7 +481,6 @@ FLUXNET_DAILY_FOLDERS = ("fluxnet2015_subset_dd_us-ne1", "fluxnet2020_warmwinter
 _DAILY_VEGETATION = {"US-Ne1": "maize"}  # irrigated continuous maize (Suyker et al. 2005)
 
 
-
 def _trailing_mean(x: np.ndarray, days: int) -> np.ndarray:
     """Mean of the finite values of the last ``days`` steps (this one included) along the last axis; NaN where
     ``x`` is NaN (a missing driver stays missing) or no value of the window is finite."""
@@ -562,11 +561,10 @@ def fluxnet_monthly_uncertainty(data_dir: str | os.PathLike | None = None, *,
     per_site = {}
     for site in wanted:
         path = files[site]
-        head = pd.read_csv(path, nrows=0).columns
+        tab = pd.read_csv(path, usecols=lambda c: c in ("TIMESTAMP", *columns), dtype={"TIMESTAMP": str})
         for col in ("TIMESTAMP", *columns):
-            if col not in head:
+            if col not in tab.columns:
                 raise DataValidationError(path, col, "column absent")
-        tab = pd.read_csv(path, usecols=["TIMESTAMP", *columns], dtype={"TIMESTAMP": str})
         stamp = tab["TIMESTAMP"].str.strip()
         if not stamp.str.fullmatch(r"\d{6}").all():
             raise DataValidationError(path, "TIMESTAMP", "not YYYYMM in every row (a monthly MM file?)")
