@@ -36,9 +36,11 @@ __all__ = [
     "aggregate_scores",
     "conformal_quantiles",
     "coverage_scores",
+    "cqr_scores",
     "crps_gaussian",
     "interval",
     "nonconformity",
+    "site_tail_quantile",
 ]
 
 #: Nominal coverage levels of the predictive intervals.
@@ -65,6 +67,16 @@ def nonconformity(y: np.ndarray, yhat: np.ndarray, sigma: np.ndarray | float | N
     s = np.ones_like(yhat) if sigma is None else np.broadcast_to(np.asarray(sigma, np.float64), yhat.shape)
     ok = np.isfinite(y) & np.isfinite(yhat) & np.isfinite(s) & (s > 0)
     return np.where(ok, np.abs(y - yhat) / np.where(ok, s, 1.0), np.nan)
+
+
+def cqr_scores(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Nonconformity of conformalised quantile regression (Romano, Patterson & Candès 2019, NeurIPS 32, eq. 6):
+    E = max(q̂_lo − y, y − q̂_hi), the signed distance of y outside a base interval [q̂_lo, q̂_hi] (negative
+    inside it); the calibrated interval is [q̂_lo − Q, q̂_hi + Q], Q the conformal quantile of E. NaN where
+    any input is not finite or q̂_lo > q̂_hi (never made a number)."""
+    y, lo, hi = (np.asarray(a, np.float64) for a in (y, lower, upper))
+    ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)
+    return np.where(ok, np.maximum(lo - y, y - hi), np.nan)
 
 
 def _weighted_quantile(scores: np.ndarray, weights: np.ndarray, level: float) -> float:
@@ -112,6 +124,34 @@ def conformal_quantiles(
             raise ValueError(f"coverage level must be in (0, 1), got {level}")
         q[float(level)] = _weighted_quantile(s, w, float(level))
     return Calibration(q, len(used), int(s.size), tuple(used))
+
+
+def site_tail_quantile(scores_by_site: Mapping[str, np.ndarray], site_coverage: float = 0.8, tail: float = 0.1,
+                       *, train_sites: Sequence[str] = (), test_sites: Sequence[str] = ()) -> tuple[float, int]:
+    """The scale factor Q whose interval covers at least ``site_coverage`` of a *new site's* steps with
+    probability ≥ 1 − ``tail`` — a bound on the per-site coverage tail (the p10 site at ``tail`` = 0.1),
+    not on pooled coverage. Each calibration site i gives r_i, the smallest q with at least ``site_coverage``
+    of its own scores ≤ q (the ⌈c·n_i⌉-th smallest); the sites are the exchangeable units, so Q is the
+    ⌈(n + 1)(1 − tail)⌉-th smallest r_i: the r_i of exchangeable sites are exchangeable, so a new site's r
+    is ≤ Q with probability ≥ 1 − tail (split conformal with the site as the unit, the two-layer setting of
+    Dunn, Wasserman & Ramdas 2023, JASA 118:2491), and r ≤ Q means its coverage is ≥ ``site_coverage``.
+    Returns (Q, n sites); Q = ∞ with too few sites. Raises ``ValueError`` as `conformal_quantiles` (overlapping sites, < 2 sites, bad levels)."""
+    if not (0.0 < site_coverage < 1.0 and 0.0 < tail < 1.0):
+        raise ValueError(f"site_coverage and tail must be in (0, 1), got {site_coverage}, {tail}")
+    overlap = set(scores_by_site) & (set(map(str, train_sites)) | set(map(str, test_sites)))
+    if overlap:
+        raise ValueError(f"calibration sites {sorted(overlap)[:5]} are also training or test sites")
+    r = []
+    for sc in scores_by_site.values():
+        sc = np.sort(np.asarray(sc, np.float64).ravel())
+        sc = sc[np.isfinite(sc)]
+        if sc.size:
+            r.append(sc[max(0, math.ceil(site_coverage * sc.size - 1e-9) - 1)])
+    if len(r) < 2:
+        raise ValueError(f"conformal calibration needs at least 2 calibration sites with paired values, got {len(r)}")
+    r = np.sort(np.asarray(r))
+    k = math.ceil((len(r) + 1) * (1.0 - tail) - 1e-9)
+    return (float(r[k - 1]) if k <= len(r) else math.inf), len(r)
 
 
 def interval(yhat: np.ndarray, q: float, sigma: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:

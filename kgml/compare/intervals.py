@@ -46,7 +46,10 @@ state yield of a state's counties — calibrated on the calibration years' *aggr
 the error by √N only if they are independent, and one year's weather makes them not.
 
 Reference: the random forest's quantile regression forest (Meinshausen 2006, JMLR 7:983;
-`kgml.compare.baselines.FeatureBaseline.predict_quantiles`), first seed, uncalibrated, on the same folds and sites.
+`kgml.compare.baselines.FeatureBaseline.predict_quantiles`), first seed, uncalibrated, on the same folds and sites
+(``scale="quantile forest"``), and the same forest conformalised on the same calibration units
+(``scale="quantile forest + conformal"``: CQR, Romano, Patterson & Candès 2019, `_cqr_site_hits`), i.e. its width at
+a calibrated coverage — the reference a calibrated interval's width is fairly compared with.
 """
 
 from __future__ import annotations
@@ -66,10 +69,13 @@ from kgml.data.splits import Part, Split
 from kgml.io import pyplot, write_png_atomic
 from kgml.uncertainty import (
     LEVELS,
+    Calibration,
     aggregate_scores,
     conformal_quantiles,
     coverage_scores,
+    cqr_scores,
     nonconformity,
+    site_tail_quantile,
 )
 
 __all__ = ["CALIBRATION_FRACTION", "MIN_CALIBRATION_YEARS", "QRF_QUANTILES", "calibration_path", "calibration_split",
@@ -86,6 +92,12 @@ CALIBRATION_FRACTION = 0.2
 MIN_CALIBRATION_YEARS = 9
 #: Fewest training years a fold keeps when calibration years are carved out of it.
 MIN_TRAINING_YEARS = 4
+#: The site-tail rule (`kgml.uncertainty.site_tail_quantile`): the interval whose 10th-percentile held-out site
+#: covers at least 80 % of its steps (issue 19's tail target), reported beside the pooled 90 % interval of each
+#: scale (rows ``<scale>, p10 ≥ 80 % rule``; only the 90 % columns are filled).
+SITE_TAIL = (0.8, 0.1)
+TAIL_LEVEL = 0.9
+TAIL_SUFFIX = ", p10 ≥ 80 % rule"
 #: Quantiles of the quantile-forest reference: the ends of the central intervals at `LEVELS`.
 QRF_QUANTILES = tuple(sorted({round((1 - lv) / 2, 4) for lv in LEVELS} | {round((1 + lv) / 2, 4) for lv in LEVELS}))
 
@@ -233,26 +245,89 @@ def _qrf_bounds(pred: xr.Dataset, var: str, level: float) -> tuple[xr.DataArray,
     return qa.sel(quantile=lo, method="nearest"), qa.sel(quantile=hi, method="nearest")
 
 
+def _qrf_paired(pred: xr.Dataset, obs: xr.Dataset, var: str, obs_var: str, resolution: str, level: float
+                ) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray] | None:
+    """(lower, upper, observed) of the quantile forest's central ``level`` interval on (site, step), paired
+    (NaN wherever a bound or the observation is missing); None when the prediction has no quantiles."""
+    b = _qrf_bounds(pred, var, level)
+    if b is None:
+        return None
+    name = f"{var}_monthly" if resolution == "monthly" else var
+    lo, o = ev.paired(xr.Dataset({name: b[0].reset_coords(drop=True)}), obs, var, obs_var, resolution=resolution)
+    hi, _ = ev.paired(xr.Dataset({name: b[1].reset_coords(drop=True)}), obs, var, obs_var, resolution=resolution)
+    ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(o)
+    return lo.where(ok), hi.where(ok), o.where(ok)
+
+
+def _bounds_hits(lo: xr.DataArray, hi: xr.DataArray, o: xr.DataArray, widen: float = 0.0) -> dict:
+    """Per site: (hits, widths) of the interval [lo − widen, hi + widen] on its paired steps."""
+    out = {}
+    for s in lo.site.values:
+        lv_, hv, ov = (np.asarray(a.sel(site=s).values, np.float64) for a in (lo, hi, o))
+        ok = np.isfinite(lv_) & np.isfinite(hv) & np.isfinite(ov)
+        if ok.any():
+            a, b = lv_[ok] - widen, hv[ok] + widen
+            out[str(s)] = ((ov[ok] >= a) & (ov[ok] <= b), b - a)
+    return out
+
+
 def _qrf_site_hits(pred: xr.Dataset, obs: xr.Dataset, var: str, obs_var: str, resolution: str) -> dict | None:
     """Per held-out site and level: (hits, widths) of the quantile-forest interval."""
     out = {}
     for lv in LEVELS:
-        b = _qrf_bounds(pred, var, lv)
+        b = _qrf_paired(pred, obs, var, obs_var, resolution, lv)
         if b is None:
             return None
-        lo_ds = xr.Dataset({var: b[0].reset_coords(drop=True)})
-        hi_ds = xr.Dataset({var: b[1].reset_coords(drop=True)})
-        if resolution == "monthly":
-            lo_ds = lo_ds.rename({var: f"{var}_monthly"})
-            hi_ds = hi_ds.rename({var: f"{var}_monthly"})
-        lo, o = ev.paired(lo_ds, obs, var, obs_var, resolution=resolution)
-        hi, _ = ev.paired(hi_ds, obs, var, obs_var, resolution=resolution)
-        for s in lo.site.values:
-            lv_, hv, ov = (np.asarray(a.sel(site=s).values, np.float64) for a in (lo, hi, o))
-            ok = np.isfinite(lv_) & np.isfinite(hv) & np.isfinite(ov)
-            if ok.any():
-                out.setdefault(str(s), {})[lv] = ((ov[ok] >= lv_[ok]) & (ov[ok] <= hv[ok]), hv[ok] - lv_[ok])
+        for site, hw in _bounds_hits(*b).items():
+            out.setdefault(site, {})[lv] = hw
     return out
+
+
+def _cqr_site_hits(held: xr.Dataset, cal: xr.Dataset, obs: xr.Dataset, var: str, obs_var: str, resolution: str,
+                   group, train: Sequence[str], held_units: Sequence[str], *, tail: bool = False
+                   ) -> tuple[dict, dict, int, tuple | None] | None:
+    """Conformalised quantile regression (Romano, Patterson & Candès 2019, NeurIPS 32, "CQR"): per level, the
+    score of a calibration step is E = max(q̂_lo − y, y − q̂_hi) (`kgml.uncertainty.cqr_scores`; negative
+    inside the forest's interval), Q its split-conformal quantile over the calibration units (each weighs 1,
+    `conformal_quantiles`), and the held-out interval [q̂_lo − Q, q̂_hi + Q]. Returns (site → level → (hits,
+    widths), level → Q, number of calibration units, the site-tail rule's (site → {TAIL_LEVEL: (hits, widths)},
+    Q) on the `TAIL_LEVEL` base interval when ``tail``, else None) or None without quantiles or calibration units."""
+    hits: dict = {}
+    qs, n_cal, tail_out = {}, 0, None
+    for lv in LEVELS:
+        c, h = (_qrf_paired(cal, obs, var, obs_var, resolution, lv), _qrf_paired(held, obs, var, obs_var, resolution, lv))
+        if c is None or h is None:
+            return None
+        scores = group(xr.DataArray(cqr_scores(c[2].values, c[0].values, c[1].values), coords=c[2].coords,
+                                    dims=c[2].dims))
+        try:
+            calib = conformal_quantiles(scores, [lv], train_sites=train, test_sites=held_units)
+        except ValueError:  # fewer than 2 calibration units with paired values
+            return None
+        qs[lv], n_cal = calib.q[lv], calib.n_sites
+        for site, hw in _bounds_hits(*h, widen=calib.q[lv]).items():
+            hits.setdefault(site, {})[lv] = hw
+        if tail and lv == TAIL_LEVEL:
+            q_t, _ = site_tail_quantile(scores, *SITE_TAIL, train_sites=train, test_sites=held_units)
+            tail_out = ({site: {lv: hw} for site, hw in _bounds_hits(*h, widen=q_t).items()}, q_t)
+    return hits, qs, n_cal, tail_out
+
+
+def _add_hits(a: dict, hits: dict, split: Split, by_year: bool) -> None:
+    """Add one fold's per-site (hits, widths) by level to an accumulator (pooled coverage, per-site coverage
+    for the p10, summed widths)."""
+    n = 0
+    for site, by_lv in hits.items():
+        k = len(next(iter(by_lv.values()))[0])
+        cov = {"n": k, **{f"coverage_{round(lv * 100)}": float(h.mean()) for lv, (h, _) in by_lv.items()}}
+        _pool_coverage(a["sites"], site if by_year else f"{split.name}/{site}", cov)  # year folds: over folds
+        n += k
+        for lv, (h, w) in by_lv.items():
+            key = round(lv * 100)
+            a["sums"][f"coverage_{key}"] = a["sums"].get(f"coverage_{key}", 0.0) + float(h.sum())
+            a["sums"][f"width_{key}"] = a["sums"].get(f"width_{key}", 0.0) + float(w.sum())
+    a["n"] += n
+    a["folds"].append(split.name)
 
 
 def interval_rows(suite, ds: xr.Dataset, folds: dict[str, list[Split]], directory: Path, models: Sequence[str],
@@ -425,22 +500,35 @@ def _fold_intervals(acc: dict, held: list, cal: list, obs, var: str, obs_var: st
             _add(a, res, split.name, pool_units=by_year and label == var)
             a["q"].append({lv: calib.q[lv] for lv in LEVELS})
             a["n_cal"].append(calib.n_sites)
+            if label == var and not by_year:  # the site-tail rule: the p10 held-out site covers ≥ SITE_TAIL[0]
+                q_t, n_t = site_tail_quantile(scores, *SITE_TAIL, train_sites=train, test_sites=held_units)
+                res = coverage_scores(yh, ph_, Calibration({TAIL_LEVEL: q_t}, n_t, 0, ()), sh_, per_site=True)
+                res.pop("crps", None)
+                a = acc.setdefault((label, f"{scale}{TAIL_SUFFIX}"), {"folds": [], "sites": {}, "n": 0, "sums": {},
+                                                                      "q": [], "n_cal": []})
+                _add(a, res, split.name)
+                a["q"].append({TAIL_LEVEL: q_t})
+                a["n_cal"].append(n_t)
     if model == "rf":
         hits = _qrf_site_hits(held[0], obs, var, obs_var, resolution)
         if hits:
             a = acc.setdefault((var, "quantile forest"), {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
-            n = 0
-            for site, by_lv in hits.items():
-                k = len(next(iter(by_lv.values()))[0])
-                cov = {"n": k, **{f"coverage_{round(lv * 100)}": float(h.mean()) for lv, (h, _) in by_lv.items()}}
-                _pool_coverage(a["sites"], site if by_year else f"{split.name}/{site}", cov)  # year folds: over folds
-                n += k
-                for lv, (h, w) in by_lv.items():
-                    key = round(lv * 100)
-                    a["sums"][f"coverage_{key}"] = a["sums"].get(f"coverage_{key}", 0.0) + float(h.sum())
-                    a["sums"][f"width_{key}"] = a["sums"].get(f"width_{key}", 0.0) + float(w.sum())
-            a["n"] += n
-            a["folds"].append(split.name)
+            _add_hits(a, hits, split, by_year)
+        cqr = _cqr_site_hits(held[0], cal[0], obs, var, obs_var, resolution, group, train, held_units,
+                             tail=not by_year)
+        if cqr and cqr[0]:
+            a = acc.setdefault((var, "quantile forest + conformal"), {"folds": [], "sites": {}, "n": 0, "sums": {},
+                                                                      "q": [], "n_cal": [],
+                                                                      "by": "year" if by_year else "site"})
+            _add_hits(a, cqr[0], split, by_year)
+            a["q"].append(cqr[1])
+            a["n_cal"].append(cqr[2])
+            if cqr[3]:
+                a = acc.setdefault((var, f"quantile forest + conformal{TAIL_SUFFIX}"),
+                                   {"folds": [], "sites": {}, "n": 0, "sums": {}, "q": [], "n_cal": []})
+                _add_hits(a, cqr[3][0], split, by_year)
+                a["q"].append({TAIL_LEVEL: cqr[3][1]})
+                a["n_cal"].append(cqr[2])
 
 
 def _add(a: dict, res: dict, fold: str, *, pool_units: bool = False) -> None:
@@ -479,9 +567,14 @@ def _finish(a: dict, model: str, kind: str, var: str, scale: str) -> dict:
         per = [c[f"coverage_{key}"] for c in a["sites"].values() if f"coverage_{key}" in c]
         row[f"coverage_{key}_p10"] = float(np.quantile(per, 0.1)) if per else math.nan
         row[f"width_{key}"] = a["sums"].get(f"width_{key}", math.nan) / a["n"] if a["n"] else math.nan
-        qs = [q[lv] for q in a["q"]]
+        qs = [q[lv] for q in a["q"] if lv in q]
         row[f"q_{key}"] = float(np.median(qs)) if qs else math.nan
     row["crps"] = a["sums"]["crps"] / a["n"] if "crps" in a["sums"] and a["n"] else math.nan
+    # the share of held-out units whose own coverage of the 90 % interval reaches SITE_TAIL[0] (the site-tail
+    # rule promises ≥ 1 − SITE_TAIL[1] of them)
+    per = np.asarray([c[f"coverage_{round(TAIL_LEVEL * 100)}"] for c in a["sites"].values()
+                      if f"coverage_{round(TAIL_LEVEL * 100)}" in c])
+    row["share_sites_covered"] = float(np.mean(per >= SITE_TAIL[0] - 1e-12)) if per.size else math.nan
     return row
 
 
@@ -503,7 +596,11 @@ def intervals_markdown(rows: list[dict], notes: dict[str, str], seeds: Sequence[
              "= seed spread: ŷ ± q (σ̂ + β), σ̂ over seeds, β its median on the calibration steps; magnitude (fluxes): "
              "ŷ ± q (m̂ + β), m̂ the predicted flux magnitude (NEE: the model's GPP + Reco; else |ŷ|), β its median "
              "on the calibration steps; residual: ŷ ± q; quantile forest: the RF's uncalibrated "
-             "quantile regression forest (Meinshausen 2006). Coverage pooled / p10 over held-out sites; width = "
+             "quantile regression forest (Meinshausen 2006); quantile forest + conformal: the same, conformalised on "
+             "the calibration sites (CQR, Romano et al. 2019: [q̂_lo − Q, q̂_hi + Q]); '<scale>, p10 ≥ 80 % rule': the "
+             "same scale with Q chosen so that a new site covers ≥ 80 % of its steps with probability ≥ 0.9 "
+             "(`kgml.uncertainty.site_tail_quantile`: each calibration site's own 80 % score, their conformal 90 % "
+             "over sites; on the 90 % base interval for the forest) — the width the p10 ≥ 80 % tail costs. Coverage pooled / p10 over held-out sites; width = "
              "mean interval width (units of the target; ``<target>_annual``: annual totals in gC m-2 yr-1, calibrated "
              "on the calibration sites' annual errors); CRPS of the calibrated Gaussian. ∞: fewer calibration "
              "sites than the level needs (⌈(n+1)·level⌉ > n).", "",
@@ -582,7 +679,8 @@ def coverage_figure(rows: list[dict], path: Path, title: str) -> Path | None:
             ax = axes[i][j]
             used.add((i, j))
             ax.plot([0.4, 1.0], [0.4, 1.0], color="0.6", lw=1)
-            for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var):
+            for r in (r for r in rows if r["fold_kind"] == kind and r["variable"] == var
+                      and not r["scale"].endswith(TAIL_SUFFIX)):  # one level only: not a curve
                 pooled = [r[f"coverage_{round(lv * 100)}"] for lv in LEVELS]
                 tail = [r[f"coverage_{round(lv * 100)}_p10"] for lv in LEVELS]
                 line, = ax.plot(nominal, pooled, "o-", color=colour[(r["model"], r["scale"])],
