@@ -46,7 +46,7 @@ def _fmt(x: float, f: str = "{:.3f}") -> str:
 
 def reach_table(rows: list[dict], targets=TARGETS) -> str:
     lines = ["| target | model | scale | pooled cov 90 | p10-site cov 90 | sites covered ≥ 80 % | width 90 | "
-             "width / quantile forest | width / conformalised forest |", "|---|---|---|---|---|---|---|---|---|"]
+             "width / quantile forest | width / conformalised forest | CRPS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for var in targets:
         ref = {r["scale"]: r["width_90"] for r in rows if r["model"] == "rf" and r["variable"] == var}
         for r in (r for r in rows if r["variable"] == var):
@@ -54,7 +54,7 @@ def reach_table(rows: list[dict], targets=TARGETS) -> str:
             lines.append(f"| {var} | {r['model']} | {r['scale']} | {_fmt(r['coverage_90'])} | "
                          f"{_fmt(r['coverage_90_p10'])} | {_fmt(r['share_sites_covered'])} | "
                          f"{_fmt(r['width_90'], '{:.2f}')} | {_fmt(r['width_90'] / raw, '{:.2f}')} | "
-                         f"{_fmt(r['width_90'] / cqr, '{:.2f}')} |")
+                         f"{_fmt(r['width_90'] / cqr, '{:.2f}')} | {_fmt(r['crps'])} |")
     return "\n".join(lines)
 
 
@@ -110,7 +110,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True, help="folder for the ensemble's files (not the run's)")
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--tail", type=float, default=iv.SITE_TAIL[1],
+                    help="the site-tail rule's tail (default 0.1: p10 ≥ 80 %%; 0.05: the conservative variant)")
     a = ap.parse_args(argv)
+    iv.SITE_TAIL = (iv.SITE_TAIL[0], a.tail)  # the rule's rows keep their name; the tail is this run's
     suite = get_suite(a.suite)
     run = a.run / suite.name / "intervals"
     ds, folds = prepare_suite(suite, data_dir=a.data_dir, fold_kinds=[a.fold_kind])
