@@ -59,7 +59,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "hybrid_trend_site_level_rate (trended hybrid + per-unit embedding / rate / level; held-out "
                         "years of known units), "
                         "hybrid_anomaly_w1, hybrid_anomaly_w3, hybrid_anomaly_w10 (hybrid_global + the anomaly-aware "
-                        "loss of that weight; monthly suites)")
+                        "loss of that weight; monthly suites); a+b[+c] is the multi-model mean of those slots, "
+                        "seed by seed (they run first; nothing else is trained for it)")
     s.add_argument("--fold-kinds", action=ListAction, default=None, metavar="KIND",
                    help="fold kinds to run, commas or spaces (default: all)")
     s.add_argument("--max-folds", type=int, default=None, help="at most this many folds of each kind")

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from kgml import __version__
 from kgml import config as kc
 from kgml import evaluation as ev
+from kgml.compare import ensembles as en
 from kgml.compare import figures as fg
 from kgml.compare import intervals as iv
 from kgml.compare import regions_detect as rd
@@ -972,7 +973,9 @@ def carried_models(path: Path, models: Sequence[str], folds: dict[str, list[Spli
     predictions are saved for this run's folds (any of ``seeds``): a run with other ``--models`` scores them again
     beside its own (from the saved files; nothing is trained), so that its table keeps them."""
     before, _ = _previous_table(path)
-    return [m for m in before if m not in models and m in known_models()
+    known = known_models()
+    return [m for m in before if m not in models
+            and (m in known or en.is_ensemble(m) and all(p in known for p in en.members(m)))
             and any(prediction_path(directory / "folds" / kind / sp.name, m, sd).exists()
                     for kind, splits in folds.items() for sp in splits for sd in seeds)]
 
@@ -1243,9 +1246,15 @@ def run_suite(
         models = tuple(dict.fromkeys((*(models or ()), *ablation_models())))
     models = tuple(models or MODELS)
     known = known_models()
-    unknown = sorted(set(models) - set(known))
+    ensembles = [m for m in models if en.is_ensemble(m)]
+    for e in ensembles:
+        en.validate(e, known)
+    unknown = sorted(set(models) - set(known) - set(ensembles))
     if unknown:
-        raise KeyError(f"unknown models {unknown}; choose from {list(known)}")
+        raise KeyError(f"unknown models {unknown}; choose from {list(known)} (or an ensemble a{en.SEP}b)")
+    # an ensemble's members run as slots of their own (before it: `en.write_ensembles` needs their files)
+    trained = tuple(dict.fromkeys([*(m for e in ensembles for m in en.members(e)), *(m for m in models
+                                                                                    if m not in ensembles)]))
     seed_list = [seed + k for k in range(seeds)]
     directory = Path(out) / suite.name
     if intervals:
@@ -1259,9 +1268,11 @@ def run_suite(
     scales = loss_scales(suite, ds)
     cfgs = {s: base_config(suite, quick=quick, seed=s, scales=scales) for s in seed_list}
     signature = signature or suite.signature
-    status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], models, quick=quick, signature=signature,
+    status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], trained, quick=quick, signature=signature,
                        progress=progress, score_only=score_only, cfgs=cfgs,
                        options={"intervals": True} if intervals else None)
+    status.update(en.write_ensembles(directory, folds, ensembles, seed_list))
+    models = tuple(dict.fromkeys([*models, *trained]))
     carried = carried_models(directory / "metrics.nc", models, folds, directory, seed_list)
     if carried:
         print(f"note: scoring {', '.join(carried)} again from their saved predictions (the folder's table had them; "
@@ -1750,7 +1761,8 @@ def metrics_markdown(suite: Suite, rows: list[dict], status: dict, models: Seque
             lines.append(f"| {fold} | {e['signature']} | {e['k']} | {e.get('reference', '–')} | {ari} |")
         lines.append("")
     labels = MODEL_LABELS if labels is None else labels
-    lines += ["Models: " + "; ".join(f"`{m}` {labels[m]}" for m in models), ""]
+    lines += ["Models: " + "; ".join(f"`{m}` {en.ensemble_label(m, labels) if en.is_ensemble(m) else labels[m]}"
+                                     for m in models), ""]
     return "\n".join(lines)
 
 
