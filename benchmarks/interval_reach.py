@@ -37,14 +37,12 @@ from kgml.compare.figures import prediction_path, seed_suffix
 from kgml.compare.runner import _observations, calibration_folds, prepare_suite, seed_mean
 from kgml.io import write_netcdf_atomic
 
-TARGETS = ("nee", "gpp", "reco")
-
 
 def _fmt(x: float, f: str = "{:.3f}") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f.format(x)
 
 
-def reach_table(rows: list[dict], targets=TARGETS) -> str:
+def reach_table(rows: list[dict], targets) -> str:
     lines = ["| target | model | scale | pooled cov 90 | p10-site cov 90 | sites covered ≥ 80 % | width 90 | "
              "width / quantile forest | width / conformalised forest | CRPS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for var in targets:
@@ -106,10 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default="fluxnet_mm")
     ap.add_argument("--fold-kind", default="site_kfold")
     ap.add_argument("--models", default="rf,neural,hybrid_global")
-    ap.add_argument("--members", default="rf,neural,hybrid_global", help="models of the multi-model ensemble")
+    ap.add_argument("--members", default="rf,neural,hybrid_global",
+                    help="models of the multi-model ensemble ('' or one model: no ensemble table)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True, help="folder for the ensemble's files (not the run's)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the ensemble's files (not the run's)")
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--calibration-fraction", type=float, default=iv.CALIBRATION_FRACTION,
+                    help="as the run's --calibration-fraction (the calibration sites are carved the same way)")
     ap.add_argument("--tail", type=float, default=iv.SITE_TAIL[1],
                     help="the site-tail rule's tail (default 0.1: p10 ≥ 80 %%; 0.05: the conservative variant)")
     a = ap.parse_args(argv)
@@ -117,21 +118,25 @@ def main(argv=None) -> int:
     suite = get_suite(a.suite)
     run = a.run / suite.name / "intervals"
     ds, folds = prepare_suite(suite, data_dir=a.data_dir, fold_kinds=[a.fold_kind])
-    folds, _ = calibration_folds(folds)
+    folds, _ = calibration_folds(folds, a.calibration_fraction)
     obs = _observations(suite, ds)
     seeds = list(range(a.seeds))
     rows, _ = iv.interval_rows(suite, ds, folds, run, a.models.split(","), seeds, obs)
     print("## Every model and scale, 90 % interval\n")
-    print(reach_table(rows))
-    members = a.members.split(",")
-    name = "ensemble"
-    write_ensemble(run, a.out, folds, members, seeds, name)
-    erows, _ = iv.interval_rows(suite, ds, folds, a.out, [name], list(range(len(members))), obs)
-    for r in erows:
-        r["model"] = f"ensemble ({' + '.join(members)})"
-        r["scale"] = r["scale"].replace("seed spread", "model spread")
-    print(f"\n## Multi-model ensemble ({', '.join(members)}; spread over the model classes)\n")
-    print(reach_table(erows + [r for r in rows if r["model"] == "rf" and r["scale"].startswith("quantile")]))
+    targets = [t for t in suite.targets if any(r["variable"] == t for r in rows)]
+    print(reach_table(rows, targets))
+    members = [m for m in a.members.split(",") if m]
+    if len(members) >= 2:
+        if a.out is None:
+            ap.error("--out is needed for the ensemble's files (or --members '')")
+        name = "ensemble"
+        write_ensemble(run, a.out, folds, members, seeds, name)
+        erows, _ = iv.interval_rows(suite, ds, folds, a.out, [name], list(range(len(members))), obs)
+        for r in erows:
+            r["model"] = f"ensemble ({' + '.join(members)})"
+            r["scale"] = r["scale"].replace("seed spread", "model spread")
+        print(f"\n## Multi-model ensemble ({', '.join(members)}; spread over the model classes)\n")
+        print(reach_table(erows + [r for r in rows if r["model"] == "rf" and r["scale"].startswith("quantile")], targets))
     splits = folds[a.fold_kind]
     n_cal = [len(sp.info["calibration_sites"]) for sp in splits]
     n_held = [len(sp.info["heldout_sites"]) for sp in splits]
