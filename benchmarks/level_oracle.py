@@ -1,0 +1,84 @@
+"""How much of the skill that held-out sites miss is their *level* (issue 15 item 4, issue 20 item 5): each model's
+held-out predictions scored as they are and with each site's mean error removed — the prediction shifted so that
+its mean over the site's paired steps equals the observed mean (an oracle of the site's level, which no model
+has at an unseen site). Nothing is trained; it reads a `kgml bench shift` run's saved predictions.
+
+    kgml bench shift --suite cosore_daily --models rf,neural,hybrid_global --seeds 3 --out runs/cosd
+    python benchmarks/level_oracle.py --run runs/cosd --suite cosore_daily --models rf,neural,hybrid_global --seeds 3
+
+The per-site R² (a squared correlation) is unchanged by the shift; NSE and KGE change. Cells: median over held-out
+sites of the ensemble mean over the seeds; "p10" the 10th percentile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from kgml.bench.suites import get_suite
+
+from kgml import evaluation as ev
+from kgml.compare.figures import held_out_predictions
+from kgml.compare.runner import _observations, prepare_suite, seed_mean
+from kgml.metrics import kge, nse
+
+
+def level_scores(pred, obs, var: str, obs_var: str, resolution: str) -> dict[str, np.ndarray]:
+    """Per held-out site: NSE and KGE of the prediction as it is and with the site's mean error removed."""
+    p, o = ev.paired(pred, obs, var, obs_var, resolution=resolution)
+    out = {k: [] for k in ("nse", "kge", "nse_level", "kge_level", "mean_error")}
+    for s in p.site.values:
+        pv, ov = np.asarray(p.sel(site=s).values, np.float64), np.asarray(o.sel(site=s).values, np.float64)
+        ok = np.isfinite(pv) & np.isfinite(ov)
+        if ok.sum() < 2:
+            continue
+        pv, ov = pv[ok], ov[ok]
+        shifted = pv - pv.mean() + ov.mean()
+        out["nse"].append(nse(pv, ov))
+        out["kge"].append(kge(pv, ov))
+        out["nse_level"].append(nse(shifted, ov))
+        out["kge_level"].append(kge(shifted, ov))
+        out["mean_error"].append(pv.mean() - ov.mean())
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _med(x: np.ndarray) -> str:
+    x = x[np.isfinite(x)]
+    return f"{np.median(x):.2f} / {np.quantile(x, 0.1):.2f}" if x.size else "–"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="--out of the kgml bench shift run")
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--fold-kind", default=None, help="default: the suite's first fold kind")
+    ap.add_argument("--models", default="rf,neural,hybrid_global")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--targets", default=None, help="default: the suite's targets")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    a = ap.parse_args(argv)
+    suite = get_suite(a.suite)
+    ds, folds = prepare_suite(suite, data_dir=a.data_dir, fold_kinds=[a.fold_kind] if a.fold_kind else None)
+    kind = a.fold_kind or next(iter(folds))
+    obs = _observations(suite, ds)
+    targets = a.targets.split(",") if a.targets else list(suite.targets)
+    print(f"## {suite.name}, {kind}: median / p10 over held-out sites, ensemble mean of {a.seeds} seeds\n")
+    print("| target | model | sites | NSE | NSE, site level known | KGE | KGE, site level known | |mean error| median |")
+    print("|---|---|---|---|---|---|---|---|")
+    for var in targets:
+        for m in a.models.split(","):
+            preds = [p for s in range(a.seeds)
+                     if (p := held_out_predictions(a.run / suite.name, kind, folds[kind], m, s)) is not None]
+            if not preds:
+                print(f"| {var} | {m} | no predictions in {a.run / suite.name} | | | | | |")
+                continue
+            sc = level_scores(seed_mean(preds), obs, var, suite.observed_name(var), suite.resolution)
+            print(f"| {var} | {m} | {sc['nse'].size} | {_med(sc['nse'])} | {_med(sc['nse_level'])} | {_med(sc['kge'])} | "
+                  f"{_med(sc['kge_level'])} | {np.median(np.abs(sc['mean_error'])):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
