@@ -31,6 +31,9 @@ def test_level_oracle_removes_the_site_mean_error_only():
     np.testing.assert_allclose(sc["nse_level"], 1.0, atol=1e-12)
     np.testing.assert_allclose(sc["kge_level"], 1.0, atol=1e-12)
     assert (sc["nse"] < 0).all() and np.allclose(np.abs(sc["mean_error"]), 1.5)
+    scaled = mod.level_scores(obs.assign(rsoil=obs.rsoil * np.exp(offset)), obs, "rsoil", "rsoil", "daily")
+    np.testing.assert_allclose(scaled["nse_rate"], 1.0, atol=1e-12)  # a wrong base rate: the scale oracle fixes it
+    assert (scaled["nse_level"] < 1 - 1e-3).all()  # a shift does not
     flat = obs.assign(rsoil=obs.rsoil * 0 + obs.rsoil.mean("time"))  # right level, no dynamics
     sc_flat = mod.level_scores(flat.assign(rsoil=flat.rsoil + 0.1 * rng.normal(size=(6, 200))), obs, "rsoil",
                                "rsoil", "daily")
