@@ -76,17 +76,13 @@ def _mean(preds: list[xr.Dataset], name: str) -> xr.Dataset:
 
 
 def write_ensembles(directory: Path, folds: dict[str, list[Split]], names: Sequence[str], seeds: Sequence[int],
-                    paths: Sequence[Callable[[Path, str, int], Path]] | None = None) -> dict[str, str]:
+                    extra_paths: Sequence[Callable[[Path, str, int], Path]] = ()) -> dict[str, str]:
     """Write every ensemble of ``names`` into each fold folder, for every seed whose members' files are all
-    there: the held-out predictions and, where the members have them, the calibration-site and all-years
-    files (``paths``: the path functions, default `prediction_path`, `kgml.compare.intervals.calibration_path`
-    and `kgml.compare.runner.all_years_path`). Rewritten on every run (so a re-run member is reflected).
-    Returns name → status (``"ensemble of …"``, or how many fold-seeds lack a member)."""
-    if paths is None:
-        from kgml.compare.intervals import calibration_path
-        from kgml.compare.runner import all_years_path
-
-        paths = (prediction_path, calibration_path, all_years_path)
+    there: the held-out predictions (`prediction_path`) and, where the members have them, the files of
+    ``extra_paths`` (path functions (fold folder, model, seed) → path: the runner passes the calibration-site
+    and all-years files). Rewritten on every run (so a re-run member is reflected). Returns name → status
+    (``"ensemble of …"``, or how many fold-seeds lack a member)."""
+    paths = (prediction_path, *extra_paths)
     status = {}
     for name in names:
         parts = members(name)

@@ -1271,7 +1271,8 @@ def run_suite(
     status = run_folds(suite, ds, folds, directory, cfgs[seed_list[0]], trained, quick=quick, signature=signature,
                        progress=progress, score_only=score_only, cfgs=cfgs,
                        options={"intervals": True} if intervals else None)
-    status.update(en.write_ensembles(directory, folds, ensembles, seed_list))
+    status.update(en.write_ensembles(directory, folds, ensembles, seed_list,
+                                     extra_paths=(iv.calibration_path, all_years_path)))
     models = tuple(dict.fromkeys([*models, *trained]))
     carried = carried_models(directory / "metrics.nc", models, folds, directory, seed_list)
     if carried:

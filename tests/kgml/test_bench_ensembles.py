@@ -35,7 +35,8 @@ def test_ensemble_is_the_members_mean_seed_by_seed(tmp_path):
     for (m, s), v in vals.items():
         write_netcdf_atomic(_pred(v, extra=m == "rf"), prediction_path(fold, m, s))
     write_netcdf_atomic(_pred(vals[("rf", 0)]), iv.calibration_path(fold, "rf", 0))  # neural has none
-    status = en.write_ensembles(tmp_path, {"site_kfold": [split]}, ["rf+neural"], [0, 1, 2])
+    status = en.write_ensembles(tmp_path, {"site_kfold": [split]}, ["rf+neural"], [0, 1, 2],
+                                extra_paths=(iv.calibration_path,))
     assert "1 fold-seeds lack a member" in status["rf+neural"]  # seed 2: no member file
     for s in (0, 1):
         with xr.open_dataset(prediction_path(fold, "rf+neural", s)) as e:
