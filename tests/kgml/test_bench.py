@@ -542,6 +542,29 @@ def test_memory_suite_gives_every_model_the_antecedent_drivers(dataset_dir):
 
 
 
+def test_smooth_suite_keeps_every_monthly_mean_of_fluxnet_mm(dataset_dir):
+    """fluxnet_mm_smooth: the same towers, targets and masks as fluxnet_mm, the smoothed drivers' monthly means
+    equal the held ones (so models reading monthly means see the same inputs), precipitation is unchanged, and
+    the suite runs on fluxnet_mm's frozen folds."""
+    from kgml.compare.suites import folds_path
+    from kgml.evaluation import to_monthly
+
+    data = dataset_dir("fluxnet2015_subset_mm").parent
+    sites = ["US-Ne1", "AT-Neu"]
+    held = get_suite("fluxnet_mm").load(data, True, sites)
+    suite = get_suite("fluxnet_mm_smooth")
+    smooth = suite.load(data, True, sites)
+    np.testing.assert_array_equal(smooth.nee_monthly.values, held.nee_monthly.values)
+    np.testing.assert_array_equal(smooth.precip.values, held.precip.values)
+    for name in ("tair", "sw_in", "vpd", "tsoil", "tmin"):
+        np.testing.assert_array_equal(np.isfinite(smooth[name].values), np.isfinite(held[name].values))
+        assert not np.allclose(smooth[name].values, held[name].values, equal_nan=True)
+        a = to_monthly(smooth.astype("float64"), [name])[f"{name}_monthly"].values
+        b = to_monthly(held.astype("float64"), [name])[f"{name}_monthly"].values
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, equal_nan=True)
+    assert float(smooth.sw_in.min()) >= 0 and float(smooth.vpd.min()) >= 0
+    assert folds_path(suite) == folds_path(get_suite("fluxnet_mm"))
+
 def test_noise_ceilings_of_a_fold_kind_are_those_of_its_held_out_towers(dataset_dir):
     """The ceiling row of the decomposition is `kgml.evaluation.noise_ceiling` of the held-out towers' observed
     NEE with FLUXNET2015's published errors; a suite without published errors has none."""
