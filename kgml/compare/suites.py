@@ -455,6 +455,8 @@ _FLUXNET_KINDS = {k.name: k for k in (
              _climate("warm", 0.2), heldout="ood"),
     FoldKind("driest_sites_out", "the driest 20 % of sites (mean annual precipitation) held out",
              _climate("dry", 0.2), heldout="ood"),
+    FoldKind("most_arid_sites_out", "the most arid 20 % of sites (aridity index P/PET of the record, UNEP 1992; "
+             "kgml.data.regions.site_aridity) held out", _climate("arid", 0.2), heldout="ood"),
     FoldKind("driest_year_out", "each site's year of largest relative precipitation deficit held out "
              "(trained on its other years)", _anomalous_year("dry")),
     FoldKind("hottest_year_out", "each site's year of largest positive air-temperature anomaly held out "

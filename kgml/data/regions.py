@@ -24,6 +24,7 @@ __all__ = [
     "region_maps",
     "register_region_map",
     "set_region",
+    "site_aridity",
     "site_climate",
     "us_state_from_fips",
     "us_state_from_latlon",
@@ -246,6 +247,51 @@ IGBP_GROUPS = {
 
 
 # --- registry -----------------------------------------------------------------------------------------
+
+
+#: Priestley–Taylor coefficient and surface albedo of the reference PET in `site_aridity` (a well-watered
+#: grass reference: α = 1.26, Priestley & Taylor 1972; albedo 0.23, FAO-56 eq. 38).
+REFERENCE_PT_ALPHA = 1.26
+REFERENCE_ALBEDO = 0.23
+
+
+def site_aridity(ds: xr.Dataset, dim: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(aridity index P/PET, reference PET mm yr-1) per site: the UNEP aridity index (UNEP 1992, World Atlas of
+    Desertification; hyper-arid < 0.05 ≤ arid < 0.2 ≤ semi-arid < 0.5 ≤ dry sub-humid < 0.65 ≤ humid), MAP from
+    `site_climate` over the annual Priestley–Taylor PET (`process_models.water.priestley_taylor_pet`, α =
+    `REFERENCE_PT_ALPHA`, net radiation by FAO-56 eqs. 38–40 at albedo `REFERENCE_ALBEDO`) of the site's own
+    daily drivers (tair, tmin, tmax, sw_in, vpd, lat, doy; patm where given, else 101.325 kPa), averaged like MAT
+    (the mean of the 12 calendar-month climatologies where every month has data). Unlike MAP alone it tells a
+    cold, dry-air tundra (little rain, less evaporative demand) from a hot desert. NaN where a driver is missing
+    for the whole record or PET is not positive."""
+    from process_models.radiation import net_radiation
+    from process_models.water import actual_vapour_pressure, priestley_taylor_pet
+
+    dim = dim or _unit_dim(ds)
+    n = ds.sizes[dim]
+    _, map_mm = site_climate(ds, dim)
+    need = ("tair", "tmin", "tmax", "sw_in", "vpd")
+    if any(v not in ds or "time" not in ds[v].dims for v in need) or "lat" not in ds.coords:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    get = {v: ds[v].transpose(dim, "time").values.astype(np.float64) for v in need}
+    lat = np.asarray(ds["lat"].values, dtype=np.float64)[:, None]
+    times = ds["time"].values
+    doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(np.int64) + 1
+    patm = (ds["patm"].transpose(dim, "time").values.astype(np.float64) if "patm" in ds
+            else np.full(get["tair"].shape, 101325.0))
+    ea = actual_vapour_pressure(get["tair"], get["vpd"])  # kPa, from VPD in hPa
+    rn = net_radiation(get["sw_in"], get["tmin"], get["tmax"], ea, lat, doy[None, :].astype(np.float64),
+                       REFERENCE_ALBEDO)
+    pet = np.asarray(priestley_taylor_pet(get["tair"], rn, np.where(np.isfinite(patm), patm, 101325.0),
+                                          REFERENCE_PT_ALPHA), dtype=np.float64)
+    pet = np.where(np.isfinite(get["tair"]) & np.isfinite(get["sw_in"]) & np.isfinite(get["vpd"]), pet, np.nan)
+    da = xr.DataArray(pet, dims=(dim, "time"), coords={"time": times})
+    clim = da.groupby("time.month").mean("time", skipna=True)
+    full = clim.count("month").values == 12
+    pet_yr = np.where(full, clim.mean("month").values, da.mean("time", skipna=True).values) * 365.25
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ai = np.where(np.isfinite(pet_yr) & (pet_yr > 0), map_mm / pet_yr, np.nan)
+    return ai, np.where(pet_yr > 0, pet_yr, np.nan)
 
 
 def _unit_dim(ds: xr.Dataset) -> str:

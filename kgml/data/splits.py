@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from kgml.data.regions import _labels, _unit_dim, site_climate
+from kgml.data.regions import _labels, _unit_dim, site_aridity, site_climate
 from kgml.io import write_text_atomic
 
 __all__ = [
@@ -429,22 +429,26 @@ def climate_extrapolation(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
 ) -> Split:
-    """Hold out the sites at one climate extreme as ``ood``: ``by`` in warm/cold (MAT) or dry/wet (MAP), the
-    ``quantile`` fraction of sites with known climate (from ``mat``/``map`` coordinates or the data, see
-    `kgml.data.regions.site_climate`). Sites of unknown climate stay in-distribution.
+    """Hold out the sites at one climate extreme as ``ood``: ``by`` in warm/cold (MAT), dry/wet (MAP) or
+    arid/humid (the aridity index P/PET, `kgml.data.regions.site_aridity`: water supply against evaporative
+    demand, so a cold tundra with little rain is not "dry"), the ``quantile`` fraction of sites with known
+    climate (from ``mat``/``map`` coordinates or the data, see `kgml.data.regions.site_climate`). Sites of
+    unknown climate stay in-distribution.
     """
-    if by not in ("warm", "cold", "dry", "wet"):
-        raise ValueError(f"by must be warm, cold, dry or wet, got {by!r}")
+    if by not in ("warm", "cold", "dry", "wet", "arid", "humid"):
+        raise ValueError(f"by must be warm, cold, dry, wet, arid or humid, got {by!r}")
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     dim = _unit_dim(ds)
     units = ds[dim].values.astype(str)
     mat, map_mm = site_climate(ds, dim)
-    value = mat if by in ("warm", "cold") else map_mm
+    value = {"warm": mat, "cold": mat, "dry": map_mm, "wet": map_mm}.get(by)
+    if value is None:
+        value = site_aridity(ds, dim)[0]
     known = np.isfinite(value)
     if known.sum() < 2:
         raise ValueError(f"climate of fewer than 2 sites is known; cannot split by {by!r}")
-    sign = 1.0 if by in ("warm", "wet") else -1.0
+    sign = 1.0 if by in ("warm", "wet", "humid") else -1.0
     n_out = max(1, int(round(quantile * known.sum())))
     key = np.where(known, -sign * np.where(known, value, 0.0), np.inf)  # extreme first, unknown last
     order = np.argsort(key, kind="stable")
@@ -454,7 +458,8 @@ def climate_extrapolation(
     val, test, train = _split_off(rest, [val_fraction, test_fraction], np.random.default_rng(seed))
     return Split(f"climate_{by}{quantile:g}_seed{seed}", "climate_extrapolation", seed, dim, Part(train), Part(val),
                  Part(test), Part(held), {"by": by, "quantile": quantile, "threshold": threshold,
-                                          "variable": "mat_degC" if by in ("warm", "cold") else "map_mm_yr"})
+                                          "variable": {"warm": "mat_degC", "cold": "mat_degC", "dry": "map_mm_yr",
+                                                       "wet": "map_mm_yr"}.get(by, "aridity_index")})
 
 
 def _target_variable(ds: xr.Dataset, target: str) -> str:
