@@ -939,6 +939,18 @@ MODEL_LABELS.update({
     "hybrid_evergreen_pmodel_acclimated": "hybrid, global, P-model + evergreen canopies keep their leaf area and "
                                           "down-regulate it in the cold season (Mäkelä et al. 2004)",
 })
+#: One temperature sensitivity of respiration for every site (issue 15 item 2 / issue 20): Mahecha et al. (2010,
+#: Science 329:838) find the ecosystem-level Q10 converges to 1.4 ± 0.1 across FLUXNET once confounding seasonal
+#: factors are removed, so the sensitivities are learned as one global value each (`[model] global_params`) and
+#: only the base rates per site: at a climate no training tower has (the tundra of driest_sites_out) the parameter
+#: network cannot extrapolate them.
+SENSITIVITY_PARAMS = ("e0_rh", "q10_ra")
+SENSITIVITY_SLOTS = ("hybrid_global_sensitivity",)
+SLOTS["hybrid_global_sensitivity"] = _ablation_slot(
+    "global-sensitivity", "hybrid_global with one learned temperature sensitivity of Rh and Ra for all sites",
+    model={"global_params": SENSITIVITY_PARAMS})
+MODEL_LABELS["hybrid_global_sensitivity"] = ("hybrid, global, one temperature sensitivity of respiration for all "
+                                             "sites (Mahecha et al. 2010)")
 SLOTS.update({
     "hybrid_no_location": _ablation_slot("no-location", "hybrid_global without the location encoding",
                                          model={"location": False}),
@@ -1004,7 +1016,7 @@ def _note_dropped_models(path: Path, new: xr.Dataset) -> list[str]:
 def known_models() -> tuple[str, ...]:
     """Every slot `run_suite` accepts: the default models, the ablations and the physics-lever slots."""
     return (*MODELS, *ABLATION_MODELS, *ANOMALY_SLOTS, *OBSERVED_WATER_SLOTS, *WATER_PHENOLOGY_SLOTS, *EVERGREEN_SLOTS,
-            *PHOTOSYNTHESIS_SLOTS)
+            *PHOTOSYNTHESIS_SLOTS, *SENSITIVITY_SLOTS)
 
 
 def ablation_models() -> tuple[str, ...]:

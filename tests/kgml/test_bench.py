@@ -472,6 +472,27 @@ def test_observed_water_slot_drives_the_physics_with_measured_swc(tmp_path, data
 
 
 @pytest.mark.slow
+def test_global_sensitivity_slot_learns_one_temperature_sensitivity(tmp_path, dataset_dir):
+    """hybrid_global_sensitivity on fluxnet_mm (quick): E0 of Rh and Q10 of Ra are single learned values (not
+    predicted per site, moved from their defaults by training), the base rates stay per site, and the held-out
+    predictions carry that one E0."""
+    from kgml.compare.runner import SENSITIVITY_PARAMS
+
+    ctx = _fold_context(tmp_path / "a", "fluxnet_mm", dataset_dir("fluxnet2015_subset_mm").parent, "site_kfold")
+    pred, run = _slot_and_run(ctx, "hybrid_global_sensitivity")
+    assert set(run.config.model.global_params) == set(SENSITIVITY_PARAMS)
+    assert not set(SENSITIVITY_PARAMS) & set(run.model.learned) and "rref_rh" in run.model.learned
+    specs = {s.name: s for s in run.model.process.parameter_specs}
+    for name in SENSITIVITY_PARAMS:
+        u = float(run.model.global_unconstrained[name])
+        assert u != pytest.approx(float(specs[name].default_unconstrained), abs=1e-6)  # trained
+    e0 = pred["theta_e0_rh"].values
+    want = float(specs["e0_rh"].to_physical(run.model.global_unconstrained["e0_rh"]))
+    np.testing.assert_allclose(e0[np.isfinite(e0)], want, rtol=1e-5)  # every held-out site: the one global value
+    assert np.isfinite(pred["nee"].values).any()
+
+
+@pytest.mark.slow
 def test_water_phenology_slot_trains_the_water_limited_gsi(tmp_path, dataset_dir):
     """hybrid_water_phenology on fluxnet_mm (quick): the trained physics' phenology is water-limited and learns
     its two water parameters per site; held-out predictions finite; a crop suite says not available."""
