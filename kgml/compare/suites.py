@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from kgml.data import assemble
+from kgml.data.disaggregate import smooth_monthly_drivers
 from kgml.data.soil_respiration import read_srdb
 from kgml.data.splits import (
     Part,
@@ -366,8 +367,6 @@ def _load_fluxnet_memory(data_dir, quick, sites):
 def _load_fluxnet_smooth(data_dir, quick, sites):
     """`_load_fluxnet` with the month-held drivers disaggregated to smooth daily series that keep every monthly
     mean (`kgml.data.disaggregate.smooth_monthly_drivers`)."""
-    from kgml.data.disaggregate import smooth_monthly_drivers
-
     return smooth_monthly_drivers(_load_fluxnet(data_dir, quick, sites))
 
 

@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import xarray as xr
 
+from process_models.radiation import net_radiation
+from process_models.water import actual_vapour_pressure, priestley_taylor_pet
+
 __all__ = [
     "CLIMATE_ZONES",
     "IGBP_GROUPS",
@@ -264,9 +267,6 @@ def site_aridity(ds: xr.Dataset, dim: str | None = None) -> tuple[np.ndarray, np
     (the mean of the 12 calendar-month climatologies where every month has data). Unlike MAP alone it tells a
     cold, dry-air tundra (little rain, less evaporative demand) from a hot desert. NaN where a driver is missing
     for the whole record or PET is not positive."""
-    from process_models.radiation import net_radiation
-    from process_models.water import actual_vapour_pressure, priestley_taylor_pet
-
     dim = dim or _unit_dim(ds)
     n = ds.sizes[dim]
     _, map_mm = site_climate(ds, dim)
