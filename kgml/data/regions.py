@@ -208,6 +208,17 @@ def climate_zone(mat, map_mm) -> np.ndarray:
     return out
 
 
+def _climatological_mean(da: xr.DataArray, annual: bool = False) -> np.ndarray:
+    """Per-site mean over ``time``: the mean of the 12 calendar-month climatologies where every month has data
+    (so a record of summers only does not look warm), else (and for ``annual`` series) the plain mean."""
+    plain = da.mean("time", skipna=True).values
+    if annual:
+        return plain
+    clim = da.groupby("time.month").mean("time", skipna=True)
+    full = clim.count("month").values == 12
+    return np.where(full, clim.mean("month").values, plain)
+
+
 def site_climate(ds: xr.Dataset, dim: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(MAT °C, MAP mm yr-1) per site: from ``mat``/``map`` coordinates where given, else from the data.
 
@@ -220,14 +231,7 @@ def site_climate(ds: xr.Dataset, dim: str | None = None) -> tuple[np.ndarray, np
     def from_data(name: str, scale: float) -> np.ndarray:
         if name not in ds or "time" not in ds[name].dims:
             return np.full(n, np.nan)
-        da = ds[name]
-        res = ds.attrs.get("time_resolution", "")
-        plain = da.mean("time", skipna=True).values
-        if res == "YY":
-            return plain * scale
-        clim = da.groupby("time.month").mean("time", skipna=True)
-        full = clim.count("month").values == 12
-        return np.where(full, clim.mean("month").values, plain) * scale
+        return _climatological_mean(ds[name], annual=ds.attrs.get("time_resolution", "") == "YY") * scale
 
     mat = from_data("tair", 1.0)
     map_mm = from_data("precip", 365.25)
@@ -277,18 +281,14 @@ def site_aridity(ds: xr.Dataset, dim: str | None = None) -> tuple[np.ndarray, np
     lat = np.asarray(ds["lat"].values, dtype=np.float64)[:, None]
     times = ds["time"].values
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(np.int64) + 1
-    patm = (ds["patm"].transpose(dim, "time").values.astype(np.float64) if "patm" in ds
-            else np.full(get["tair"].shape, 101325.0))
+    patm = ds["patm"].transpose(dim, "time").values.astype(np.float64) if "patm" in ds else 101325.0
     ea = actual_vapour_pressure(get["tair"], get["vpd"])  # kPa, from VPD in hPa
     rn = net_radiation(get["sw_in"], get["tmin"], get["tmax"], ea, lat, doy[None, :].astype(np.float64),
                        REFERENCE_ALBEDO)
     pet = np.asarray(priestley_taylor_pet(get["tair"], rn, np.where(np.isfinite(patm), patm, 101325.0),
                                           REFERENCE_PT_ALPHA), dtype=np.float64)
     pet = np.where(np.isfinite(get["tair"]) & np.isfinite(get["sw_in"]) & np.isfinite(get["vpd"]), pet, np.nan)
-    da = xr.DataArray(pet, dims=(dim, "time"), coords={"time": times})
-    clim = da.groupby("time.month").mean("time", skipna=True)
-    full = clim.count("month").values == 12
-    pet_yr = np.where(full, clim.mean("month").values, da.mean("time", skipna=True).values) * 365.25
+    pet_yr = _climatological_mean(xr.DataArray(pet, dims=(dim, "time"), coords={"time": times})) * 365.25
     with np.errstate(invalid="ignore", divide="ignore"):
         ai = np.where(np.isfinite(pet_yr) & (pet_yr > 0), map_mm / pet_yr, np.nan)
     return ai, np.where(pet_yr > 0, pet_yr, np.nan)

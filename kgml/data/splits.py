@@ -420,6 +420,11 @@ def temporal_holdout(
                  Part(units, val_y), Part(units, test_y), Part(units, future), {"cutoff_year": int(cutoff_year)})
 
 
+#: ``by`` of `climate_extrapolation` → (the site variable it ranks, +1 to hold out the highest values, −1 the lowest).
+_CLIMATE_AXES = {"warm": ("mat_degC", 1.0), "cold": ("mat_degC", -1.0), "dry": ("map_mm_yr", -1.0),
+                 "wet": ("map_mm_yr", 1.0), "arid": ("aridity_index", -1.0), "humid": ("aridity_index", 1.0)}
+
+
 def climate_extrapolation(
     ds: xr.Dataset,
     *,
@@ -435,20 +440,20 @@ def climate_extrapolation(
     climate (from ``mat``/``map`` coordinates or the data, see `kgml.data.regions.site_climate`). Sites of
     unknown climate stay in-distribution.
     """
-    if by not in ("warm", "cold", "dry", "wet", "arid", "humid"):
+    if by not in _CLIMATE_AXES:
         raise ValueError(f"by must be warm, cold, dry, wet, arid or humid, got {by!r}")
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     dim = _unit_dim(ds)
     units = ds[dim].values.astype(str)
-    mat, map_mm = site_climate(ds, dim)
-    value = {"warm": mat, "cold": mat, "dry": map_mm, "wet": map_mm}.get(by)
-    if value is None:
+    variable, sign = _CLIMATE_AXES[by]
+    if variable == "aridity_index":
         value = site_aridity(ds, dim)[0]
+    else:
+        value = site_climate(ds, dim)[0 if variable == "mat_degC" else 1]
     known = np.isfinite(value)
     if known.sum() < 2:
         raise ValueError(f"climate of fewer than 2 sites is known; cannot split by {by!r}")
-    sign = 1.0 if by in ("warm", "wet", "humid") else -1.0
     n_out = max(1, int(round(quantile * known.sum())))
     key = np.where(known, -sign * np.where(known, value, 0.0), np.inf)  # extreme first, unknown last
     order = np.argsort(key, kind="stable")
@@ -458,8 +463,7 @@ def climate_extrapolation(
     val, test, train = _split_off(rest, [val_fraction, test_fraction], np.random.default_rng(seed))
     return Split(f"climate_{by}{quantile:g}_seed{seed}", "climate_extrapolation", seed, dim, Part(train), Part(val),
                  Part(test), Part(held), {"by": by, "quantile": quantile, "threshold": threshold,
-                                          "variable": {"warm": "mat_degC", "cold": "mat_degC", "dry": "map_mm_yr",
-                                                       "wet": "map_mm_yr"}.get(by, "aridity_index")})
+                                          "variable": variable})
 
 
 def _target_variable(ds: xr.Dataset, target: str) -> str:
